@@ -1,0 +1,60 @@
+//! `tollgate check`: the deploy checklist. Validates the configuration, then checks every
+//! dependency live, one line each; exits 0 only if every line passes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config;
+use crate::ops::checks;
+use crate::store::Db;
+
+pub async fn run(path: Option<PathBuf>) -> ExitCode {
+    let config = match config::load(path.as_deref()) {
+        Ok(c) => c,
+        Err(problems) => {
+            println!("[FAIL] configuration: {problems}");
+            println!("result: the configuration must be fixed before anything else can be checked");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "tollgate check ({} environment)",
+        config.environment.as_str()
+    );
+    println!("[pass] configuration is valid");
+    let mut failed = 0;
+    let mut total = 1;
+    let mut line = |ok: bool, text: String| {
+        total += 1;
+        if !ok {
+            failed += 1;
+        }
+        println!("[{}] {text}", if ok { "pass" } else { "FAIL" });
+    };
+    match Db::connect(&config.database_url(), &config.database).await {
+        Err(e) => line(false, format!("database reachable: {e:#}")),
+        Ok(db) => {
+            for c in checks::all(&db, config.redis.url.as_deref()).await {
+                let latency = format!("{:.1} ms", c.latency.as_secs_f64() * 1000.0);
+                let output = c.output.map(|o| format!(": {o}")).unwrap_or_default();
+                let label = match c.name {
+                    "database" => format!("database reachable ({})", db.backend().as_str()),
+                    "migrations" => "migrations applied".to_string(),
+                    other => format!("{other} reachable"),
+                };
+                line(c.ok, format!("{label} [{latency}]{output}"));
+            }
+            db.close().await;
+        }
+    }
+    if config.redis.url.is_none() {
+        println!("[skip] redis: not configured (optional with one replica)");
+    }
+    if failed == 0 {
+        println!("result: all {total} checks passed");
+        ExitCode::SUCCESS
+    } else {
+        println!("result: {failed} of {total} checks failed");
+        ExitCode::FAILURE
+    }
+}

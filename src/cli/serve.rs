@@ -1,0 +1,17 @@
+//! `tollgate serve`: run until SIGTERM/SIGINT, then shut down gracefully.
+
+use crate::config::Config;
+use crate::startup::{Application, Role, ServeOptions, shutdown_signal};
+use crate::telemetry;
+
+pub async fn run(config: Config, role: Role, migrate: bool) -> anyhow::Result<()> {
+    telemetry::init(&config);
+    let app = Application::build(config, ServeOptions { role, migrate }).await?;
+    let token = app.shutdown_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received");
+        token.cancel();
+    });
+    app.run_until_stopped().await
+}

@@ -1,0 +1,148 @@
+//! Environment variables as a figment provider, plus the deserializers env values need.
+
+use figment::value::{Dict, Map, Value};
+use figment::{Metadata, Profile, Provider};
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer};
+
+use super::{Config, Problem};
+
+/// Names platforms and users already set, and the key each one fills.
+const CONVENTIONAL: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database.url"),
+    ("REDIS_URL", "redis.url"),
+    ("PUBLIC_URL", "public_url"),
+    ("CORS_ORIGINS", "http.cors_origins"),
+    ("ENCRYPTION_KEY", "encryption_key"),
+    ("SENTRY_DSN", "sentry_dsn"),
+    ("METRICS_TOKEN", "metrics_token"),
+];
+
+/// Keys whose env value is always text. Parsing them like other values would turn a secret made
+/// of digits into a number (and a long one into a lossy float).
+const TEXT_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "public_url",
+    "encryption_key",
+    "metrics_token",
+    "sentry_dsn",
+    "database.url",
+    "redis.url",
+    "http.cors_origins",
+    "log.level",
+];
+
+const PREFIX: &str = "TOLLGATE_";
+/// `TOLLGATE_CONFIG` names the file; it is not a key inside it.
+const NOT_KEYS: &[&str] = &["TOLLGATE_CONFIG"];
+
+pub fn process_env() -> Vec<(String, String)> {
+    std::env::vars().collect()
+}
+
+/// The figment provider for `vars`: conventional names first, `TOLLGATE_*` over them.
+pub fn provider(vars: &[(String, String)]) -> EnvVars {
+    let mut dict = Dict::new();
+    for (name, value) in vars {
+        if let Some((_, key)) = CONVENTIONAL.iter().find(|(n, _)| n == name) {
+            insert(&mut dict, key, value);
+        }
+    }
+    for (name, value) in vars {
+        if let Some(rest) = name.strip_prefix(PREFIX)
+            && !NOT_KEYS.contains(&name.as_str())
+            && !rest.is_empty()
+        {
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            insert(&mut dict, &key, value);
+        }
+    }
+    EnvVars(dict)
+}
+
+fn insert(dict: &mut Dict, key: &str, raw: &str) {
+    let value = if TEXT_KEYS.contains(&key) {
+        Value::from(raw.to_string())
+    } else {
+        raw.parse().expect("figment value parsing is infallible")
+    };
+    let mut parts = key.split('.').peekable();
+    let mut node = dict;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            node.insert(part.to_string(), value);
+            return;
+        }
+        let child = node
+            .entry(part.to_string())
+            .or_insert_with(|| Value::from(Dict::new()));
+        if child.as_dict().is_none() {
+            *child = Value::from(Dict::new());
+        }
+        node = match child {
+            Value::Dict(_, d) => d,
+            _ => unreachable!("replaced by a dict above"),
+        };
+    }
+}
+
+/// Environment variables (already collected) as a figment provider.
+pub struct EnvVars(Dict);
+
+impl Provider for EnvVars {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variable")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.0.clone()))
+    }
+}
+
+/// `PORT` replaces the port of `listen`: platforms set it and route traffic to it.
+pub fn apply_port(config: &mut Config, vars: &[(String, String)], problems: &mut Vec<Problem>) {
+    let Some((_, port)) = vars.iter().find(|(n, _)| n == "PORT") else {
+        return;
+    };
+    let port: u16 = match port.trim().parse() {
+        Ok(p) if p > 0 => p,
+        _ => {
+            problems.push(Problem::new(
+                "PORT",
+                format!("expected a port number from 1 to 65535, got {port:?}"),
+            ));
+            return;
+        }
+    };
+    let host = match config.listen.rsplit_once(':') {
+        Some((host, _)) => host.to_string(),
+        None => config.listen.clone(),
+    };
+    config.listen = format!("{host}:{port}");
+}
+
+/// An optional secret that must be text.
+pub fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+    let value: Option<String> = Option::deserialize(d)?;
+    Ok(value.filter(|s| !s.is_empty()).map(SecretString::from))
+}
+
+/// A list of strings, written either as a list or as one comma-separated string.
+pub fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    let items = match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(items) => items,
+        ListOrCsv::Csv(csv) => csv.split(',').map(str::to_string).collect(),
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
+}

@@ -1,0 +1,251 @@
+//! Typed configuration: built-in defaults → TOML file → conventional env names → `TOLLGATE_*`.
+//!
+//! Loading never stops at the first problem: [`load`] returns every problem it found, each with
+//! the key path and what is expected, so an operator fixes a config in one pass.
+
+mod env;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+pub use validate::validate;
+
+/// The annotated default configuration, printed by `tollgate config example`.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// Deployment stage; production turns on the strict checks of [`validate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Development,
+    Staging,
+    Production,
+}
+
+impl Environment {
+    /// The lowercase name, as written in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Development => "development",
+            Environment::Staging => "staging",
+            Environment::Production => "production",
+        }
+    }
+}
+
+/// The whole configuration of one tollgate process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub environment: Environment,
+    /// Address to bind, validated by [`validate`]; read it with [`Config::listen_addr`].
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub public_url: Option<String>,
+    #[serde(default, deserialize_with = "env::secret")]
+    pub encryption_key: Option<SecretString>,
+    #[serde(default, deserialize_with = "env::secret")]
+    pub metrics_token: Option<SecretString>,
+    #[serde(default, deserialize_with = "env::secret")]
+    pub sentry_dsn: Option<SecretString>,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+}
+
+/// Connection settings for SQLite or PostgreSQL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://…` or `postgres://…`; `None` means a SQLite file in the data directory.
+    pub url: Option<String>,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub acquire_timeout_ms: u64,
+    pub statement_timeout_ms: u64,
+    pub busy_timeout_ms: u64,
+}
+
+/// Optional Redis, shared by replicas.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: Option<String>,
+}
+
+/// HTTP server limits and CORS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Accepts a TOML list or one comma-separated string (as `CORS_ORIGINS` is written).
+    #[serde(deserialize_with = "env::string_list")]
+    pub cors_origins: Vec<String>,
+    pub body_limit_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub slow_request_ms: u64,
+    pub shutdown_timeout_ms: u64,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// One thing wrong with the configuration: where, and what is expected instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Every problem found while loading and validating; never empty.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<Problem>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(
+            f,
+            "the configuration has {n} problem{}:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.0 {
+            writeln!(f, "  - {}: {}", p.key, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// The built-in development defaults, with no file and no environment.
+    pub fn defaults() -> Config {
+        Figment::from(Toml::string(DEFAULT_TOML))
+            .extract()
+            .expect("the embedded default configuration is valid")
+    }
+
+    /// The validated listen address.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+            .parse()
+            .expect("listen is checked by validate() before use")
+    }
+
+    /// The database URL in effect: the configured one or the SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("tollgate.db").display()),
+        }
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.environment == Environment::Production
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.http.request_timeout_ms)
+    }
+
+    pub fn slow_request(&self) -> Duration {
+        Duration::from_millis(self.http.slow_request_ms)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.http.shutdown_timeout_ms)
+    }
+}
+
+/// Loads the configuration from the defaults, the optional file and the process environment,
+/// then validates it. Returns every problem at once.
+pub fn load(file: Option<&Path>) -> Result<Config, ConfigErrors> {
+    load_from(file, &env::process_env())
+}
+
+/// [`load`] with an explicit environment (name, value) list, so tests need not touch the
+/// process environment.
+pub fn load_from(file: Option<&Path>, vars: &[(String, String)]) -> Result<Config, ConfigErrors> {
+    let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigErrors(vec![Problem::new(
+                "--config",
+                format!("{} does not exist or is not a file", path.display()),
+            )]));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    let figment = figment.merge(env::provider(vars));
+    let mut config: Config = figment.extract().map_err(|e| {
+        ConfigErrors(
+            e.into_iter()
+                .map(|e| Problem::new(error_key(&e), error_message(&e)))
+                .collect(),
+        )
+    })?;
+    let mut problems = Vec::new();
+    env::apply_port(&mut config, vars, &mut problems);
+    problems.extend(validate(&config));
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(problems))
+    }
+}
+
+fn error_key(e: &figment::Error) -> String {
+    if e.path.is_empty() {
+        "(top level)".into()
+    } else {
+        e.path.join(".")
+    }
+}
+
+fn error_message(e: &figment::Error) -> String {
+    // figment's Display repeats the key; keep the kind, and say where the value came from.
+    let source = e
+        .metadata
+        .as_ref()
+        .map(|m| match &m.source {
+            Some(src) => format!(" (from {} {src})", m.name),
+            None => format!(" (from {})", m.name),
+        })
+        .unwrap_or_default();
+    format!("{}{source}", e.kind)
+}
+
+#[cfg(test)]
+mod tests;

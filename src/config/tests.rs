@@ -1,0 +1,288 @@
+use std::io::Write;
+
+use secrecy::ExposeSecret;
+
+use super::*;
+
+fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn keys(result: Result<Config, ConfigErrors>) -> Vec<String> {
+    let mut keys: Vec<String> = result
+        .expect_err("config should be refused")
+        .0
+        .into_iter()
+        .map(|p| p.key)
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// A temporary TOML file removed on drop.
+struct TempToml(std::path::PathBuf);
+
+impl TempToml {
+    fn new(content: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("tollgate-cfg-{}.toml", uuid::Uuid::now_v7()));
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(content.as_bytes()))
+            .unwrap();
+        TempToml(path)
+    }
+}
+
+impl Drop for TempToml {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+const KEY64: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const TOKEN32: &str = "m3tr1cs-t0ken-that-is-long-enough";
+
+fn production() -> Vec<(String, String)> {
+    vars(&[
+        ("TOLLGATE_ENVIRONMENT", "production"),
+        ("PUBLIC_URL", "https://api.example.com"),
+        ("ENCRYPTION_KEY", KEY64),
+        ("METRICS_TOKEN", TOKEN32),
+        ("TOLLGATE_DATA_DIR", "/var/lib/tollgate"),
+    ])
+}
+
+#[test]
+fn the_defaults_are_a_valid_development_config() {
+    let c = load_from(None, &[]).unwrap();
+    assert_eq!(c.environment, Environment::Development);
+    assert_eq!(c.listen, "127.0.0.1:8080");
+    assert_eq!(c.database_url(), "sqlite://./tollgate-data/tollgate.db");
+    assert!(c.http.cors_origins.is_empty());
+}
+
+#[test]
+fn a_complete_production_config_is_accepted() {
+    let c = load_from(None, &production()).unwrap();
+    assert!(c.is_production());
+    assert_eq!(c.metrics_token.unwrap().expose_secret(), TOKEN32);
+}
+
+#[test]
+fn a_weak_production_config_names_every_problem_at_once() {
+    let mut env = vars(&[
+        ("TOLLGATE_ENVIRONMENT", "production"),
+        ("PUBLIC_URL", "https://api.example.com"),
+        ("ENCRYPTION_KEY", "0123456789"),
+        ("CORS_ORIGINS", "*"),
+        ("TOLLGATE_DATA_DIR", "/var/lib/tollgate"),
+    ]);
+    env.push(("TOLLGATE_LISTEN".into(), "127.0.0.1:9000".into()));
+    assert_eq!(
+        keys(load_from(None, &env)),
+        ["encryption_key", "http.cors_origins", "metrics_token"]
+    );
+}
+
+#[test]
+fn production_requires_public_url_key_and_token() {
+    let env = vars(&[
+        ("TOLLGATE_ENVIRONMENT", "production"),
+        ("TOLLGATE_DATA_DIR", "/var/lib/tollgate"),
+    ]);
+    assert_eq!(
+        keys(load_from(None, &env)),
+        ["encryption_key", "metrics_token", "public_url"]
+    );
+}
+
+#[test]
+fn production_refuses_short_secrets_http_urls_and_temp_databases() {
+    let mut env = production();
+    env.extend(vars(&[
+        ("METRICS_TOKEN", "short-token"),
+        ("PUBLIC_URL", "http://api.example.com"),
+        ("DATABASE_URL", "sqlite:///tmp/tollgate.db"),
+    ]));
+    let errors = load_from(None, &env).unwrap_err();
+    let text = errors.to_string();
+    assert!(
+        text.contains("metrics_token: must be at least 32 characters in production, got 11"),
+        "{text}"
+    );
+    assert!(
+        text.contains("public_url: must be https in production"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "database.url: the database must not live in memory or a temporary directory"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.starts_with("the configuration has 3 problems:"),
+        "{text}"
+    );
+}
+
+#[test]
+fn production_refuses_a_default_data_dir_under_tmp() {
+    let mut env = production();
+    env.push(("TOLLGATE_DATA_DIR".into(), "/tmp/tg".into()));
+    assert_eq!(keys(load_from(None, &env)), ["data_dir"]);
+}
+
+#[test]
+fn development_accepts_wildcard_cors_and_short_tokens() {
+    let env = vars(&[("CORS_ORIGINS", "*"), ("METRICS_TOKEN", "dev")]);
+    let c = load_from(None, &env).unwrap();
+    assert_eq!(c.http.cors_origins, ["*"]);
+}
+
+#[test]
+fn cors_origins_are_split_on_commas_and_checked_one_by_one() {
+    let env = vars(&[(
+        "CORS_ORIGINS",
+        "https://app.example.com, http://localhost:3000,ftp://x,https://a.example.com/path",
+    )]);
+    let errors = load_from(None, &env).unwrap_err();
+    assert_eq!(errors.0.len(), 2, "{errors}");
+    assert!(errors.to_string().contains("\"ftp://x\" is not an origin"));
+    assert!(
+        errors
+            .to_string()
+            .contains("\"https://a.example.com/path\" is not an origin")
+    );
+    let ok = vars(&[(
+        "CORS_ORIGINS",
+        "https://app.example.com, http://localhost:3000",
+    )]);
+    assert_eq!(
+        load_from(None, &ok).unwrap().http.cors_origins,
+        ["https://app.example.com", "http://localhost:3000"]
+    );
+}
+
+#[test]
+fn an_encryption_key_must_be_64_hex_characters() {
+    let not_hex = "z".repeat(64);
+    for bad in ["abc", not_hex.as_str(), &KEY64[..63]] {
+        let env = vars(&[("ENCRYPTION_KEY", bad)]);
+        assert_eq!(keys(load_from(None, &env)), ["encryption_key"], "{bad}");
+    }
+    assert!(load_from(None, &vars(&[("ENCRYPTION_KEY", KEY64)])).is_ok());
+}
+
+#[test]
+fn conventional_names_fill_their_keys_and_tollgate_names_win() {
+    let env = vars(&[
+        ("DATABASE_URL", "postgres://a@localhost/one"),
+        ("TOLLGATE_DATABASE__URL", "postgres://a@localhost/two"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/1"),
+        ("TOLLGATE_DATABASE__MAX_CONNECTIONS", "25"),
+        ("TOLLGATE_HTTP__SLOW_REQUEST_MS", "250"),
+        ("SENTRY_DSN", "https://abc@o1.ingest.sentry.io/42"),
+    ]);
+    let c = load_from(None, &env).unwrap();
+    assert_eq!(c.database_url(), "postgres://a@localhost/two");
+    assert_eq!(c.redis.url.as_deref(), Some("redis://127.0.0.1:6379/1"));
+    assert_eq!(c.database.max_connections, 25);
+    assert_eq!(c.http.slow_request_ms, 250);
+}
+
+#[test]
+fn a_secret_made_of_digits_stays_text() {
+    let digits = "1234567890".repeat(4);
+    let env = vars(&[("METRICS_TOKEN", digits.as_str())]);
+    let c = load_from(None, &env).unwrap();
+    assert_eq!(c.metrics_token.unwrap().expose_secret(), digits);
+}
+
+#[test]
+fn port_replaces_only_the_port_of_listen() {
+    let env = vars(&[("TOLLGATE_LISTEN", "0.0.0.0:8080"), ("PORT", "9999")]);
+    assert_eq!(load_from(None, &env).unwrap().listen, "0.0.0.0:9999");
+    assert_eq!(keys(load_from(None, &vars(&[("PORT", "http")]))), ["PORT"]);
+    assert_eq!(keys(load_from(None, &vars(&[("PORT", "70000")]))), ["PORT"]);
+}
+
+#[test]
+fn a_file_overrides_defaults_and_env_overrides_the_file() {
+    let file = TempToml::new(
+        "environment = \"staging\"\n[database]\nmax_connections = 3\n[log]\nlevel = \"debug\"\n",
+    );
+    let c = load_from(Some(&file.0), &vars(&[("TOLLGATE_LOG__LEVEL", "warn")])).unwrap();
+    assert_eq!(c.environment, Environment::Staging);
+    assert_eq!(c.database.max_connections, 3);
+    assert_eq!(c.log.level, "warn");
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_refused_with_their_path() {
+    let file = TempToml::new("[database]\nmax_conections = 3\n");
+    let errors = load_from(Some(&file.0), &[]).unwrap_err();
+    assert!(errors.to_string().contains("unknown field"), "{errors}");
+    assert!(errors.to_string().contains("max_conections"), "{errors}");
+
+    let env = vars(&[("TOLLGATE_DATABASE__MAX_CONNECTIONS", "many")]);
+    let errors = load_from(None, &env).unwrap_err();
+    assert_eq!(errors.0[0].key, "database.max_connections", "{errors}");
+    assert!(
+        errors.0[0].message.contains("environment variable"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_a_problem_not_a_silent_default() {
+    let missing = std::path::Path::new("/nonexistent/tollgate.toml");
+    assert_eq!(keys(load_from(Some(missing), &[])), ["--config"]);
+}
+
+#[test]
+fn pool_http_log_and_url_rules_each_report_their_key() {
+    let env = vars(&[
+        ("TOLLGATE_DATABASE__MAX_CONNECTIONS", "2"),
+        ("TOLLGATE_DATABASE__MIN_CONNECTIONS", "5"),
+        ("TOLLGATE_DATABASE__ACQUIRE_TIMEOUT_MS", "0"),
+        ("TOLLGATE_HTTP__BODY_LIMIT_BYTES", "0"),
+        ("TOLLGATE_HTTP__REQUEST_TIMEOUT_MS", "0"),
+        ("TOLLGATE_LOG__LEVEL", "info,=[bad"),
+        ("REDIS_URL", "http://127.0.0.1"),
+        ("SENTRY_DSN", "not a dsn"),
+        ("TOLLGATE_LISTEN", "localhost"),
+        ("PUBLIC_URL", "api.example.com"),
+    ]);
+    assert_eq!(
+        keys(load_from(None, &env)),
+        [
+            "database.acquire_timeout_ms",
+            "database.min_connections",
+            "http.body_limit_bytes",
+            "http.request_timeout_ms",
+            "listen",
+            "log.level",
+            "public_url",
+            "redis.url",
+            "sentry_dsn",
+        ]
+    );
+    let env = vars(&[
+        ("DATABASE_URL", "mysql://root@localhost/db"),
+        ("TOLLGATE_DATABASE__MAX_CONNECTIONS", "0"),
+    ]);
+    assert_eq!(
+        keys(load_from(None, &env)),
+        ["database.max_connections", "database.url"]
+    );
+}
+
+#[test]
+fn the_example_file_is_the_default_config() {
+    let file = TempToml::new(DEFAULT_TOML);
+    let c = load_from(Some(&file.0), &[]).unwrap();
+    assert_eq!(c.listen, Config::defaults().listen);
+}

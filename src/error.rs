@@ -1,0 +1,210 @@
+//! The service error type and its RFC 9457 `application/problem+json` rendering.
+//!
+//! Every failure a client sees goes through [`Error`], so all of them share one shape:
+//! `type`, `title`, `status`, `detail`, `request_id`, and `errors` for validation failures.
+//! 5xx bodies stay opaque; their cause chain goes to the log.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::http::request_id;
+
+/// `Result` with the service error as its default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A field that failed validation, named by its JSON path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Every error the HTTP layer can answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed (bad JSON, wrong content type, ...).
+    #[error("{0}")]
+    BadRequest(String),
+    /// One or more fields are invalid.
+    #[error("the request has invalid fields")]
+    Validation(Vec<FieldError>),
+    /// Missing or wrong credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such resource (or route).
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists but not for this method.
+    #[error("this route does not accept the request method")]
+    MethodNotAllowed,
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The body exceeds the configured limit.
+    #[error("the request body is larger than this server accepts (http.body_limit_bytes)")]
+    PayloadTooLarge,
+    /// Too many requests; retry after the given number of seconds.
+    #[error("rate limit exceeded; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    /// A dependency is down or the request ran out of time.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Any other 4xx the framework produced (e.g. 415), with its own text as detail.
+    #[error("{detail}")]
+    Status { status: StatusCode, detail: String },
+    /// A bug or an unexpected failure; the cause is logged, never shown.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// The problem+json body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem, e.g. `urn:tollgate:problem:not-found`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Status { status, .. } => *status,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The short, stable name used in the problem `type` URI.
+    fn slug(&self) -> &'static str {
+        match self {
+            Error::BadRequest(_) => "bad-request",
+            Error::Validation(_) => "validation",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::NotFound(_) => "not-found",
+            Error::MethodNotAllowed => "method-not-allowed",
+            Error::Conflict(_) => "conflict",
+            Error::PayloadTooLarge => "payload-too-large",
+            Error::RateLimited { .. } => "rate-limited",
+            Error::Unavailable(_) => "unavailable",
+            Error::Status { .. } => "http",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// The body this error renders to.
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
+        let detail = match self {
+            Error::Internal(_) => {
+                "an unexpected error occurred; it has been logged with the request id".to_string()
+            }
+            other => other.to_string(),
+        };
+        Problem {
+            kind: format!("urn:tollgate:problem:{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail,
+            request_id: request_id::current(),
+            errors: match self {
+                Error::Validation(fields) => fields.clone(),
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        if let Error::Internal(cause) = &self {
+            // `{:#}` prints the whole anyhow chain on one line.
+            tracing::error!(error = %format!("{cause:#}"), "internal error");
+        }
+        let body = serde_json::to_vec(&self.problem()).expect("a problem always serializes");
+        let mut response = (self.status(), body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        match self {
+            Error::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            Error::Unauthorized(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"tollgate\""),
+                );
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let e = Error::Internal(anyhow::anyhow!("password=hunter2 leaked"));
+        let p = e.problem();
+        assert_eq!(p.status, 500);
+        assert!(!p.detail.contains("hunter2"));
+        assert_eq!(p.kind, "urn:tollgate:problem:internal");
+    }
+
+    #[test]
+    fn validation_errors_list_their_fields_with_422() {
+        let e = Error::Validation(vec![FieldError::new("name", "must not be empty")]);
+        let p = serde_json::to_value(e.problem()).unwrap();
+        assert_eq!(p["status"], 422);
+        assert_eq!(p["errors"][0]["field"], "name");
+        assert_eq!(p["title"], "Unprocessable Entity");
+    }
+
+    #[test]
+    fn rate_limited_sets_retry_after() {
+        let r = Error::RateLimited {
+            retry_after_secs: 7,
+        }
+        .into_response();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "7");
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+    }
+}

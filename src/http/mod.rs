@@ -1,0 +1,89 @@
+//! The HTTP layer: router, middleware, extractors, and one module per group of routes.
+
+pub mod extract;
+pub mod health;
+pub mod metrics;
+mod observe;
+pub mod openapi;
+mod problems;
+pub mod request_id;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::config::Config;
+use crate::startup::Role;
+use crate::store::Db;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub metrics: PrometheusHandle,
+    pub role: Role,
+}
+
+/// The routes this role serves, without middleware. Later domains add their routers here.
+pub fn routes(role: Role) -> Router<AppState> {
+    openapi::routes(role)
+}
+
+/// Wraps `routes` in the middleware stack and binds the state. Outermost first: request id,
+/// logging and metrics, problem+json for framework errors, CORS, timeout, body limit, panics.
+pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
+    let http = &state.config.http;
+    routes
+        .fallback(problems::not_found)
+        .method_not_allowed_fallback(problems::method_not_allowed)
+        .layer(CatchPanicLayer::custom(problems::panic))
+        .layer(DefaultBodyLimit::max(http.body_limit_bytes))
+        .layer(RequestBodyLimitLayer::new(http.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            state.config.request_timeout(),
+        ))
+        .layer(cors(&http.cors_origins))
+        .layer(middleware::from_fn(problems::bare_errors_as_problems))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            observe::middleware,
+        ))
+        .layer(middleware::from_fn(request_id::middleware))
+        .with_state(state)
+}
+
+/// CORS from config: none when the list is empty, any origin for `*` (refused in production),
+/// else exactly the listed origins.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            request_id::HEADER,
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([request_id::HEADER])
+}

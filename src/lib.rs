@@ -1,0 +1,15 @@
+//! tollgate: the production backend for a paid app. See DESIGN.md for the domains.
+
+pub mod billing;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod error;
+pub mod gateway;
+pub mod http;
+pub mod jobs;
+pub mod ops;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,111 @@
+//! Live dependency checks: database, migrations, Redis. Each one is bounded in time and
+//! reports how long it took, so `/ready` and `tollgate check` never hang on a dead dependency.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use crate::store::{Db, migrate};
+
+/// How long one check may take before it counts as failed.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The outcome of one check.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub latency: Duration,
+    /// What was seen: an error, or a short fact such as the migration versions.
+    pub output: Option<String>,
+}
+
+async fn timed<F>(name: &'static str, work: F) -> Check
+where
+    F: Future<Output = Result<Option<String>, String>>,
+{
+    let start = Instant::now();
+    let result = match tokio::time::timeout(CHECK_TIMEOUT, work).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
+    };
+    let latency = start.elapsed();
+    match result {
+        Ok(output) => Check {
+            name,
+            ok: true,
+            latency,
+            output,
+        },
+        Err(e) => Check {
+            name,
+            ok: false,
+            latency,
+            output: Some(e),
+        },
+    }
+}
+
+/// The database answers a query.
+pub async fn database(db: &Db) -> Check {
+    timed("database", async {
+        db.ping().await.map(|_| None).map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// Every embedded migration is applied, none failed halfway, none was edited.
+pub async fn migrations(db: &Db) -> Check {
+    timed("migrations", async {
+        let s = migrate::status(db).await.map_err(|e| e.to_string())?;
+        if let Some(v) = s.dirty {
+            return Err(format!(
+                "migration {v} failed halfway; fix it by hand, then rerun `tollgate migrate`"
+            ));
+        }
+        if !s.modified.is_empty() {
+            return Err(format!(
+                "applied migrations {:?} differ from this binary's copies",
+                s.modified
+            ));
+        }
+        if !s.pending.is_empty() {
+            let versions: Vec<i64> = s.pending.iter().map(|(v, _)| *v).collect();
+            return Err(format!(
+                "pending migrations {versions:?}; run `tollgate migrate`"
+            ));
+        }
+        Ok(Some(format!("{} applied", s.applied.len())))
+    })
+    .await
+}
+
+/// Redis answers PING.
+pub async fn redis(url: &str) -> Check {
+    timed("redis", async {
+        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        let pong: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        if pong == "PONG" {
+            Ok(None)
+        } else {
+            Err(format!("unexpected reply {pong:?}"))
+        }
+    })
+    .await
+}
+
+/// All checks that apply to this deployment, run concurrently.
+pub async fn all(db: &Db, redis_url: Option<&str>) -> Vec<Check> {
+    let (d, m) = tokio::join!(database(db), migrations(db));
+    let mut checks = vec![d, m];
+    if let Some(url) = redis_url {
+        checks.push(redis(url).await);
+    }
+    checks
+}

@@ -1,0 +1,213 @@
+//! The application as a value: [`Application::build`] connects, migrates (as policy allows) and
+//! binds; [`Application::run_until_stopped`] serves until the shutdown token is cancelled.
+//! `main` and the tests both go through here.
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Environment};
+use crate::http::{self, AppState};
+use crate::ops;
+use crate::store::{Db, migrate};
+
+/// What a process does: serve the API, run background work, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// API and worker in one process (the default).
+    All,
+    /// HTTP API only: no job processors, no schedulers.
+    Api,
+    /// Job processors and schedulers; serves only /health, /ready and /metrics.
+    Worker,
+}
+
+impl Role {
+    pub fn serves_api(self) -> bool {
+        matches!(self, Role::All | Role::Api)
+    }
+
+    pub fn runs_worker(self) -> bool {
+        matches!(self, Role::All | Role::Worker)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Api => "api",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// How `serve` was asked to start.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    pub role: Role,
+    /// Apply pending migrations even outside development (`serve --migrate`).
+    pub migrate: bool,
+}
+
+/// A built, bound, not yet running tollgate.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    routes: Router<AppState>,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Connects to the database, brings the schema up to date if allowed, and binds the
+    /// listener (port 0 picks a free port, as tests do).
+    pub async fn build(config: Config, options: ServeOptions) -> anyhow::Result<Application> {
+        let db = Db::connect(&config.database_url(), &config.database)
+            .await
+            .context("cannot connect to the database")?;
+        prepare_schema(&db, config.environment, options.migrate).await?;
+        let addr = config.listen_addr();
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let state = AppState {
+            config: Arc::new(config),
+            db,
+            metrics: ops::metrics::handle(),
+            role: options.role,
+        };
+        Ok(Application {
+            listener,
+            routes: http::routes(options.role),
+            state,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+            .port()
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.state.db
+    }
+
+    /// Cancelling this token starts a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Adds routes (for embedding tollgate, and for tests) under the same middleware.
+    pub fn with_routes(mut self, extra: Router<AppState>) -> Application {
+        self.routes = self.routes.merge(extra);
+        self
+    }
+
+    /// Serves until the shutdown token is cancelled, then lets in-flight requests finish for
+    /// at most `http.shutdown_timeout_ms` before dropping them.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            routes,
+            shutdown,
+        } = self;
+        let grace = state.config.shutdown_timeout();
+        let db = state.db.clone();
+        tracing::info!(
+            address = %listener.local_addr()?,
+            role = state.role.as_str(),
+            environment = state.config.environment.as_str(),
+            backend = db.backend().as_str(),
+            version = env!("CARGO_PKG_VERSION"),
+            "tollgate started"
+        );
+        tokio::spawn(ops::metrics::upkeep(
+            state.metrics.clone(),
+            shutdown.clone(),
+        ));
+        let app = http::with_middleware(routes, state);
+        let server = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future();
+        let deadline = async {
+            shutdown.cancelled().await;
+            tracing::info!(
+                grace_ms = grace.as_millis() as u64,
+                "shutting down: finishing in-flight requests"
+            );
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = server => result.context("the HTTP server failed")?,
+            _ = deadline => tracing::warn!("shutdown grace period elapsed; dropping unfinished requests"),
+        }
+        db.close().await;
+        tracing::info!("tollgate stopped");
+        Ok(())
+    }
+}
+
+/// Development applies pending migrations by itself so a fresh clone just works; staging and
+/// production refuse to start on an old schema unless `--migrate` says to apply it.
+async fn prepare_schema(db: &Db, env: Environment, migrate_flag: bool) -> anyhow::Result<()> {
+    let status = migrate::status(db)
+        .await
+        .context("cannot read the migration status")?;
+    if let Some(version) = status.dirty {
+        bail!(
+            "migration {version} failed halfway; repair the database by hand, then run `tollgate migrate`"
+        );
+    }
+    if !status.modified.is_empty() {
+        bail!(
+            "applied migrations {:?} differ from this binary's copies; was a released migration edited?",
+            status.modified
+        );
+    }
+    if !status.unknown.is_empty() {
+        tracing::warn!(versions = ?status.unknown, "the database has migrations this binary does not know (a newer version ran here)");
+    }
+    if status.pending.is_empty() {
+        return Ok(());
+    }
+    let versions: Vec<i64> = status.pending.iter().map(|(v, _)| *v).collect();
+    if env != Environment::Development && !migrate_flag {
+        bail!(
+            "the database has {} pending migration(s) {versions:?}; run `tollgate migrate` first, \
+             or start with `tollgate serve --migrate` (refused by default outside development)",
+            versions.len()
+        );
+    }
+    let applied = migrate::run(db).await.context("migration failed")?;
+    tracing::info!(versions = ?applied, "applied pending migrations");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

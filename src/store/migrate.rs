@@ -1,0 +1,124 @@
+//! Schema migrations, one directory per dialect, embedded in the binary.
+//!
+//! sqlx's `Migrator` applies them (with an advisory lock on PostgreSQL, so replicas starting
+//! together do not race); the list is built here so the binary needs no `migrate!` macro.
+
+use std::borrow::Cow;
+
+use sqlx::Row;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+use super::{Backend, Db};
+
+/// (version, description, SQL) for one dialect.
+type Embedded = &'static [(i64, &'static str, &'static str)];
+
+const SQLITE: Embedded = &[(
+    1,
+    "init",
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+)];
+const POSTGRES: Embedded = &[(
+    1,
+    "init",
+    include_str!("../../migrations/postgres/0001_init.sql"),
+)];
+
+/// The table sqlx keeps its bookkeeping in.
+const TABLE: &str = "_sqlx_migrations";
+
+/// What the database has applied compared with what this binary embeds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    pub applied: Vec<i64>,
+    /// Embedded but not applied: (version, description).
+    pub pending: Vec<(i64, String)>,
+    /// Applied but unknown to this binary: the database is newer than the code.
+    pub unknown: Vec<i64>,
+    /// A migration that failed halfway.
+    pub dirty: Option<i64>,
+    /// Applied with a different checksum: the migration file was edited after release.
+    pub modified: Vec<i64>,
+}
+
+impl Status {
+    /// True when the schema is exactly what this binary expects.
+    pub fn is_current(&self) -> bool {
+        self.pending.is_empty() && self.dirty.is_none() && self.modified.is_empty()
+    }
+}
+
+fn embedded(backend: Backend) -> Embedded {
+    match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    }
+}
+
+fn migrator(backend: Backend) -> Migrator {
+    Migrator::with_migrations(
+        embedded(backend)
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*description),
+                    MigrationType::Simple,
+                    sqlx::SqlSafeStr::into_sql_str(*sql),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Applies every pending migration; returns the versions applied now.
+pub async fn run(db: &Db) -> anyhow::Result<Vec<i64>> {
+    let before = status(db).await?;
+    let m = migrator(db.backend());
+    crate::db_run!(db, pool => m.run(pool).await)?;
+    Ok(before.pending.into_iter().map(|(v, _)| v).collect())
+}
+
+/// Compares the database with the embedded migrations without changing anything.
+pub async fn status(db: &Db) -> Result<Status, sqlx::Error> {
+    let exists: bool = match db {
+        Db::Sqlite(pool) => {
+            sqlx::query("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = $1")
+                .bind(TABLE)
+                .fetch_one(pool)
+                .await?
+                .try_get(0)?
+        }
+        Db::Postgres(pool) => sqlx::query("SELECT to_regclass($1) IS NOT NULL")
+            .bind(TABLE)
+            .fetch_one(pool)
+            .await?
+            .try_get(0)?,
+    };
+    let rows: Vec<(i64, bool, Vec<u8>)> = if exists {
+        crate::db_run!(db, pool => {
+            sqlx::query_as("SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(pool)
+                .await?
+        })
+    } else {
+        Vec::new()
+    };
+    let m = migrator(db.backend());
+    let mut status = Status::default();
+    for (version, success, checksum) in &rows {
+        match m.iter().find(|e| e.version == *version) {
+            None => status.unknown.push(*version),
+            Some(_) if !success => status.dirty = Some(*version),
+            Some(e) if e.checksum.as_ref() != checksum.as_slice() => status.modified.push(*version),
+            Some(_) => status.applied.push(*version),
+        }
+    }
+    status.pending = m
+        .iter()
+        .filter(|e| !rows.iter().any(|(v, _, _)| *v == e.version))
+        .map(|e| (e.version, e.description.to_string()))
+        .collect();
+    Ok(status)
+}

@@ -1,0 +1,109 @@
+//! Opening the pool: the URL scheme picks the backend; SQLite gets its pragmas.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sqlx::pool::PoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
+
+use crate::config::DatabaseConfig;
+
+/// Which database engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// The live connection pool, SQLite or PostgreSQL. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Pool occupancy, exported as metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+impl Db {
+    /// Opens a pool for `url` (`sqlite:…` or `postgres://…`); unknown schemes are refused.
+    /// Connections are made lazily after the first one, which proves the database answers.
+    pub async fn connect(url: &str, cfg: &DatabaseConfig) -> anyhow::Result<Db> {
+        let db = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .context("invalid SQLite URL")?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // WAL + NORMAL is durable across process crashes; only power loss can drop
+                // the last transactions, the usual trade-off for a server database.
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_millis(cfg.busy_timeout_ms));
+            if let Some(dir) = options.get_filename().parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+            }
+            Db::Sqlite(pool_options(cfg).connect_with(options).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let mut options = PgConnectOptions::from_str(url).context("invalid PostgreSQL URL")?;
+            if cfg.statement_timeout_ms > 0 {
+                options =
+                    options.options([("statement_timeout", cfg.statement_timeout_ms.to_string())]);
+            }
+            Db::Postgres(pool_options(cfg).connect_with(options).await?)
+        } else {
+            bail!("unsupported database URL scheme (expected sqlite: or postgres://)");
+        };
+        Ok(db)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// One round trip to the database.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        crate::db_run!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+    }
+
+    /// Closes every connection; later queries fail. Used at shutdown.
+    pub async fn close(&self) {
+        crate::db_run!(self, pool => pool.close().await)
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        crate::db_run!(self, pool => PoolStats {
+            size: pool.size(),
+            idle: pool.num_idle() as u32,
+            max: pool.options().get_max_connections(),
+        })
+    }
+}
+
+fn pool_options<DB: sqlx::Database>(cfg: &DatabaseConfig) -> PoolOptions<DB> {
+    PoolOptions::new()
+        .max_connections(cfg.max_connections)
+        .min_connections(cfg.min_connections)
+        .acquire_timeout(Duration::from_millis(cfg.acquire_timeout_ms))
+}
