@@ -24,16 +24,17 @@ pub fn panic(_payload: Box<dyn Any + Send + 'static>) -> Response {
     Error::Internal(anyhow::anyhow!("a request handler panicked")).into_response()
 }
 
-/// Rewrites error responses that are not problem+json (a tower-http 408/413/503, an axum
-/// rejection in plain text) into our problem shape, keeping status and headers.
+/// Rewrites bare error responses (a tower-http 408/413/503, an axum rejection in plain text) into our problem shape, keeping status and headers.
 pub async fn bare_errors_as_problems(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
-    let is_problem = response
+    // Only bodies with no type or plain text come from the framework; a handler that chose a
+    // type (problem+json, health+json) meant its body.
+    let is_bare = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if status.as_u16() < 400 || is_problem {
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if status.as_u16() < 400 || !is_bare {
         return response;
     }
     let (mut parts, body) = response.into_parts();

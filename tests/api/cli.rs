@@ -1,0 +1,182 @@
+//! The binary itself: configuration errors, the deploy checklist, migrations, SIGTERM.
+
+use std::process::Output;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::helpers::TestDb;
+
+/// The tollgate binary with a clean environment plus `vars`.
+fn tollgate(args: &[&str], vars: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.args(args)
+        .env_clear()
+        .envs(vars.iter().copied())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn run(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = tollgate(args, vars).output().await.unwrap();
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8(stdout).unwrap(),
+        String::from_utf8(stderr).unwrap(),
+    )
+}
+
+/// A production config with a 10-character key, `*` CORS and no metrics token.
+const WEAK_PRODUCTION: &[(&str, &str)] = &[
+    ("TOLLGATE_ENVIRONMENT", "production"),
+    ("PUBLIC_URL", "https://api.example.com"),
+    ("ENCRYPTION_KEY", "0123456789"),
+    ("CORS_ORIGINS", "*"),
+    ("TOLLGATE_DATA_DIR", "/var/lib/tollgate"),
+];
+
+#[tokio::test]
+async fn serve_refuses_a_weak_production_config_and_names_all_three_problems() {
+    let (code, _, stderr) = run(&["serve"], WEAK_PRODUCTION).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("the configuration has 3 problems"),
+        "{stderr}"
+    );
+    for key in ["encryption_key:", "http.cors_origins:", "metrics_token:"] {
+        assert!(stderr.contains(key), "{key} missing in {stderr}");
+    }
+    assert!(!stderr.contains("0123456789"), "secrets are never printed");
+}
+
+#[tokio::test]
+async fn check_lists_config_problems_before_anything_else() {
+    let (code, stdout, _) = run(&["check"], WEAK_PRODUCTION).await;
+    assert_eq!(code, 2);
+    assert!(stdout.contains("[FAIL] configuration"), "{stdout}");
+    assert!(
+        stdout.contains("metrics_token: required in production"),
+        "{stdout}"
+    );
+}
+
+fn db_vars(db: &TestDb) -> Vec<(&'static str, String)> {
+    vec![
+        ("TOLLGATE_DATA_DIR", db.data_dir.display().to_string()),
+        ("DATABASE_URL", db.effective_url()),
+    ]
+}
+
+fn as_refs<'a>(vars: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    vars.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[tokio::test]
+async fn check_fails_on_pending_migrations_and_passes_after_migrate() {
+    let db = TestDb::new().await;
+    let vars = db_vars(&db);
+    let vars = as_refs(&vars);
+
+    let (code, stdout, _) = run(&["check"], &vars).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("[pass] configuration is valid"), "{stdout}");
+    assert!(stdout.contains("[pass] database reachable"), "{stdout}");
+    assert!(stdout.contains("[FAIL] migrations applied"), "{stdout}");
+    assert!(stdout.contains("pending migrations [1]"), "{stdout}");
+
+    let (code, stdout, _) = run(&["migrate", "--status"], &vars).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("pending: 1 init"), "{stdout}");
+    let (code, stdout, stderr) = run(&["migrate"], &vars).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("applied migrations [1]"), "{stdout}");
+
+    let (code, stdout, _) = run(&["check"], &vars).await;
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("[pass] migrations applied"), "{stdout}");
+    assert!(stdout.contains("result: all 3 checks passed"), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_fails_when_redis_is_configured_but_down() {
+    let db = TestDb::new().await;
+    let mut vars = db_vars(&db);
+    vars.push(("REDIS_URL", "redis://127.0.0.1:1".into()));
+    let (code, stdout, _) = run(&["check"], &as_refs(&vars)).await;
+    assert_eq!(code, 1);
+    assert!(stdout.contains("[FAIL] redis reachable"), "{stdout}");
+}
+
+#[tokio::test]
+async fn version_and_config_example_print_without_a_database() {
+    let (code, stdout, _) = run(&["version"], &[]).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout.trim(),
+        format!("tollgate {}", env!("CARGO_PKG_VERSION"))
+    );
+    let (code, stdout, _) = run(&["config", "example"], &[]).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("[database]") && stdout.contains("environment = \"development\""));
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly() {
+    let db = TestDb::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut vars = db_vars(&db);
+    vars.push(("PORT", port.to_string()));
+    vars.push(("TOLLGATE_LOG__FORMAT", "json".into()));
+    let child = tollgate(&["serve"], &as_refs(&vars))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Wait (bounded) until it answers; development mode migrates the fresh database itself.
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/ready");
+    let mut ready = false;
+    for _ in 0..100 {
+        if client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the server became ready");
+
+    let pid = child.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("the server exits after SIGTERM")
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("shutdown signal received"), "{stderr}");
+    assert!(stderr.contains("tollgate stopped"), "{stderr}");
+    let first = stderr.lines().next().unwrap();
+    let line: serde_json::Value = serde_json::from_str(first).expect("JSON log lines");
+    assert!(
+        line["timestamp"].is_string() && line["level"].is_string(),
+        "{first}"
+    );
+}

@@ -1,0 +1,244 @@
+//! The test harness: every test gets the real app on a random port against a fresh database —
+//! a temp SQLite file by default, a fresh PostgreSQL schema when `TEST_DATABASE_URL` is set.
+
+use std::path::PathBuf;
+
+use axum::Router;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tollgate::config::Config;
+use tollgate::http::AppState;
+use tollgate::startup::{Application, Role, ServeOptions};
+use tollgate::store::Db;
+
+/// Redis used by tests that configure one.
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A database that exists only for one test: a temp directory (SQLite) or a PostgreSQL schema.
+pub struct TestDb {
+    pub data_dir: PathBuf,
+    /// `None` on SQLite: the app uses its default file inside `data_dir`.
+    pub url: Option<String>,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let data_dir = std::env::temp_dir().join(format!("tollgate-test-{id}"));
+        std::fs::create_dir_all(&data_dir).expect("create the test data directory");
+        let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
+            return TestDb {
+                data_dir,
+                url: None,
+                postgres: None,
+            };
+        };
+        let schema = format!("tg_test_{id}");
+        let mut admin = connect_admin(&admin_url).await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut admin)
+            .await
+            .expect("create the test schema");
+        // The app sees only its schema: `search_path` is set on every connection it opens.
+        let sep = if admin_url.contains('?') { '&' } else { '?' };
+        let url = format!("{admin_url}{sep}options=-c%20search_path%3D{schema}");
+        TestDb {
+            data_dir,
+            url: Some(url),
+            postgres: Some((admin_url, schema)),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
+    /// The URL the app connects to, as the CLI would see it.
+    pub fn effective_url(&self) -> String {
+        self.url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("tollgate.db").display()))
+    }
+
+    /// A development config pointing at this database, listening on a random port.
+    pub fn config(&self) -> Config {
+        let mut c = Config::defaults();
+        c.listen = "127.0.0.1:0".into();
+        c.data_dir = self.data_dir.clone();
+        c.database.url = self.url.clone();
+        c.database.max_connections = 5;
+        c.http.shutdown_timeout_ms = 5_000;
+        c
+    }
+
+    pub async fn connect(&self) -> Db {
+        Db::connect(&self.effective_url(), &self.config().database)
+            .await
+            .expect("connect to the test database")
+    }
+}
+
+async fn connect_admin(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url)
+        .await
+        .expect("TEST_DATABASE_URL must point at a running PostgreSQL")
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if let Some((admin_url, schema)) = self.postgres.take() {
+            // Drop is synchronous and may run inside a runtime: use a thread with its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let mut admin = connect_admin(&admin_url).await;
+                    let _ =
+                        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                            .execute(&mut admin)
+                            .await;
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// A running tollgate and a client for it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: Db,
+    pub shutdown: CancellationToken,
+    pub server: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Kept alive so the database outlives the app; dropped (and removed) with it.
+    pub _test_db: TestDb,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_full(configure, Role::All, Router::new()).await
+}
+
+/// The full form: adjust the config, pick the role, add test-only routes.
+pub async fn spawn_app_full(
+    configure: impl FnOnce(&mut Config),
+    role: Role,
+    extra_routes: Router<AppState>,
+) -> TestApp {
+    let test_db = TestDb::new().await;
+    let mut config = test_db.config();
+    configure(&mut config);
+    if std::env::var("TEST_LOG").is_ok() {
+        tollgate::telemetry::init(&config);
+    }
+    let app = Application::build(
+        config,
+        ServeOptions {
+            role,
+            migrate: false,
+        },
+    )
+    .await
+    .expect("the app builds")
+    .with_routes(extra_routes);
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let db = app.db().clone();
+    let shutdown = app.shutdown_token();
+    let server = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        db,
+        shutdown,
+        server: Some(server),
+        _test_db: test_db,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get_health(&self) -> reqwest::Response {
+        self.get("/health").await
+    }
+
+    pub async fn get_ready(&self) -> reqwest::Response {
+        self.get("/ready").await
+    }
+
+    pub async fn get_metrics(&self, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.client.get(self.url("/metrics"));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Cancels the shutdown token and waits for the server to return.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.server.take() {
+            Some(handle) => handle.await.expect("the server task does not panic"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Asserts a problem+json response and returns its body.
+pub async fn problem(response: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json",
+        "problems are application/problem+json"
+    );
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body: serde_json::Value = response.json().await.expect("a JSON body");
+    assert_eq!(body["status"], status);
+    assert_eq!(
+        body["request_id"],
+        request_id.as_str(),
+        "the body carries the request id"
+    );
+    for key in ["type", "title", "detail"] {
+        assert!(body[key].is_string(), "{key} missing in {body}");
+    }
+    body
+}

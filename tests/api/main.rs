@@ -1,0 +1,11 @@
+//! Integration tests: the real app on a random port, on SQLite by default and on PostgreSQL
+//! when TEST_DATABASE_URL is set (`.ci/run` runs both).
+
+mod cli;
+mod health;
+mod helpers;
+mod metrics;
+mod migrations;
+mod problems;
+mod request_id;
+mod shutdown;
