@@ -6,6 +6,7 @@ mod health;
 mod helpers;
 mod metrics;
 mod migrations;
+mod openapi;
 mod problems;
 mod request_id;
 mod shutdown;
