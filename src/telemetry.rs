@@ -8,11 +8,15 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::{Config, Environment, LogFormat};
+use secrecy::ExposeSecret;
 
-/// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`.
-/// A second call (tests building several apps in one process) is a no-op.
-pub fn init(config: &Config) {
+use crate::config::{Config, Environment, LogFormat};
+use crate::ops::sentry::{self, Dsn};
+
+/// Installs the global subscriber, and the Sentry reporter when `sentry_dsn` is set (`service`
+/// names the role in its tags). `RUST_LOG`, when set, overrides `log.level`. Call inside a
+/// Tokio runtime. A second call (several apps in one test process) is a no-op.
+pub fn init(config: &Config, service: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -21,7 +25,12 @@ pub fn init(config: &Config) {
         LogFormat::Pretty => false,
         LogFormat::Auto => config.environment != Environment::Development,
     };
-    let registry = tracing_subscriber::registry().with(filter);
+    let sentry = config
+        .sentry_dsn
+        .as_ref()
+        .and_then(|dsn| Dsn::parse(dsn.expose_secret()))
+        .map(|dsn| sentry::layer(dsn, service, config.environment.as_str()));
+    let registry = tracing_subscriber::registry().with(filter).with(sentry);
     let _ = if json {
         registry
             .with(

@@ -97,6 +97,7 @@ where
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "tollgate failed");
+                crate::ops::sentry::flush(std::time::Duration::from_secs(2)).await;
                 eprintln!("tollgate: {e:#}");
                 ExitCode::FAILURE
             }

@@ -111,17 +111,13 @@ fn secrets(c: &Config, prod: bool, p: &mut Vec<Problem>) {
         )),
         None => {}
     }
-    if let Some(dsn) = &c.sentry_dsn {
-        match Url::parse(dsn.expose_secret()) {
-            Ok(u)
-                if matches!(u.scheme(), "http" | "https")
-                    && !u.username().is_empty()
-                    && u.path_segments().and_then(|mut s| s.next_back()).is_some_and(|id| !id.is_empty()) => {}
-            _ => p.push(Problem::new(
-                "sentry_dsn",
-                "expected a Sentry DSN such as https://<public key>@o0.ingest.sentry.io/<project id>",
-            )),
-        }
+    if let Some(dsn) = &c.sentry_dsn
+        && crate::ops::sentry::Dsn::parse(dsn.expose_secret()).is_none()
+    {
+        p.push(Problem::new(
+            "sentry_dsn",
+            "expected a Sentry DSN such as https://<public key>@o0.ingest.sentry.io/<project id>",
+        ));
     }
 }
 

@@ -1,4 +1,6 @@
-//! Operating tollgate: dependency checks (shared by `/ready` and `tollgate check`) and metrics.
+//! Operating tollgate: dependency checks (shared by `/ready` and `tollgate check`), metrics,
+//! and error reporting.
 
 pub mod checks;
 pub mod metrics;
+pub mod sentry;

@@ -139,8 +139,8 @@ pub async fn spawn_app_full(
     let test_db = TestDb::new().await;
     let mut config = test_db.config();
     configure(&mut config);
-    if std::env::var("TEST_LOG").is_ok() {
-        tollgate::telemetry::init(&config);
+    if std::env::var("TEST_LOG").is_ok() || config.sentry_dsn.is_some() {
+        tollgate::telemetry::init(&config, role.as_str());
     }
     let app = Application::build(
         config,

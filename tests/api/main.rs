@@ -9,4 +9,5 @@ mod migrations;
 mod openapi;
 mod problems;
 mod request_id;
+mod sentry;
 mod shutdown;
