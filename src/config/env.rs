@@ -34,8 +34,8 @@ const TEXT_KEYS: &[&str] = &[
 ];
 
 const PREFIX: &str = "TOLLGATE_";
-/// `TOLLGATE_CONFIG` names the file; it is not a key inside it.
-const NOT_KEYS: &[&str] = &["TOLLGATE_CONFIG"];
+/// Variables read by the command line itself (the file to load, the role to run), not keys.
+const NOT_KEYS: &[&str] = &["TOLLGATE_CONFIG", "TOLLGATE_ROLE"];
 
 pub fn process_env() -> Vec<(String, String)> {
     std::env::vars().collect()

@@ -194,6 +194,19 @@ fn conventional_names_fill_their_keys_and_tollgate_names_win() {
 }
 
 #[test]
+fn command_line_variables_are_not_taken_for_keys() {
+    let env = vars(&[
+        ("TOLLGATE_CONFIG", "/etc/tollgate.toml"),
+        ("TOLLGATE_ROLE", "worker"),
+    ]);
+    assert!(load_from(None, &env).is_ok());
+    assert_eq!(
+        keys(load_from(None, &vars(&[("TOLLGATE_ROLL", "worker")]))),
+        ["roll"]
+    );
+}
+
+#[test]
 fn a_secret_made_of_digits_stays_text() {
     let digits = "1234567890".repeat(4);
     let env = vars(&[("METRICS_TOKEN", digits.as_str())]);

@@ -102,10 +102,12 @@ pub async fn redis(url: &str) -> Check {
 
 /// All checks that apply to this deployment, run concurrently.
 pub async fn all(db: &Db, redis_url: Option<&str>) -> Vec<Check> {
-    let (d, m) = tokio::join!(database(db), migrations(db));
-    let mut checks = vec![d, m];
-    if let Some(url) = redis_url {
-        checks.push(redis(url).await);
-    }
-    checks
+    let redis_check = async {
+        match redis_url {
+            Some(url) => Some(redis(url).await),
+            None => None,
+        }
+    };
+    let (d, m, r) = tokio::join!(database(db), migrations(db), redis_check);
+    [Some(d), Some(m), r].into_iter().flatten().collect()
 }
