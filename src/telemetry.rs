@@ -3,6 +3,7 @@
 //! that keeps secrets out of logs.
 
 use std::fmt;
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -44,7 +45,12 @@ pub fn init(config: &Config, service: &str) {
             .try_init()
     } else {
         registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    // Colours only on a terminal; a log file or a collector gets plain text.
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .try_init()
     };
 }
