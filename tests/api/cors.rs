@@ -45,12 +45,8 @@ async fn the_request_id_header_is_readable_by_browsers() {
     let app =
         spawn_app_with(|c| c.http.cors_origins = vec!["https://app.example.com".into()]).await;
     let response = app
-        .client
-        .get(app.url("/health"))
-        .header("origin", "https://app.example.com")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/health", "origin", "https://app.example.com")
+        .await;
     assert_eq!(
         response.headers()["access-control-expose-headers"],
         "x-request-id"

@@ -182,6 +182,15 @@ impl TestApp {
             .expect("request sent")
     }
 
+    pub async fn get_with_header(&self, path: &str, name: &str, value: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .header(name, value)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     pub async fn get_health(&self) -> reqwest::Response {
         self.get("/health").await
     }

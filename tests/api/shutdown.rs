@@ -4,25 +4,32 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use tokio::sync::Notify;
+use tollgate::http::AppState;
 use tollgate::startup::Role;
 
 use crate::helpers::spawn_app_full;
 
-#[tokio::test]
-async fn shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
+/// A route that signals when a request enters it, then takes `duration` to answer.
+fn signalling_route(path: &str, duration: Duration) -> (Router<AppState>, Arc<Notify>) {
     let entered = Arc::new(Notify::new());
     let signal = entered.clone();
-    let slow = Router::new().route(
-        "/test/slow",
+    let router = Router::new().route(
+        path,
         get(move || {
             let signal = signal.clone();
             async move {
                 signal.notify_one();
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                tokio::time::sleep(duration).await;
                 "finished"
             }
         }),
     );
+    (router, entered)
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
+    let (slow, entered) = signalling_route("/test/slow", Duration::from_millis(300));
     let mut app = spawn_app_full(|_| {}, Role::All, slow).await;
 
     let in_flight = tokio::spawn(app.client.get(app.url("/test/slow")).send());
@@ -45,19 +52,7 @@ async fn shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
 /// (the binary returns from `main` right after); here we check the wait itself is bounded.
 #[tokio::test]
 async fn stopping_waits_no_longer_than_the_grace_period() {
-    let entered = Arc::new(Notify::new());
-    let signal = entered.clone();
-    let stuck = Router::new().route(
-        "/test/stuck",
-        get(move || {
-            let signal = signal.clone();
-            async move {
-                signal.notify_one();
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                "never"
-            }
-        }),
-    );
+    let (stuck, entered) = signalling_route("/test/stuck", Duration::from_secs(60));
     let mut app = spawn_app_full(
         |c| {
             c.http.shutdown_timeout_ms = 200;
