@@ -173,10 +173,21 @@ async fn sigterm_stops_the_server_cleanly() {
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("shutdown signal received"), "{stderr}");
     assert!(stderr.contains("tollgate stopped"), "{stderr}");
-    let first = stderr.lines().next().unwrap();
-    let line: serde_json::Value = serde_json::from_str(first).expect("JSON log lines");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
+        .collect();
     assert!(
-        line["timestamp"].is_string() && line["level"].is_string(),
-        "{first}"
+        lines
+            .iter()
+            .all(|l| l["timestamp"].is_string() && l["level"].is_string())
+    );
+    let request_line = lines
+        .iter()
+        .find(|l| l["message"] == "request" && l["route"] == "/ready")
+        .expect("a log line for the /ready request");
+    assert!(
+        request_line["span"]["request_id"].is_string(),
+        "{request_line}"
     );
 }
