@@ -160,16 +160,8 @@ async fn prepare_schema(db: &Db, env: Environment, migrate_flag: bool) -> anyhow
     let status = migrate::status(db)
         .await
         .context("cannot read the migration status")?;
-    if let Some(version) = status.dirty {
-        bail!(
-            "migration {version} failed halfway; repair the database by hand, then run `tollgate migrate`"
-        );
-    }
-    if !status.modified.is_empty() {
-        bail!(
-            "applied migrations {:?} differ from this binary's copies; was a released migration edited?",
-            status.modified
-        );
+    if let Some(damage) = status.damage() {
+        bail!(damage);
     }
     if !status.unknown.is_empty() {
         tracing::warn!(versions = ?status.unknown, "the database has migrations this binary does not know (a newer version ran here)");
@@ -177,7 +169,7 @@ async fn prepare_schema(db: &Db, env: Environment, migrate_flag: bool) -> anyhow
     if status.pending.is_empty() {
         return Ok(());
     }
-    let versions: Vec<i64> = status.pending.iter().map(|(v, _)| *v).collect();
+    let versions = status.pending_versions();
     if env != Environment::Development && !migrate_flag {
         bail!(
             "the database has {} pending migration(s) {versions:?}; run `tollgate migrate` first, \

@@ -24,7 +24,8 @@ pub fn panic(_payload: Box<dyn Any + Send + 'static>) -> Response {
     Error::Internal(anyhow::anyhow!("a request handler panicked")).into_response()
 }
 
-/// Rewrites bare error responses (a tower-http 408/413/503, an axum rejection in plain text) into our problem shape, keeping status and headers.
+/// Rewrites bare error responses (a tower-http 408/413/503, an axum rejection in plain text)
+/// into our problem shape, keeping status and headers.
 pub async fn bare_errors_as_problems(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();

@@ -57,21 +57,13 @@ pub async fn database(db: &Db) -> Check {
 pub async fn migrations(db: &Db) -> Check {
     timed("migrations", async {
         let s = migrate::status(db).await.map_err(|e| e.to_string())?;
-        if let Some(v) = s.dirty {
-            return Err(format!(
-                "migration {v} failed halfway; fix it by hand, then rerun `tollgate migrate`"
-            ));
-        }
-        if !s.modified.is_empty() {
-            return Err(format!(
-                "applied migrations {:?} differ from this binary's copies",
-                s.modified
-            ));
+        if let Some(damage) = s.damage() {
+            return Err(damage);
         }
         if !s.pending.is_empty() {
-            let versions: Vec<i64> = s.pending.iter().map(|(v, _)| *v).collect();
             return Err(format!(
-                "pending migrations {versions:?}; run `tollgate migrate`"
+                "pending migrations {:?}; run `tollgate migrate`",
+                s.pending_versions()
             ));
         }
         Ok(Some(format!("{} applied", s.applied.len())))

@@ -44,7 +44,29 @@ pub struct Status {
 impl Status {
     /// True when the schema is exactly what this binary expects.
     pub fn is_current(&self) -> bool {
-        self.pending.is_empty() && self.dirty.is_none() && self.modified.is_empty()
+        self.pending.is_empty() && self.damage().is_none()
+    }
+
+    /// The versions not applied yet.
+    pub fn pending_versions(&self) -> Vec<i64> {
+        self.pending.iter().map(|(v, _)| *v).collect()
+    }
+
+    /// What no automatic step may repair: a migration that failed halfway, or one edited after
+    /// it was applied. Shared by startup (which refuses) and readiness (which fails).
+    pub fn damage(&self) -> Option<String> {
+        if let Some(version) = self.dirty {
+            return Some(format!(
+                "migration {version} failed halfway; repair the database by hand, then run `tollgate migrate`"
+            ));
+        }
+        if !self.modified.is_empty() {
+            return Some(format!(
+                "applied migrations {:?} differ from this binary's copies; was a released migration edited?",
+                self.modified
+            ));
+        }
+        None
     }
 }
 
