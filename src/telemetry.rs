@@ -75,6 +75,20 @@ pub fn mask(secret: &str) -> String {
     format!("{head}…{tail}")
 }
 
+/// A connection URL with its password replaced by `****`, safe to log or print.
+/// Text that does not parse as a URL is hidden whole: it may be a secret written wrongly.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("****"));
+            }
+            url.to_string()
+        }
+        Err(_) => "(unparsable URL hidden)".to_string(),
+    }
+}
+
 /// Displays a secret masked, for use in log fields: `info!(key = %Masked(&key))`.
 pub struct Masked<'a>(pub &'a str);
 
@@ -103,6 +117,22 @@ mod tests {
     #[test]
     fn unprefixed_secrets_show_four_and_four() {
         assert_eq!(mask("0123456789abcdefXYZW"), "0123…XYZW");
+    }
+
+    #[test]
+    fn urls_lose_their_password_only() {
+        assert_eq!(
+            redact_url("postgres://app:s3cr3t@db.internal:5432/tollgate"),
+            "postgres://app:****@db.internal:5432/tollgate"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("postgres//app:s3cr3t@db"),
+            "(unparsable URL hidden)"
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@ use figment::providers::{Format, Toml};
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::telemetry::redact_url;
+
 pub use validate::validate;
 
 /// The annotated default configuration, printed by `tollgate config example`.
@@ -62,8 +64,8 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-/// Connection settings for SQLite or PostgreSQL.
-#[derive(Debug, Clone, Deserialize)]
+/// Connection settings for SQLite or PostgreSQL. `Debug` hides a password in the URL.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// `sqlite://…` or `postgres://…`; `None` means a SQLite file in the data directory.
@@ -75,11 +77,32 @@ pub struct DatabaseConfig {
     pub busy_timeout_ms: u64,
 }
 
-/// Optional Redis, shared by replicas.
-#[derive(Debug, Clone, Deserialize)]
+/// Optional Redis, shared by replicas. `Debug` hides a password in the URL.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     pub url: Option<String>,
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .finish()
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .finish()
+    }
 }
 
 /// HTTP server limits and CORS.

@@ -299,3 +299,21 @@ fn the_example_file_is_the_default_config() {
     let c = load_from(Some(&file.0), &[]).unwrap();
     assert_eq!(c.listen, Config::defaults().listen);
 }
+
+#[test]
+fn debug_output_never_shows_passwords_or_secrets() {
+    let env = vars(&[
+        (
+            "DATABASE_URL",
+            "postgres://app:db-pa55word@db.internal/tollgate",
+        ),
+        ("REDIS_URL", "redis://:redis-pa55word@cache.internal:6379/0"),
+        ("METRICS_TOKEN", TOKEN32),
+        ("ENCRYPTION_KEY", KEY64),
+    ]);
+    let printed = format!("{:?}", load_from(None, &env).unwrap());
+    for secret in ["db-pa55word", "redis-pa55word", TOKEN32, KEY64] {
+        assert!(!printed.contains(secret), "{secret} leaked in {printed}");
+    }
+    assert!(printed.contains("db.internal"), "{printed}");
+}
