@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Environment};
 use crate::http::{self, AppState};
+use crate::jobs::{self, Registry};
 use crate::ops;
 use crate::store::{Db, migrate};
 
@@ -57,6 +58,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     routes: Router<AppState>,
+    jobs: jobs::Runtime,
     shutdown: CancellationToken,
 }
 
@@ -72,9 +74,13 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
+        let config = Arc::new(config);
+        let jobs =
+            jobs::Runtime::new(db.clone(), config.clone(), jobs::kinds::builtin().clone()).await;
         let state = AppState {
-            config: Arc::new(config),
+            config,
             db,
+            jobs: jobs.client.clone(),
             metrics: ops::metrics::handle(),
             role: options.role,
         };
@@ -82,6 +88,7 @@ impl Application {
             listener,
             routes: http::routes(options.role),
             state,
+            jobs,
             shutdown: CancellationToken::new(),
         })
     }
@@ -109,6 +116,19 @@ impl Application {
         self
     }
 
+    /// Adds job kinds (for embedding tollgate, and for tests) to the built-in ones.
+    pub fn with_job_kinds(mut self, add: impl FnOnce(&mut Registry)) -> Application {
+        let mut registry = (*self.jobs.registry).clone();
+        add(&mut registry);
+        self.jobs.registry = Arc::new(registry);
+        self
+    }
+
+    /// The process's job client.
+    pub fn jobs(&self) -> &jobs::Client {
+        &self.jobs.client
+    }
+
     /// Serves until the shutdown token is cancelled, then lets in-flight requests finish for
     /// at most `http.shutdown_timeout_ms` before dropping them.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
@@ -116,6 +136,7 @@ impl Application {
             listener,
             state,
             routes,
+            jobs,
             shutdown,
         } = self;
         let grace = state.config.shutdown_timeout();
@@ -132,6 +153,8 @@ impl Application {
             state.metrics.clone(),
             shutdown.clone(),
         ));
+        // Job tasks stop on the same token; the worker has its own grace (jobs.shutdown_timeout_ms).
+        let mut background = jobs.spawn(state.role, shutdown.clone());
         let app = http::with_middleware(routes, state);
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
@@ -148,6 +171,7 @@ impl Application {
             result = server => result.context("the HTTP server failed")?,
             _ = deadline => tracing::warn!("shutdown grace period elapsed; dropping unfinished requests"),
         }
+        while background.join_next().await.is_some() {}
         db.close().await;
         tracing::info!("tollgate stopped");
         Ok(())

@@ -2,6 +2,7 @@
 //! 2 configuration problems (listed on stderr).
 
 mod check;
+mod jobs;
 mod migrate;
 mod serve;
 
@@ -43,6 +44,11 @@ pub enum Command {
     },
     /// The deploy checklist: validate the configuration and check every dependency.
     Check,
+    /// Queue operations: stats, list, show, retry, discard, cancel, pause, resume, switch, drain.
+    Jobs {
+        #[command(subcommand)]
+        command: jobs::JobsCommand,
+    },
     /// Print the version.
     Version,
     /// Configuration helpers.
@@ -76,6 +82,7 @@ pub fn run(cli: Cli) -> ExitCode {
             with_config(cli.config, |c| serve::run(c, role, migrate))
         }
         Command::Migrate { status } => with_config(cli.config, |c| migrate::run(c, status)),
+        Command::Jobs { command } => with_config(cli.config, |c| jobs::run(c, command)),
     }
 }
 

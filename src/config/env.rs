@@ -31,6 +31,7 @@ const TEXT_KEYS: &[&str] = &[
     "redis.url",
     "http.cors_origins",
     "log.level",
+    "jobs.prune_cron",
 ];
 
 const PREFIX: &str = "TOLLGATE_";

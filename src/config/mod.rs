@@ -4,6 +4,7 @@
 //! the key path and what is expected, so an operator fixes a config in one pass.
 
 mod env;
+mod jobs;
 mod validate;
 
 use std::fmt;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 use crate::telemetry::redact_url;
 
+pub use jobs::{CatchUp, JobsConfig, QueueConfig, ScheduleConfig};
 pub use validate::validate;
 
 /// The annotated default configuration, printed by `tollgate config example`.
@@ -61,6 +63,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub http: HttpConfig,
+    pub jobs: JobsConfig,
     pub log: LogConfig,
 }
 

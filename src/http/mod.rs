@@ -29,6 +29,8 @@ use crate::store::Db;
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
+    /// Enqueues background jobs (inside a store transaction when the job belongs to a write).
+    pub jobs: crate::jobs::Client,
     pub metrics: PrometheusHandle,
     pub role: Role,
 }

@@ -27,7 +27,7 @@ pub fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), LATENCY_BUCKETS)
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .expect("latency buckets are non-empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
@@ -57,6 +57,7 @@ fn describe() {
         BUILD_INFO,
         "Always 1; labels carry the version and backend."
     );
+    crate::jobs::metrics::describe();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 

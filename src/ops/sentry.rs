@@ -151,7 +151,18 @@ impl<S: Subscriber> Layer<S> for SentryLayer {
         let mut fields = Fields::default();
         event.record(&mut fields);
         let message = fields.0.remove("message").unwrap_or_default();
-        let mut tags = json!({ "service": self.service });
+        // An event may name its own service (job failures say `service = "worker"` even in a
+        // process running both roles).
+        let service = fields
+            .0
+            .remove("service")
+            .unwrap_or_else(|| self.service.clone());
+        let mut tags = json!({ "service": service });
+        for key in ["job_id", "job_kind"] {
+            if let Some(v) = fields.0.get(key) {
+                tags[key] = json!(v);
+            }
+        }
         if let Some(id) = request_id::current() {
             tags["request_id"] = json!(id);
         }

@@ -86,7 +86,7 @@ async fn check_fails_on_pending_migrations_and_passes_after_migrate() {
     assert!(stdout.contains("[pass] configuration is valid"), "{stdout}");
     assert!(stdout.contains("[pass] database reachable"), "{stdout}");
     assert!(stdout.contains("[FAIL] migrations applied"), "{stdout}");
-    assert!(stdout.contains("pending migrations [1]"), "{stdout}");
+    assert!(stdout.contains("pending migrations [1, 2]"), "{stdout}");
 
     let (code, stdout, _) = run(&["migrate", "--status"], &vars).await;
     assert_eq!(code, 0);

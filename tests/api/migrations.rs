@@ -27,10 +27,13 @@ async fn migrations_apply_once_on_a_fresh_database() {
     assert_eq!(db.backend(), expected);
 
     let before = migrate::status(&db).await.unwrap();
-    assert_eq!(before.pending, [(1, "init".to_string())]);
+    assert_eq!(
+        before.pending,
+        [(1, "init".to_string()), (2, "jobs".to_string())]
+    );
     assert!(!before.is_current());
 
-    assert_eq!(migrate::run(&db).await.unwrap(), [1]);
+    assert_eq!(migrate::run(&db).await.unwrap(), [1, 2]);
     let after = migrate::status(&db).await.unwrap();
     assert!(after.is_current(), "{after:?}");
     assert_eq!(after.applied, [1]);
@@ -98,7 +101,7 @@ async fn production_refuses_to_start_with_pending_migrations_unless_told_to_migr
     )
     .await;
     let message = format!("{:#}", refused.err().expect("start is refused"));
-    assert!(message.contains("1 pending migration(s) [1]"), "{message}");
+    assert!(message.contains("2 pending migration(s) [1, 2]"), "{message}");
     assert!(message.contains("tollgate serve --migrate"), "{message}");
 
     let app = Application::build(

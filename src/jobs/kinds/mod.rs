@@ -1,0 +1,18 @@
+//! The job kinds built into tollgate, one file per domain.
+
+pub mod maintenance;
+
+use std::sync::OnceLock;
+
+use super::Registry;
+
+/// Every built-in kind. Config schedules may name only these.
+pub fn builtin() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut r = Registry::new();
+        r.register::<maintenance::Prune>()
+            .register::<maintenance::Noop>();
+        r
+    })
+}

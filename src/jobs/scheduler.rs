@@ -1,0 +1,220 @@
+//! The cron scheduler. Every slot of every schedule is claimed in `cron_slots` (primary key
+//! name + slot) in the same transaction as its job, so any number of schedulers, on any number
+//! of replicas, enqueue exactly one job per slot.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::client::{EnqueueError, Spec};
+use super::cron::CronExpr;
+use super::switches::Switch;
+use super::{Client, EnqueueOptions, Registry, metrics};
+use crate::config::{CatchUp, Config, ScheduleConfig};
+use crate::store::jobs::cron as slots;
+use crate::store::now_ms;
+
+/// Most missed slots `catch_up = "all"` enqueues at once.
+const MAX_CATCH_UP: usize = 100;
+
+/// The built-in pruning schedule's name.
+pub const PRUNE_SCHEDULE: &str = "tollgate.prune";
+
+/// One schedule: `kind` with `args` at every slot of `cron`.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub name: String,
+    pub cron: CronExpr,
+    pub kind: &'static str,
+    /// JSON text.
+    pub args: String,
+    pub queue: Option<String>,
+    pub catch_up: CatchUp,
+}
+
+impl Schedule {
+    /// A schedule from the config; `None` if its kind is not registered (refused by
+    /// `config::validate` before this point).
+    pub fn from_config(s: &ScheduleConfig, registry: &Registry) -> Option<Schedule> {
+        Some(Schedule {
+            name: s.name.clone(),
+            cron: s.cron.clone(),
+            kind: registry.defaults(&s.kind)?.kind,
+            args: s.args.to_string(),
+            queue: s.queue.clone(),
+            catch_up: s.catch_up,
+        })
+    }
+}
+
+/// The schedules a process runs: the built-in ones, then the config's.
+pub fn schedules(config: &Config, registry: &Registry) -> Vec<Schedule> {
+    let mut all = vec![Schedule {
+        name: PRUNE_SCHEDULE.into(),
+        cron: config.jobs.prune_cron.clone(),
+        kind: super::kinds::maintenance::Prune::KIND_NAME,
+        args: "{}".into(),
+        queue: None,
+        catch_up: CatchUp::Once,
+    }];
+    all.extend(
+        config
+            .jobs
+            .schedules
+            .iter()
+            .filter_map(|s| Schedule::from_config(s, registry)),
+    );
+    all
+}
+
+/// Runs schedules on a tick.
+pub struct Scheduler {
+    client: Client,
+    registry: std::sync::Arc<Registry>,
+    schedules: Vec<Schedule>,
+    tick: Duration,
+    /// Latest slot known to be claimed, per schedule.
+    last: HashMap<String, i64>,
+}
+
+impl Scheduler {
+    pub fn new(
+        client: Client,
+        registry: std::sync::Arc<Registry>,
+        schedules: Vec<Schedule>,
+        tick: Duration,
+    ) -> Scheduler {
+        Scheduler {
+            client,
+            registry,
+            schedules,
+            tick,
+            last: HashMap::new(),
+        }
+    }
+
+    /// Runs until `stop`, waking at each slot (or each tick, whichever is first).
+    pub async fn run(mut self, stop: CancellationToken) {
+        tracing::info!(schedules = self.schedules.len(), "scheduler started");
+        loop {
+            let now = now_ms();
+            if self.client.switches().is_on(Switch::Scheduler) {
+                self.run_due(now).await;
+            }
+            let next = self
+                .schedules
+                .iter()
+                .filter_map(|s| s.cron.next_after(now))
+                .min()
+                .unwrap_or(i64::MAX);
+            let wait =
+                Duration::from_millis((next - now_ms()).clamp(1, i64::MAX) as u64).min(self.tick);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Enqueues every due, unclaimed slot as of `now`. Returns how many jobs it enqueued.
+    pub async fn run_due(&mut self, now: i64) -> usize {
+        let mut enqueued = 0;
+        for i in 0..self.schedules.len() {
+            let schedule = self.schedules[i].clone();
+            match self.due_slots(&schedule, now).await {
+                Ok(due) => {
+                    for slot in due {
+                        match self.enqueue_slot(&schedule, slot, now).await {
+                            Ok(true) => enqueued += 1,
+                            Ok(false) => {}
+                            Err(EnqueueError::Disabled { .. }) => {
+                                tracing::debug!(schedule = %schedule.name, "enqueue switched off; slot left for later");
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::warn!(schedule = %schedule.name, slot, error = %e, "cannot enqueue a cron slot");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(schedule = %schedule.name, error = %e, "cannot read cron slots")
+                }
+            }
+        }
+        enqueued
+    }
+
+    /// The slots to enqueue now, oldest first, by the schedule's catch-up rule.
+    async fn due_slots(&mut self, s: &Schedule, now: i64) -> Result<Vec<i64>, sqlx::Error> {
+        let Some(due) = s.cron.latest_at_or_before(now) else {
+            return Ok(vec![]);
+        };
+        let last = match self.last.get(&s.name) {
+            Some(&l) => Some(l),
+            None => {
+                let l = slots::last_slot(self.client.db(), &s.name).await?;
+                if let Some(l) = l {
+                    self.last.insert(s.name.clone(), l);
+                }
+                l
+            }
+        };
+        if last.is_some_and(|l| l >= due) {
+            return Ok(vec![]);
+        }
+        // A slot this recent is "now", not a missed one.
+        let on_time = now - due <= 3 * self.tick.as_millis() as i64;
+        Ok(match (last, s.catch_up) {
+            // A schedule seen for the first time starts with its next slot.
+            (None, _) | (Some(_), CatchUp::None) => {
+                if on_time {
+                    vec![due]
+                } else {
+                    vec![]
+                }
+            }
+            (Some(_), CatchUp::Once) => vec![due],
+            (Some(l), CatchUp::All) => {
+                let mut missed = s.cron.slots_between(l, due, usize::MAX);
+                let skip = missed.len().saturating_sub(MAX_CATCH_UP);
+                missed.drain(..skip);
+                missed
+            }
+        })
+    }
+
+    /// Claims one slot and enqueues its job, in one transaction. False if another scheduler
+    /// had it.
+    async fn enqueue_slot(
+        &mut self,
+        s: &Schedule,
+        slot: i64,
+        now: i64,
+    ) -> Result<bool, EnqueueError> {
+        let defaults = self
+            .registry
+            .defaults(s.kind)
+            .expect("schedules only name registered kinds");
+        let mut options = EnqueueOptions::default().unique(format!("cron:{}:{slot}", s.name));
+        options.queue = s.queue.clone();
+        let spec = Spec::new(defaults, options);
+        let mut tx = self.client.db().begin().await?;
+        if !slots::claim_slot(&mut tx, &s.name, slot, now).await? {
+            tx.rollback().await?;
+            self.last.insert(s.name.clone(), slot);
+            return Ok(false);
+        }
+        let job = self.client.insert_raw(&mut tx, &spec, &s.args).await?;
+        slots::set_slot_job(&mut tx, &s.name, slot, job.id).await?;
+        tx.commit().await?;
+        self.client.wakers.wake(&spec.queue);
+        self.last.insert(s.name.clone(), slot);
+        let lag = Duration::from_millis((now_ms() - slot).max(0) as u64);
+        metrics::schedule_lag(&s.name, lag);
+        tracing::info!(schedule = %s.name, slot, job_id = job.id, lag_ms = lag.as_millis() as u64, "cron slot enqueued");
+        Ok(true)
+    }
+}
