@@ -8,7 +8,7 @@ use tokio::process::Command;
 use crate::helpers::TestDb;
 
 /// The tollgate binary with a clean environment plus `vars`.
-fn tollgate(args: &[&str], vars: &[(&str, &str)]) -> Command {
+pub fn tollgate(args: &[&str], vars: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
     cmd.args(args)
         .env_clear()
@@ -17,7 +17,7 @@ fn tollgate(args: &[&str], vars: &[(&str, &str)]) -> Command {
     cmd
 }
 
-async fn run(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
+pub async fn run(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
     let Output {
         status,
         stdout,
@@ -64,14 +64,14 @@ async fn check_lists_config_problems_before_anything_else() {
     );
 }
 
-fn db_vars(db: &TestDb) -> Vec<(&'static str, String)> {
+pub fn db_vars(db: &TestDb) -> Vec<(&'static str, String)> {
     vec![
         ("TOLLGATE_DATA_DIR", db.data_dir.display().to_string()),
         ("DATABASE_URL", db.effective_url()),
     ]
 }
 
-fn as_refs<'a>(vars: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+pub fn as_refs<'a>(vars: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     vars.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 

@@ -5,6 +5,7 @@ mod cli;
 mod cors;
 mod health;
 mod helpers;
+mod jobs;
 mod metrics;
 mod migrations;
 mod openapi;

@@ -101,7 +101,10 @@ async fn production_refuses_to_start_with_pending_migrations_unless_told_to_migr
     )
     .await;
     let message = format!("{:#}", refused.err().expect("start is refused"));
-    assert!(message.contains("2 pending migration(s) [1, 2]"), "{message}");
+    assert!(
+        message.contains("2 pending migration(s) [1, 2]"),
+        "{message}"
+    );
     assert!(message.contains("tollgate serve --migrate"), "{message}");
 
     let app = Application::build(
