@@ -6,6 +6,7 @@ mod cors;
 mod health;
 mod helpers;
 mod jobs;
+mod jobs_processes;
 mod metrics;
 mod migrations;
 mod openapi;
