@@ -317,3 +317,68 @@ fn debug_output_never_shows_passwords_or_secrets() {
     }
     assert!(printed.contains("db.internal"), "{printed}");
 }
+
+#[test]
+fn job_schedules_and_queues_are_checked_and_every_problem_is_listed() {
+    let file = TempToml::new(
+        r#"
+[jobs]
+lease_ms = 10
+[jobs.queues.Mail]
+concurrency = 0
+[[jobs.schedules]]
+name = "report"
+cron = "0 3 * * *"
+kind = "no.such.kind"
+[[jobs.schedules]]
+name = "report"
+cron = "*/5 * * * *"
+kind = "noop"
+queue = "undeclared"
+args = []
+"#,
+    );
+    let result = load_from(Some(&file.0), &[]);
+    assert_eq!(
+        keys(result),
+        [
+            "jobs.lease_ms",
+            "jobs.queues.Mail",
+            "jobs.queues.Mail.concurrency",
+            "jobs.schedules.0.kind",
+            "jobs.schedules.1.args",
+            "jobs.schedules.1.name",
+            "jobs.schedules.1.queue",
+        ]
+    );
+}
+
+#[test]
+fn a_bad_cron_expression_is_refused_with_its_key() {
+    let result = load_from(None, &vars(&[("TOLLGATE_JOBS__PRUNE_CRON", "every hour")]));
+    let problems = result.expect_err("refused").0;
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].key, "jobs.prune_cron");
+    assert!(
+        problems[0].message.contains("invalid cron expression"),
+        "{}",
+        problems[0].message
+    );
+}
+
+#[test]
+fn queues_and_schedules_come_from_the_file_and_the_environment() {
+    let file = TempToml::new(
+        "[jobs.queues.mail]\nconcurrency = 3\n[[jobs.schedules]]\nname = \"tick\"\ncron = \"* * * * * *\"\nkind = \"noop\"\nargs = { sleep_ms = 5 }\ncatch_up = \"all\"\n",
+    );
+    let config = load_from(
+        Some(&file.0),
+        &vars(&[("TOLLGATE_JOBS__QUEUES__MAIL__CONCURRENCY", "7")]),
+    )
+    .unwrap();
+    assert_eq!(config.jobs.queues["default"].concurrency, 10);
+    assert_eq!(config.jobs.queues["mail"].concurrency, 7);
+    let tick = &config.jobs.schedules[0];
+    assert_eq!(tick.catch_up, CatchUp::All);
+    assert_eq!(tick.args["sleep_ms"], 5);
+}

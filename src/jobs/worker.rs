@@ -186,10 +186,14 @@ async fn produce(
     let switches = shared.client.switches().clone();
     let mut tasks = JoinSet::new();
     let mut failures = 0u32;
+    // After a full batch there is a backlog: claim again only once half the slots are free, so
+    // a busy queue claims in batches instead of one job per finished job.
+    let mut backlog = false;
+    let batch_room = concurrency.div_ceil(2);
     while !stop.is_cancelled() {
         while tasks.try_join_next().is_some() {}
         let room = concurrency.saturating_sub(tasks.len());
-        if room == 0 {
+        if room == 0 || (backlog && room < batch_room) {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tasks.join_next() => {}
@@ -207,6 +211,7 @@ async fn produce(
             Ok(jobs) => {
                 failures = 0;
                 let full = jobs.len() == room;
+                backlog = full;
                 for job in jobs {
                     tasks.spawn(execute(shared.clone(), job, hard_stop.clone()));
                 }
@@ -217,6 +222,7 @@ async fn produce(
             }
             Err(e) => {
                 failures += 1;
+                backlog = false;
                 tracing::warn!(queue = %queue, error = %e, "cannot claim jobs; retrying");
             }
         }

@@ -93,7 +93,7 @@ async fn check_fails_on_pending_migrations_and_passes_after_migrate() {
     assert!(stdout.contains("pending: 1 init"), "{stdout}");
     let (code, stdout, stderr) = run(&["migrate"], &vars).await;
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("applied migrations [1]"), "{stdout}");
+    assert!(stdout.contains("applied migrations [1, 2]"), "{stdout}");
 
     let (code, stdout, _) = run(&["check"], &vars).await;
     assert_eq!(code, 0, "{stdout}");
