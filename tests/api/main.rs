@@ -7,6 +7,7 @@ mod health;
 mod helpers;
 mod jobs;
 mod jobs_processes;
+mod jobs_telemetry;
 mod metrics;
 mod migrations;
 mod openapi;

@@ -14,8 +14,8 @@ use tollgate::startup::Role;
 use crate::helpers::spawn_app_full;
 
 #[derive(Clone, Default)]
-struct FakeSentry {
-    received: Arc<Mutex<Vec<(String, String, String)>>>,
+pub struct FakeSentry {
+    pub received: Arc<Mutex<Vec<(String, String, String)>>>,
 }
 
 async fn ingest(
@@ -29,7 +29,7 @@ async fn ingest(
     "{}"
 }
 
-async fn start_fake_sentry() -> (FakeSentry, u16) {
+pub async fn start_fake_sentry() -> (FakeSentry, u16) {
     let fake = FakeSentry::default();
     let app = Router::new()
         .route("/api/{project}/envelope/", post(ingest))
