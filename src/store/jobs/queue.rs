@@ -102,43 +102,23 @@ pub async fn claim(
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     const RETURNING: &str = "RETURNING jobs.id, jobs.queue, jobs.kind, jobs.args, jobs.attempt, \
          jobs.max_attempts, jobs.timeout_ms, jobs.created_at, jobs.run_at";
-    match db {
-        Db::Postgres(pool) => {
-            let sql = format!(
-                "WITH next AS (SELECT id FROM jobs \
-                 WHERE state IN ('available', 'retryable') AND NOT parked AND queue = $4 \
-                 AND run_at <= $1 ORDER BY priority, run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) \
-                 UPDATE jobs SET state = 'running', attempt = attempt + 1, attempted_at = $1, \
-                 attempted_by = $2, locked_until = $3 FROM next WHERE jobs.id = next.id {RETURNING}"
-            );
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(now)
-                .bind(worker)
-                .bind(locked_until)
-                .bind(queue)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?;
-            rows.iter().map(|r| Ok(claimed_row!(r))).collect()
-        }
-        Db::Sqlite(pool) => {
-            let sql = format!(
-                "UPDATE jobs SET state = 'running', attempt = attempt + 1, attempted_at = $1, \
-                 attempted_by = $2, locked_until = $3 WHERE id IN (SELECT id FROM jobs \
-                 WHERE state IN ('available', 'retryable') AND NOT parked AND queue = $4 \
-                 AND run_at <= $1 ORDER BY priority, run_at, id LIMIT $5) {RETURNING}"
-            );
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(now)
-                .bind(worker)
-                .bind(locked_until)
-                .bind(queue)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?;
-            rows.iter().map(|r| Ok(claimed_row!(r))).collect()
-        }
-    }
+    const SET: &str = "SET state = 'running', attempt = attempt + 1, attempted_at = $1, \
+         attempted_by = $2, locked_until = $3";
+    const DUE: &str = "SELECT id FROM jobs WHERE state IN ('available', 'retryable') \
+         AND NOT parked AND queue = $4 AND run_at <= $1 ORDER BY priority, run_at, id LIMIT $5";
+    let sql = match db {
+        Db::Postgres(_) => format!(
+            "WITH next AS ({DUE} FOR UPDATE SKIP LOCKED) \
+             UPDATE jobs {SET} FROM next WHERE jobs.id = next.id {RETURNING}"
+        ),
+        Db::Sqlite(_) => format!("UPDATE jobs {SET} WHERE id IN ({DUE}) {RETURNING}"),
+    };
+    db_run!(db, pool => {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now).bind(worker).bind(locked_until).bind(queue).bind(limit)
+            .fetch_all(pool).await?;
+        rows.iter().map(|r| Ok(claimed_row!(r))).collect()
+    })
 }
 
 /// Marks a batch of jobs completed, if `worker` still holds them. Returns how many it did.
