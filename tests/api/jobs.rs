@@ -422,7 +422,10 @@ async fn kill_switches_and_pauses_take_effect_without_a_restart() {
 
     // Enqueue off: a failing kind is refused, a parking kind is kept and runs once back on.
     switches::set(&h.db, Switch::Enqueue, false).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_until(Duration::from_secs(10), || async {
+        !seen.is_on(Switch::Enqueue)
+    })
+    .await;
     let refused =
         h.rt.client
             .enqueue(

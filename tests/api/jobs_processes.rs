@@ -192,7 +192,8 @@ async fn kill_switches_flipped_from_the_cli_reach_a_running_server() {
     let (code, out, err) = run(&["jobs", "switch", "processing", "off"], &vars).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("switch processing is off"), "{out}");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Five refreshes of the switches (200 ms each).
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     let id = client
         .enqueue(&Noop::default(), EnqueueOptions::default())
         .await
@@ -219,7 +220,8 @@ async fn kill_switches_flipped_from_the_cli_reach_a_running_server() {
 
     let (code, _, _) = run(&["jobs", "pause", "default"], &vars).await;
     assert_eq!(code, 0);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Five refreshes of the switches (200 ms each).
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     let held = client
         .enqueue(&Noop::default(), EnqueueOptions::default())
         .await

@@ -43,6 +43,15 @@ async fn job_counters_and_queue_gauges_are_exported() {
     ] {
         assert!(text.contains(line), "{line} missing in:\n{text}");
     }
+    // The gauges are sampled by the worker (at start, then every 10 s).
+    let mut text = text;
+    for _ in 0..100 {
+        if text.contains(r#"tollgate_jobs_queue_depth{queue="default",state="#) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        text = app.get_metrics(None).await.text().await.unwrap();
+    }
     assert!(
         text.contains(r#"tollgate_jobs_queue_depth{queue="default",state="#),
         "{text}"
