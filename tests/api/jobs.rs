@@ -379,10 +379,14 @@ async fn kill_switches_and_pauses_take_effect_without_a_restart() {
     let worker = tokio::spawn(h.rt.worker().run(stop.clone()));
 
     // Processing off: nothing starts.
+    let seen = h.rt.client.switches().clone();
     switches::set(&h.db, Switch::Processing, false)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_until(Duration::from_secs(10), || async {
+        !seen.is_on(Switch::Processing)
+    })
+    .await;
     let id = h
         .enqueue(Record {
             key: "held".into(),
@@ -403,7 +407,10 @@ async fn kill_switches_and_pauses_take_effect_without_a_restart() {
     admin::set_paused(&h.db, "default", true, now_ms())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_until(Duration::from_secs(10), || async {
+        seen.is_paused("default")
+    })
+    .await;
     let paused = h
         .enqueue(Record {
             key: "paused".into(),
