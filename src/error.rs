@@ -70,6 +70,12 @@ pub enum Error {
     Internal(#[from] anyhow::Error),
 }
 
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Internal(e.into())
+    }
+}
+
 /// The problem+json body.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {

@@ -81,6 +81,7 @@ impl Application {
             config,
             db,
             jobs: jobs.client.clone(),
+            keys: http::auth::KeyCache::default(),
             metrics: ops::metrics::handle(),
             role: options.role,
         };

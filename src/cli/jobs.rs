@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 
 use crate::config::Config;
 use crate::jobs::ops::{self, Action, Applied};
 use crate::jobs::switches::{self, Switch};
 use crate::store::jobs::{JobRow, admin, state};
-use crate::store::{Db, migrate, now_ms};
+use crate::store::{Db, now_ms};
 
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
@@ -88,13 +88,7 @@ pub struct Selection {
 }
 
 pub async fn run(config: Config, command: JobsCommand) -> anyhow::Result<()> {
-    let db = Db::connect(&config.database_url(), &config.database)
-        .await
-        .context("cannot connect to the database")?;
-    let status = migrate::status(&db).await?;
-    if !status.is_current() {
-        bail!("the database schema is not current; run `tollgate migrate` first");
-    }
+    let db = super::open_db(&config).await?;
     let result = dispatch(&db, command).await;
     db.close().await;
     result
@@ -152,45 +146,9 @@ fn to_filter(f: &FilterArgs, limit: i64, before_id: Option<i64>) -> admin::Filte
 }
 
 async fn stats(db: &Db, json: bool) -> anyhow::Result<()> {
-    let now = now_ms();
-    let counts = admin::counts(db, now).await?;
-    let queues = admin::queues(db).await?;
-    let switches = switches::read_all(db).await?;
-    let mut names: Vec<String> = queues.iter().map(|q| q.name.clone()).collect();
-    for c in &counts {
-        if !names.contains(&c.queue) {
-            names.push(c.queue.clone());
-        }
-    }
-    let mut out = Vec::new();
-    for name in names {
-        let paused = queues.iter().any(|q| q.name == name && q.paused);
-        let mut by_state = serde_json::Map::new();
-        let mut oldest: Option<i64> = None;
-        for s in state::ALL {
-            let c = counts.iter().find(|c| c.queue == name && c.state == s);
-            by_state.insert(s.into(), c.map_or(0, |c| c.count).into());
-            if let Some(at) = c.and_then(|c| c.oldest_due_at) {
-                oldest = Some(oldest.map_or(at, |o: i64| o.min(at)));
-            }
-        }
-        let age_ms = oldest.map(|at| (now - at).max(0));
-        out.push(serde_json::json!({
-            "queue": name, "paused": paused, "counts": by_state, "oldest_due_age_ms": age_ms,
-        }));
-    }
-    let switch_map: serde_json::Map<String, serde_json::Value> = switches
-        .iter()
-        .map(|(w, on)| {
-            (
-                w.as_str().to_string(),
-                (if *on { "on" } else { "off" }).into(),
-            )
-        })
-        .collect();
+    let stats = ops::stats(db).await?;
     if json {
-        let doc = serde_json::json!({ "queues": out, "switches": switch_map });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        println!("{}", serde_json::to_string_pretty(&stats)?);
         return Ok(());
     }
     println!(
@@ -205,22 +163,23 @@ async fn stats(db: &Db, json: bool) -> anyhow::Result<()> {
         "CANCELLED",
         "OLDEST_DUE"
     );
-    for q in &out {
-        let n = |s: &str| q["counts"][s].as_i64().unwrap_or(0);
+    for q in &stats.queues {
+        let n = |s: &str| q.counts.get(s).copied().unwrap_or(0);
         println!(
             "{:<24} {:<7} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12}",
-            q["queue"].as_str().unwrap_or(""),
-            if q["paused"] == true { "yes" } else { "no" },
+            q.queue,
+            if q.paused { "yes" } else { "no" },
             n("available"),
             n("running"),
             n("retryable"),
             n("completed"),
             n("discarded"),
             n("cancelled"),
-            q["oldest_due_age_ms"].as_i64().map_or("-".into(), age),
+            q.oldest_due_age_ms.map_or("-".into(), age),
         );
     }
-    let text: Vec<String> = switches
+    let text: Vec<String> = stats
+        .switches
         .iter()
         .map(|(w, on)| format!("{w}={}", if *on { "on" } else { "off" }))
         .collect();

@@ -2,6 +2,7 @@
 //! 2 configuration problems (listed on stderr).
 
 mod check;
+mod identity;
 mod jobs;
 mod migrate;
 mod serve;
@@ -49,6 +50,26 @@ pub enum Command {
         #[command(subcommand)]
         command: jobs::JobsCommand,
     },
+    /// Apps (tenants).
+    Apps {
+        #[command(subcommand)]
+        command: identity::AppsCommand,
+    },
+    /// API keys: user keys and app secret keys.
+    Keys {
+        #[command(subcommand)]
+        command: identity::KeysCommand,
+    },
+    /// Operator tokens (for the admin API).
+    Operators {
+        #[command(subcommand)]
+        command: identity::OperatorsCommand,
+    },
+    /// Users: show, or delete their personal data.
+    Users {
+        #[command(subcommand)]
+        command: identity::UsersCommand,
+    },
     /// Print the version.
     Version,
     /// Configuration helpers.
@@ -83,6 +104,20 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Migrate { status } => with_config(cli.config, |c| migrate::run(c, status)),
         Command::Jobs { command } => with_config(cli.config, |c| jobs::run(c, command)),
+        Command::Apps { command } => with_db(cli.config, async move |db: &crate::store::Db| {
+            identity::apps(db, command).await
+        }),
+        Command::Keys { command } => with_db(cli.config, async move |db: &crate::store::Db| {
+            identity::keys(db, command).await
+        }),
+        Command::Operators { command } => {
+            with_db(cli.config, async move |db: &crate::store::Db| {
+                identity::operators(db, command).await
+            })
+        }
+        Command::Users { command } => with_db(cli.config, async move |db: &crate::store::Db| {
+            identity::users(db, command).await
+        }),
     }
 }
 
@@ -123,4 +158,29 @@ fn block_on<F: Future<Output = ExitCode>>(future: F) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs an operator command on the configured database.
+fn with_db<F>(path: Option<PathBuf>, f: F) -> ExitCode
+where
+    F: AsyncFnOnce(&crate::store::Db) -> anyhow::Result<()>,
+{
+    with_config(path, async move |config: Config| {
+        let db = open_db(&config).await?;
+        let result = f(&db).await;
+        db.close().await;
+        result
+    })
+}
+
+/// Connects for an operator command; refuses a database whose schema is not current.
+async fn open_db(config: &Config) -> anyhow::Result<crate::store::Db> {
+    use anyhow::Context;
+    let db = crate::store::Db::connect(&config.database_url(), &config.database)
+        .await
+        .context("cannot connect to the database")?;
+    if !crate::store::migrate::status(&db).await?.is_current() {
+        anyhow::bail!("the database schema is not current; run `tollgate migrate` first");
+    }
+    Ok(db)
 }

@@ -1,5 +1,8 @@
 //! The HTTP layer: router, middleware, extractors, and one module per group of routes.
 
+pub mod admin;
+pub mod api;
+pub mod auth;
 pub mod extract;
 pub mod health;
 pub mod metrics;
@@ -31,6 +34,8 @@ pub struct AppState {
     pub db: Db,
     /// Enqueues background jobs (inside a store transaction when the job belongs to a write).
     pub jobs: crate::jobs::Client,
+    /// Verified API keys, cached briefly (see [`auth::CACHE_TTL`]).
+    pub keys: auth::KeyCache,
     pub metrics: PrometheusHandle,
     pub role: Role,
 }

@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, health, metrics};
+use super::{AppState, admin, api, health, metrics};
 use crate::startup::Role;
 
 #[derive(OpenApi)]
@@ -16,7 +16,12 @@ use crate::startup::Role;
     info(title = "tollgate", description = "Users, billing, credits, a metered AI proxy and jobs for a paid app."),
     modifiers(&SecuritySchemes),
     components(schemas(crate::error::Problem, crate::error::FieldError)),
-    tags((name = "ops", description = "Health, readiness and metrics"))
+    tags(
+        (name = "ops", description = "Health, readiness and metrics"),
+        (name = "identity", description = "Users, keys and the caller (user keys, app secret keys)"),
+        (name = "admin", description = "Apps, keys, users and the audit log (operator tokens)"),
+        (name = "jobs", description = "Queue operations and kill switches (operator tokens)"),
+    )
 )]
 struct ApiDoc;
 
@@ -25,10 +30,20 @@ struct SecuritySchemes;
 impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer = |what: &str| {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(what))
+                    .build(),
+            )
+        };
+        components.add_security_scheme("metrics_token", bearer("METRICS_TOKEN"));
         components.add_security_scheme(
-            "metrics_token",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            "api_key",
+            bearer("A user key (tg_user_…) or an app secret key (tg_app_…)"),
         );
+        components.add_security_scheme("operator_token", bearer("An operator token (tg_op_…)"));
     }
 }
 
@@ -36,14 +51,17 @@ impl Modify for SecuritySchemes {
 /// API (and `/openapi.json`, which describes it) only for roles that serve the API. Domain
 /// routers are `OpenApiRouter`s merged here, so a route cannot exist undocumented.
 pub fn routes(role: Role) -> Router<AppState> {
-    let documented = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let probes = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::get_health))
         .routes(routes!(health::get_ready))
         .routes(routes!(metrics::get_metrics));
-    let (router, spec) = documented.split_for_parts();
     if !role.serves_api() {
-        return router;
+        return probes.split_for_parts().0;
     }
+    let (router, spec) = probes
+        .merge(api::router())
+        .merge(admin::router())
+        .split_for_parts();
     let json = serde_json::to_string_pretty(&spec).expect("the OpenAPI document serializes");
     router.route(
         "/openapi.json",

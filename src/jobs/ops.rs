@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::switches;
 use crate::store::jobs::{admin, state};
 use crate::store::{Db, now_ms};
 
@@ -81,4 +82,63 @@ pub async fn drain(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// One queue's numbers.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct QueueStats {
+    pub queue: String,
+    pub paused: bool,
+    /// Jobs by state (every state listed, zeros included).
+    #[schema(value_type = Object)]
+    pub counts: std::collections::BTreeMap<&'static str, i64>,
+    /// How long the oldest due job has waited, if any.
+    pub oldest_due_age_ms: Option<i64>,
+}
+
+/// Every queue (declared or holding jobs) and the kill switches.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Stats {
+    pub queues: Vec<QueueStats>,
+    /// Switch name → on.
+    #[schema(value_type = Object)]
+    pub switches: std::collections::BTreeMap<&'static str, bool>,
+}
+
+pub async fn stats(db: &Db) -> Result<Stats, sqlx::Error> {
+    let now = now_ms();
+    let counts = admin::counts(db, now).await?;
+    let declared = admin::queues(db).await?;
+    let mut names: Vec<String> = declared.iter().map(|q| q.name.clone()).collect();
+    for c in &counts {
+        if !names.contains(&c.queue) {
+            names.push(c.queue.clone());
+        }
+    }
+    let queues = names
+        .into_iter()
+        .map(|name| {
+            let mut by_state = std::collections::BTreeMap::new();
+            let mut oldest: Option<i64> = None;
+            for s in state::ALL {
+                let c = counts.iter().find(|c| c.queue == name && c.state == s);
+                by_state.insert(s, c.map_or(0, |c| c.count));
+                if let Some(at) = c.and_then(|c| c.oldest_due_at) {
+                    oldest = Some(oldest.map_or(at, |o| o.min(at)));
+                }
+            }
+            QueueStats {
+                paused: declared.iter().any(|q| q.name == name && q.paused),
+                queue: name,
+                counts: by_state,
+                oldest_due_age_ms: oldest.map(|at| (now - at).max(0)),
+            }
+        })
+        .collect();
+    let switches = switches::read_all(db)
+        .await?
+        .into_iter()
+        .map(|(w, on)| (w.as_str(), on))
+        .collect();
+    Ok(Stats { queues, switches })
 }

@@ -24,6 +24,11 @@ const SQLITE: Embedded = &[
         "jobs",
         include_str!("../../migrations/sqlite/0002_jobs.sql"),
     ),
+    (
+        3,
+        "identity",
+        include_str!("../../migrations/sqlite/0003_identity.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -35,6 +40,11 @@ const POSTGRES: Embedded = &[
         2,
         "jobs",
         include_str!("../../migrations/postgres/0002_jobs.sql"),
+    ),
+    (
+        3,
+        "identity",
+        include_str!("../../migrations/postgres/0003_identity.sql"),
     ),
 ];
 

@@ -5,6 +5,7 @@ mod cli;
 mod cors;
 mod health;
 mod helpers;
+mod identity;
 mod jobs;
 mod jobs_processes;
 mod jobs_telemetry;

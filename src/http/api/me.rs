@@ -1,0 +1,67 @@
+//! `GET /v1/me`: who the key belongs to. Later issues add plan, balances and quotas.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{Error, Result};
+use crate::http::AppState;
+use crate::http::auth::UserAuth;
+use crate::store::identity;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeOut {
+    pub user: MeUser,
+    pub app: MeApp,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeUser {
+    pub id: i64,
+    /// The app's own id for this user.
+    pub external_id: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeApp {
+    pub slug: String,
+    pub name: String,
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_me))
+}
+
+/// The caller: user and app.
+#[utoipa::path(get, path = "/v1/me", tag = "identity",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The user and app of the key", body = MeOut),
+        (status = 401, description = "Missing, unknown, revoked or expired key", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a user key", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_me(State(state): State<AppState>, auth: UserAuth) -> Result<Json<MeOut>> {
+    let user = identity::user_by_id(&state.db, auth.app_id, auth.user_id)
+        .await
+        .map_err(|e| Error::Internal(e.into()))?
+        .ok_or_else(|| Error::Unauthorized("this key's user was deleted".into()))?;
+    let app = identity::app_by_slug(&state.db, &auth.app_slug)
+        .await
+        .map_err(|e| Error::Internal(e.into()))?
+        .ok_or_else(|| Error::Unauthorized("unknown API key".into()))?;
+    Ok(Json(MeOut {
+        user: MeUser {
+            id: user.id,
+            external_id: auth.external_id,
+            created_at: user.created_at,
+        },
+        app: MeApp {
+            slug: app.slug,
+            name: app.name,
+        },
+    }))
+}

@@ -1,0 +1,15 @@
+//! The public API under `/v1`: what end users' clients (user keys) and the app's own server
+//! (app secret keys) call.
+
+pub mod me;
+pub mod users;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use super::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(me::router())
+        .merge(users::router())
+}

@@ -1,0 +1,262 @@
+//! Who is calling: `Authorization: Bearer <key>` checked against the stored hash (in constant
+//! time), through a short-lived in-memory cache. Extractors per principal: [`UserAuth`] (user
+//! keys), [`AppAuth`] (app secret keys), [`OperatorAuth`] (operator tokens, with roles).
+//!
+//! Revocation: immediate in the process that revoked; everywhere else within [`CACHE_TTL`]
+//! (each process re-reads a key at least that often), so within 5 s across replicas and the CLI.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+
+use super::AppState;
+use crate::crypto::constant_time_eq;
+use crate::domain::identity::{KeyKind, PresentedKey, Role, hash_secret, mask};
+use crate::error::Error;
+use crate::store::identity::{self, KeyRecord};
+use crate::store::{Db, now_ms};
+
+/// How long a verified key is trusted without re-reading it.
+pub const CACHE_TTL: Duration = Duration::from_secs(4);
+/// Beyond this many cached keys the cache starts over (bounded memory under key-guessing).
+const CACHE_MAX: usize = 100_000;
+
+/// A key record and when it was read.
+type Entry = (Arc<KeyRecord>, Instant);
+
+/// Verified keys by prefix. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct KeyCache {
+    entries: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+impl KeyCache {
+    /// Checks a presented key; returns what it grants.
+    pub async fn verify(&self, db: &Db, presented: &str) -> Result<Arc<KeyRecord>, Error> {
+        let Some(key) = PresentedKey::parse(presented) else {
+            return Err(Error::Unauthorized(
+                "malformed API key: expected tg_user_…, tg_app_… or tg_op_…".into(),
+            ));
+        };
+        let record = match self.cached(key.prefix) {
+            Some(r) => r,
+            None => {
+                let Some(r) = identity::key_by_prefix(db, key.prefix)
+                    .await
+                    .map_err(|e| Error::Internal(e.into()))?
+                else {
+                    tracing::info!(key = %masked(presented), "unknown API key");
+                    return Err(Error::Unauthorized("unknown API key".into()));
+                };
+                let r = Arc::new(r);
+                self.store(key.prefix, r.clone());
+                // Once per cache period per process; the store writes at most once a minute.
+                let (db, id) = (db.clone(), r.id);
+                tokio::spawn(async move {
+                    let _ = identity::touch_key(&db, id).await;
+                });
+                r
+            }
+        };
+        if !constant_time_eq(
+            hash_secret(key.secret).as_bytes(),
+            record.secret_hash.as_bytes(),
+        ) {
+            tracing::info!(key = %masked(presented), "API key with a wrong secret");
+            return Err(Error::Unauthorized("unknown API key".into()));
+        }
+        if record.revoked_at.is_some() {
+            return Err(Error::Unauthorized("this API key was revoked".into()));
+        }
+        if record.expires_at.is_some_and(|at| at <= now_ms()) {
+            return Err(Error::Unauthorized("this API key has expired".into()));
+        }
+        if record.user_deleted {
+            return Err(Error::Unauthorized("this key's user was deleted".into()));
+        }
+        Ok(record)
+    }
+
+    /// Drops a key from this process's cache (called on revoke).
+    pub fn forget(&self, prefix: &str) {
+        self.entries.lock().expect("key cache lock").remove(prefix);
+    }
+
+    fn cached(&self, prefix: &str) -> Option<Arc<KeyRecord>> {
+        let entries = self.entries.lock().expect("key cache lock");
+        entries
+            .get(prefix)
+            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+            .map(|(r, _)| r.clone())
+    }
+
+    fn store(&self, prefix: &str, record: Arc<KeyRecord>) {
+        let mut entries = self.entries.lock().expect("key cache lock");
+        if entries.len() >= CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(prefix.to_string(), (record, Instant::now()));
+    }
+}
+
+/// A key as it may appear in logs: prefix and last four characters.
+pub fn masked(presented: &str) -> String {
+    match PresentedKey::parse(presented) {
+        Some(k) => mask(k.prefix, &presented[presented.len() - 4..]),
+        None => "(malformed)".into(),
+    }
+}
+
+fn bearer(parts: &Parts) -> Result<&str, Error> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| Error::Unauthorized("missing Authorization: Bearer <API key>".into()))?;
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| Error::Unauthorized("expected Authorization: Bearer <API key>".into()))
+}
+
+async fn principal(
+    parts: &Parts,
+    state: &AppState,
+    want: KeyKind,
+) -> Result<Arc<KeyRecord>, Error> {
+    let record = state.keys.verify(&state.db, bearer(parts)?).await?;
+    if record.kind != want.as_str() {
+        let needs = match want {
+            KeyKind::User => "a user key (tg_user_…)",
+            KeyKind::App => "an app secret key (tg_app_…)",
+            KeyKind::Operator => "an operator token (tg_op_…)",
+        };
+        return Err(Error::Forbidden(format!("this route needs {needs}")));
+    }
+    Ok(record)
+}
+
+/// A request made with a user key.
+#[derive(Debug, Clone)]
+pub struct UserAuth {
+    pub key_id: i64,
+    pub app_id: i64,
+    pub app_slug: String,
+    pub user_id: i64,
+    pub external_id: String,
+}
+
+impl FromRequestParts<AppState> for UserAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let r = principal(parts, state, KeyKind::User).await?;
+        match (r.app_id, &r.app_slug, r.user_id, &r.user_external_id) {
+            (Some(app_id), Some(slug), Some(user_id), Some(external_id)) => Ok(UserAuth {
+                key_id: r.id,
+                app_id,
+                app_slug: slug.clone(),
+                user_id,
+                external_id: external_id.clone(),
+            }),
+            _ => Err(Error::Unauthorized("this key's user was deleted".into())),
+        }
+    }
+}
+
+/// A request made with an app secret key: the app's own server.
+#[derive(Debug, Clone)]
+pub struct AppAuth {
+    pub key_id: i64,
+    pub app_id: i64,
+    pub app_slug: String,
+}
+
+impl FromRequestParts<AppState> for AppAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let r = principal(parts, state, KeyKind::App).await?;
+        match (r.app_id, &r.app_slug) {
+            (Some(app_id), Some(slug)) => Ok(AppAuth {
+                key_id: r.id,
+                app_id,
+                app_slug: slug.clone(),
+            }),
+            _ => Err(Error::Unauthorized("unknown API key".into())),
+        }
+    }
+}
+
+/// A request made with an operator token.
+#[derive(Debug, Clone)]
+pub struct OperatorAuth {
+    pub key_id: i64,
+    pub role: Role,
+    /// Apps this operator may see; `None` means all.
+    pub apps: Option<Vec<String>>,
+}
+
+impl FromRequestParts<AppState> for OperatorAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let r = principal(parts, state, KeyKind::Operator).await?;
+        let role = r
+            .role
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                Error::Internal(anyhow::anyhow!("operator key {} has no valid role", r.id))
+            })?;
+        let apps = r
+            .app_scope
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| {
+                Error::Internal(anyhow::anyhow!(
+                    "operator key {} has a bad app scope: {e}",
+                    r.id
+                ))
+            })?;
+        Ok(OperatorAuth {
+            key_id: r.id,
+            role,
+            apps,
+        })
+    }
+}
+
+impl OperatorAuth {
+    /// Refuses (403) unless the operator's role is at least `role`.
+    pub fn require(&self, role: Role) -> Result<(), Error> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "this action needs the {} role; this token has {}",
+                role.as_str(),
+                self.role.as_str()
+            )))
+        }
+    }
+
+    /// Whether this operator may see `slug` (an app outside the scope answers 404, so its
+    /// existence does not leak).
+    pub fn can_see(&self, slug: &str) -> bool {
+        self.apps
+            .as_ref()
+            .is_none_or(|apps| apps.iter().any(|a| a == slug))
+    }
+
+    /// How the audit log names this operator.
+    pub fn actor(&self) -> String {
+        format!("key:{}", self.key_id)
+    }
+}

@@ -1,0 +1,474 @@
+//! Queries for apps, users, API keys and the audit log. Every query on tenant data takes the
+//! app id: nothing here reads across apps except the key lookup, which is how the app is found.
+
+use serde::Serialize;
+
+use crate::store::{Db, now_ms};
+use crate::{db_run, tx_run};
+
+/// An app (tenant).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AppRow {
+    pub id: i64,
+    pub slug: String,
+    pub name: String,
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Value,
+    pub created_at: i64,
+}
+
+type AppTuple = (i64, String, String, String, i64);
+
+fn app_row((id, slug, name, settings, created_at): AppTuple) -> AppRow {
+    AppRow {
+        id,
+        slug,
+        name,
+        settings: serde_json::from_str(&settings).unwrap_or_default(),
+        created_at,
+    }
+}
+
+const APP_COLUMNS: &str = "SELECT id, slug, name, settings, created_at FROM apps";
+
+/// Creates an app; `Ok(None)` if the slug is taken.
+pub async fn create_app(db: &Db, slug: &str, name: &str) -> Result<Option<AppRow>, sqlx::Error> {
+    let now = now_ms();
+    let inserted: Option<i64> = db_run!(db, pool => sqlx::query_scalar(
+        "INSERT INTO apps (slug, name, settings, created_at, updated_at) VALUES ($1, $2, '{}', $3, $3) \
+         ON CONFLICT (slug) DO NOTHING RETURNING id")
+        .bind(slug).bind(name).bind(now).fetch_optional(pool).await)?;
+    match inserted {
+        Some(_) => app_by_slug(db, slug).await,
+        None => Ok(None),
+    }
+}
+
+/// Creates or updates an app declared in the config file.
+pub async fn upsert_app(
+    db: &Db,
+    slug: &str,
+    name: &str,
+    settings: &str,
+) -> Result<(), sqlx::Error> {
+    db_run!(db, pool => sqlx::query(
+        "INSERT INTO apps (slug, name, settings, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+         ON CONFLICT (slug) DO UPDATE SET name = excluded.name, settings = excluded.settings, \
+         updated_at = excluded.updated_at")
+        .bind(slug).bind(name).bind(settings).bind(now_ms()).execute(pool).await.map(|_| ()))
+}
+
+pub async fn app_by_slug(db: &Db, slug: &str) -> Result<Option<AppRow>, sqlx::Error> {
+    let sql = format!("{APP_COLUMNS} WHERE slug = $1");
+    let row: Option<AppTuple> = db_run!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(slug).fetch_optional(pool).await)?;
+    Ok(row.map(app_row))
+}
+
+pub async fn app_by_id(db: &Db, id: i64) -> Result<Option<AppRow>, sqlx::Error> {
+    let sql = format!("{APP_COLUMNS} WHERE id = $1");
+    let row: Option<AppTuple> = db_run!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id).fetch_optional(pool).await)?;
+    Ok(row.map(app_row))
+}
+
+pub async fn list_apps(db: &Db) -> Result<Vec<AppRow>, sqlx::Error> {
+    let sql = format!("{APP_COLUMNS} ORDER BY slug");
+    let rows: Vec<AppTuple> =
+        db_run!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await)?;
+    Ok(rows.into_iter().map(app_row).collect())
+}
+
+/// A user of one app.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct UserRow {
+    pub id: i64,
+    pub app_id: i64,
+    /// `None` once the user was deleted.
+    pub external_id: Option<String>,
+    pub anonymous_id: String,
+    pub created_at: i64,
+    pub last_seen_at: Option<i64>,
+    pub deleted_at: Option<i64>,
+}
+
+type UserTuple = (
+    i64,
+    i64,
+    Option<String>,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn user_row(t: UserTuple) -> UserRow {
+    UserRow {
+        id: t.0,
+        app_id: t.1,
+        external_id: t.2,
+        anonymous_id: t.3,
+        created_at: t.4,
+        last_seen_at: t.5,
+        deleted_at: t.6,
+    }
+}
+
+const USER_COLUMNS: &str =
+    "SELECT id, app_id, external_id, anonymous_id, created_at, last_seen_at, deleted_at FROM users";
+
+pub async fn user_by_external_id(
+    db: &Db,
+    app_id: i64,
+    external_id: &str,
+) -> Result<Option<UserRow>, sqlx::Error> {
+    let sql = format!("{USER_COLUMNS} WHERE app_id = $1 AND external_id = $2");
+    let row: Option<UserTuple> = db_run!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(app_id).bind(external_id).fetch_optional(pool).await)?;
+    Ok(row.map(user_row))
+}
+
+pub async fn user_by_id(db: &Db, app_id: i64, id: i64) -> Result<Option<UserRow>, sqlx::Error> {
+    let sql = format!("{USER_COLUMNS} WHERE app_id = $1 AND id = $2");
+    let row: Option<UserTuple> = db_run!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(app_id).bind(id).fetch_optional(pool).await)?;
+    Ok(row.map(user_row))
+}
+
+/// The user with this external id, created if new. Returns (user, created).
+pub async fn find_or_create_user(
+    db: &Db,
+    app_id: i64,
+    external_id: &str,
+) -> Result<(UserRow, bool), sqlx::Error> {
+    let anonymous_id = format!("anon_{}", uuid::Uuid::now_v7().simple());
+    let created = db_run!(db, pool => sqlx::query(
+        "INSERT INTO users (app_id, external_id, anonymous_id, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (app_id, external_id) WHERE external_id IS NOT NULL DO NOTHING")
+        .bind(app_id).bind(external_id).bind(&anonymous_id).bind(now_ms())
+        .execute(pool).await.map(|r| r.rows_affected() == 1))?;
+    let user = user_by_external_id(db, app_id, external_id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    Ok((user, created))
+}
+
+/// Privacy deletion: forgets the external id, revokes the user's keys, keeps the row (and so
+/// the ledger's amounts) under the anonymous id. False if there was no such live user.
+pub async fn delete_user(db: &Db, app_id: i64, user_id: i64) -> Result<bool, sqlx::Error> {
+    let now = now_ms();
+    let mut tx = db.begin().await?;
+    let n = tx_run!(&mut tx, c => sqlx::query(
+        "UPDATE users SET external_id = NULL, deleted_at = $1 WHERE app_id = $2 AND id = $3 \
+         AND deleted_at IS NULL")
+        .bind(now).bind(app_id).bind(user_id)
+        .execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    if n == 0 {
+        return Ok(false);
+    }
+    tx_run!(&mut tx, c => sqlx::query(
+        "UPDATE api_keys SET revoked_at = $1 WHERE app_id = $2 AND user_id = $3 AND revoked_at IS NULL")
+        .bind(now).bind(app_id).bind(user_id)
+        .execute(&mut **c).await.map(|_| ()))?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// What a key grants, with what is needed to check it.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub id: i64,
+    pub kind: String,
+    pub prefix: String,
+    pub last4: String,
+    pub secret_hash: String,
+    pub app_id: Option<i64>,
+    pub app_slug: Option<String>,
+    pub user_id: Option<i64>,
+    pub user_external_id: Option<String>,
+    pub user_deleted: bool,
+    pub role: Option<String>,
+    /// JSON array of slugs.
+    pub app_scope: Option<String>,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+type KeyTuple = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// Finds a key by its visible prefix (the one lookup that spans apps: it is how a request's
+/// app is found).
+pub async fn key_by_prefix(db: &Db, prefix: &str) -> Result<Option<KeyRecord>, sqlx::Error> {
+    let row: Option<KeyTuple> = db_run!(db, pool => sqlx::query_as(
+        "SELECT k.id, k.kind, k.prefix, k.last4, k.secret_hash, k.app_id, a.slug, k.user_id, \
+         u.external_id, u.deleted_at, k.role, k.app_scope, k.expires_at, k.revoked_at \
+         FROM api_keys k LEFT JOIN apps a ON a.id = k.app_id LEFT JOIN users u ON u.id = k.user_id \
+         WHERE k.prefix = $1")
+        .bind(prefix).fetch_optional(pool).await)?;
+    Ok(row.map(|t| KeyRecord {
+        id: t.0,
+        kind: t.1,
+        prefix: t.2,
+        last4: t.3,
+        secret_hash: t.4,
+        app_id: t.5,
+        app_slug: t.6,
+        user_id: t.7,
+        user_external_id: t.8,
+        user_deleted: t.9.is_some(),
+        role: t.10,
+        app_scope: t.11,
+        expires_at: t.12,
+        revoked_at: t.13,
+    }))
+}
+
+/// What to store for a new key.
+#[derive(Debug, Clone)]
+pub struct NewKeyRow<'a> {
+    pub kind: &'a str,
+    pub prefix: &'a str,
+    pub last4: &'a str,
+    pub secret_hash: &'a str,
+    pub app_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub role: Option<&'a str>,
+    pub app_scope: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub expires_at: Option<i64>,
+}
+
+pub async fn insert_key(db: &Db, k: &NewKeyRow<'_>) -> Result<i64, sqlx::Error> {
+    db_run!(db, pool => sqlx::query_scalar(
+        "INSERT INTO api_keys (kind, prefix, last4, secret_hash, app_id, user_id, role, app_scope, \
+         name, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id")
+        .bind(k.kind).bind(k.prefix).bind(k.last4).bind(k.secret_hash).bind(k.app_id)
+        .bind(k.user_id).bind(k.role).bind(k.app_scope).bind(k.name).bind(now_ms()).bind(k.expires_at)
+        .fetch_one(pool).await)
+}
+
+/// A key as listed (never its secret or hash).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct KeyOut {
+    pub id: i64,
+    pub kind: String,
+    /// Prefix and last four characters, e.g. `tg_user_Ab12Cd34…9xYz`.
+    pub masked: String,
+    pub user_external_id: Option<String>,
+    pub role: Option<String>,
+    pub name: Option<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+type KeyListTuple = (
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// The keys of one app, newest first.
+pub async fn list_keys(db: &Db, app_id: i64) -> Result<Vec<KeyOut>, sqlx::Error> {
+    let rows: Vec<KeyListTuple> = db_run!(db, pool => sqlx::query_as(
+        "SELECT k.id, k.kind, k.prefix, k.last4, u.external_id, k.role, k.name, k.created_at, \
+         k.expires_at, k.revoked_at, k.last_used_at FROM api_keys k \
+         LEFT JOIN users u ON u.id = k.user_id WHERE k.app_id = $1 ORDER BY k.id DESC")
+        .bind(app_id).fetch_all(pool).await)?;
+    Ok(rows
+        .into_iter()
+        .map(|t| KeyOut {
+            id: t.0,
+            kind: t.1,
+            masked: crate::domain::identity::mask(&t.2, &t.3),
+            user_external_id: t.4,
+            role: t.5,
+            name: t.6,
+            created_at: t.7,
+            expires_at: t.8,
+            revoked_at: t.9,
+            last_used_at: t.10,
+        })
+        .collect())
+}
+
+/// A key found for revocation: its id, prefix and app.
+#[derive(Debug, Clone)]
+pub struct KeyRef {
+    pub id: i64,
+    pub prefix: String,
+    pub app_id: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// Finds a key by id, by visible prefix, or by its full secret's hash.
+pub async fn find_key(
+    db: &Db,
+    id: Option<i64>,
+    prefix: Option<&str>,
+    hash: Option<&str>,
+) -> Result<Option<KeyRef>, sqlx::Error> {
+    let row: Option<(i64, String, Option<i64>, Option<i64>)> = db_run!(db, pool => sqlx::query_as(
+        "SELECT id, prefix, app_id, revoked_at FROM api_keys WHERE id = $1 OR prefix = $2 OR secret_hash = $3")
+        .bind(id).bind(prefix).bind(hash).fetch_optional(pool).await)?;
+    Ok(row.map(|(id, prefix, app_id, revoked_at)| KeyRef {
+        id,
+        prefix,
+        app_id,
+        revoked_at,
+    }))
+}
+
+pub async fn revoke_key(db: &Db, id: i64) -> Result<bool, sqlx::Error> {
+    db_run!(db, pool => sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        .bind(now_ms()).bind(id).execute(pool).await.map(|r| r.rows_affected() == 1))
+}
+
+/// Records use, at most once a minute per key (a write per request would be wasteful).
+pub async fn touch_key(db: &Db, id: i64) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    db_run!(db, pool => sqlx::query(
+        "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)")
+        .bind(now).bind(id).bind(now - 60_000).execute(pool).await.map(|_| ()))
+}
+
+/// One audit entry.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: i64,
+    /// `key:<id>` for an operator token, `cli` for the command line.
+    pub actor: String,
+    pub actor_role: Option<String>,
+    pub action: String,
+    pub target: Option<String>,
+    pub app_id: Option<i64>,
+    pub request_id: Option<String>,
+    pub details: Option<String>,
+}
+
+/// What to record.
+#[derive(Debug, Clone)]
+pub struct NewAudit<'a> {
+    pub actor: &'a str,
+    pub actor_role: Option<&'a str>,
+    pub action: &'a str,
+    pub target: Option<&'a str>,
+    pub app_id: Option<i64>,
+    pub request_id: Option<&'a str>,
+    pub details: Option<&'a str>,
+}
+
+pub async fn record_audit(db: &Db, e: &NewAudit<'_>) -> Result<(), sqlx::Error> {
+    db_run!(db, pool => sqlx::query(
+        "INSERT INTO audit_log (at, actor, actor_role, action, target, app_id, request_id, details) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(now_ms()).bind(e.actor).bind(e.actor_role).bind(e.action).bind(e.target)
+        .bind(e.app_id).bind(e.request_id).bind(e.details)
+        .execute(pool).await.map(|_| ()))
+}
+
+type AuditTuple = (
+    i64,
+    i64,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+);
+
+/// Audit entries, newest first; `app_id` limits them to one app.
+pub async fn list_audit(
+    db: &Db,
+    app_id: Option<i64>,
+    limit: i64,
+) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    let rows: Vec<AuditTuple> = db_run!(db, pool => sqlx::query_as(
+        "SELECT id, at, actor, actor_role, action, target, app_id, request_id, details FROM audit_log \
+         WHERE ($1 IS NULL OR app_id = $1) ORDER BY id DESC LIMIT $2")
+        .bind(app_id).bind(limit).fetch_all(pool).await)?;
+    Ok(rows
+        .into_iter()
+        .map(|t| AuditEntry {
+            id: t.0,
+            at: t.1,
+            actor: t.2,
+            actor_role: t.3,
+            action: t.4,
+            target: t.5,
+            app_id: t.6,
+            request_id: t.7,
+            details: t.8,
+        })
+        .collect())
+}
+
+/// What a new key is for.
+#[derive(Debug, Clone, Default)]
+pub struct KeySpec {
+    pub app_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub role: Option<crate::domain::identity::Role>,
+    /// Operators only: the app slugs they may see (`None`: all).
+    pub app_scope: Option<Vec<String>>,
+    pub name: Option<String>,
+    pub expires_at: Option<i64>,
+}
+
+/// Generates a key of `kind` and stores its hash. Returns the row id and the key, whose secret
+/// is shown once and never stored.
+pub async fn create_key(
+    db: &Db,
+    kind: crate::domain::identity::KeyKind,
+    spec: &KeySpec,
+) -> Result<(i64, crate::domain::identity::NewKey), sqlx::Error> {
+    let key = crate::domain::identity::NewKey::generate(kind);
+    let scope = spec
+        .app_scope
+        .as_ref()
+        .map(|s| serde_json::to_string(s).expect("strings serialise"));
+    let id = insert_key(
+        db,
+        &NewKeyRow {
+            kind: kind.as_str(),
+            prefix: &key.prefix,
+            last4: &key.last4,
+            secret_hash: &key.hash,
+            app_id: spec.app_id,
+            user_id: spec.user_id,
+            role: spec.role.map(|r| r.as_str()),
+            app_scope: scope.as_deref(),
+            name: spec.name.as_deref(),
+            expires_at: spec.expires_at,
+        },
+    )
+    .await?;
+    Ok((id, key))
+}
