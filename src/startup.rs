@@ -78,6 +78,7 @@ impl Application {
         let jobs =
             jobs::Runtime::new(db.clone(), config.clone(), jobs::kinds::builtin().clone()).await;
         let state = AppState {
+            limiter: http::rate_limit::RateLimiter::new(&config),
             config,
             db,
             jobs: jobs.client.clone(),
@@ -157,9 +158,12 @@ impl Application {
         // Job tasks stop on the same token; the worker has its own grace (jobs.shutdown_timeout_ms).
         let mut background = jobs.spawn(state.role, shutdown.clone());
         let app = http::with_middleware(routes, state);
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future();
+        let server = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
         let deadline = async {
             shutdown.cancelled().await;
             tracing::info!(

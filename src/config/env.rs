@@ -32,6 +32,8 @@ const TEXT_KEYS: &[&str] = &[
     "http.cors_origins",
     "log.level",
     "jobs.prune_cron",
+    "http.trusted_proxies",
+    "rate_limits.redis_prefix",
 ];
 
 const PREFIX: &str = "TOLLGATE_";

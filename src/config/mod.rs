@@ -5,6 +5,7 @@
 
 mod env;
 mod jobs;
+mod limits;
 mod validate;
 
 use std::fmt;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use crate::telemetry::redact_url;
 
 pub use jobs::{CatchUp, JobsConfig, QueueConfig, ScheduleConfig};
+pub use limits::{FailMode, IpNet, LimitConfig, RateLimitsConfig};
 pub use validate::validate;
 
 /// The annotated default configuration, printed by `tollgate config example`.
@@ -64,6 +66,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub http: HttpConfig,
     pub jobs: JobsConfig,
+    pub rate_limits: RateLimitsConfig,
     pub log: LogConfig,
 }
 
@@ -119,6 +122,9 @@ pub struct HttpConfig {
     pub request_timeout_ms: u64,
     pub slow_request_ms: u64,
     pub shutdown_timeout_ms: u64,
+    /// Proxies (IPs or CIDRs) whose `X-Forwarded-For` is believed. Empty: never.
+    #[serde(deserialize_with = "env::string_list")]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Log output format.

@@ -2,3 +2,4 @@
 //! machines. One file per domain of DESIGN.md; each file carries its own unit tests.
 
 pub mod identity;
+pub mod rate_limit;

@@ -9,6 +9,7 @@ pub mod metrics;
 mod observe;
 pub mod openapi;
 mod problems;
+pub mod rate_limit;
 pub mod request_id;
 
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub jobs: crate::jobs::Client,
     /// Verified API keys, cached briefly (see [`auth::CACHE_TTL`]).
     pub keys: auth::KeyCache,
+    /// Per-IP, per-key and per-app limits (in process, or shared through Redis).
+    pub limiter: rate_limit::RateLimiter,
     pub metrics: PrometheusHandle,
     pub role: Role,
 }
@@ -58,6 +61,10 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             state.config.request_timeout(),
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::middleware,
         ))
         .layer(cors(&http.cors_origins))
         .layer(middleware::from_fn(problems::bare_errors_as_problems))

@@ -98,16 +98,36 @@ impl Drop for TestDb {
                     .enable_all()
                     .build()
                     .unwrap();
-                rt.block_on(async {
-                    let mut admin = connect_admin(&admin_url).await;
-                    let _ =
-                        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-                            .execute(&mut admin)
-                            .await;
-                });
+                rt.block_on(drop_schema(&admin_url, &schema));
             })
             .join();
         }
+    }
+}
+
+/// Drops a test schema. The app may still hold locks in it (a test that did not stop its app
+/// ends while a job's transaction is open, and the runtime that would finish it is the one
+/// blocked here): after a short lock wait, the sessions holding locks in the schema are ended.
+async fn drop_schema(admin_url: &str, schema: &str) {
+    let mut admin = connect_admin(admin_url).await;
+    let _ = sqlx::raw_sql("SET lock_timeout = '2s'")
+        .execute(&mut admin)
+        .await;
+    for _ in 0..5 {
+        let dropped = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&mut admin)
+            .await;
+        if dropped.is_ok() {
+            return;
+        }
+        let _ = sqlx::query(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
+             JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()",
+        )
+        .bind(schema)
+        .execute(&mut admin)
+        .await;
     }
 }
 

@@ -13,6 +13,7 @@ mod metrics;
 mod migrations;
 mod openapi;
 mod problems;
+mod rate_limits;
 mod request_id;
 mod sentry;
 mod shutdown;

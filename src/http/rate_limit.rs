@@ -1,0 +1,325 @@
+//! Rate limiting middleware: per client IP for requests without a valid key, per key and per
+//! app for those with one. GCRA ([`crate::domain::rate_limit`]) kept in process, or in Redis
+//! (one atomic script, the Redis server's clock) so every replica enforces one limit.
+//!
+//! Answers carry `RateLimit-Policy` / `RateLimit` (IETF draft) and `X-RateLimit-Limit`,
+//! `X-RateLimit-Remaining`, `X-RateLimit-Reset` (Unix seconds) for the tightest policy; a 429
+//! adds `Retry-After`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use redis::aio::ConnectionManager;
+
+use super::AppState;
+use crate::config::{Config, FailMode, IpNet, LimitConfig};
+use crate::domain::identity::PresentedKey;
+use crate::domain::rate_limit::{Decision, Policy, ceil_secs};
+use crate::error::Error;
+
+const REQUESTS: &str = "tollgate_rate_limit_requests_total";
+const BACKEND_ERRORS: &str = "tollgate_rate_limit_backend_errors_total";
+/// How long Redis is left alone after a failure.
+const REDIS_BACKOFF: Duration = Duration::from_secs(2);
+/// Local entries beyond this are pruned of the idle ones.
+const LOCAL_MAX: usize = 100_000;
+
+/// GCRA in Redis: returns {allowed, tat, now} in microseconds, `now` from the Redis clock so
+/// replicas with skewed clocks agree.
+const SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+if new_tat - now > period then
+  return {0, tat, now}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return {1, new_tat, now}
+";
+
+enum Store {
+    Local(Mutex<HashMap<String, i64>>),
+    Redis(Box<RedisStore>),
+}
+
+struct RedisStore {
+    client: redis::Client,
+    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    script: redis::Script,
+    /// After a failure Redis is left alone until then: while it is down, requests get the
+    /// fail mode at once instead of each waiting for a timeout.
+    down_until: Mutex<Option<Instant>>,
+}
+
+fn io_error(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, what))
+}
+
+impl RedisStore {
+    async fn check(&self, policy: &Policy, key: String) -> Result<Decision, redis::RedisError> {
+        let mut guard = self.conn.lock().await;
+        if guard.is_none() {
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_number_of_retries(1)
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_response_timeout(Some(Duration::from_secs(1)));
+            let manager = tokio::time::timeout(
+                Duration::from_secs(2),
+                ConnectionManager::new_with_config(self.client.clone(), config),
+            )
+            .await
+            .map_err(|_| io_error("connecting to Redis timed out"))??;
+            *guard = Some(manager);
+        }
+        let mut c = guard.as_ref().expect("connected above").clone();
+        drop(guard);
+        let (allowed, tat, now): (i64, i64, i64) = tokio::time::timeout(
+            Duration::from_secs(1),
+            self.script
+                .key(key)
+                .arg(policy.interval_us())
+                .arg(policy.period_us)
+                .invoke_async(&mut c),
+        )
+        .await
+        .map_err(|_| io_error("the rate limit call to Redis timed out"))??;
+        Ok(policy.decision_after(tat, now, allowed == 1))
+    }
+}
+
+/// The limiter of one process. Cheap to clone.
+#[derive(Clone)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    enabled: bool,
+    ip: Policy,
+    key: Policy,
+    app: Policy,
+    fail: FailMode,
+    prefix: String,
+    trusted: Vec<IpNet>,
+    store: Store,
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match self.inner.store {
+            Store::Local(_) => "local",
+            Store::Redis(_) => "redis",
+        };
+        f.debug_struct("RateLimiter")
+            .field("backend", &backend)
+            .finish()
+    }
+}
+
+fn policy(name: &'static str, l: LimitConfig) -> Policy {
+    Policy {
+        name,
+        limit: l.requests,
+        period_us: l.per_seconds as i64 * 1_000_000,
+    }
+}
+
+impl RateLimiter {
+    pub fn new(config: &Config) -> RateLimiter {
+        let r = &config.rate_limits;
+        let store = match config.redis.url.as_deref().map(redis::Client::open) {
+            Some(Ok(client)) => Store::Redis(Box::new(RedisStore {
+                client,
+                conn: tokio::sync::Mutex::new(None),
+                script: redis::Script::new(SCRIPT),
+                down_until: Mutex::new(None),
+            })),
+            // Validation checked the URL; an unparsable one would have stopped the start.
+            _ => Store::Local(Mutex::default()),
+        };
+        RateLimiter {
+            inner: Arc::new(Inner {
+                enabled: r.enabled,
+                ip: policy("ip", r.ip),
+                key: policy("key", r.key),
+                app: policy("app", r.app),
+                fail: r.on_redis_error,
+                prefix: r.redis_prefix.clone(),
+                trusted: config
+                    .http
+                    .trusted_proxies
+                    .iter()
+                    .filter_map(|t| IpNet::parse(t).ok())
+                    .collect(),
+                store,
+            }),
+        }
+    }
+
+    /// Checks one request against `policy` for `id`; `Err` when the shared store is down.
+    async fn check(&self, policy: &Policy, id: &str) -> Result<Decision, redis::RedisError> {
+        match &self.inner.store {
+            Store::Local(map) => {
+                let now = local_now_us();
+                let mut map = map.lock().expect("rate limit lock");
+                if map.len() > LOCAL_MAX {
+                    map.retain(|_, tat| *tat > now);
+                }
+                let key = format!("{}:{id}", policy.name);
+                let (decision, tat) = policy.check(map.get(&key).copied(), now);
+                map.insert(key, tat);
+                Ok(decision)
+            }
+            Store::Redis(redis) => {
+                let backoff = *redis.down_until.lock().expect("rate limit lock");
+                if backoff.is_some_and(|t| Instant::now() < t) {
+                    return Err(io_error("Redis was unreachable moments ago"));
+                }
+                let key = format!("{}{}:{id}", self.inner.prefix, policy.name);
+                let result = redis.check(policy, key).await;
+                *redis.down_until.lock().expect("rate limit lock") =
+                    result.is_err().then(|| Instant::now() + REDIS_BACKOFF);
+                result
+            }
+        }
+    }
+
+    /// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
+    /// address of `X-Forwarded-For` that is not itself a trusted proxy.
+    pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        let peer = peer?;
+        let trusted = |ip: &IpAddr| self.inner.trusted.iter().any(|n| n.contains(*ip));
+        if !trusted(&peer) {
+            return Some(peer);
+        }
+        let forwarded: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        Some(
+            forwarded
+                .into_iter()
+                .rev()
+                .find(|ip| !trusted(ip))
+                .unwrap_or(peer),
+        )
+    }
+}
+
+fn local_now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
+}
+
+/// The middleware. `/health` is never limited (orchestrators poll it).
+pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limiter = state.limiter.clone();
+    if !limiter.inner.enabled || req.uri().path() == "/health" {
+        return next.run(req).await;
+    }
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let mut checks: Vec<(&Policy, String)> = Vec::with_capacity(2);
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let verified = match bearer.filter(|b| PresentedKey::parse(b).is_some()) {
+        // Verification is cached; the handler's extractor finds the same entry.
+        Some(secret) => state.keys.verify(&state.db, secret).await.ok(),
+        None => None,
+    };
+    match verified {
+        Some(record) => {
+            checks.push((&limiter.inner.key, record.prefix.clone()));
+            if let Some(app_id) = record.app_id {
+                checks.push((&limiter.inner.app, app_id.to_string()));
+            }
+        }
+        None => {
+            let ip = limiter.client_ip(peer, req.headers());
+            checks.push((
+                &limiter.inner.ip,
+                ip.map_or("unknown".into(), |ip| ip.to_string()),
+            ));
+        }
+    }
+    let mut tightest: Option<(&Policy, Decision)> = None;
+    for (policy, id) in &checks {
+        let decision = match limiter.check(policy, id).await {
+            Ok(d) => d,
+            Err(e) => {
+                metrics::counter!(BACKEND_ERRORS).increment(1);
+                match limiter.inner.fail {
+                    FailMode::Open => {
+                        tracing::warn!(error = %e, "rate limit store unreachable; letting the request through (on_redis_error = open)");
+                        continue;
+                    }
+                    FailMode::Closed => {
+                        tracing::error!(error = %e, "rate limit store unreachable; refusing the request (on_redis_error = closed)");
+                        let mut r = Error::Unavailable(
+                            "rate limiting is unavailable; try again shortly".into(),
+                        )
+                        .into_response();
+                        r.headers_mut()
+                            .insert(header::RETRY_AFTER, HeaderValue::from(1));
+                        return r;
+                    }
+                }
+            }
+        };
+        metrics::counter!(REQUESTS, "policy" => policy.name, "outcome" => if decision.allowed { "allowed" } else { "limited" })
+            .increment(1);
+        if !decision.allowed {
+            let mut r = Error::RateLimited {
+                retry_after_secs: ceil_secs(decision.retry_after_us) as u64,
+            }
+            .into_response();
+            set_headers(r.headers_mut(), policy, &decision);
+            return r;
+        }
+        if tightest.is_none_or(|(_, d)| decision.remaining < d.remaining) {
+            tightest = Some((policy, decision));
+        }
+    }
+    let mut response = next.run(req).await;
+    if let Some((policy, decision)) = tightest {
+        set_headers(response.headers_mut(), policy, &decision);
+    }
+    response
+}
+
+fn set_headers(h: &mut HeaderMap, policy: &Policy, d: &Decision) {
+    let reset_at = local_now_us() / 1_000_000 + ceil_secs(d.reset_us);
+    let pairs = [
+        ("ratelimit-policy", policy.header()),
+        ("ratelimit", d.header(policy)),
+        ("x-ratelimit-limit", policy.limit.to_string()),
+        ("x-ratelimit-remaining", d.remaining.to_string()),
+        ("x-ratelimit-reset", reset_at.to_string()),
+    ];
+    for (name, value) in pairs {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    }
+}
