@@ -59,6 +59,13 @@ pub enum Error {
     /// Too many requests; retry after the given number of seconds.
     #[error("rate limit exceeded; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// The client is older than the app's minimum version for its platform.
+    #[error("this client version ({version}) is no longer supported; the minimum is {min_version}")]
+    UpgradeRequired {
+        version: String,
+        min_version: String,
+        update_url: Option<String>,
+    },
     /// A dependency is down or the request ran out of time.
     #[error("{0}")]
     Unavailable(String),
@@ -88,6 +95,12 @@ pub struct Problem {
     pub request_id: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// 426 only: the minimum supported client version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<String>,
+    /// 426 only: where to get a supported client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_url: Option<String>,
 }
 
 impl Error {
@@ -102,6 +115,7 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::UpgradeRequired { .. } => StatusCode::UPGRADE_REQUIRED,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Status { status, .. } => *status,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -120,6 +134,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::PayloadTooLarge => "payload-too-large",
             Error::RateLimited { .. } => "rate-limited",
+            Error::UpgradeRequired { .. } => "upgrade-required",
             Error::Unavailable(_) => "unavailable",
             Error::Status { .. } => "http",
             Error::Internal(_) => "internal",
@@ -144,6 +159,14 @@ impl Error {
             errors: match self {
                 Error::Validation(fields) => fields.clone(),
                 _ => Vec::new(),
+            },
+            min_version: match self {
+                Error::UpgradeRequired { min_version, .. } => Some(min_version.clone()),
+                _ => None,
+            },
+            update_url: match self {
+                Error::UpgradeRequired { update_url, .. } => update_url.clone(),
+                _ => None,
             },
         }
     }

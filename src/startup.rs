@@ -70,6 +70,13 @@ impl Application {
             .await
             .context("cannot connect to the database")?;
         prepare_schema(&db, config.environment, options.migrate).await?;
+        for app in &config.apps {
+            let settings = serde_json::to_string(&app.settings()).expect("settings serialise");
+            let name = app.name.as_deref().unwrap_or(&app.slug);
+            crate::store::identity::upsert_app(&db, &app.slug, name, &settings)
+                .await
+                .with_context(|| format!("cannot create or update app {}", app.slug))?;
+        }
         let addr = config.listen_addr();
         let listener = TcpListener::bind(addr)
             .await

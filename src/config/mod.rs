@@ -3,6 +3,7 @@
 //! Loading never stops at the first problem: [`load`] returns every problem it found, each with
 //! the key path and what is expected, so an operator fixes a config in one pass.
 
+mod apps;
 mod env;
 mod jobs;
 mod limits;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 
 use crate::telemetry::redact_url;
 
+pub use apps::AppConfig;
 pub use jobs::{CatchUp, JobsConfig, QueueConfig, ScheduleConfig};
 pub use limits::{FailMode, IpNet, LimitConfig, RateLimitsConfig};
 pub use validate::validate;
@@ -68,6 +70,9 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub rate_limits: RateLimitsConfig,
     pub log: LogConfig,
+    /// Apps declared here are created or updated at startup.
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
 }
 
 /// Connection settings for SQLite or PostgreSQL. `Debug` hides a password in the URL.

@@ -47,6 +47,7 @@ pub fn validate(c: &Config) -> Vec<Problem> {
     cors(c, prod, &mut p);
     http_limits(c, &mut p);
     super::jobs::validate(&c.jobs, &mut p);
+    super::apps::validate(&c.apps, prod, &mut p);
     super::limits::validate(&c.rate_limits, &c.http.trusted_proxies, &mut p);
     if tracing_subscriber::EnvFilter::try_new(&c.log.level).is_err() {
         p.push(Problem::new(

@@ -322,3 +322,34 @@ mod tests {
         assert!(masked.starts_with("tg_user_") && masked.ends_with(&key.last4));
     }
 }
+
+/// An app's settings, stored as JSON with the app (declared in the config file or set by an
+/// operator).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSettings {
+    /// Client compatibility rules by platform.
+    #[serde(default)]
+    pub compat: crate::domain::compat::CompatRules,
+    /// Access tokens from the app's own identity provider.
+    pub jwt: Option<JwtSettings>,
+}
+
+/// Where an app's JWT access tokens come from and for whom they are.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSettings {
+    /// Exact `iss` claim, e.g. `https://clerk.example.com`.
+    pub issuer: String,
+    /// Accepted `aud` value.
+    pub audience: String,
+    /// The issuer's JSON Web Key Set.
+    pub jwks_url: String,
+    /// Clock tolerance for `exp` and `nbf`.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+}
+
+fn default_leeway() -> u64 {
+    30
+}

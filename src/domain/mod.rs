@@ -1,5 +1,6 @@
 //! Pure rules, no I/O: money and prices, plans, ledger math, subscription and dunning state
 //! machines. One file per domain of DESIGN.md; each file carries its own unit tests.
 
+pub mod compat;
 pub mod identity;
 pub mod rate_limit;

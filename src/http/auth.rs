@@ -15,6 +15,7 @@ use axum::http::request::Parts;
 
 use super::AppState;
 use crate::crypto::constant_time_eq;
+use crate::domain::compat::{CompatRules, CompatStatus, Version};
 use crate::domain::identity::{KeyKind, PresentedKey, Role, hash_secret, mask};
 use crate::error::Error;
 use crate::store::identity::{self, KeyRecord};
@@ -156,6 +157,7 @@ impl FromRequestParts<AppState> for UserAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let r = principal(parts, state, KeyKind::User).await?;
+        check_client_version(parts, &r.app_settings.compat)?;
         match (r.app_id, &r.app_slug, r.user_id, &r.user_external_id) {
             (Some(app_id), Some(slug), Some(user_id), Some(external_id)) => Ok(UserAuth {
                 key_id: r.id,
@@ -258,5 +260,31 @@ impl OperatorAuth {
     /// How the audit log names this operator.
     pub fn actor(&self) -> String {
         format!("key:{}", self.key_id)
+    }
+}
+
+/// Refuses (426) a client that sends `X-Client-Version` below its platform's minimum. The
+/// platform is `X-Client-Platform`, or the app's only rule when it has just one.
+pub fn check_client_version(parts: &Parts, rules: &CompatRules) -> Result<(), Error> {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(raw) = header("x-client-version") else {
+        return Ok(());
+    };
+    let version =
+        Version::parse(raw).map_err(|m| Error::BadRequest(format!("X-Client-Version: {m}")))?;
+    let rule = match header("x-client-platform") {
+        Some(p) => rules.get(p),
+        None if rules.len() == 1 => rules.values().next(),
+        None => None,
+    };
+    match rule {
+        Some(rule) if rule.status(&version) == CompatStatus::UpdateRequired => {
+            Err(Error::UpgradeRequired {
+                version: version.as_str().to_string(),
+                min_version: rule.min_version.clone().unwrap_or_default(),
+                update_url: rule.update_url.clone(),
+            })
+        }
+        _ => Ok(()),
     }
 }

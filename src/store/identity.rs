@@ -192,6 +192,8 @@ pub struct KeyRecord {
     pub app_scope: Option<String>,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The key's app's settings (compatibility rules, …); default for operators.
+    pub app_settings: crate::domain::identity::AppSettings,
 }
 
 type KeyTuple = (
@@ -209,6 +211,7 @@ type KeyTuple = (
     Option<String>,
     Option<i64>,
     Option<i64>,
+    Option<String>,
 );
 
 /// Finds a key by its visible prefix (the one lookup that spans apps: it is how a request's
@@ -216,7 +219,7 @@ type KeyTuple = (
 pub async fn key_by_prefix(db: &Db, prefix: &str) -> Result<Option<KeyRecord>, sqlx::Error> {
     let row: Option<KeyTuple> = db_run!(db, pool => sqlx::query_as(
         "SELECT k.id, k.kind, k.prefix, k.last4, k.secret_hash, k.app_id, a.slug, k.user_id, \
-         u.external_id, u.deleted_at, k.role, k.app_scope, k.expires_at, k.revoked_at \
+         u.external_id, u.deleted_at, k.role, k.app_scope, k.expires_at, k.revoked_at, a.settings \
          FROM api_keys k LEFT JOIN apps a ON a.id = k.app_id LEFT JOIN users u ON u.id = k.user_id \
          WHERE k.prefix = $1")
         .bind(prefix).fetch_optional(pool).await)?;
@@ -235,6 +238,11 @@ pub async fn key_by_prefix(db: &Db, prefix: &str) -> Result<Option<KeyRecord>, s
         app_scope: t.11,
         expires_at: t.12,
         revoked_at: t.13,
+        app_settings: t
+            .14
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default(),
     }))
 }
 

@@ -1,6 +1,7 @@
 //! The public API under `/v1`: what end users' clients (user keys) and the app's own server
 //! (app secret keys) call.
 
+pub mod compat;
 pub mod me;
 pub mod users;
 
@@ -10,6 +11,7 @@ use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .merge(compat::router())
         .merge(me::router())
         .merge(users::router())
 }
