@@ -86,6 +86,7 @@ impl Application {
             jobs::Runtime::new(db.clone(), config.clone(), jobs::kinds::builtin().clone()).await;
         let state = AppState {
             limiter: http::rate_limit::RateLimiter::new(&config),
+            jwt: http::jwt::JwtVerifier::new(&config),
             config,
             db,
             jobs: jobs.client.clone(),

@@ -16,8 +16,11 @@ use axum::http::request::Parts;
 use super::AppState;
 use crate::crypto::constant_time_eq;
 use crate::domain::compat::{CompatRules, CompatStatus, Version};
-use crate::domain::identity::{KeyKind, PresentedKey, Role, hash_secret, mask};
+use crate::domain::identity::{
+    AppSettings, ExternalId, KeyKind, PresentedKey, Role, hash_secret, mask,
+};
 use crate::error::Error;
+use crate::http::jwt::JwtVerifier;
 use crate::store::identity::{self, KeyRecord};
 use crate::store::{Db, now_ms};
 
@@ -142,9 +145,10 @@ async fn principal(
     Ok(record)
 }
 
-/// A request made with a user key.
+/// A request made with a user key, or with an access token of the app's identity provider.
 #[derive(Debug, Clone)]
 pub struct UserAuth {
+    /// The user key's id; 0 for an access token.
     pub key_id: i64,
     pub app_id: i64,
     pub app_slug: String,
@@ -156,6 +160,10 @@ impl FromRequestParts<AppState> for UserAuth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let token = bearer(parts)?;
+        if JwtVerifier::looks_like_jwt(token) {
+            return user_from_jwt(parts, state, token).await;
+        }
         let r = principal(parts, state, KeyKind::User).await?;
         check_client_version(parts, &r.app_settings.compat)?;
         match (r.app_id, &r.app_slug, r.user_id, &r.user_external_id) {
@@ -169,6 +177,35 @@ impl FromRequestParts<AppState> for UserAuth {
             _ => Err(Error::Unauthorized("this key's user was deleted".into())),
         }
     }
+}
+
+/// A user known by a verified access token of their app's identity provider; created on first
+/// use.
+async fn user_from_jwt(parts: &Parts, state: &AppState, token: &str) -> Result<UserAuth, Error> {
+    let verified = state.jwt.verify(token).await?;
+    let external = ExternalId::parse(&verified.subject).map_err(|_| {
+        Error::Unauthorized("the access token's sub is not a usable user id".into())
+    })?;
+    let app = identity::app_by_slug(&state.db, &verified.app_slug)
+        .await?
+        .ok_or_else(|| Error::Unauthorized("unknown token issuer".into()))?;
+    let settings: AppSettings = serde_json::from_value(app.settings).unwrap_or_default();
+    check_client_version(parts, &settings.compat)?;
+    let (user, created) =
+        identity::find_or_create_user(&state.db, app.id, external.as_str()).await?;
+    if user.deleted_at.is_some() {
+        return Err(Error::Unauthorized("this user was deleted".into()));
+    }
+    if created {
+        tracing::info!(app = %app.slug, user_id = user.id, "user created on first sign-in");
+    }
+    Ok(UserAuth {
+        key_id: 0,
+        app_id: app.id,
+        app_slug: app.slug,
+        user_id: user.id,
+        external_id: external.as_str().to_string(),
+    })
 }
 
 /// A request made with an app secret key: the app's own server.

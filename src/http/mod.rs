@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod extract;
 pub mod health;
+pub mod jwt;
 pub mod metrics;
 mod observe;
 pub mod openapi;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub jobs: crate::jobs::Client,
     /// Verified API keys, cached briefly (see [`auth::CACHE_TTL`]).
     pub keys: auth::KeyCache,
+    /// Access tokens of the apps' own identity providers.
+    pub jwt: jwt::JwtVerifier,
     /// Per-IP, per-key and per-app limits (in process, or shared through Redis).
     pub limiter: rate_limit::RateLimiter,
     pub metrics: PrometheusHandle,

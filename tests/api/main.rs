@@ -10,6 +10,7 @@ mod identity;
 mod jobs;
 mod jobs_processes;
 mod jobs_telemetry;
+mod jwt;
 mod metrics;
 mod migrations;
 mod openapi;
