@@ -7,7 +7,7 @@ use url::Url;
 
 use super::Problem;
 use crate::domain::compat::{CompatRules, Version};
-use crate::domain::identity::{AppSettings, AppSlug, JwtSettings};
+use crate::domain::identity::{AppSettings, AppSlug, InviteSettings, JwtSettings};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,6 +17,8 @@ pub struct AppConfig {
     #[serde(default)]
     pub compat: CompatRules,
     pub jwt: Option<JwtSettings>,
+    #[serde(default)]
+    pub invites: InviteSettings,
 }
 
 impl AppConfig {
@@ -24,6 +26,7 @@ impl AppConfig {
         AppSettings {
             compat: self.compat.clone(),
             jwt: self.jwt.clone(),
+            invites: self.invites.clone(),
         }
     }
 }

@@ -333,6 +333,18 @@ pub struct AppSettings {
     pub compat: crate::domain::compat::CompatRules,
     /// Access tokens from the app's own identity provider.
     pub jwt: Option<JwtSettings>,
+    /// Invite codes.
+    #[serde(default)]
+    pub invites: InviteSettings,
+}
+
+/// Whether new users need an invite code.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InviteSettings {
+    /// When true, a user must redeem a code before paid or metered routes work.
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// Where an app's JWT access tokens come from and for whom they are.

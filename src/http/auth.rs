@@ -154,6 +154,8 @@ pub struct UserAuth {
     pub app_slug: String,
     pub user_id: i64,
     pub external_id: String,
+    /// The app makes new users redeem an invite code before paid or metered routes.
+    pub invites_required: bool,
 }
 
 impl FromRequestParts<AppState> for UserAuth {
@@ -173,6 +175,7 @@ impl FromRequestParts<AppState> for UserAuth {
                 app_slug: slug.clone(),
                 user_id,
                 external_id: external_id.clone(),
+                invites_required: r.app_settings.invites.required,
             }),
             _ => Err(Error::Unauthorized("this key's user was deleted".into())),
         }
@@ -205,7 +208,29 @@ async fn user_from_jwt(parts: &Parts, state: &AppState, token: &str) -> Result<U
         app_slug: app.slug,
         user_id: user.id,
         external_id: external.as_str().to_string(),
+        invites_required: settings.invites.required,
     })
+}
+
+/// A user allowed on paid and metered routes: when the app requires invites, one was redeemed.
+#[derive(Debug, Clone)]
+pub struct InvitedUser(pub UserAuth);
+
+impl FromRequestParts<AppState> for InvitedUser {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let user = UserAuth::from_request_parts(parts, state).await?;
+        if user.invites_required {
+            let row = identity::user_by_id(&state.db, user.app_id, user.user_id).await?;
+            if row.is_none_or(|u| u.invited_at.is_none()) {
+                return Err(Error::Forbidden(
+                    "this app is invite-only: redeem an invite code first (POST /v1/invites/redeem)".into(),
+                ));
+            }
+        }
+        Ok(InvitedUser(user))
+    }
 }
 
 /// A request made with an app secret key: the app's own server.

@@ -181,14 +181,15 @@ impl JwtVerifier {
     }
 
     async fn fetch(&self, url: &str) -> anyhow::Result<HashMap<String, (DecodingKey, Algorithm)>> {
-        let set: JwkSet = self
+        let body = self
             .http
             .get(url)
             .send()
             .await?
             .error_for_status()?
-            .json()
+            .bytes()
             .await?;
+        let set: JwkSet = serde_json::from_slice(&body)?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             let alg = match &jwk.algorithm {

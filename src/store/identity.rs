@@ -90,6 +90,8 @@ pub struct UserRow {
     pub created_at: i64,
     pub last_seen_at: Option<i64>,
     pub deleted_at: Option<i64>,
+    /// When the user redeemed an invite code.
+    pub invited_at: Option<i64>,
 }
 
 type UserTuple = (
@@ -98,6 +100,7 @@ type UserTuple = (
     Option<String>,
     String,
     i64,
+    Option<i64>,
     Option<i64>,
     Option<i64>,
 );
@@ -111,11 +114,12 @@ fn user_row(t: UserTuple) -> UserRow {
         created_at: t.4,
         last_seen_at: t.5,
         deleted_at: t.6,
+        invited_at: t.7,
     }
 }
 
-const USER_COLUMNS: &str =
-    "SELECT id, app_id, external_id, anonymous_id, created_at, last_seen_at, deleted_at FROM users";
+const USER_COLUMNS: &str = "SELECT id, app_id, external_id, anonymous_id, created_at, last_seen_at, deleted_at, \
+     invited_at FROM users";
 
 pub async fn user_by_external_id(
     db: &Db,

@@ -29,6 +29,11 @@ const SQLITE: Embedded = &[
         "identity",
         include_str!("../../migrations/sqlite/0003_identity.sql"),
     ),
+    (
+        4,
+        "invites",
+        include_str!("../../migrations/sqlite/0004_invites.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -45,6 +50,11 @@ const POSTGRES: Embedded = &[
         3,
         "identity",
         include_str!("../../migrations/postgres/0003_identity.sql"),
+    ),
+    (
+        4,
+        "invites",
+        include_str!("../../migrations/postgres/0004_invites.sql"),
     ),
 ];
 

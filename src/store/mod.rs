@@ -5,6 +5,7 @@
 //! own arm. Transactions stay inside the store: handlers call store functions.
 
 pub mod identity;
+pub mod invites;
 pub mod jobs;
 pub mod migrate;
 mod pool;

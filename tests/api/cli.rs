@@ -86,14 +86,20 @@ async fn check_fails_on_pending_migrations_and_passes_after_migrate() {
     assert!(stdout.contains("[pass] configuration is valid"), "{stdout}");
     assert!(stdout.contains("[pass] database reachable"), "{stdout}");
     assert!(stdout.contains("[FAIL] migrations applied"), "{stdout}");
-    assert!(stdout.contains("pending migrations [1, 2, 3]"), "{stdout}");
+    assert!(
+        stdout.contains("pending migrations [1, 2, 3, 4]"),
+        "{stdout}"
+    );
 
     let (code, stdout, _) = run(&["migrate", "--status"], &vars).await;
     assert_eq!(code, 0);
     assert!(stdout.contains("pending: 1 init"), "{stdout}");
     let (code, stdout, stderr) = run(&["migrate"], &vars).await;
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("applied migrations [1, 2, 3]"), "{stdout}");
+    assert!(
+        stdout.contains("applied migrations [1, 2, 3, 4]"),
+        "{stdout}"
+    );
 
     let (code, stdout, _) = run(&["check"], &vars).await;
     assert_eq!(code, 0, "{stdout}");

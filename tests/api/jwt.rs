@@ -98,6 +98,7 @@ async fn app_trusting(jwks_url: String) -> TestApp {
                 jwks_url,
                 leeway_secs: 5,
             }),
+            invites: Default::default(),
         }]
     })
     .await

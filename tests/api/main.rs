@@ -7,6 +7,7 @@ mod cors;
 mod health;
 mod helpers;
 mod identity;
+mod invites;
 mod jobs;
 mod jobs_processes;
 mod jobs_telemetry;

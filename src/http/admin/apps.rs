@@ -17,6 +17,7 @@ use crate::http::api::users::NewKeyOut;
 use crate::http::auth::OperatorAuth;
 use crate::http::extract;
 use crate::store::identity::{self, AppRow, AuditEntry, KeyOut, KeySpec, UserRow};
+use crate::store::invites::{self, InviteRow};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +58,76 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_key))
         .routes(routes!(get_user, delete_user))
         .routes(routes!(list_audit))
+        .routes(routes!(list_invites, create_invite))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InviteIn {
+    /// The code; a random one when omitted.
+    pub code: Option<String>,
+    /// How many users may redeem it (default 1).
+    pub max_uses: Option<i64>,
+    /// Expiry, ms since the epoch.
+    pub expires_at: Option<i64>,
+}
+
+/// An app's invite codes (support).
+#[utoipa::path(get, path = "/admin/v1/apps/{slug}/invites", tag = "admin", security(("operator_token" = [])),
+    params(("slug" = String, Path)),
+    responses((status = 200, description = "Invite codes", body = [InviteRow])))]
+pub async fn list_invites(
+    State(state): State<AppState>,
+    op: OperatorAuth,
+    Path(slug): Path<String>,
+) -> Result<Json<Vec<InviteRow>>> {
+    op.require(Role::Support)?;
+    let app = visible_app(&state, &op, &slug).await?;
+    Ok(Json(invites::list(&state.db, app.id).await?))
+}
+
+/// Creates an invite code (admin).
+#[utoipa::path(post, path = "/admin/v1/apps/{slug}/invites", tag = "admin", security(("operator_token" = [])),
+    params(("slug" = String, Path)),
+    request_body = InviteIn,
+    responses((status = 201, description = "Created", body = InviteRow)))]
+pub async fn create_invite(
+    State(state): State<AppState>,
+    op: OperatorAuth,
+    Path(slug): Path<String>,
+    extract::Json(body): extract::Json<InviteIn>,
+) -> Result<(StatusCode, Json<InviteRow>)> {
+    op.require(Role::Admin)?;
+    let app = visible_app(&state, &op, &slug).await?;
+    let max_uses = body.max_uses.unwrap_or(1);
+    if !(1..=1_000_000).contains(&max_uses) {
+        return Err(invalid("max_uses", "expected 1 to 1000000"));
+    }
+    let code = match body.code {
+        Some(c)
+            if (4..=64).contains(&c.len())
+                && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+        {
+            c
+        }
+        Some(_) => return Err(invalid("code", "4-64 characters of A-Z, a-z, 0-9 and '-'")),
+        None => {
+            crate::domain::identity::NewKey::generate(KeyKind::User).secret[8..20].to_uppercase()
+        }
+    };
+    let invite = invites::create(&state.db, app.id, &code, max_uses, body.expires_at)
+        .await?
+        .ok_or_else(|| Error::Conflict(format!("the code {code} already exists")))?;
+    audit(
+        &state,
+        &op,
+        "invites.create",
+        &code,
+        Some(app.id),
+        Some(json!({ "max_uses": max_uses })),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(invite)))
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> Error {

@@ -24,12 +24,16 @@ pub struct MeUser {
     /// The app's own id for this user.
     pub external_id: String,
     pub created_at: i64,
+    /// Whether the user redeemed an invite code.
+    pub invited: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MeApp {
     pub slug: String,
     pub name: String,
+    /// New users must redeem an invite code before paid or metered routes.
+    pub invite_required: bool,
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -58,10 +62,12 @@ pub async fn get_me(State(state): State<AppState>, auth: UserAuth) -> Result<Jso
             id: user.id,
             external_id: auth.external_id,
             created_at: user.created_at,
+            invited: user.invited_at.is_some(),
         },
         app: MeApp {
             slug: app.slug,
             name: app.name,
+            invite_required: auth.invites_required,
         },
     }))
 }

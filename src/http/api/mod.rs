@@ -2,6 +2,7 @@
 //! (app secret keys) call.
 
 pub mod compat;
+pub mod invites;
 pub mod me;
 pub mod users;
 
@@ -12,6 +13,7 @@ use super::AppState;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(compat::router())
+        .merge(invites::router())
         .merge(me::router())
         .merge(users::router())
 }
