@@ -78,10 +78,10 @@ pub fn validate(apps: &[AppConfig], prod: bool, p: &mut Vec<Problem>) {
                     "expected an https URL (http is accepted outside production)",
                 )),
             }
-            if jwt.audience.is_empty() {
+            if jwt.audience.as_deref() == Some("") {
                 p.push(Problem::new(
                     format!("{key}.jwt.audience"),
-                    "must not be empty",
+                    "must not be empty when set",
                 ));
             }
             if jwt.leeway_secs > 300 {

@@ -353,8 +353,9 @@ pub struct InviteSettings {
 pub struct JwtSettings {
     /// Exact `iss` claim, e.g. `https://clerk.example.com`.
     pub issuer: String,
-    /// Accepted `aud` value.
-    pub audience: String,
+    /// Accepted `aud` value. Set it whenever the provider puts an audience in its tokens
+    /// (Auth0 always does; WorkOS and Clerk when configured); unset, `aud` is not checked.
+    pub audience: Option<String>,
     /// The issuer's JSON Web Key Set.
     pub jwks_url: String,
     /// Clock tolerance for `exp` and `nbf`.

@@ -94,7 +94,7 @@ async fn app_trusting(jwks_url: String) -> TestApp {
             compat: Default::default(),
             jwt: Some(JwtSettings {
                 issuer: ISSUER.into(),
-                audience: AUDIENCE.into(),
+                audience: Some(AUDIENCE.into()),
                 jwks_url,
                 leeway_secs: 5,
             }),
