@@ -8,6 +8,7 @@
 # Rate limits stay on (every request goes through the limiter) but are set high enough never
 # to refuse, so the numbers measure the limiter's cost, not its refusals.
 set -euo pipefail
+export PGOPTIONS='--client-min-messages=warning'
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 PG_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/test}

@@ -139,6 +139,31 @@ pub async fn user_by_id(db: &Db, app_id: i64, id: i64) -> Result<Option<UserRow>
     Ok(row.map(user_row))
 }
 
+/// A user and the name of their app, in one read (for `GET /v1/me`).
+pub async fn user_and_app_name(
+    db: &Db,
+    app_id: i64,
+    id: i64,
+) -> Result<Option<(UserRow, String)>, sqlx::Error> {
+    let sql = "SELECT u.id, u.app_id, u.external_id, u.anonymous_id, u.created_at, \
+         u.last_seen_at, u.deleted_at, u.invited_at, a.name FROM users u \
+         JOIN apps a ON a.id = u.app_id WHERE u.app_id = $1 AND u.id = $2";
+    type Row = (
+        i64,
+        i64,
+        Option<String>,
+        String,
+        i64,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        String,
+    );
+    let row: Option<Row> = db_run!(db, pool => sqlx::query_as(sql)
+        .bind(app_id).bind(id).fetch_optional(pool).await)?;
+    Ok(row.map(|r| (user_row((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7)), r.8)))
+}
+
 /// The user with this external id, created if new. Returns (user, created).
 pub async fn find_or_create_user(
     db: &Db,

@@ -49,14 +49,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 403, description = "Not a user key", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_me(State(state): State<AppState>, auth: UserAuth) -> Result<Json<MeOut>> {
-    let user = identity::user_by_id(&state.db, auth.app_id, auth.user_id)
-        .await
-        .map_err(|e| Error::Internal(e.into()))?
+    let (user, app_name) = identity::user_and_app_name(&state.db, auth.app_id, auth.user_id)
+        .await?
         .ok_or_else(|| Error::Unauthorized("this key's user was deleted".into()))?;
-    let app = identity::app_by_slug(&state.db, &auth.app_slug)
-        .await
-        .map_err(|e| Error::Internal(e.into()))?
-        .ok_or_else(|| Error::Unauthorized("unknown API key".into()))?;
     Ok(Json(MeOut {
         user: MeUser {
             id: user.id,
@@ -65,8 +60,8 @@ pub async fn get_me(State(state): State<AppState>, auth: UserAuth) -> Result<Jso
             invited: user.invited_at.is_some(),
         },
         app: MeApp {
-            slug: app.slug,
-            name: app.name,
+            slug: auth.app_slug,
+            name: app_name,
             invite_required: auth.invites_required,
         },
     }))
