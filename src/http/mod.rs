@@ -101,6 +101,17 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::CONTENT_TYPE,
             request_id::HEADER,
             HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-client-version"),
+            HeaderName::from_static("x-client-platform"),
         ])
-        .expose_headers([request_id::HEADER])
+        // Browser clients may read their remaining budget and when to retry.
+        .expose_headers([
+            request_id::HEADER,
+            header::RETRY_AFTER,
+            HeaderName::from_static("ratelimit"),
+            HeaderName::from_static("ratelimit-policy"),
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderName::from_static("x-ratelimit-reset"),
+        ])
 }

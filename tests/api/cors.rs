@@ -41,14 +41,26 @@ async fn without_configured_origins_no_cross_origin_access_is_granted() {
 }
 
 #[tokio::test]
-async fn the_request_id_header_is_readable_by_browsers() {
+async fn the_request_id_and_rate_limit_headers_are_readable_by_browsers() {
     let app =
         spawn_app_with(|c| c.http.cors_origins = vec!["https://app.example.com".into()]).await;
     let response = app
         .get_with_header("/health", "origin", "https://app.example.com")
         .await;
-    assert_eq!(
-        response.headers()["access-control-expose-headers"],
-        "x-request-id"
-    );
+    let exposed: Vec<&str> = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .split(',')
+        .map(str::trim)
+        .collect();
+    for name in [
+        "x-request-id",
+        "retry-after",
+        "ratelimit",
+        "ratelimit-policy",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    ] {
+        assert!(exposed.contains(&name), "{name} not exposed: {exposed:?}");
+    }
 }
