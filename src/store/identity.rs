@@ -3,8 +3,9 @@
 
 use serde::Serialize;
 
+use crate::store::scope::{self, Scope};
 use crate::store::{Db, now_ms};
-use crate::{db_run, tx_run};
+use crate::{db_run, scoped_run, tx_run};
 
 /// An app (tenant).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -127,14 +128,14 @@ pub async fn user_by_external_id(
     external_id: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
     let sql = format!("{USER_COLUMNS} WHERE app_id = $1 AND external_id = $2");
-    let row: Option<UserTuple> = db_run!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let row: Option<UserTuple> = scoped_run!(db, Scope::App(app_id), pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(app_id).bind(external_id).fetch_optional(pool).await)?;
     Ok(row.map(user_row))
 }
 
 pub async fn user_by_id(db: &Db, app_id: i64, id: i64) -> Result<Option<UserRow>, sqlx::Error> {
     let sql = format!("{USER_COLUMNS} WHERE app_id = $1 AND id = $2");
-    let row: Option<UserTuple> = db_run!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let row: Option<UserTuple> = scoped_run!(db, Scope::App(app_id), pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(app_id).bind(id).fetch_optional(pool).await)?;
     Ok(row.map(user_row))
 }
@@ -159,7 +160,7 @@ pub async fn user_and_app_name(
         Option<i64>,
         String,
     );
-    let row: Option<Row> = db_run!(db, pool => sqlx::query_as(sql)
+    let row: Option<Row> = scoped_run!(db, Scope::App(app_id), pool => sqlx::query_as(sql)
         .bind(app_id).bind(id).fetch_optional(pool).await)?;
     Ok(row.map(|r| (user_row((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7)), r.8)))
 }
@@ -171,7 +172,7 @@ pub async fn find_or_create_user(
     external_id: &str,
 ) -> Result<(UserRow, bool), sqlx::Error> {
     let anonymous_id = format!("anon_{}", uuid::Uuid::now_v7().simple());
-    let created = db_run!(db, pool => sqlx::query(
+    let created = scoped_run!(db, Scope::App(app_id), pool => sqlx::query(
         "INSERT INTO users (app_id, external_id, anonymous_id, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (app_id, external_id) WHERE external_id IS NOT NULL DO NOTHING")
         .bind(app_id).bind(external_id).bind(&anonymous_id).bind(now_ms())
@@ -187,6 +188,7 @@ pub async fn find_or_create_user(
 pub async fn delete_user(db: &Db, app_id: i64, user_id: i64) -> Result<bool, sqlx::Error> {
     let now = now_ms();
     let mut tx = db.begin().await?;
+    scope::apply_tx(&mut tx, Scope::App(app_id)).await?;
     let n = tx_run!(&mut tx, c => sqlx::query(
         "UPDATE users SET external_id = NULL, deleted_at = $1 WHERE app_id = $2 AND id = $3 \
          AND deleted_at IS NULL")
@@ -246,7 +248,7 @@ type KeyTuple = (
 /// Finds a key by its visible prefix (the one lookup that spans apps: it is how a request's
 /// app is found).
 pub async fn key_by_prefix(db: &Db, prefix: &str) -> Result<Option<KeyRecord>, sqlx::Error> {
-    let row: Option<KeyTuple> = db_run!(db, pool => sqlx::query_as(
+    let row: Option<KeyTuple> = scoped_run!(db, Scope::AllApps, pool => sqlx::query_as(
         "SELECT k.id, k.kind, k.prefix, k.last4, k.secret_hash, k.app_id, a.slug, k.user_id, \
          u.external_id, u.deleted_at, k.role, k.app_scope, k.expires_at, k.revoked_at, a.settings \
          FROM api_keys k LEFT JOIN apps a ON a.id = k.app_id LEFT JOIN users u ON u.id = k.user_id \
@@ -291,7 +293,7 @@ pub struct NewKeyRow<'a> {
 }
 
 pub async fn insert_key(db: &Db, k: &NewKeyRow<'_>) -> Result<i64, sqlx::Error> {
-    db_run!(db, pool => sqlx::query_scalar(
+    scoped_run!(db, Scope::of(k.app_id), pool => sqlx::query_scalar(
         "INSERT INTO api_keys (kind, prefix, last4, secret_hash, app_id, user_id, role, app_scope, \
          name, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id")
         .bind(k.kind).bind(k.prefix).bind(k.last4).bind(k.secret_hash).bind(k.app_id)
@@ -331,7 +333,7 @@ type KeyListTuple = (
 
 /// The keys of one app, newest first.
 pub async fn list_keys(db: &Db, app_id: i64) -> Result<Vec<KeyOut>, sqlx::Error> {
-    let rows: Vec<KeyListTuple> = db_run!(db, pool => sqlx::query_as(
+    let rows: Vec<KeyListTuple> = scoped_run!(db, Scope::App(app_id), pool => sqlx::query_as(
         "SELECT k.id, k.kind, k.prefix, k.last4, u.external_id, k.role, k.name, k.created_at, \
          k.expires_at, k.revoked_at, k.last_used_at FROM api_keys k \
          LEFT JOIN users u ON u.id = k.user_id WHERE k.app_id = $1 ORDER BY k.id DESC")
@@ -369,7 +371,7 @@ pub async fn find_key(
     prefix: Option<&str>,
     hash: Option<&str>,
 ) -> Result<Option<KeyRef>, sqlx::Error> {
-    let row: Option<(i64, String, Option<i64>, Option<i64>)> = db_run!(db, pool => sqlx::query_as(
+    let row: Option<(i64, String, Option<i64>, Option<i64>)> = scoped_run!(db, Scope::AllApps, pool => sqlx::query_as(
         "SELECT id, prefix, app_id, revoked_at FROM api_keys WHERE id = $1 OR prefix = $2 OR secret_hash = $3")
         .bind(id).bind(prefix).bind(hash).fetch_optional(pool).await)?;
     Ok(row.map(|(id, prefix, app_id, revoked_at)| KeyRef {
@@ -381,14 +383,14 @@ pub async fn find_key(
 }
 
 pub async fn revoke_key(db: &Db, id: i64) -> Result<bool, sqlx::Error> {
-    db_run!(db, pool => sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+    scoped_run!(db, Scope::AllApps, pool => sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
         .bind(now_ms()).bind(id).execute(pool).await.map(|r| r.rows_affected() == 1))
 }
 
 /// Records use, at most once a minute per key (a write per request would be wasteful).
 pub async fn touch_key(db: &Db, id: i64) -> Result<(), sqlx::Error> {
     let now = now_ms();
-    db_run!(db, pool => sqlx::query(
+    scoped_run!(db, Scope::AllApps, pool => sqlx::query(
         "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)")
         .bind(now).bind(id).bind(now - 60_000).execute(pool).await.map(|_| ()))
 }
@@ -421,7 +423,7 @@ pub struct NewAudit<'a> {
 }
 
 pub async fn record_audit(db: &Db, e: &NewAudit<'_>) -> Result<(), sqlx::Error> {
-    db_run!(db, pool => sqlx::query(
+    scoped_run!(db, Scope::of(e.app_id), pool => sqlx::query(
         "INSERT INTO audit_log (at, actor, actor_role, action, target, app_id, request_id, details) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
         .bind(now_ms()).bind(e.actor).bind(e.actor_role).bind(e.action).bind(e.target)
@@ -447,7 +449,7 @@ pub async fn list_audit(
     app_id: Option<i64>,
     limit: i64,
 ) -> Result<Vec<AuditEntry>, sqlx::Error> {
-    let rows: Vec<AuditTuple> = db_run!(db, pool => sqlx::query_as(
+    let rows: Vec<AuditTuple> = scoped_run!(db, Scope::of(app_id), pool => sqlx::query_as(
         "SELECT id, at, actor, actor_role, action, target, app_id, request_id, details FROM audit_log \
          WHERE ($1 IS NULL OR app_id = $1) ORDER BY id DESC LIMIT $2")
         .bind(app_id).bind(limit).fetch_all(pool).await)?;

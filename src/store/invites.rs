@@ -3,8 +3,9 @@
 
 use serde::Serialize;
 
+use crate::store::scope::{self, Scope};
 use crate::store::{Db, now_ms};
-use crate::{db_run, tx_run};
+use crate::{scoped_run, tx_run};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InviteRow {
@@ -25,7 +26,7 @@ pub async fn create(
     expires_at: Option<i64>,
 ) -> Result<Option<InviteRow>, sqlx::Error> {
     let now = now_ms();
-    let id: Option<i64> = db_run!(db, pool => sqlx::query_scalar(
+    let id: Option<i64> = scoped_run!(db, Scope::App(app_id), pool => sqlx::query_scalar(
         "INSERT INTO invite_codes (app_id, code, max_uses, expires_at, created_at) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (app_id, code) DO NOTHING RETURNING id")
         .bind(app_id).bind(code).bind(max_uses).bind(expires_at).bind(now)
@@ -41,7 +42,7 @@ pub async fn create(
 }
 
 pub async fn list(db: &Db, app_id: i64) -> Result<Vec<InviteRow>, sqlx::Error> {
-    let rows: Vec<(i64, String, i64, i64, Option<i64>, i64)> = db_run!(db, pool => sqlx::query_as(
+    let rows: Vec<(i64, String, i64, i64, Option<i64>, i64)> = scoped_run!(db, Scope::App(app_id), pool => sqlx::query_as(
         "SELECT id, code, max_uses, uses, expires_at, created_at FROM invite_codes \
          WHERE app_id = $1 ORDER BY id DESC")
         .bind(app_id).fetch_all(pool).await)?;
@@ -79,6 +80,7 @@ pub async fn redeem(
 ) -> Result<Redeemed, sqlx::Error> {
     let now = now_ms();
     let mut tx = db.begin().await?;
+    scope::apply_tx(&mut tx, Scope::App(app_id)).await?;
     let invited: Option<i64> = tx_run!(&mut tx, c => sqlx::query_scalar(
         "SELECT invited_at FROM users WHERE app_id = $1 AND id = $2")
         .bind(app_id).bind(user_id).fetch_one(&mut **c).await)?;

@@ -34,6 +34,11 @@ const SQLITE: Embedded = &[
         "invites",
         include_str!("../../migrations/sqlite/0004_invites.sql"),
     ),
+    (
+        5,
+        "tenant_rls",
+        include_str!("../../migrations/sqlite/0005_tenant_rls.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -55,6 +60,11 @@ const POSTGRES: Embedded = &[
         4,
         "invites",
         include_str!("../../migrations/postgres/0004_invites.sql"),
+    ),
+    (
+        5,
+        "tenant_rls",
+        include_str!("../../migrations/postgres/0005_tenant_rls.sql"),
     ),
 ];
 

@@ -9,6 +9,7 @@ pub mod invites;
 pub mod jobs;
 pub mod migrate;
 mod pool;
+pub mod scope;
 mod tx;
 
 pub use pool::{Backend, Db, PoolStats};

@@ -16,6 +16,10 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// The PostgreSQL role the app under test connects as (created if missing; the test server
+/// must let it connect, as trust authentication on 127.0.0.1 does).
+pub const APP_ROLE: &str = "tollgate_app";
+
 /// A database that exists only for one test: a temp directory (SQLite) or a PostgreSQL schema.
 pub struct TestDb {
     pub data_dir: PathBuf,
@@ -38,13 +42,29 @@ impl TestDb {
         };
         let schema = format!("tg_test_{id}");
         let mut admin = connect_admin(&admin_url).await;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&mut admin)
-            .await
-            .expect("create the test schema");
+        // The app connects as an ordinary role, as in production: superusers ignore
+        // row-level security, so only then do the tests exercise it.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DO $$ BEGIN CREATE ROLE {APP_ROLE} LOGIN; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("create the app role");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA {schema} AUTHORIZATION {APP_ROLE}"
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("create the test schema");
         // The app sees only its schema: `search_path` is set on every connection it opens.
-        let sep = if admin_url.contains('?') { '&' } else { '?' };
-        let url = format!("{admin_url}{sep}options=-c%20search_path%3D{schema}");
+        let mut app_url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
+        app_url
+            .set_username(APP_ROLE)
+            .expect("the URL takes a user name");
+        let app_url = app_url.to_string();
+        let sep = if app_url.contains('?') { '&' } else { '?' };
+        let url = format!("{app_url}{sep}options=-c%20search_path%3D{schema}");
         TestDb {
             data_dir,
             url: Some(url),

@@ -140,7 +140,13 @@ async fn a_good_token_signs_the_user_in_and_creates_them_once() {
         assert_eq!(body["user"]["external_id"], "user_2abc");
         assert_eq!(body["app"]["slug"], "acme");
     }
-    let users: i64 = tollgate::db_run!(&app.db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(pool).await).unwrap();
+    let count = async {
+        use tollgate::store::scope::Scope;
+        let n: Result<i64, sqlx::Error> = tollgate::scoped_run!(&app.db, Scope::AllApps, pool =>
+            sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(pool).await);
+        n
+    };
+    let users = count.await.unwrap();
     assert_eq!(users, 1, "the second sign-in finds the same user");
 }
 

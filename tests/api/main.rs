@@ -20,3 +20,4 @@ mod rate_limits;
 mod request_id;
 mod sentry;
 mod shutdown;
+mod tenant_rls;

@@ -33,15 +33,16 @@ async fn migrations_apply_once_on_a_fresh_database() {
             (1, "init".to_string()),
             (2, "jobs".to_string()),
             (3, "identity".to_string()),
-            (4, "invites".to_string())
+            (4, "invites".to_string()),
+            (5, "tenant_rls".to_string())
         ]
     );
     assert!(!before.is_current());
 
-    assert_eq!(migrate::run(&db).await.unwrap(), [1, 2, 3, 4]);
+    assert_eq!(migrate::run(&db).await.unwrap(), [1, 2, 3, 4, 5]);
     let after = migrate::status(&db).await.unwrap();
     assert!(after.is_current(), "{after:?}");
-    assert_eq!(after.applied, [1, 2, 3, 4]);
+    assert_eq!(after.applied, [1, 2, 3, 4, 5]);
     assert_eq!(migrate::run(&db).await.unwrap(), Vec::<i64>::new());
 }
 
@@ -107,7 +108,7 @@ async fn production_refuses_to_start_with_pending_migrations_unless_told_to_migr
     .await;
     let message = format!("{:#}", refused.err().expect("start is refused"));
     assert!(
-        message.contains("4 pending migration(s) [1, 2, 3, 4]"),
+        message.contains("5 pending migration(s) [1, 2, 3, 4, 5]"),
         "{message}"
     );
     assert!(message.contains("tollgate serve --migrate"), "{message}");

@@ -1,0 +1,75 @@
+//! Tenant scope for PostgreSQL row-level security (migration 0005): every query on a tenant
+//! table runs in a transaction that names its app, or explicitly all apps. SQLite has no RLS;
+//! there the scope is a no-op and queries run on the pool as before.
+
+use sqlx::{PgConnection, Postgres, Transaction};
+
+/// Which tenants a query may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Only this app's rows.
+    App(i64),
+    /// Every app: the key lookup (it finds the app) and operators' cross-app views.
+    AllApps,
+}
+
+impl Scope {
+    /// `App(id)` when there is an app, else `AllApps`.
+    pub fn of(app_id: Option<i64>) -> Scope {
+        app_id.map_or(Scope::AllApps, Scope::App)
+    }
+}
+
+/// Sets the scope for the rest of the transaction (`set_config(…, true)` is transaction-local).
+pub async fn apply(conn: &mut PgConnection, scope: Scope) -> Result<(), sqlx::Error> {
+    let (key, value) = match scope {
+        Scope::App(id) => ("tollgate.app_id", id.to_string()),
+        Scope::AllApps => ("tollgate.all_apps", "on".to_string()),
+    };
+    sqlx::query("SELECT set_config($1, $2, true)")
+        .bind(key)
+        .bind(value)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// A PostgreSQL transaction with its scope set.
+pub async fn begin(
+    pool: &sqlx::PgPool,
+    scope: Scope,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    apply(&mut tx, scope).await?;
+    Ok(tx)
+}
+
+/// Runs one statement on tenant tables: on SQLite on the pool, on PostgreSQL in a transaction
+/// with `scope` set. `scoped_run!(db, scope, conn => query.fetch_one(conn).await)`.
+#[macro_export]
+macro_rules! scoped_run {
+    ($db:expr, $scope:expr, $conn:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite($conn) => $body,
+            $crate::store::Db::Postgres(pool) => {
+                let mut tx = $crate::store::scope::begin(pool, $scope).await?;
+                let result = {
+                    let $conn = &mut *tx;
+                    $body
+                };
+                if result.is_ok() {
+                    tx.commit().await?;
+                }
+                result
+            }
+        }
+    };
+}
+
+/// Sets the scope on a transaction opened with `Db::begin` (no-op on SQLite).
+pub async fn apply_tx(tx: &mut super::Tx, scope: Scope) -> Result<(), sqlx::Error> {
+    match tx {
+        super::Tx::Postgres(t) => apply(t, scope).await,
+        super::Tx::Sqlite(_) => Ok(()),
+    }
+}

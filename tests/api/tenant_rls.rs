@@ -1,0 +1,94 @@
+//! PostgreSQL row-level security, the second wall of tenant isolation: through the app's own
+//! connection, a query that names no app sees no tenant row and cannot write one for another
+//! app. (SQLite has no row-level security; there this test has nothing to check.)
+
+use tollgate::domain::identity::KeyKind;
+use tollgate::scoped_run;
+use tollgate::store::identity::{self, KeySpec};
+use tollgate::store::scope::Scope;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn a_query_that_forgets_its_app_sees_nothing_of_any_app() {
+    let app = spawn_app().await;
+    if !app._test_db.is_postgres() {
+        return;
+    }
+    let db = &app.db;
+    let a = identity::create_app(db, "app-a", "A")
+        .await
+        .unwrap()
+        .unwrap();
+    let b = identity::create_app(db, "app-b", "B")
+        .await
+        .unwrap()
+        .unwrap();
+    for (app_id, user) in [(a.id, "alice"), (b.id, "bob")] {
+        let (u, _) = identity::find_or_create_user(db, app_id, user)
+            .await
+            .unwrap();
+        let spec = KeySpec {
+            app_id: Some(app_id),
+            user_id: Some(u.id),
+            ..Default::default()
+        };
+        identity::create_key(db, KeyKind::User, &spec)
+            .await
+            .unwrap();
+    }
+    let tollgate::store::Db::Postgres(pool) = db else {
+        unreachable!()
+    };
+    let superuser: bool =
+        sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(
+        !superuser,
+        "the app connects as an ordinary role (superusers bypass RLS)"
+    );
+
+    // Forgotten scope: nothing, from any tenant table.
+    for table in ["users", "api_keys", "audit_log", "invite_codes"] {
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(n, 0, "{table} is invisible without a scope");
+    }
+    let count = |scope: Scope| async move {
+        let n: Result<i64, sqlx::Error> = async {
+            scoped_run!(db, scope, conn => sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(conn).await)
+        }
+        .await;
+        n.unwrap()
+    };
+    assert_eq!(
+        count(Scope::App(a.id)).await,
+        1,
+        "app A sees its own user only"
+    );
+    assert_eq!(count(Scope::App(b.id)).await, 1);
+    assert_eq!(
+        count(Scope::AllApps).await,
+        2,
+        "an explicit all-apps scope sees both"
+    );
+
+    // Writing another app's row under app A's scope is refused by the policy.
+    let forged: Result<u64, sqlx::Error> = async { scoped_run!(db, Scope::App(a.id), conn => sqlx::query(
+        "INSERT INTO users (app_id, external_id, anonymous_id, created_at) VALUES ($1, 'mallory', 'anon_x', 0)")
+        .bind(b.id).execute(conn).await.map(|r| r.rows_affected())) }.await;
+    let err = forged.expect_err("the row-level policy refuses it");
+    assert!(err.to_string().contains("row-level security"), "{err}");
+    // An unscoped UPDATE changes nothing.
+    let n = sqlx::query("UPDATE users SET external_id = 'x'")
+        .execute(pool)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(n, 0);
+}
