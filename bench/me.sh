@@ -22,8 +22,10 @@ run_case() { # name, database url, redis url or ""
   local name=$1 db=$2 redis=$3 schema="tg_bench_$$_$RANDOM"
   local url=$db
   if [[ $db == postgres* ]]; then
-    psql "$db" -qc "CREATE SCHEMA $schema" >/dev/null
-    url="$db?options=-c%20search_path%3D$schema"
+    # An ordinary role, as in production: row-level security applies to it (not to superusers).
+    psql "$db" -qc "DO \$\$ BEGIN CREATE ROLE tollgate_app LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END \$\$" >/dev/null
+    psql "$db" -qc "CREATE SCHEMA $schema AUTHORIZATION tollgate_app" >/dev/null
+    url="$(echo "$db" | sed 's#://[^@/]*@#://tollgate_app@#')?options=-c%20search_path%3D$schema"
   fi
   local env=(TOLLGATE_DATA_DIR="$WORK/$schema" DATABASE_URL="$url" TOLLGATE_LOG__LEVEL=warn
     TOLLGATE_LOG__FORMAT=json TOLLGATE_LISTEN=127.0.0.1:18099
