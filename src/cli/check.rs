@@ -44,6 +44,17 @@ pub async fn run(path: Option<PathBuf>) -> ExitCode {
                 };
                 line(c.ok, format!("{label} [{latency}]{output}"));
             }
+            match checks::database_superuser(&db).await {
+                Some(true) if config.is_production() => line(
+                    false,
+                    "database role: a superuser, which bypasses row-level security; connect as an ordinary role (docs/auth.md)".into(),
+                ),
+                Some(true) => println!(
+                    "[warn] database role: a superuser, which bypasses row-level security; use an ordinary role in production"
+                ),
+                Some(false) => line(true, "database role: not a superuser (row-level security applies)".into()),
+                None => {}
+            }
             db.close().await;
         }
     }

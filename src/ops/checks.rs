@@ -103,3 +103,17 @@ pub async fn all(db: &Db, redis_url: Option<&str>) -> Vec<Check> {
     let (d, m, r) = tokio::join!(database(db), migrations(db), redis_check);
     [Some(d), Some(m), r].into_iter().flatten().collect()
 }
+
+/// On PostgreSQL, whether tollgate's role is a superuser (which bypasses row-level security);
+/// `None` on SQLite or when it cannot be told.
+pub async fn database_superuser(db: &Db) -> Option<bool> {
+    match db {
+        Db::Postgres(pool) => {
+            sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+                .fetch_one(pool)
+                .await
+                .ok()
+        }
+        Db::Sqlite(_) => None,
+    }
+}
