@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use tollgate::config::AppConfig;
 use tollgate::domain::compat::CompatRule;
-use tollgate::domain::identity::KeyKind;
-use tollgate::store::identity::{self, KeySpec};
+use tollgate::store::identity;
 
 use crate::helpers::{TestApp, problem, spawn_app_with};
 
@@ -84,19 +83,7 @@ async fn a_client_below_the_minimum_gets_426_with_the_update_url() {
         .unwrap()
         .expect("declared apps are created at start");
     assert_eq!(a.name, "Acme");
-    let (u, _) = identity::find_or_create_user(&app.db, a.id, "u")
-        .await
-        .unwrap();
-    let spec = KeySpec {
-        app_id: Some(a.id),
-        user_id: Some(u.id),
-        ..Default::default()
-    };
-    let key = identity::create_key(&app.db, KeyKind::User, &spec)
-        .await
-        .unwrap()
-        .1
-        .secret;
+    let key = app.user_key("acme", "u").await;
     let me = |version: &'static str| {
         app.client
             .get(app.url("/v1/me"))

@@ -231,6 +231,32 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// A user key for `external_id` in app `slug`, creating the app and the user if missing.
+    pub async fn user_key(&self, slug: &str, external_id: &str) -> String {
+        use tollgate::domain::identity::KeyKind;
+        use tollgate::store::identity::{self, KeySpec};
+        let app = match identity::app_by_slug(&self.db, slug).await.unwrap() {
+            Some(app) => app,
+            None => identity::create_app(&self.db, slug, slug)
+                .await
+                .unwrap()
+                .unwrap(),
+        };
+        let (user, _) = identity::find_or_create_user(&self.db, app.id, external_id)
+            .await
+            .unwrap();
+        let spec = KeySpec {
+            app_id: Some(app.id),
+            user_id: Some(user.id),
+            ..Default::default()
+        };
+        identity::create_key(&self.db, KeyKind::User, &spec)
+            .await
+            .unwrap()
+            .1
+            .secret
+    }
+
     pub async fn get_health(&self) -> reqwest::Response {
         self.get("/health").await
     }

@@ -33,26 +33,6 @@ async fn invite_only_app() -> TestApp {
     .await
 }
 
-async fn user_key(app: &TestApp, external: &str) -> String {
-    let a = identity::app_by_slug(&app.db, "club")
-        .await
-        .unwrap()
-        .unwrap();
-    let (u, _) = identity::find_or_create_user(&app.db, a.id, external)
-        .await
-        .unwrap();
-    let spec = KeySpec {
-        app_id: Some(a.id),
-        user_id: Some(u.id),
-        ..Default::default()
-    };
-    identity::create_key(&app.db, KeyKind::User, &spec)
-        .await
-        .unwrap()
-        .1
-        .secret
-}
-
 async fn admin(app: &TestApp) -> String {
     let spec = KeySpec {
         role: Some(Role::Admin),
@@ -89,7 +69,7 @@ async fn redeem(app: &TestApp, key: &str, code: &str) -> reqwest::Response {
 #[tokio::test]
 async fn paid_routes_wait_for_a_redeemed_code() {
     let app = invite_only_app().await;
-    let key = user_key(&app, "ann").await;
+    let key = app.user_key("club", "ann").await;
     let me: Value = app
         .client
         .get(app.url("/v1/me"))
@@ -136,7 +116,7 @@ async fn paid_routes_wait_for_a_redeemed_code() {
     assert_eq!(paid.status(), 200);
     assert_eq!(paid.text().await.unwrap(), "paid feature for ann");
 
-    let other = user_key(&app, "bo").await;
+    let other = app.user_key("club", "bo").await;
     let body = problem(redeem(&app, &other, "WELCOME-1").await, 422).await;
     assert_eq!(
         body["errors"][0]["message"],
@@ -170,7 +150,7 @@ async fn a_code_is_never_used_more_often_than_allowed_under_concurrency() {
     assert!(code.len() >= 8, "a random code: {code}");
     let mut keys = Vec::new();
     for i in 0..10 {
-        keys.push(user_key(&app, &format!("user-{i}")).await);
+        keys.push(app.user_key("club", &format!("user-{i}")).await);
     }
     let mut tasks = tokio::task::JoinSet::new();
     for key in keys {

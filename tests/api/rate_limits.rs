@@ -7,37 +7,15 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 use tollgate::config::{FailMode, LimitConfig};
-use tollgate::domain::identity::KeyKind;
-use tollgate::store::identity::{self, KeySpec};
 
 use crate::cli::{as_refs, db_vars, run, tollgate};
-use crate::helpers::{TestApp, TestDb, problem, redis_url, spawn_app_with};
+use crate::helpers::{TestDb, problem, redis_url, spawn_app_with};
 
 fn limit(requests: u64) -> LimitConfig {
     LimitConfig {
         requests,
         per_seconds: 60,
     }
-}
-
-async fn user_key(app: &TestApp) -> String {
-    let a = identity::create_app(&app.db, "rl-app", "RL")
-        .await
-        .unwrap()
-        .unwrap();
-    let (u, _) = identity::find_or_create_user(&app.db, a.id, "u1")
-        .await
-        .unwrap();
-    let spec = KeySpec {
-        app_id: Some(a.id),
-        user_id: Some(u.id),
-        ..Default::default()
-    };
-    identity::create_key(&app.db, KeyKind::User, &spec)
-        .await
-        .unwrap()
-        .1
-        .secret
 }
 
 fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
@@ -58,7 +36,7 @@ fn now_secs() -> i64 {
 #[tokio::test]
 async fn answers_carry_the_remaining_budget_and_a_429_says_when_to_retry() {
     let app = spawn_app_with(|c| c.rate_limits.key = limit(3)).await;
-    let key = user_key(&app).await;
+    let key = app.user_key("rl-app", "u1").await;
     for (remaining, t) in [(2, 20), (1, 40), (0, 60)] {
         let r = app
             .client
@@ -150,7 +128,7 @@ async fn an_unreachable_redis_fails_open_or_closed_as_configured() {
         c.rate_limits.key = limit(1);
     })
     .await;
-    let key = user_key(&open).await;
+    let key = open.user_key("rl-app", "u1").await;
     for _ in 0..3 {
         let r = open
             .client
@@ -173,7 +151,7 @@ async fn an_unreachable_redis_fails_open_or_closed_as_configured() {
         c.rate_limits.on_redis_error = FailMode::Closed;
     })
     .await;
-    let key = user_key(&closed).await;
+    let key = closed.user_key("rl-app", "u1").await;
     let r = closed
         .client
         .get(closed.url("/v1/me"))
