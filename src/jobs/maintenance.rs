@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Registry, metrics};
 use crate::store::Db;
-use crate::store::jobs::{admin, queue};
+use crate::store::jobs::queue;
 
 /// Returns running jobs whose lease expired to `retryable` (or `discarded` after their last
 /// attempt), every `every`, until `stop`.
@@ -71,31 +71,14 @@ pub async fn gauges_loop(db: Db, every: Duration, stop: CancellationToken) {
     }
 }
 
+/// The same numbers as `tollgate jobs stats`, as gauges.
 async fn publish_gauges(db: &Db) -> Result<(), sqlx::Error> {
-    let now = crate::store::now_ms();
-    let counts = admin::counts(db, now).await?;
-    let mut queues: Vec<String> = admin::queues(db)
-        .await?
-        .into_iter()
-        .map(|q| q.name)
-        .collect();
-    for c in &counts {
-        if !queues.contains(&c.queue) {
-            queues.push(c.queue.clone());
+    for q in super::ops::stats(db).await?.queues {
+        for (state, n) in &q.counts {
+            metrics::gauge_depth(&q.queue, state, *n);
         }
-    }
-    for queue in queues {
-        let mut oldest: Option<i64> = None;
-        for state in crate::store::jobs::state::ALL {
-            let row = counts.iter().find(|c| c.queue == queue && c.state == state);
-            let n = row.map_or(0, |c| c.count);
-            metrics::gauge_depth(&queue, state, n);
-            if let Some(at) = row.and_then(|c| c.oldest_due_at) {
-                oldest = Some(oldest.map_or(at, |o: i64| o.min(at)));
-            }
-        }
-        let age = oldest.map_or(0, |at| (now - at).max(0));
-        metrics::gauge_oldest(&queue, Duration::from_millis(age as u64));
+        let age = q.oldest_due_age_ms.unwrap_or(0);
+        metrics::gauge_oldest(&q.queue, Duration::from_millis(age as u64));
     }
     Ok(())
 }
