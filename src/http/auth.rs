@@ -10,15 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 
 use super::AppState;
 use crate::crypto::constant_time_eq;
 use crate::domain::compat::{CompatRules, CompatStatus, Version};
-use crate::domain::identity::{
-    AppSettings, ExternalId, KeyKind, PresentedKey, Role, hash_secret, mask,
-};
+use crate::domain::identity::{ExternalId, KeyKind, PresentedKey, Role, hash_secret, mask};
 use crate::error::Error;
 use crate::http::jwt::JwtVerifier;
 use crate::store::identity::{self, KeyRecord};
@@ -115,16 +113,24 @@ pub fn masked(presented: &str) -> String {
     }
 }
 
+/// The credential of `Authorization: Bearer <credential>` (the scheme is case-insensitive, as
+/// RFC 9110 says). The one place every route, the limiter and `/metrics` read it.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credential) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credential.trim())
+        .filter(|c| !c.is_empty())
+}
+
 fn bearer(parts: &Parts) -> Result<&str, Error> {
-    let value = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| Error::Unauthorized("missing Authorization: Bearer <API key>".into()))?;
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+    if !parts.headers.contains_key(header::AUTHORIZATION) {
+        return Err(Error::Unauthorized(
+            "missing Authorization: Bearer <API key>".into(),
+        ));
+    }
+    bearer_token(&parts.headers)
         .ok_or_else(|| Error::Unauthorized("expected Authorization: Bearer <API key>".into()))
 }
 
@@ -134,7 +140,7 @@ async fn principal(
     want: KeyKind,
 ) -> Result<Arc<KeyRecord>, Error> {
     let record = state.keys.verify(&state.db, bearer(parts)?).await?;
-    if record.kind != want.as_str() {
+    if record.kind != want {
         let needs = match want {
             KeyKind::User => "a user key (tg_user_…)",
             KeyKind::App => "an app secret key (tg_app_…)",
@@ -192,7 +198,7 @@ async fn user_from_jwt(parts: &Parts, state: &AppState, token: &str) -> Result<U
     let app = identity::app_by_slug(&state.db, &verified.app_slug)
         .await?
         .ok_or_else(|| Error::Unauthorized("unknown token issuer".into()))?;
-    let settings: AppSettings = serde_json::from_value(app.settings).unwrap_or_default();
+    let settings = &app.settings;
     check_client_version(parts, &settings.compat)?;
     let (user, created) =
         identity::find_or_create_user(&state.db, app.id, external.as_str()).await?;
@@ -273,26 +279,11 @@ impl FromRequestParts<AppState> for OperatorAuth {
         let r = principal(parts, state, KeyKind::Operator).await?;
         let role = r
             .role
-            .as_deref()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| {
-                Error::Internal(anyhow::anyhow!("operator key {} has no valid role", r.id))
-            })?;
-        let apps = r
-            .app_scope
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| {
-                Error::Internal(anyhow::anyhow!(
-                    "operator key {} has a bad app scope: {e}",
-                    r.id
-                ))
-            })?;
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("operator key {} has no role", r.id)))?;
         Ok(OperatorAuth {
             key_id: r.id,
             role,
-            apps,
+            apps: r.app_scope.clone(),
         })
     }
 }

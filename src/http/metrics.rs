@@ -20,11 +20,7 @@ use crate::ops;
             content_type = "application/problem+json")))]
 pub async fn get_metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
     if let Some(token) = &state.config.metrics_token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
+        let given = super::auth::bearer_token(&headers).unwrap_or_default();
         if !constant_time_eq(given.as_bytes(), token.expose_secret().as_bytes()) {
             return Err(Error::Unauthorized(
                 "/metrics requires Authorization: Bearer <metrics_token>".into(),

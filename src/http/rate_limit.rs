@@ -237,13 +237,9 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let mut checks: Vec<(&Policy, String)> = Vec::with_capacity(2);
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let verified = match bearer.filter(|b| PresentedKey::parse(b).is_some()) {
+    let verified = match super::auth::bearer_token(req.headers())
+        .filter(|b| PresentedKey::parse(b).is_some())
+    {
         // Verification is cached; the handler's extractor finds the same entry.
         Some(secret) => state.keys.verify(&state.db, secret).await.ok(),
         None => None,

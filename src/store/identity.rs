@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::domain::identity::{AppSettings, KeyKind, NewKey, Role};
 use crate::store::scope::{self, Scope};
 use crate::store::{Db, now_ms};
 use crate::{db_run, scoped_run, tx_run};
@@ -14,7 +15,7 @@ pub struct AppRow {
     pub slug: String,
     pub name: String,
     #[schema(value_type = Object)]
-    pub settings: serde_json::Value,
+    pub settings: AppSettings,
     pub created_at: i64,
 }
 
@@ -25,9 +26,15 @@ fn app_row((id, slug, name, settings, created_at): AppTuple) -> AppRow {
         id,
         slug,
         name,
-        settings: serde_json::from_str(&settings).unwrap_or_default(),
+        settings: parse_settings(Some(&settings)),
         created_at,
     }
+}
+
+/// Stored settings; rows written before a setting existed read as its default.
+fn parse_settings(json: Option<&str>) -> AppSettings {
+    json.and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default()
 }
 
 const APP_COLUMNS: &str = "SELECT id, slug, name, settings, created_at FROM apps";
@@ -171,12 +178,18 @@ pub async fn find_or_create_user(
     app_id: i64,
     external_id: &str,
 ) -> Result<(UserRow, bool), sqlx::Error> {
+    // Almost every call finds the user (a JWT request signs in an existing user): read first,
+    // write only for a new one.
+    if let Some(user) = user_by_external_id(db, app_id, external_id).await? {
+        return Ok((user, false));
+    }
     let anonymous_id = format!("anon_{}", uuid::Uuid::now_v7().simple());
     let created = scoped_run!(db, Scope::App(app_id), pool => sqlx::query(
         "INSERT INTO users (app_id, external_id, anonymous_id, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (app_id, external_id) WHERE external_id IS NOT NULL DO NOTHING")
         .bind(app_id).bind(external_id).bind(&anonymous_id).bind(now_ms())
         .execute(pool).await.map(|r| r.rows_affected() == 1))?;
+    // Read again: a concurrent request may have created the user first.
     let user = user_by_external_id(db, app_id, external_id)
         .await?
         .ok_or(sqlx::Error::RowNotFound)?;
@@ -209,7 +222,7 @@ pub async fn delete_user(db: &Db, app_id: i64, user_id: i64) -> Result<bool, sql
 #[derive(Debug, Clone)]
 pub struct KeyRecord {
     pub id: i64,
-    pub kind: String,
+    pub kind: KeyKind,
     pub prefix: String,
     pub last4: String,
     pub secret_hash: String,
@@ -218,13 +231,14 @@ pub struct KeyRecord {
     pub user_id: Option<i64>,
     pub user_external_id: Option<String>,
     pub user_deleted: bool,
-    pub role: Option<String>,
-    /// JSON array of slugs.
-    pub app_scope: Option<String>,
+    /// Operators only.
+    pub role: Option<Role>,
+    /// Operators only: the apps they may see (`None`: all).
+    pub app_scope: Option<Vec<String>>,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
     /// The key's app's settings (compatibility rules, …); default for operators.
-    pub app_settings: crate::domain::identity::AppSettings,
+    pub app_settings: AppSettings,
 }
 
 type KeyTuple = (
@@ -254,9 +268,12 @@ pub async fn key_by_prefix(db: &Db, prefix: &str) -> Result<Option<KeyRecord>, s
          FROM api_keys k LEFT JOIN apps a ON a.id = k.app_id LEFT JOIN users u ON u.id = k.user_id \
          WHERE k.prefix = $1")
         .bind(prefix).fetch_optional(pool).await)?;
-    Ok(row.map(|t| KeyRecord {
+    // Parsed once here: the record is cached and read on every request.
+    let Some(t) = row else { return Ok(None) };
+    let bad = |what: &str| sqlx::Error::Decode(format!("api key {}: bad {what}", t.0).into());
+    Ok(Some(KeyRecord {
         id: t.0,
-        kind: t.1,
+        kind: KeyKind::parse(&t.1).ok_or_else(|| bad("kind"))?,
         prefix: t.2,
         last4: t.3,
         secret_hash: t.4,
@@ -265,40 +282,20 @@ pub async fn key_by_prefix(db: &Db, prefix: &str) -> Result<Option<KeyRecord>, s
         user_id: t.7,
         user_external_id: t.8,
         user_deleted: t.9.is_some(),
-        role: t.10,
-        app_scope: t.11,
+        role: t
+            .10
+            .map(|r| r.parse())
+            .transpose()
+            .map_err(|_| bad("role"))?,
+        app_scope: t
+            .11
+            .map(|s| serde_json::from_str(&s))
+            .transpose()
+            .map_err(|_| bad("app scope"))?,
         expires_at: t.12,
         revoked_at: t.13,
-        app_settings: t
-            .14
-            .as_deref()
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or_default(),
+        app_settings: parse_settings(t.14.as_deref()),
     }))
-}
-
-/// What to store for a new key.
-#[derive(Debug, Clone)]
-pub struct NewKeyRow<'a> {
-    pub kind: &'a str,
-    pub prefix: &'a str,
-    pub last4: &'a str,
-    pub secret_hash: &'a str,
-    pub app_id: Option<i64>,
-    pub user_id: Option<i64>,
-    pub role: Option<&'a str>,
-    pub app_scope: Option<&'a str>,
-    pub name: Option<&'a str>,
-    pub expires_at: Option<i64>,
-}
-
-pub async fn insert_key(db: &Db, k: &NewKeyRow<'_>) -> Result<i64, sqlx::Error> {
-    scoped_run!(db, Scope::of(k.app_id), pool => sqlx::query_scalar(
-        "INSERT INTO api_keys (kind, prefix, last4, secret_hash, app_id, user_id, role, app_scope, \
-         name, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id")
-        .bind(k.kind).bind(k.prefix).bind(k.last4).bind(k.secret_hash).bind(k.app_id)
-        .bind(k.user_id).bind(k.role).bind(k.app_scope).bind(k.name).bind(now_ms()).bind(k.expires_at)
-        .fetch_one(pool).await)
 }
 
 /// A key as listed (never its secret or hash).
@@ -474,7 +471,7 @@ pub async fn list_audit(
 pub struct KeySpec {
     pub app_id: Option<i64>,
     pub user_id: Option<i64>,
-    pub role: Option<crate::domain::identity::Role>,
+    pub role: Option<Role>,
     /// Operators only: the app slugs they may see (`None`: all).
     pub app_scope: Option<Vec<String>>,
     pub name: Option<String>,
@@ -485,29 +482,20 @@ pub struct KeySpec {
 /// is shown once and never stored.
 pub async fn create_key(
     db: &Db,
-    kind: crate::domain::identity::KeyKind,
+    kind: KeyKind,
     spec: &KeySpec,
-) -> Result<(i64, crate::domain::identity::NewKey), sqlx::Error> {
-    let key = crate::domain::identity::NewKey::generate(kind);
+) -> Result<(i64, NewKey), sqlx::Error> {
+    let key = NewKey::generate(kind);
     let scope = spec
         .app_scope
         .as_ref()
         .map(|s| serde_json::to_string(s).expect("strings serialise"));
-    let id = insert_key(
-        db,
-        &NewKeyRow {
-            kind: kind.as_str(),
-            prefix: &key.prefix,
-            last4: &key.last4,
-            secret_hash: &key.hash,
-            app_id: spec.app_id,
-            user_id: spec.user_id,
-            role: spec.role.map(|r| r.as_str()),
-            app_scope: scope.as_deref(),
-            name: spec.name.as_deref(),
-            expires_at: spec.expires_at,
-        },
-    )
-    .await?;
+    let id = scoped_run!(db, Scope::of(spec.app_id), pool => sqlx::query_scalar(
+        "INSERT INTO api_keys (kind, prefix, last4, secret_hash, app_id, user_id, role, app_scope, \
+         name, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id")
+        .bind(kind.as_str()).bind(&key.prefix).bind(&key.last4).bind(&key.hash).bind(spec.app_id)
+        .bind(spec.user_id).bind(spec.role.map(|r| r.as_str())).bind(scope.as_deref())
+        .bind(spec.name.as_deref()).bind(now_ms()).bind(spec.expires_at)
+        .fetch_one(pool).await)?;
     Ok((id, key))
 }

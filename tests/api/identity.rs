@@ -130,6 +130,15 @@ async fn a_user_key_identifies_its_user_and_app() {
     assert_eq!(body["user"]["external_id"], "alice");
     assert_eq!(body["app"]["slug"], "app-a");
     assert_eq!(body["app"]["name"], "App A");
+    // The auth scheme is case-insensitive (RFC 9110).
+    let lower = app
+        .get_with_header(
+            "/v1/me",
+            "authorization",
+            &format!("bearer  {}", s.user_key),
+        )
+        .await;
+    assert_eq!(lower.status(), 200);
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 use crate::domain::compat::{CompatStatus, Version};
 use crate::error::{Error, FieldError, Result};
 use crate::http::AppState;
+use crate::http::auth::bearer_token;
 use crate::store::identity;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -52,20 +53,16 @@ pub async fn get_compat(
 ) -> Result<Json<CompatOut>> {
     let version = Version::parse(&q.version)
         .map_err(|m| Error::Validation(vec![FieldError::new("version", m)]))?;
-    let bearer = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let settings = match (bearer, &q.app) {
+    let settings = match (bearer_token(&headers), &q.app) {
         (Some(key), _) => state
             .keys
-            .verify(&state.db, key.trim())
+            .verify(&state.db, key)
             .await?
             .app_settings
             .clone(),
         (None, Some(slug)) => identity::app_by_slug(&state.db, slug)
             .await?
-            .and_then(|a| serde_json::from_value(a.settings).ok())
+            .map(|a| a.settings)
             .ok_or_else(|| Error::NotFound(format!("no app {slug:?}")))?,
         (None, None) => {
             return Err(Error::Validation(vec![FieldError::new(
