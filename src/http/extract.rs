@@ -70,6 +70,18 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     })
 }
 
+/// An optional expiry (ms since the epoch) that must lie in the future: a key or code that is
+/// born expired is a mistake in the request, answered 422 rather than stored.
+pub fn future_expiry(field: &str, at: Option<i64>) -> Result<Option<i64>, Error> {
+    match at {
+        Some(ms) if ms <= crate::store::now_ms() => Err(Error::Validation(vec![FieldError::new(
+            field,
+            "must be in the future (milliseconds since the Unix epoch)",
+        )])),
+        other => Ok(other),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;

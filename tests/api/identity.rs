@@ -392,6 +392,18 @@ async fn a_viewer_cannot_mutate_and_every_admin_change_is_audited() {
         )
         .await;
     assert_eq!(problem(bad, 422).await["errors"][0]["field"], "external_id");
+    let born_expired = app
+        .send_as(
+            reqwest::Method::POST,
+            "/admin/v1/apps/app-c/keys",
+            &s.owner,
+            Some(json!({"kind": "app", "expires_at": 1})),
+        )
+        .await;
+    assert_eq!(
+        problem(born_expired, 422).await["errors"][0]["field"],
+        "expires_at"
+    );
 
     let audit: Value = app
         .get_as("/admin/v1/audit", &s.owner)

@@ -125,15 +125,24 @@ async fn paid_routes_wait_for_a_redeemed_code() {
     let body = problem(redeem(&app, &other, "NOPE-123").await, 422).await;
     assert_eq!(body["errors"][0]["message"], "no such invite code");
     let past = tollgate::store::now_ms() - 1;
+    let refused = create_code(
+        &app,
+        json!({"code": "OLD-CODE", "max_uses": 5, "expires_at": past}),
+    )
+    .await;
     assert_eq!(
-        create_code(
-            &app,
-            json!({"code": "OLD-CODE", "max_uses": 5, "expires_at": past})
-        )
-        .await
-        .status(),
-        201
+        problem(refused, 422).await["errors"][0]["field"],
+        "expires_at",
+        "no code is born expired"
     );
+    // A code that expired since it was made (written straight to the store).
+    let club = tollgate::store::identity::app_by_slug(&app.db, "club")
+        .await
+        .unwrap()
+        .unwrap();
+    tollgate::store::invites::create(&app.db, club.id, "OLD-CODE", 5, Some(past))
+        .await
+        .unwrap();
     let body = problem(redeem(&app, &other, "OLD-CODE").await, 422).await;
     assert_eq!(body["errors"][0]["message"], "this invite code has expired");
 }

@@ -115,7 +115,8 @@ pub async fn create_invite(
             crate::domain::identity::NewKey::generate(KeyKind::User).secret[8..20].to_uppercase()
         }
     };
-    let invite = invites::create(&state.db, app.id, &code, max_uses, body.expires_at)
+    let expires_at = extract::future_expiry("expires_at", body.expires_at)?;
+    let invite = invites::create(&state.db, app.id, &code, max_uses, expires_at)
         .await?
         .ok_or_else(|| Error::Conflict(format!("the code {code} already exists")))?;
     audit(
@@ -213,7 +214,7 @@ pub async fn create_key(
     let mut spec = KeySpec {
         app_id: Some(app.id),
         name: body.name,
-        expires_at: body.expires_at,
+        expires_at: extract::future_expiry("expires_at", body.expires_at)?,
         ..Default::default()
     };
     let kind = match (body.kind.as_str(), body.external_id.as_deref()) {

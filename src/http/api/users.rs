@@ -132,7 +132,7 @@ pub async fn create_user_key(
         app_id: Some(auth.app_id),
         user_id: Some(user.id),
         name: body.name,
-        expires_at: body.expires_at,
+        expires_at: extract::future_expiry("expires_at", body.expires_at)?,
         ..Default::default()
     };
     let (key_id, key) = identity::create_key(&state.db, KeyKind::User, &spec).await?;
