@@ -27,10 +27,12 @@ pub const CACHE_TTL: Duration = Duration::from_secs(4);
 /// Beyond this many cached keys the cache starts over (bounded memory under key-guessing).
 const CACHE_MAX: usize = 100_000;
 
-/// A key record and when it was read.
-type Entry = (Arc<KeyRecord>, Instant);
+/// A key record (or `None`: no key has this prefix) and when it was read.
+type Entry = (Option<Arc<KeyRecord>>, Instant);
 
-/// Verified keys by prefix. Cheap to clone.
+/// Verified keys by prefix, and prefixes known to match no key (so a request with a made-up
+/// key, which the rate limiter and the handler both check, costs one database read, not two
+/// and not one per retry). Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct KeyCache {
     entries: Arc<Mutex<HashMap<String, Entry>>>,
@@ -44,25 +46,27 @@ impl KeyCache {
                 "malformed API key: expected tg_user_…, tg_app_… or tg_op_…".into(),
             ));
         };
-        let record = match self.cached(key.prefix) {
-            Some(r) => r,
+        let found = match self.cached(key.prefix) {
+            Some(found) => found,
             None => {
-                let Some(r) = identity::key_by_prefix(db, key.prefix)
+                let found = identity::key_by_prefix(db, key.prefix)
                     .await
                     .map_err(|e| Error::Internal(e.into()))?
-                else {
-                    tracing::info!(key = %masked(presented), "unknown API key");
-                    return Err(Error::Unauthorized("unknown API key".into()));
-                };
-                let r = Arc::new(r);
-                self.store(key.prefix, r.clone());
-                // Once per cache period per process; the store writes at most once a minute.
-                let (db, id) = (db.clone(), r.id);
-                tokio::spawn(async move {
-                    let _ = identity::touch_key(&db, id).await;
-                });
-                r
+                    .map(Arc::new);
+                self.store(key.prefix, found.clone());
+                if let Some(r) = &found {
+                    // Once per cache period per process; the store writes at most once a minute.
+                    let (db, id) = (db.clone(), r.id);
+                    tokio::spawn(async move {
+                        let _ = identity::touch_key(&db, id).await;
+                    });
+                }
+                found
             }
+        };
+        let Some(record) = found else {
+            tracing::info!(key = %masked(presented), "unknown API key");
+            return Err(Error::Unauthorized("unknown API key".into()));
         };
         if !constant_time_eq(
             hash_secret(key.secret).as_bytes(),
@@ -88,7 +92,8 @@ impl KeyCache {
         self.entries.lock().expect("key cache lock").remove(prefix);
     }
 
-    fn cached(&self, prefix: &str) -> Option<Arc<KeyRecord>> {
+    /// `Some(found)` while the entry is fresh.
+    fn cached(&self, prefix: &str) -> Option<Option<Arc<KeyRecord>>> {
         let entries = self.entries.lock().expect("key cache lock");
         entries
             .get(prefix)
@@ -96,12 +101,12 @@ impl KeyCache {
             .map(|(r, _)| r.clone())
     }
 
-    fn store(&self, prefix: &str, record: Arc<KeyRecord>) {
+    fn store(&self, prefix: &str, found: Option<Arc<KeyRecord>>) {
         let mut entries = self.entries.lock().expect("key cache lock");
         if entries.len() >= CACHE_MAX {
             entries.clear();
         }
-        entries.insert(prefix.to_string(), (record, Instant::now()));
+        entries.insert(prefix.to_string(), (found, Instant::now()));
     }
 }
 
