@@ -8,15 +8,18 @@
 //! BENCH_JOBS (default 20000) sets the job count; BENCH_CONCURRENCY (default 100) the
 //! worker's concurrency.
 
+#[path = "support.rs"]
+mod support;
+
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use tollgate::config::Config;
 use tollgate::jobs::worker::WorkerSettings;
 use tollgate::jobs::{EnqueueOptions, Job, JobContext, Runtime};
-use tollgate::store::{Db, migrate};
+
+use support::env_usize;
 
 #[derive(Serialize, Deserialize)]
 struct Bench {
@@ -49,32 +52,12 @@ impl Job for Bench {
     }
 }
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let n = env_usize("BENCH_JOBS", 20_000);
     let concurrency = env_usize("BENCH_CONCURRENCY", 100);
-    let dir = std::env::temp_dir().join(format!("tollgate-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let mut config = Config::defaults();
-    config.data_dir = dir.clone();
-    config.database.max_connections = 20;
-    let schema = format!("tg_bench_{}", std::process::id());
-    if let Ok(url) = std::env::var("BENCH_DATABASE_URL") {
-        let admin = Db::connect(&url, &config.database).await?;
-        tollgate::db_run!(&admin, pool => sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(pool).await.map(|_| ()))?;
-        admin.close().await;
-        let sep = if url.contains('?') { '&' } else { '?' };
-        config.database.url = Some(format!("{url}{sep}options=-c%20search_path%3D{schema}"));
-    }
-    let db = Db::connect(&config.database_url(), &config.database).await?;
-    migrate::run(&db).await?;
+    let bench = support::BenchDb::new("bench").await?;
+    let (db, config) = (bench.db.clone(), bench.config.clone());
     println!(
         "backend: {}  jobs: {n}  worker concurrency: {concurrency}",
         db.backend().as_str()
@@ -158,10 +141,6 @@ async fn main() -> anyhow::Result<()> {
         pct(1.0)
     );
 
-    if std::env::var("BENCH_DATABASE_URL").is_ok() {
-        tollgate::db_run!(&db, pool => sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(pool).await.map(|_| ()))?;
-    }
-    db.close().await;
-    let _ = std::fs::remove_dir_all(dir);
+    bench.remove().await?;
     Ok(())
 }

@@ -66,6 +66,21 @@ pub enum Error {
         min_version: String,
         update_url: Option<String>,
     },
+    /// The user's credits do not cover the request (402).
+    #[error("insufficient credits: {available} available, {needed} needed")]
+    InsufficientCredits {
+        available: crate::domain::money::Micros,
+        needed: crate::domain::money::Micros,
+    },
+    /// The user's plan allows no more of this metric in the current period (429).
+    #[error(
+        "the {metric} quota of this plan ({limit} per period) is used up; it resets in {retry_after_secs} s"
+    )]
+    QuotaExceeded {
+        metric: String,
+        limit: i64,
+        retry_after_secs: u64,
+    },
     /// A dependency is down or the request ran out of time.
     #[error("{0}")]
     Unavailable(String),
@@ -75,6 +90,22 @@ pub enum Error {
     /// A bug or an unexpected failure; the cause is logged, never shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+impl From<crate::store::ledger::LedgerError> for Error {
+    fn from(e: crate::store::ledger::LedgerError) -> Self {
+        use crate::domain::money::Micros;
+        use crate::store::ledger::LedgerError as L;
+        match e {
+            L::Insufficient { available, needed } => Error::InsufficientCredits {
+                available: Micros(available),
+                needed: Micros(needed),
+            },
+            L::NotFound(m) => Error::NotFound(m),
+            L::Conflict(m) => Error::Conflict(m),
+            L::Db(e) => Error::Internal(e.into()),
+        }
+    }
 }
 
 impl From<sqlx::Error> for Error {
@@ -116,6 +147,8 @@ impl Error {
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::UpgradeRequired { .. } => StatusCode::UPGRADE_REQUIRED,
+            Error::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
+            Error::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Status { status, .. } => *status,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -135,6 +168,8 @@ impl Error {
             Error::PayloadTooLarge => "payload-too-large",
             Error::RateLimited { .. } => "rate-limited",
             Error::UpgradeRequired { .. } => "upgrade-required",
+            Error::InsufficientCredits { .. } => "insufficient-credits",
+            Error::QuotaExceeded { .. } => "quota-exceeded",
             Error::Unavailable(_) => "unavailable",
             Error::Status { .. } => "http",
             Error::Internal(_) => "internal",
@@ -186,7 +221,10 @@ impl IntoResponse for Error {
             HeaderValue::from_static("application/problem+json"),
         );
         match self {
-            Error::RateLimited { retry_after_secs } => {
+            Error::RateLimited { retry_after_secs }
+            | Error::QuotaExceeded {
+                retry_after_secs, ..
+            } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
             Error::Unauthorized(_) => {

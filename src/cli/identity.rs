@@ -108,7 +108,7 @@ async fn audit(db: &Db, action: &str, target: &str, app_id: Option<i64>) -> anyh
     Ok(())
 }
 
-async fn app(db: &Db, slug: &str) -> anyhow::Result<identity::AppRow> {
+pub(super) async fn app(db: &Db, slug: &str) -> anyhow::Result<identity::AppRow> {
     identity::app_by_slug(db, slug)
         .await?
         .with_context(|| format!("no app {slug:?} (create it with `tollgate apps create {slug}`)"))

@@ -2,6 +2,7 @@
 //! 2 configuration problems (listed on stderr).
 
 mod check;
+mod credits;
 mod identity;
 mod jobs;
 mod migrate;
@@ -70,6 +71,16 @@ pub enum Command {
         #[command(subcommand)]
         command: identity::UsersCommand,
     },
+    /// Credits of a user: grant, show.
+    Credits {
+        #[command(subcommand)]
+        command: credits::CreditsCommand,
+    },
+    /// The credit ledger as a whole: verify.
+    Ledger {
+        #[command(subcommand)]
+        command: credits::LedgerCommand,
+    },
     /// Print the version.
     Version,
     /// Configuration helpers.
@@ -117,6 +128,12 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Users { command } => with_db(cli.config, async move |db: &crate::store::Db| {
             identity::users(db, command).await
+        }),
+        Command::Credits { command } => with_db(cli.config, async move |db: &crate::store::Db| {
+            credits::credits(db, command).await
+        }),
+        Command::Ledger { command } => with_db(cli.config, async move |db: &crate::store::Db| {
+            credits::ledger(db, command).await
         }),
     }
 }

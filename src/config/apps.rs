@@ -8,8 +8,10 @@ use url::Url;
 use super::Problem;
 use crate::domain::compat::{CompatRules, Version};
 use crate::domain::identity::{AppSettings, AppSlug, InviteSettings, JwtSettings};
+use crate::domain::money::Micros;
+use crate::domain::plans::{BillingSettings, Plan};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     pub slug: String,
@@ -19,6 +21,14 @@ pub struct AppConfig {
     pub jwt: Option<JwtSettings>,
     #[serde(default)]
     pub invites: InviteSettings,
+    /// USD value of one credit (default 0.01).
+    pub credit_usd: Option<Micros>,
+    /// Multiplier on provider prices (default 1).
+    pub markup: Option<Micros>,
+    /// The plan of users without a subscription (default `free`).
+    pub default_plan: Option<String>,
+    #[serde(default)]
+    pub plans: Vec<Plan>,
 }
 
 impl AppConfig {
@@ -27,6 +37,17 @@ impl AppConfig {
             compat: self.compat.clone(),
             jwt: self.jwt.clone(),
             invites: self.invites.clone(),
+            billing: std::sync::Arc::new(self.billing()),
+        }
+    }
+
+    pub fn billing(&self) -> BillingSettings {
+        let d = BillingSettings::default();
+        BillingSettings {
+            credit_usd: self.credit_usd.unwrap_or(d.credit_usd),
+            markup: self.markup.unwrap_or(d.markup),
+            default_plan: self.default_plan.clone().unwrap_or(d.default_plan),
+            plans: self.plans.clone(),
         }
     }
 }
@@ -64,6 +85,7 @@ pub fn validate(apps: &[AppConfig], prod: bool, p: &mut Vec<Problem>) {
                 ));
             }
         }
+        billing(&key, &a.billing(), p);
         if let Some(jwt) = &a.jwt {
             if !issuers.insert(jwt.issuer.as_str()) {
                 p.push(Problem::new(
@@ -90,6 +112,89 @@ pub fn validate(apps: &[AppConfig], prod: bool, p: &mut Vec<Problem>) {
                     "at most 300",
                 ));
             }
+        }
+    }
+}
+
+/// Plans and conversion: positive conversion, unique plan ids, a default plan that exists (when
+/// any plan is declared), sane names and limits.
+fn billing(key: &str, b: &BillingSettings, p: &mut Vec<Problem>) {
+    if !b.credit_usd.is_positive() {
+        p.push(Problem::new(
+            format!("{key}.credit_usd"),
+            "must be greater than 0",
+        ));
+    }
+    if !b.markup.is_positive() {
+        p.push(Problem::new(
+            format!("{key}.markup"),
+            "must be greater than 0",
+        ));
+    }
+    if !b.plans.is_empty() && !b.plans.iter().any(|plan| plan.id == b.default_plan) {
+        p.push(Problem::new(
+            format!("{key}.default_plan"),
+            format!("{:?} is not one of the app's plans", b.default_plan),
+        ));
+    }
+    let valid_name = |s: &str| {
+        (1..=64).contains(&s.len())
+            && s.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+    };
+    let mut ids = HashSet::new();
+    for (j, plan) in b.plans.iter().enumerate() {
+        let at = format!("{key}.plans.{j}");
+        if !valid_name(&plan.id) {
+            p.push(Problem::new(
+                format!("{at}.id"),
+                "1-64 characters of a-z, 0-9, '-', '_', '.'",
+            ));
+        } else if !ids.insert(plan.id.as_str()) {
+            p.push(Problem::new(
+                format!("{at}.id"),
+                format!("{:?} is declared twice", plan.id),
+            ));
+        }
+        for e in &plan.entitlements {
+            if !valid_name(e) {
+                p.push(Problem::new(
+                    format!("{at}.entitlements"),
+                    format!("{e:?}: 1-64 characters of a-z, 0-9, '-', '_', '.'"),
+                ));
+            }
+        }
+        if plan.models.iter().any(|m| m.is_empty()) {
+            p.push(Problem::new(
+                format!("{at}.models"),
+                "a pattern must not be empty",
+            ));
+        }
+        for (metric, quota) in &plan.quotas {
+            if !valid_name(metric) {
+                p.push(Problem::new(
+                    format!("{at}.quotas.{metric}"),
+                    "invalid metric name",
+                ));
+            }
+            if quota.limit < 0 {
+                p.push(Problem::new(
+                    format!("{at}.quotas.{metric}.limit"),
+                    "must not be negative",
+                ));
+            }
+        }
+        if plan.credits < Micros::ZERO {
+            p.push(Problem::new(
+                format!("{at}.credits"),
+                "must not be negative",
+            ));
+        }
+        if plan.overdraft < Micros::ZERO {
+            p.push(Problem::new(
+                format!("{at}.overdraft"),
+                "must not be negative",
+            ));
         }
     }
 }

@@ -135,11 +135,13 @@ pub fn validate(c: &JobsConfig, p: &mut Vec<Problem>) {
             p.push(Problem::new(key, "must be at least 1 hour"));
         }
     }
-    if !c.queues.contains_key(DEFAULT_QUEUE) {
-        p.push(Problem::new(
-            "jobs.queues",
-            "the queue \"default\" must stay declared",
-        ));
+    for required in [DEFAULT_QUEUE, crate::jobs::MAINTENANCE_QUEUE] {
+        if !c.queues.contains_key(required) {
+            p.push(Problem::new(
+                "jobs.queues",
+                format!("the queue {required:?} must stay declared"),
+            ));
+        }
     }
     for (name, q) in &c.queues {
         if !is_valid_queue_name(name) {

@@ -22,6 +22,10 @@ pub struct RateLimitsConfig {
     pub key: LimitConfig,
     /// Per app, all its keys together.
     pub app: LimitConfig,
+    /// Named per-key limits that plans choose with `rate_limit_tier`; a user key whose plan
+    /// names a tier gets it instead of `key`.
+    #[serde(default)]
+    pub tiers: std::collections::BTreeMap<String, LimitConfig>,
 }
 
 /// `requests` per `per_seconds`, with bursts up to `requests`.
@@ -82,7 +86,12 @@ impl IpNet {
 }
 
 pub fn validate(c: &RateLimitsConfig, trusted: &[String], p: &mut Vec<Problem>) {
-    for (name, l) in [("ip", c.ip), ("key", c.key), ("app", c.app)] {
+    let tiers = c
+        .tiers
+        .iter()
+        .map(|(name, l)| (format!("tiers.{name}"), *l));
+    let fixed = [("ip", c.ip), ("key", c.key), ("app", c.app)].map(|(n, l)| (n.to_string(), l));
+    for (name, l) in fixed.into_iter().chain(tiers) {
         if l.requests == 0 {
             p.push(Problem::new(
                 format!("rate_limits.{name}.requests"),

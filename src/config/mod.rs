@@ -6,6 +6,7 @@
 mod apps;
 mod env;
 mod jobs;
+mod ledger;
 mod limits;
 mod validate;
 
@@ -23,6 +24,7 @@ use crate::telemetry::redact_url;
 
 pub use apps::AppConfig;
 pub use jobs::{CatchUp, JobsConfig, QueueConfig, ScheduleConfig};
+pub use ledger::{LedgerConfig, PriceTable};
 pub use limits::{FailMode, IpNet, LimitConfig, RateLimitsConfig};
 pub use validate::validate;
 
@@ -69,6 +71,10 @@ pub struct Config {
     pub http: HttpConfig,
     pub jobs: JobsConfig,
     pub rate_limits: RateLimitsConfig,
+    pub ledger: LedgerConfig,
+    /// USD prices by model.
+    #[serde(default)]
+    pub prices: PriceTable,
     pub log: LogConfig,
     /// Apps declared here are created or updated at startup.
     #[serde(default)]

@@ -382,3 +382,90 @@ fn queues_and_schedules_come_from_the_file_and_the_environment() {
     assert_eq!(tick.catch_up, CatchUp::All);
     assert_eq!(tick.args["sleep_ms"], 5);
 }
+
+#[test]
+fn seed_plans_prices_and_an_exact_markup_load_from_toml() {
+    let file = TempToml::new(
+        r#"
+[prices."gpt-4o-mini"]
+input = "0.15"
+output = 0.60
+min_charge = "0.0001"
+
+[[apps]]
+slug = "acme"
+credit_usd = "0.01"
+markup = 1.3
+default_plan = "free"
+[[apps.plans]]
+id = "free"
+quotas.requests = { limit = 5 }
+[[apps.plans]]
+id = "indie"
+credits = "100"
+quotas.requests = { limit = 100, period = "billing_period" }
+[[apps.plans]]
+id = "pro"
+entitlements = ["premium"]
+quotas.requests = { limit = 1000 }
+[[apps.plans]]
+id = "team"
+quotas.requests = { limit = 5000 }
+"#,
+    );
+    let c = load_from(Some(&file.0), &[]).unwrap();
+    let billing = c.apps[0].billing();
+    assert_eq!(billing.markup, crate::domain::money::Micros(1_300_000));
+    assert_eq!(billing.plans.len(), 4);
+    assert_eq!(billing.plan(Some("team")).quotas["requests"].limit, 5000);
+    assert_eq!(c.prices["gpt-4o-mini"].output.0, 600_000);
+}
+
+#[test]
+fn bad_plans_and_prices_are_all_reported_at_once() {
+    let file = TempToml::new(
+        r#"
+[ledger]
+hold_timeout_secs = 0
+[prices.m]
+input = "-1"
+output = "1"
+[[apps]]
+slug = "acme"
+credit_usd = "0"
+default_plan = "gold"
+[[apps.plans]]
+id = "free"
+rate_limit_tier = "gold"
+entitlements = ["has space"]
+quotas.requests = { limit = -1 }
+[[apps.plans]]
+id = "free"
+overdraft = "-5"
+"#,
+    );
+    let found = keys(load_from(Some(&file.0), &[]));
+    for key in [
+        "apps.0.credit_usd",
+        "apps.0.default_plan",
+        "apps.0.plans.0.entitlements",
+        "apps.0.plans.0.quotas.requests.limit",
+        "apps.0.plans.0.rate_limit_tier",
+        "apps.0.plans.1.id",
+        "apps.0.plans.1.overdraft",
+        "ledger.hold_timeout_secs",
+        "prices.m.input",
+    ] {
+        assert!(
+            found.contains(&key.to_string()),
+            "{key} missing from {found:?}"
+        );
+    }
+}
+
+#[test]
+fn an_amount_with_more_than_six_decimals_is_refused() {
+    let file = TempToml::new("[prices.m]\ninput = \"0.0000001\"\noutput = \"1\"\n");
+    let errors = load_from(Some(&file.0), &[]).unwrap_err();
+    assert!(errors.to_string().contains("decimal places"), "{errors}");
+}

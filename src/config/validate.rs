@@ -48,6 +48,19 @@ pub fn validate(c: &Config) -> Vec<Problem> {
     http_limits(c, &mut p);
     super::jobs::validate(&c.jobs, &mut p);
     super::apps::validate(&c.apps, prod, &mut p);
+    super::ledger::validate(&c.ledger, &c.prices, &mut p);
+    for (i, app) in c.apps.iter().enumerate() {
+        for (j, plan) in app.plans.iter().enumerate() {
+            if let Some(tier) = &plan.rate_limit_tier
+                && !c.rate_limits.tiers.contains_key(tier)
+            {
+                p.push(Problem::new(
+                    format!("apps.{i}.plans.{j}.rate_limit_tier"),
+                    format!("{tier:?} is not declared in [rate_limits.tiers]"),
+                ));
+            }
+        }
+    }
     super::limits::validate(&c.rate_limits, &c.http.trusted_proxies, &mut p);
     if tracing_subscriber::EnvFilter::try_new(&c.log.level).is_err() {
         p.push(Problem::new(

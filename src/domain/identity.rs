@@ -336,6 +336,9 @@ pub struct AppSettings {
     /// Invite codes.
     #[serde(default)]
     pub invites: InviteSettings,
+    /// Plans, the default plan and the USD → credit conversion.
+    #[serde(default)]
+    pub billing: std::sync::Arc<crate::domain::plans::BillingSettings>,
 }
 
 /// Whether new users need an invite code.

@@ -3,4 +3,7 @@
 
 pub mod compat;
 pub mod identity;
+pub mod money;
+pub mod plans;
+pub mod pricing;
 pub mod rate_limit;

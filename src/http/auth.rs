@@ -17,6 +17,7 @@ use super::AppState;
 use crate::crypto::constant_time_eq;
 use crate::domain::compat::{CompatRules, CompatStatus, Version};
 use crate::domain::identity::{ExternalId, KeyKind, PresentedKey, Role, hash_secret, mask};
+use crate::domain::plans::BillingSettings;
 use crate::error::Error;
 use crate::http::jwt::JwtVerifier;
 use crate::store::identity::{self, KeyRecord};
@@ -167,6 +168,8 @@ pub struct UserAuth {
     pub external_id: String,
     /// The app makes new users redeem an invite code before paid or metered routes.
     pub invites_required: bool,
+    /// The app's plans and credit conversion.
+    pub billing: Arc<BillingSettings>,
 }
 
 impl FromRequestParts<AppState> for UserAuth {
@@ -187,6 +190,7 @@ impl FromRequestParts<AppState> for UserAuth {
                 user_id,
                 external_id: external_id.clone(),
                 invites_required: r.app_settings.invites.required,
+                billing: r.app_settings.billing.clone(),
             }),
             _ => Err(Error::Unauthorized("this key's user was deleted".into())),
         }
@@ -220,6 +224,7 @@ async fn user_from_jwt(parts: &Parts, state: &AppState, token: &str) -> Result<U
         user_id: user.id,
         external_id: external.as_str().to_string(),
         invites_required: settings.invites.required,
+        billing: settings.billing.clone(),
     })
 }
 
@@ -250,6 +255,8 @@ pub struct AppAuth {
     pub key_id: i64,
     pub app_id: i64,
     pub app_slug: String,
+    /// The app's plans and credit conversion.
+    pub billing: Arc<BillingSettings>,
 }
 
 impl FromRequestParts<AppState> for AppAuth {
@@ -262,6 +269,7 @@ impl FromRequestParts<AppState> for AppAuth {
                 key_id: r.id,
                 app_id,
                 app_slug: slug.clone(),
+                billing: r.app_settings.billing.clone(),
             }),
             _ => Err(Error::Unauthorized("unknown API key".into())),
         }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod extract;
 pub mod health;
+pub mod idempotency;
 pub mod jwt;
 pub mod metrics;
 mod observe;
@@ -52,7 +53,8 @@ pub fn routes(role: Role) -> Router<AppState> {
 }
 
 /// Wraps `routes` in the middleware stack and binds the state. Outermost first: request id,
-/// logging and metrics, problem+json for framework errors, CORS, timeout, body limit, panics.
+/// logging and metrics, problem+json for framework errors, CORS, rate limit, Idempotency-Key,
+/// timeout, body limit, panics.
 pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let http = &state.config.http;
     routes
@@ -64,6 +66,10 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             state.config.request_timeout(),
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::middleware,
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -107,6 +113,7 @@ fn cors(origins: &[String]) -> CorsLayer {
         // Browser clients may read their remaining budget and when to retry.
         .expose_headers([
             request_id::HEADER,
+            idempotency::REPLAYED,
             header::RETRY_AFTER,
             HeaderName::from_static("ratelimit"),
             HeaderName::from_static("ratelimit-policy"),

@@ -108,6 +108,8 @@ struct Inner {
     ip: Policy,
     key: Policy,
     app: Policy,
+    /// Per-key policies that plans pick by name.
+    tiers: HashMap<String, Policy>,
     fail: FailMode,
     prefix: String,
     trusted: Vec<IpNet>,
@@ -153,6 +155,17 @@ impl RateLimiter {
                 ip: policy("ip", r.ip),
                 key: policy("key", r.key),
                 app: policy("app", r.app),
+                tiers: r
+                    .tiers
+                    .iter()
+                    .map(|(name, l)| {
+                        // Policy names label metrics and Redis keys; tiers are few and live as
+                        // long as the process, so their names are leaked once at start.
+                        let label: &'static str =
+                            Box::leak(format!("tier:{name}").into_boxed_str());
+                        (name.clone(), policy(label, *l))
+                    })
+                    .collect(),
                 fail: r.on_redis_error,
                 prefix: r.redis_prefix.clone(),
                 trusted: config
@@ -164,6 +177,17 @@ impl RateLimiter {
                 store,
             }),
         }
+    }
+
+    /// The per-key policy: the tier of the user's plan when it names one, else `key`.
+    fn key_policy(&self, record: &crate::store::identity::KeyRecord) -> &Policy {
+        let billing = &record.app_settings.billing;
+        let tier = (record.kind == crate::domain::identity::KeyKind::User)
+            .then(|| billing.declared_plan(record.user_plan_id.as_deref()))
+            .flatten()
+            .and_then(|plan| plan.rate_limit_tier.as_deref());
+        tier.and_then(|t| self.inner.tiers.get(t))
+            .unwrap_or(&self.inner.key)
     }
 
     /// Checks one request against `policy` for `id`; `Err` when the shared store is down.
@@ -246,7 +270,7 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     };
     match verified {
         Some(record) => {
-            checks.push((&limiter.inner.key, record.prefix.clone()));
+            checks.push((limiter.key_policy(&record), record.prefix.clone()));
             if let Some(app_id) = record.app_id {
                 checks.push((&limiter.inner.app, app_id.to_string()));
             }

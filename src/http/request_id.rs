@@ -22,6 +22,14 @@ pub fn current() -> Option<String> {
     CURRENT.try_with(Clone::clone).ok()
 }
 
+/// Runs `fut` with `id` as the current request id (for work spawned off the request's task).
+pub async fn scope<F: std::future::Future>(id: Option<String>, fut: F) -> F::Output {
+    match id {
+        Some(id) => CURRENT.scope(id, fut).await,
+        None => fut.await,
+    }
+}
+
 /// An incoming id is kept only if it is short and made of characters that are safe in logs
 /// and headers: letters, digits and `-_.:`.
 pub fn is_sane(id: &str) -> bool {

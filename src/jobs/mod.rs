@@ -24,6 +24,9 @@ pub use runtime::Runtime;
 
 /// The queue every job uses unless its kind or the caller names another. Always exists.
 pub const DEFAULT_QUEUE: &str = "default";
+/// The queue of tollgate's own upkeep (pruning, ledger expiry, period credits), so a paused or
+/// backlogged `default` queue never delays a hold's expiry.
+pub const MAINTENANCE_QUEUE: &str = "maintenance";
 
 /// Queue and schedule names: 1-64 characters of `a-z 0-9 _ - .`.
 pub fn is_valid_queue_name(name: &str) -> bool {

@@ -20,6 +20,10 @@ const MAX_CATCH_UP: usize = 100;
 
 /// The built-in pruning schedule's name.
 pub const PRUNE_SCHEDULE: &str = "tollgate.prune";
+/// The built-in schedule of `ledger.expire` (holds and grants past their expiry).
+pub const EXPIRE_SCHEDULE: &str = "tollgate.ledger_expire";
+/// The built-in schedule of `ledger.period_credits`.
+pub const PERIOD_CREDITS_SCHEDULE: &str = "tollgate.period_credits";
 
 /// One schedule: `kind` with `args` at every slot of `cron`.
 #[derive(Debug, Clone)]
@@ -58,6 +62,27 @@ pub fn schedules(config: &Config, registry: &Registry) -> Vec<Schedule> {
         queue: None,
         catch_up: CatchUp::Once,
     }];
+    for (name, cron, kind) in [
+        (
+            EXPIRE_SCHEDULE,
+            &config.ledger.expiry_cron,
+            super::kinds::ledger::Expire::KIND_NAME,
+        ),
+        (
+            PERIOD_CREDITS_SCHEDULE,
+            &config.ledger.period_credits_cron,
+            super::kinds::ledger::PeriodCredits::KIND_NAME,
+        ),
+    ] {
+        all.push(Schedule {
+            name: name.into(),
+            cron: cron.clone(),
+            kind,
+            args: "{}".into(),
+            queue: None,
+            catch_up: CatchUp::Once,
+        });
+    }
     all.extend(
         config
             .jobs

@@ -58,6 +58,7 @@ fn describe() {
         "Always 1; labels carry the version and backend."
     );
     crate::jobs::metrics::describe();
+    crate::store::ledger::metrics::describe();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 

@@ -239,6 +239,9 @@ pub struct KeyRecord {
     pub revoked_at: Option<i64>,
     /// The key's app's settings (compatibility rules, …); default for operators.
     pub app_settings: AppSettings,
+    /// User keys: the user's plan when it is not the app's default (as of the read; the cache
+    /// makes a plan change reach the rate limiter within its TTL).
+    pub user_plan_id: Option<String>,
 }
 
 type KeyTuple = (
@@ -257,6 +260,7 @@ type KeyTuple = (
     Option<i64>,
     Option<i64>,
     Option<String>,
+    Option<String>,
 );
 
 /// Finds a key by its visible prefix (the one lookup that spans apps: it is how a request's
@@ -264,8 +268,8 @@ type KeyTuple = (
 pub async fn key_by_prefix(db: &Db, prefix: &str) -> Result<Option<KeyRecord>, sqlx::Error> {
     let row: Option<KeyTuple> = scoped_run!(db, Scope::AllApps, pool => sqlx::query_as(
         "SELECT k.id, k.kind, k.prefix, k.last4, k.secret_hash, k.app_id, a.slug, k.user_id, \
-         u.external_id, u.deleted_at, k.role, k.app_scope, k.expires_at, k.revoked_at, a.settings \
-         FROM api_keys k LEFT JOIN apps a ON a.id = k.app_id LEFT JOIN users u ON u.id = k.user_id \
+         u.external_id, u.deleted_at, k.role, k.app_scope, k.expires_at, k.revoked_at, a.settings, \
+         u.plan_id FROM api_keys k LEFT JOIN apps a ON a.id = k.app_id LEFT JOIN users u ON u.id = k.user_id \
          WHERE k.prefix = $1")
         .bind(prefix).fetch_optional(pool).await)?;
     // Parsed once here: the record is cached and read on every request.
@@ -295,6 +299,7 @@ pub async fn key_by_prefix(db: &Db, prefix: &str) -> Result<Option<KeyRecord>, s
         expires_at: t.12,
         revoked_at: t.13,
         app_settings: parse_settings(t.14.as_deref()),
+        user_plan_id: t.15,
     }))
 }
 
@@ -426,6 +431,17 @@ pub async fn record_audit(db: &Db, e: &NewAudit<'_>) -> Result<(), sqlx::Error> 
         .bind(now_ms()).bind(e.actor).bind(e.actor_role).bind(e.action).bind(e.target)
         .bind(e.app_id).bind(e.request_id).bind(e.details)
         .execute(pool).await.map(|_| ()))
+}
+
+/// Records an audit row inside the caller's transaction, so the change and its row commit
+/// together or not at all. The transaction must be scoped to `e.app_id` (or all apps).
+pub async fn record_audit_tx(tx: &mut super::Tx, e: &NewAudit<'_>) -> Result<(), sqlx::Error> {
+    tx_run!(tx, c => sqlx::query(
+        "INSERT INTO audit_log (at, actor, actor_role, action, target, app_id, request_id, details) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(now_ms()).bind(e.actor).bind(e.actor_role).bind(e.action).bind(e.target)
+        .bind(e.app_id).bind(e.request_id).bind(e.details)
+        .execute(&mut **c).await.map(|_| ()))
 }
 
 type AuditTuple = (

@@ -39,6 +39,11 @@ const SQLITE: Embedded = &[
         "tenant_rls",
         include_str!("../../migrations/sqlite/0005_tenant_rls.sql"),
     ),
+    (
+        6,
+        "ledger",
+        include_str!("../../migrations/sqlite/0006_ledger.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -65,6 +70,11 @@ const POSTGRES: Embedded = &[
         5,
         "tenant_rls",
         include_str!("../../migrations/postgres/0005_tenant_rls.sql"),
+    ),
+    (
+        6,
+        "ledger",
+        include_str!("../../migrations/postgres/0006_ledger.sql"),
     ),
 ];
 

@@ -4,11 +4,14 @@
 //! is live through [`db_run!`]; only the few statements that must differ per dialect get their
 //! own arm. Transactions stay inside the store: handlers call store functions.
 
+pub mod idempotency;
 pub mod identity;
 pub mod invites;
 pub mod jobs;
+pub mod ledger;
 pub mod migrate;
 mod pool;
+pub mod quotas;
 pub mod scope;
 mod tx;
 

@@ -66,6 +66,34 @@ macro_rules! scoped_run {
     };
 }
 
+/// Runs several reads on one connection: on PostgreSQL in one transaction with `scope` set (one
+/// BEGIN and one `set_config` for all of them, instead of one each with [`scoped_run!`]); on
+/// SQLite on a pooled connection. `conn` is a `&mut` connection: use `&mut *conn` per
+/// statement. `scoped_conn!(db, scope, conn => async { … }.await)`.
+#[macro_export]
+macro_rules! scoped_conn {
+    ($db:expr, $scope:expr, $conn:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite(pool) => {
+                let mut pooled = pool.acquire().await?;
+                let $conn: &mut sqlx::SqliteConnection = &mut *pooled;
+                $body
+            }
+            $crate::store::Db::Postgres(pool) => {
+                let mut tx = $crate::store::scope::begin(pool, $scope).await?;
+                let result = {
+                    let $conn: &mut sqlx::PgConnection = &mut *tx;
+                    $body
+                };
+                if result.is_ok() {
+                    tx.commit().await?;
+                }
+                result
+            }
+        }
+    };
+}
+
 /// Sets the scope on a transaction opened with `Db::begin` (no-op on SQLite).
 pub async fn apply_tx(tx: &mut super::Tx, scope: Scope) -> Result<(), sqlx::Error> {
     match tx {

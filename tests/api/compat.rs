@@ -25,6 +25,7 @@ async fn acme() -> TestApp {
             )]),
             jwt: None,
             invites: Default::default(),
+            ..Default::default()
         }]
     })
     .await

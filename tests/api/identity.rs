@@ -92,29 +92,6 @@ async fn seed(app: &TestApp) -> Seed {
 }
 
 impl TestApp {
-    async fn get_as(&self, path: &str, key: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn send_as(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        key: &str,
-        body: Option<Value>,
-    ) -> reqwest::Response {
-        let mut req = self.client.request(method, self.url(path)).bearer_auth(key);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        req.send().await.unwrap()
-    }
-
     async fn get_me(&self, key: &str) -> reqwest::Response {
         self.get_as("/v1/me", key).await
     }

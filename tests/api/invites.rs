@@ -25,6 +25,7 @@ async fn invite_only_app() -> TestApp {
                 compat: Default::default(),
                 jwt: None,
                 invites: InviteSettings { required: true },
+                ..Default::default()
             }]
         },
         ServerRole::All,

@@ -17,7 +17,7 @@ use crate::helpers::{TestDb, spawn_app_with};
 use crate::jobs::wait_until;
 
 /// Worker settings short enough for tests: 2 s leases, fast rescue and polling.
-const FAST: &[(&str, &str)] = &[
+pub const FAST: &[(&str, &str)] = &[
     ("TOLLGATE_LISTEN", "127.0.0.1:0"),
     ("TOLLGATE_JOBS__LEASE_MS", "2000"),
     ("TOLLGATE_JOBS__RESCUE_INTERVAL_MS", "300"),
@@ -34,7 +34,7 @@ async fn prepared_db() -> (TestDb, Db, Client) {
     (test_db, db, client)
 }
 
-fn spawn_worker(test_db: &TestDb, extra: &[(&str, &str)]) -> Child {
+pub fn spawn_worker(test_db: &TestDb, extra: &[(&str, &str)]) -> Child {
     let vars = db_vars(test_db);
     let mut vars: Vec<(&str, &str)> = as_refs(&vars);
     vars.extend_from_slice(FAST);
@@ -46,7 +46,7 @@ fn spawn_worker(test_db: &TestDb, extra: &[(&str, &str)]) -> Child {
         .expect("the worker starts")
 }
 
-async fn terminate(mut child: Child) {
+pub async fn terminate(mut child: Child) {
     let pid = child.id().unwrap().to_string();
     let _ = tokio::process::Command::new("kill")
         .args(["-TERM", &pid])

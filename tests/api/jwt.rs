@@ -99,6 +99,7 @@ async fn app_trusting(jwks_url: String) -> TestApp {
                 leeway_secs: 5,
             }),
             invites: Default::default(),
+            ..Default::default()
         }]
     })
     .await

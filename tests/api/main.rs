@@ -4,8 +4,11 @@
 mod cli;
 mod compat;
 mod cors;
+mod credits;
+mod credits_processes;
 mod health;
 mod helpers;
+mod idempotency;
 mod identity;
 mod invites;
 mod jobs;

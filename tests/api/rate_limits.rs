@@ -229,3 +229,53 @@ async fn two_processes_sharing_redis_enforce_one_limit() {
     );
     drop((a, b));
 }
+
+#[tokio::test]
+async fn a_plan_picks_its_rate_limit_tier_for_its_users_keys() {
+    let app = spawn_app_with(|c| {
+        c.rate_limits.tiers.insert("free".into(), limit(2));
+        c.rate_limits.tiers.insert("pro".into(), limit(5));
+        let mut shop = crate::credits::shop_config();
+        shop.plans[0].rate_limit_tier = Some("free".into());
+        shop.plans[1].rate_limit_tier = Some("pro".into());
+        c.apps = vec![shop];
+    })
+    .await;
+    let s = crate::credits::seed(&app, "shop").await;
+    let bob = app.user_key("shop", "bob").await;
+    let (bob_user, _) = tollgate::store::identity::find_or_create_user(&app.db, s.app_id, "bob")
+        .await
+        .unwrap();
+    let pro = tollgate::store::ledger::UserPlan {
+        plan_id: Some("pro".into()),
+        billing: None,
+    };
+    let bob_t = tollgate::store::ledger::Target {
+        app_id: s.app_id,
+        user_id: bob_user.id,
+    };
+    tollgate::store::ledger::set_plan(&app.db, bob_t, &pro, None)
+        .await
+        .unwrap();
+
+    let mut free = Vec::new();
+    for _ in 0..3 {
+        free.push(app.get_as("/v1/me", &s.user_key).await);
+    }
+    assert_eq!(
+        header(&free[0], "ratelimit-policy"),
+        "\"tier:free\";q=2;w=60"
+    );
+    assert_eq!(
+        free.iter().map(|r| r.status().as_u16()).collect::<Vec<_>>(),
+        [200, 200, 429]
+    );
+    for _ in 0..3 {
+        let r = app.get_as("/v1/me", &bob).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "ratelimit-policy"), "\"tier:pro\";q=5;w=60");
+    }
+    // The app's own key is not a user's: it keeps the per-key limit.
+    let r = app.get_as("/v1/compat", &s.app_key).await;
+    assert_eq!(header(&r, "ratelimit-policy"), "\"key\";q=600;w=60");
+}

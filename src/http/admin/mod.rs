@@ -2,6 +2,7 @@
 //! role it needs (`auth.require(Role::…)`); every mutating call writes an audit row.
 
 pub mod apps;
+pub mod credits;
 pub mod jobs;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -15,6 +16,7 @@ use crate::store::identity::{self, AppRow, NewAudit};
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(apps::router())
+        .merge(credits::router())
         .merge(jobs::router())
 }
 

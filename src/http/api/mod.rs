@@ -2,8 +2,10 @@
 //! (app secret keys) call.
 
 pub mod compat;
+pub mod credits;
 pub mod invites;
 pub mod me;
+pub mod money;
 pub mod users;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -13,6 +15,7 @@ use super::AppState;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(compat::router())
+        .merge(credits::router())
         .merge(invites::router())
         .merge(me::router())
         .merge(users::router())

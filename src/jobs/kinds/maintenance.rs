@@ -5,12 +5,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::jobs::{Job, JobContext};
+use crate::store::idempotency;
 use crate::store::jobs::{admin, cron, state};
 use crate::store::now_ms;
 
 /// Deletes completed and cancelled jobs after `jobs.retain_completed_hours`, discarded ones
-/// after `jobs.retain_discarded_hours`, and cron slots as old as completed jobs (keeping each
-/// schedule's latest). Runs on `jobs.prune_cron`.
+/// after `jobs.retain_discarded_hours`, cron slots as old as completed jobs (keeping each
+/// schedule's latest), and `Idempotency-Key` answers after
+/// `ledger.idempotency_retention_hours`. Runs on `jobs.prune_cron`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Prune {}
@@ -27,6 +29,7 @@ impl Prune {
 
 impl Job for Prune {
     const KIND: &'static str = Prune::KIND_NAME;
+    const QUEUE: &'static str = crate::jobs::MAINTENANCE_QUEUE;
     const MAX_ATTEMPTS: i64 = 3;
     const TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -39,7 +42,22 @@ impl Job for Prune {
         let completed = delete_all(&ctx, &finished, completed_before).await?;
         let discarded = delete_all(&ctx, &[state::DISCARDED], discarded_before).await?;
         let slots = cron::prune_slots(&ctx.db, completed_before).await?;
-        tracing::info!(completed, discarded, slots, "pruned old jobs");
+        let keys_before = now - ctx.config.ledger.idempotency_retention_hours as i64 * HOUR_MS;
+        let mut keys = 0;
+        while keys < MAX_PER_RUN && !ctx.cancel.is_cancelled() {
+            let n = idempotency::prune(&ctx.db, keys_before, BATCH).await?;
+            keys += n;
+            if n < BATCH as u64 {
+                break;
+            }
+        }
+        tracing::info!(
+            completed,
+            discarded,
+            slots,
+            idempotency_keys = keys,
+            "pruned old rows"
+        );
         Ok(())
     }
 }

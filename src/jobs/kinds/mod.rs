@@ -1,5 +1,6 @@
 //! The job kinds built into tollgate, one file per domain.
 
+pub mod ledger;
 pub mod maintenance;
 
 use std::sync::OnceLock;
@@ -12,7 +13,9 @@ pub fn builtin() -> &'static Registry {
     REGISTRY.get_or_init(|| {
         let mut r = Registry::new();
         r.register::<maintenance::Prune>()
-            .register::<maintenance::Noop>();
+            .register::<maintenance::Noop>()
+            .register::<ledger::Expire>()
+            .register::<ledger::PeriodCredits>();
         r
     })
 }

@@ -1,0 +1,189 @@
+//! `Idempotency-Key` on state-changing requests (POST), as Stripe does it: the key is scoped to
+//! the caller; the first request stores its final status, headers and body; a repeat with the
+//! same method, path and body replays them with `Idempotent-Replayed: true`; a repeat with a
+//! different request is a 422; a repeat while the first still runs is a 409. Answers of 5xx
+//! (and 429) are not stored, so a retry runs again — the failed request changed nothing.
+//!
+//! The request runs in its own task: a client that hangs up mid-request does not cancel it, so
+//! the stored answer always matches what was committed.
+
+use axum::body::{Body, Bytes, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+
+use super::AppState;
+use super::auth::{UserAuth, bearer_token};
+use super::jwt::JwtVerifier;
+use super::request_id;
+use crate::domain::identity::KeyKind;
+use crate::error::{Error, FieldError};
+use crate::store::idempotency::{self, Claim, Stored};
+
+pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
+pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// Longest key accepted (Stripe's limit).
+const MAX_KEY_LEN: usize = 255;
+/// Largest answer stored for replay.
+const MAX_STORED_BODY: usize = 4 * 1024 * 1024;
+
+pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST || !req.headers().contains_key(&HEADER) {
+        return next.run(req).await;
+    }
+    match run(state, req, next).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run(state: AppState, req: Request, next: Next) -> Result<Response, Error> {
+    let key = parse_key(req.headers())?;
+    let (mut parts, body) = req.into_parts();
+    // No caller, or one the route will refuse: nothing to scope the key to; the route answers.
+    let Some((app_id, principal)) = principal(&state, &mut parts).await else {
+        return Ok(next.run(Request::from_parts(parts, body)).await);
+    };
+    let body = to_bytes(body, state.config.http.body_limit_bytes)
+        .await
+        .map_err(|_| Error::PayloadTooLarge)?;
+    let fingerprint = fingerprint(&parts.method, &parts.uri, &body);
+    let lock_ms = state.config.ledger.idempotency_lock_secs as i64 * 1000;
+    let claim =
+        idempotency::claim(&state.db, app_id, &principal, &key, &fingerprint, lock_ms).await?;
+    let outcome = match &claim {
+        Claim::Fresh(_) => "fresh",
+        Claim::InFlight => "in_flight",
+        Claim::Mismatch => "mismatch",
+        Claim::Done(_) => "replayed",
+    };
+    metrics::counter!(crate::store::ledger::metrics::IDEMPOTENCY, "outcome" => outcome)
+        .increment(1);
+    let id = match claim {
+        Claim::Fresh(id) => id,
+        Claim::InFlight => {
+            return Err(Error::Conflict(
+                "a request with this Idempotency-Key is still being processed; retry later".into(),
+            ));
+        }
+        Claim::Mismatch => {
+            return Err(Error::Validation(vec![FieldError::new(
+                "Idempotency-Key",
+                "this key was already used with a different request (method, path or body)",
+            )]));
+        }
+        Claim::Done(stored) => return Ok(replay(stored)),
+    };
+    let req = Request::from_parts(parts, Body::from(body));
+    let rid = request_id::current();
+    let task = tokio::spawn(
+        request_id::scope(rid, async move {
+            let response = next.run(req).await;
+            finish(&state, app_id, id, response).await
+        })
+        .in_current_span(),
+    );
+    task.await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("idempotent request task failed: {e}")))?
+}
+
+fn parse_key(headers: &HeaderMap) -> Result<String, Error> {
+    let key = headers
+        .get(&HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| (0x21..0x7f).contains(&b))
+    {
+        return Err(Error::BadRequest(format!(
+            "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
+        )));
+    }
+    Ok(key.to_string())
+}
+
+/// Who the key belongs to: (app for tenant scoping, principal name). `None` when the request
+/// carries no usable credential.
+async fn principal(
+    state: &AppState,
+    parts: &mut axum::http::request::Parts,
+) -> Option<(Option<i64>, String)> {
+    let token = bearer_token(&parts.headers)?;
+    if JwtVerifier::looks_like_jwt(token) {
+        let user = <UserAuth as axum::extract::FromRequestParts<AppState>>::from_request_parts(
+            parts, state,
+        )
+        .await
+        .ok()?;
+        return Some((Some(user.app_id), format!("user:{}", user.user_id)));
+    }
+    let record = state.keys.verify(&state.db, token).await.ok()?;
+    Some(match record.kind {
+        KeyKind::User => (record.app_id, format!("user:{}", record.user_id?)),
+        KeyKind::App => (record.app_id, format!("app:{}", record.app_id?)),
+        KeyKind::Operator => (None, format!("operator:{}", record.id)),
+    })
+}
+
+/// SHA-256 over method, path with query, and body.
+fn fingerprint(method: &Method, uri: &axum::http::Uri, body: &Bytes) -> String {
+    let mut h = Sha256::new();
+    h.update(method.as_str().as_bytes());
+    h.update(b"\n");
+    h.update(uri.path_and_query().map_or("", |p| p.as_str()).as_bytes());
+    h.update(b"\n");
+    h.update(body);
+    hex::encode(h.finalize())
+}
+
+/// Stores the final answer (or forgets the claim for 5xx, 429 and streams) and returns it.
+async fn finish(
+    state: &AppState,
+    app_id: Option<i64>,
+    id: i64,
+    response: Response,
+) -> Result<Response, Error> {
+    let status = response.status();
+    let streaming = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || streaming {
+        idempotency::abandon(&state.db, app_id, id).await?;
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    let body = to_bytes(body, MAX_STORED_BODY)
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("reading the answer to store: {e}")))?;
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| *name != header::CONTENT_LENGTH)
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+        .collect();
+    let stored = Stored {
+        status: status.as_u16(),
+        headers: serde_json::to_string(&headers).unwrap_or_else(|_| "[]".into()),
+        body: body.to_vec(),
+    };
+    idempotency::complete(&state.db, app_id, id, &stored).await?;
+    Ok(Response::from_parts(parts, Body::from(body)))
+}
+
+fn replay(stored: Stored) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, stored.body).into_response();
+    let headers: Vec<(String, String)> = serde_json::from_str(&stored.headers).unwrap_or_default();
+    let map = response.headers_mut();
+    map.remove(header::CONTENT_TYPE);
+    for (name, value) in headers {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::from_str(&value)) {
+            map.append(n, v);
+        }
+    }
+    map.insert(REPLAYED, HeaderValue::from_static("true"));
+    response
+}

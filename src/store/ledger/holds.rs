@@ -1,0 +1,291 @@
+//! Holds: credits reserved for work whose cost is known only afterwards (an AI call).
+//! `reserve` → `settle(actual ≤ amount)` | `release`; a hold left open past its expiry (its
+//! process died) is resolved by the expiry job: settled at its recorded usage, else released.
+
+use serde::Serialize;
+
+use super::{
+    LedgerError, NewEntry, Note, Target, Written, append, by_key, consume, expire_due, lock, open,
+    save,
+};
+use crate::store::scope::{self, Scope};
+use crate::store::{Db, Tx, now_ms};
+use crate::{scoped_run, tx_run};
+
+/// A hold and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HoldRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub amount: i64,
+    /// Usage recorded while the work ran.
+    pub used: Option<i64>,
+    /// `open`, `settled`, `released` or `expired`.
+    pub state: String,
+    /// What was charged when it closed.
+    pub charged: Option<i64>,
+    pub reference: Option<String>,
+    pub expires_at: i64,
+    pub created_at: i64,
+    pub resolved_at: Option<i64>,
+}
+
+type HoldTuple = (
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    String,
+    Option<i64>,
+    Option<String>,
+    i64,
+    i64,
+    Option<i64>,
+);
+
+const HOLD_COLUMNS: &str =
+    "id, user_id, amount, used, state, charged, reference, expires_at, created_at, resolved_at";
+
+fn hold_row(t: HoldTuple) -> HoldRow {
+    HoldRow {
+        id: t.0,
+        user_id: t.1,
+        amount: t.2,
+        used: t.3,
+        state: t.4,
+        charged: t.5,
+        reference: t.6,
+        expires_at: t.7,
+        created_at: t.8,
+        resolved_at: t.9,
+    }
+}
+
+async fn hold_in(tx: &mut Tx, app_id: i64, id: i64) -> Result<Option<HoldRow>, sqlx::Error> {
+    let sql = format!("SELECT {HOLD_COLUMNS} FROM credit_holds WHERE app_id = $1 AND id = $2");
+    let row: Option<HoldTuple> = tx_run!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(app_id).bind(id).fetch_optional(&mut **c).await)?;
+    Ok(row.map(hold_row))
+}
+
+/// Reserves `amount` for the user, or refuses with [`LedgerError::Insufficient`]. The same
+/// `note.key` again returns the first hold. Concurrent reserves never overspend: each runs
+/// under the account lock and checks `balance − held − amount ≥ −overdraft`.
+pub async fn reserve(
+    db: &Db,
+    t: Target,
+    amount: i64,
+    overdraft: i64,
+    expires_at: i64,
+    note: Note<'_>,
+) -> Result<Written<HoldRow>, LedgerError> {
+    debug_assert!(amount > 0);
+    let (mut tx, mut account) = open(db, t).await?;
+    if let Some(first) = by_key(&mut tx, t.app_id, note.key).await? {
+        let hold = match first.hold_id {
+            Some(id) if first.kind == "hold" => hold_in(&mut tx, t.app_id, id).await?,
+            _ => None,
+        };
+        return hold.map(Written::Replayed).ok_or_else(|| {
+            LedgerError::Conflict("this idempotency key was used for another ledger entry".into())
+        });
+    }
+    expire_due(&mut tx, t, &mut account).await?;
+    let available = account.balance - account.held;
+    if available - amount < -overdraft {
+        tx.commit().await?;
+        super::metrics::refused("hold");
+        return Err(LedgerError::Insufficient {
+            available,
+            needed: amount,
+        });
+    }
+    let result = async {
+        let sql = format!(
+            "INSERT INTO credit_holds (app_id, user_id, amount, state, reference, expires_at, created_at) \
+             VALUES ($1, $2, $3, 'open', $4, $5, $6) RETURNING {HOLD_COLUMNS}"
+        );
+        let hold: HoldTuple = tx_run!(&mut tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(t.app_id).bind(t.user_id).bind(amount).bind(note.reference)
+            .bind(expires_at).bind(now_ms()).fetch_one(&mut **c).await)?;
+        let hold = hold_row(hold);
+        account.held += amount;
+        save(&mut tx, t, account).await?;
+        let entry = NewEntry {
+            kind: "hold",
+            amount: 0,
+            held: amount,
+            grant_id: None,
+            hold_id: Some(hold.id),
+            source: None,
+            note,
+        };
+        append(&mut tx, t, account.balance, entry).await?;
+        Ok(hold)
+    }
+    .await;
+    match result {
+        Ok(hold) => {
+            tx.commit().await?;
+            Ok(Written::New(hold))
+        }
+        // The key was taken by a concurrent writer for another user of the app.
+        Err(e) if crate::store::is_unique_violation(&e) => Err(LedgerError::Conflict(
+            "this idempotency key was used for another ledger entry".into(),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// How a hold ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Charge exactly this much (≤ the hold) and release the rest.
+    Settle(i64),
+    /// Charge nothing.
+    Release,
+}
+
+/// Settles a hold at `actual`. Settling again with the same amount returns the settled hold;
+/// a different amount, or a hold released or expired meanwhile, is a conflict.
+pub async fn settle(
+    db: &Db,
+    app_id: i64,
+    hold_id: i64,
+    actual: i64,
+    reason: Option<&str>,
+) -> Result<Written<HoldRow>, LedgerError> {
+    resolve(
+        db,
+        app_id,
+        hold_id,
+        Resolution::Settle(actual),
+        "settled",
+        reason,
+    )
+    .await
+}
+
+/// Releases a hold without charging. Idempotent.
+pub async fn release(
+    db: &Db,
+    app_id: i64,
+    hold_id: i64,
+    reason: Option<&str>,
+) -> Result<Written<HoldRow>, LedgerError> {
+    resolve(db, app_id, hold_id, Resolution::Release, "released", reason).await
+}
+
+async fn resolve(
+    db: &Db,
+    app_id: i64,
+    hold_id: i64,
+    how: Resolution,
+    state: &'static str,
+    reason: Option<&str>,
+) -> Result<Written<HoldRow>, LedgerError> {
+    let not_found = || LedgerError::NotFound(format!("no hold {hold_id}"));
+    // The hold names its user; the user's account is locked before the hold is re-read, so
+    // its state cannot change between the check and the update.
+    let mut tx = db.begin().await?;
+    scope::apply_tx(&mut tx, Scope::App(app_id)).await?;
+    let user_id: i64 = tx_run!(&mut tx, c => sqlx::query_scalar(
+        "SELECT user_id FROM credit_holds WHERE app_id = $1 AND id = $2")
+        .bind(app_id).bind(hold_id).fetch_optional(&mut **c).await)?
+    .ok_or_else(not_found)?;
+    let t = Target { app_id, user_id };
+    let mut account = lock(&mut tx, t).await?;
+    let hold = hold_in(&mut tx, app_id, hold_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let charged = match how {
+        Resolution::Settle(actual) => actual,
+        Resolution::Release => 0,
+    };
+    if charged < 0 || charged > hold.amount {
+        return Err(LedgerError::Conflict(format!(
+            "cannot charge {charged} on a hold of {}",
+            hold.amount
+        )));
+    }
+    if hold.state != "open" {
+        let same = hold.state == state && hold.charged == Some(charged);
+        return if same {
+            Ok(Written::Replayed(hold))
+        } else {
+            Err(LedgerError::Conflict(format!(
+                "hold {hold_id} is already {} (charged {})",
+                hold.state,
+                hold.charged.unwrap_or(0)
+            )))
+        };
+    }
+    let now = now_ms();
+    let sql = format!(
+        "UPDATE credit_holds SET state = $1, charged = $2, resolved_at = $3 \
+         WHERE id = $4 AND state = 'open' RETURNING {HOLD_COLUMNS}"
+    );
+    let closed: HoldTuple = tx_run!(&mut tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(state).bind(charged).bind(now).bind(hold_id).fetch_one(&mut **c).await)?;
+    account.held -= hold.amount;
+    account.balance -= charged;
+    consume(&mut tx, t, charged).await?;
+    save(&mut tx, t, account).await?;
+    let key = format!("hold:{hold_id}:close");
+    let entry = NewEntry {
+        kind: if charged > 0 { "settle" } else { "release" },
+        amount: -charged,
+        held: -hold.amount,
+        grant_id: None,
+        hold_id: Some(hold_id),
+        source: None,
+        note: Note {
+            reason,
+            reference: hold.reference.as_deref(),
+            key: Some(&key),
+        },
+    };
+    append(&mut tx, t, account.balance, entry).await?;
+    // What the hold still covered of expired buckets can expire now.
+    expire_due(&mut tx, t, &mut account).await?;
+    tx.commit().await?;
+    Ok(Written::New(hold_row(closed)))
+}
+
+/// Records what the work has used so far (≤ the hold), so that a hold orphaned by a crash is
+/// settled at it rather than released for free. False if the hold is not open.
+pub async fn record_usage(
+    db: &Db,
+    app_id: i64,
+    hold_id: i64,
+    used: i64,
+) -> Result<bool, sqlx::Error> {
+    scoped_run!(db, Scope::App(app_id), c => sqlx::query(
+        "UPDATE credit_holds SET used = $1 WHERE app_id = $2 AND id = $3 AND state = 'open' \
+         AND $1 <= amount")
+        .bind(used).bind(app_id).bind(hold_id).execute(c).await
+        .map(|r| r.rows_affected() == 1))
+}
+
+/// Resolves up to `limit` holds past their expiry: each is settled at its recorded usage, or
+/// released when none was recorded. Returns how many were resolved.
+pub async fn expire_holds(db: &Db, limit: i64) -> Result<u32, LedgerError> {
+    let due: Vec<(i64, i64, Option<i64>)> = scoped_run!(db, Scope::AllApps, c => sqlx::query_as(
+        "SELECT app_id, id, used FROM credit_holds WHERE state = 'open' AND expires_at <= $1 \
+         ORDER BY expires_at LIMIT $2")
+        .bind(now_ms()).bind(limit).fetch_all(c).await)?;
+    let mut resolved = 0;
+    for (app_id, id, used) in due {
+        let how = match used {
+            Some(u) if u > 0 => Resolution::Settle(u),
+            _ => Resolution::Release,
+        };
+        match resolve(db, app_id, id, how, "expired", Some("hold expired")).await {
+            Ok(_) => resolved += 1,
+            // Settled or released by its owner a moment ago.
+            Err(LedgerError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(resolved)
+}

@@ -1,0 +1,213 @@
+//! The user's plan and billing period, and the credits each period includes: granted once per
+//! period (the idempotency key is user + plan + period start) by the cron job, or on first use if the
+//! job has not reached the user yet, whichever comes first.
+
+use crate::domain::plans::{BillingSettings, Period, Plan, iso};
+use crate::store::identity::{NewAudit, record_audit_tx};
+use crate::store::scope::{self, Scope};
+use crate::store::{Db, now_ms};
+use crate::{scoped_conn, scoped_run, tx_run};
+
+use super::{Credit, LedgerError, Note, Target, credit, expire_grants};
+
+/// The plan a user is on (`None`: the app's default) and their billing period, if any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserPlan {
+    pub plan_id: Option<String>,
+    pub billing: Option<Period>,
+}
+
+impl UserPlan {
+    /// The period whose credits the user gets at `now`: the billing period while it lasts,
+    /// else the calendar month (UTC).
+    pub fn credit_period(&self, now: i64) -> Period {
+        self.billing
+            .filter(|b| b.start <= now && now < b.end)
+            .unwrap_or_else(|| Period::month_of(now))
+    }
+}
+
+pub async fn user_plan(db: &Db, t: Target) -> Result<UserPlan, sqlx::Error> {
+    let row: Option<(Option<String>, Option<i64>, Option<i64>)> = scoped_run!(db, Scope::App(t.app_id), c => sqlx::query_as(
+        "SELECT plan_id, period_start, period_end FROM users WHERE app_id = $1 AND id = $2")
+        .bind(t.app_id).bind(t.user_id).fetch_optional(c).await)?;
+    Ok(row
+        .map(|(plan_id, start, end)| UserPlan {
+            plan_id,
+            billing: start.zip(end).map(|(start, end)| Period { start, end }),
+        })
+        .unwrap_or_default())
+}
+
+/// Puts a user on a plan (`None`: the default), with an optional billing period, and writes
+/// the audit row in the same transaction. Takes effect on the user's next request. False if
+/// there is no such live user.
+pub async fn set_plan(
+    db: &Db,
+    t: Target,
+    plan: &UserPlan,
+    audit: Option<&NewAudit<'_>>,
+) -> Result<bool, sqlx::Error> {
+    let (start, end) = plan.billing.map(|p| (p.start, p.end)).unzip();
+    let mut tx = db.begin().await?;
+    scope::apply_tx(&mut tx, Scope::App(t.app_id)).await?;
+    let updated = tx_run!(&mut tx, c => sqlx::query(
+        "UPDATE users SET plan_id = $1, period_start = $2, period_end = $3 \
+         WHERE app_id = $4 AND id = $5 AND deleted_at IS NULL")
+        .bind(&plan.plan_id).bind(start).bind(end).bind(t.app_id).bind(t.user_id)
+        .execute(&mut **c).await.map(|r| r.rows_affected() == 1))?;
+    if updated && let Some(a) = audit {
+        record_audit_tx(&mut tx, a).await?;
+    }
+    tx.commit().await?;
+    Ok(updated)
+}
+
+/// Grants the credits the user's plan includes for the current period, unless already granted.
+/// They expire at the period's end. Source `monthly_free` on the default plan, `subscription`
+/// on any other. Returns true when it granted now.
+pub async fn grant_period_credits(
+    db: &Db,
+    t: Target,
+    billing: &BillingSettings,
+    user: &UserPlan,
+    plan: &Plan,
+) -> Result<bool, LedgerError> {
+    if !plan.credits.is_positive() {
+        return Ok(false);
+    }
+    let period = user.credit_period(now_ms());
+    let key = period_key(t, &plan.id, period);
+    let source = if plan.id == billing.default_plan {
+        "monthly_free"
+    } else {
+        "subscription"
+    };
+    let reason = format!("credits included in plan {:?}", plan.id);
+    let written = credit(
+        db,
+        t,
+        &Credit {
+            kind: "grant",
+            amount: plan.credits.0,
+            source,
+            expires_at: Some(period.end),
+            note: Note {
+                reason: Some(&reason),
+                reference: Some(&plan.id),
+                key: Some(&key),
+            },
+        },
+        None,
+    )
+    .await?;
+    Ok(!written.is_replayed())
+}
+
+/// Brings a user's ledger up to date before it is read or charged: this period's included
+/// credits granted, expired buckets removed. Returns the user's plan.
+pub async fn refresh(
+    db: &Db,
+    t: Target,
+    billing: &BillingSettings,
+) -> Result<(UserPlan, Plan), LedgerError> {
+    let now = now_ms();
+    // One scoped read decides whether anything needs writing (usually not).
+    let (user, granted, expired) = scoped_conn!(db, Scope::App(t.app_id), c => async {
+        let row: Option<(Option<String>, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT plan_id, period_start, period_end FROM users WHERE app_id = $1 AND id = $2")
+            .bind(t.app_id).bind(t.user_id).fetch_optional(&mut *c).await?;
+        let user = row
+            .map(|(plan_id, start, end)| UserPlan {
+                plan_id,
+                billing: start.zip(end).map(|(start, end)| Period { start, end }),
+            })
+            .unwrap_or_default();
+        let plan = billing.plan(user.plan_id.as_deref());
+        let granted = if plan.credits.is_positive() {
+            let key = period_key(t, &plan.id, user.credit_period(now));
+            let found: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM ledger_entries WHERE app_id = $1 AND idempotency_key = $2")
+                .bind(t.app_id).bind(&key).fetch_optional(&mut *c).await?;
+            found.is_some()
+        } else {
+            true
+        };
+        let expired: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM credit_grants WHERE user_id = $1 AND app_id = $2 AND remaining > 0 \
+             AND expires_at <= $3 LIMIT 1")
+            .bind(t.user_id).bind(t.app_id).bind(now).fetch_optional(&mut *c).await?;
+        Ok::<_, sqlx::Error>((user, granted, expired.is_some()))
+    }.await)?;
+    let plan = billing.plan(user.plan_id.as_deref());
+    if !granted {
+        grant_period_credits(db, t, billing, &user, &plan).await?;
+    }
+    if expired {
+        expire_grants(db, t).await?;
+    }
+    Ok((user, plan))
+}
+
+/// One grant per user, plan and period: an upgrade mid-period grants the new plan's credits
+/// too; switching back and forth grants each plan's at most once.
+pub fn period_key(t: Target, plan_id: &str, period: Period) -> String {
+    format!(
+        "period-credits:{}:{plan_id}:{}",
+        t.user_id,
+        iso(period.start)
+    )
+}
+
+/// id, plan_id, period_start, period_end.
+type UserPlanRow = (i64, Option<String>, Option<i64>, Option<i64>);
+
+/// Live users of an app after `after_id`, for jobs that walk every user: (id, plan).
+pub async fn users_page(
+    db: &Db,
+    app_id: i64,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<(i64, UserPlan)>, sqlx::Error> {
+    let rows: Vec<UserPlanRow> = scoped_run!(db, Scope::App(app_id), c => sqlx::query_as(
+        "SELECT id, plan_id, period_start, period_end FROM users WHERE app_id = $1 AND id > $2 \
+         AND deleted_at IS NULL ORDER BY id LIMIT $3")
+        .bind(app_id).bind(after_id).bind(limit).fetch_all(c).await)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, plan_id, start, end)| {
+            (
+                id,
+                UserPlan {
+                    plan_id,
+                    billing: start.zip(end).map(|(start, end)| Period { start, end }),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Of these idempotency keys, the ones already written in the app (one query for a page of
+/// users, so the periodic job reads little when everyone has their credits).
+pub async fn existing_keys(
+    db: &Db,
+    app_id: i64,
+    keys: &[String],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(Default::default());
+    }
+    let placeholders: Vec<String> = (2..keys.len() + 2).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT idempotency_key FROM ledger_entries WHERE app_id = $1 AND idempotency_key IN ({})",
+        placeholders.join(", ")
+    );
+    let found: Vec<String> = scoped_run!(db, Scope::App(app_id), c => {
+        let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone())).bind(app_id);
+        for k in keys {
+            q = q.bind(k);
+        }
+        q.fetch_all(c).await
+    })?;
+    Ok(found.into_iter().collect())
+}
