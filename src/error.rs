@@ -84,6 +84,11 @@ pub enum Error {
     /// A dependency is down or the request ran out of time.
     #[error("{0}")]
     Unavailable(String),
+    /// An AI provider failed or refused the call (nothing is charged): 502 when it failed or
+    /// was overloaded on every model tried, 504 when it timed out, its own 4xx when it
+    /// refused the request.
+    #[error("{detail}")]
+    Upstream { status: StatusCode, detail: String },
     /// Any other 4xx the framework produced (e.g. 415), with its own text as detail.
     #[error("{detail}")]
     Status { status: StatusCode, detail: String },
@@ -150,7 +155,7 @@ impl Error {
             Error::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
             Error::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Status { status, .. } => *status,
+            Error::Upstream { status, .. } | Error::Status { status, .. } => *status,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -171,6 +176,7 @@ impl Error {
             Error::InsufficientCredits { .. } => "insufficient-credits",
             Error::QuotaExceeded { .. } => "quota-exceeded",
             Error::Unavailable(_) => "unavailable",
+            Error::Upstream { .. } => "upstream-error",
             Error::Status { .. } => "http",
             Error::Internal(_) => "internal",
         }

@@ -87,6 +87,7 @@ impl Application {
         let state = AppState {
             limiter: http::rate_limit::RateLimiter::new(&config),
             jwt: http::jwt::JwtVerifier::new(&config),
+            upstream: crate::gateway::Upstream::new(&config),
             config,
             db,
             jobs: jobs.client.clone(),

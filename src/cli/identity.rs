@@ -114,12 +114,19 @@ pub(super) async fn app(db: &Db, slug: &str) -> anyhow::Result<identity::AppRow>
         .with_context(|| format!("no app {slug:?} (create it with `tollgate apps create {slug}`)"))
 }
 
-pub async fn apps(db: &Db, command: AppsCommand) -> anyhow::Result<()> {
+pub async fn apps(
+    db: &Db,
+    config: &crate::config::Config,
+    command: AppsCommand,
+) -> anyhow::Result<()> {
     match command {
         AppsCommand::Create { slug, name } => {
             let slug = AppSlug::parse(&slug).map_err(anyhow::Error::msg)?;
             let name = name.unwrap_or_else(|| slug.to_string());
-            let Some(app) = identity::create_app(db, slug.as_str(), &name).await? else {
+            let Some(app) =
+                identity::create_app_with(db, slug.as_str(), &name, &config.new_app_settings())
+                    .await?
+            else {
                 bail!("an app {slug} already exists");
             };
             audit(db, "apps.create", slug.as_str(), Some(app.id)).await?;

@@ -115,8 +115,11 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Migrate { status } => with_config(cli.config, |c| migrate::run(c, status)),
         Command::Jobs { command } => with_config(cli.config, |c| jobs::run(c, command)),
-        Command::Apps { command } => with_db(cli.config, async move |db: &crate::store::Db| {
-            identity::apps(db, command).await
+        Command::Apps { command } => with_config(cli.config, async move |config: Config| {
+            let db = open_db(&config).await?;
+            let result = identity::apps(&db, &config, command).await;
+            db.close().await;
+            result
         }),
         Command::Keys { command } => with_db(cli.config, async move |db: &crate::store::Db| {
             identity::keys(db, command).await

@@ -118,7 +118,7 @@ pub fn validate(apps: &[AppConfig], prod: bool, p: &mut Vec<Problem>) {
 
 /// Plans and conversion: positive conversion, unique plan ids, a default plan that exists (when
 /// any plan is declared), sane names and limits.
-fn billing(key: &str, b: &BillingSettings, p: &mut Vec<Problem>) {
+pub(super) fn billing(key: &str, b: &BillingSettings, p: &mut Vec<Problem>) {
     if !b.credit_usd.is_positive() {
         p.push(Problem::new(
             format!("{key}.credit_usd"),

@@ -16,6 +16,7 @@ const CONVENTIONAL: &[(&str, &str)] = &[
     ("ENCRYPTION_KEY", "encryption_key"),
     ("SENTRY_DSN", "sentry_dsn"),
     ("METRICS_TOKEN", "metrics_token"),
+    ("OPENAI_API_KEY", "providers.openai.api_key"),
 ];
 
 /// Keys whose env value is always text. Parsing them like other values would turn a secret made
@@ -34,6 +35,8 @@ const TEXT_KEYS: &[&str] = &[
     "jobs.prune_cron",
     "http.trusted_proxies",
     "rate_limits.redis_prefix",
+    "providers.openai.api_key",
+    "providers.openai.base_url",
 ];
 
 const PREFIX: &str = "TOLLGATE_";

@@ -5,6 +5,7 @@
 
 mod apps;
 mod env;
+mod gateway;
 mod jobs;
 mod ledger;
 mod limits;
@@ -23,6 +24,7 @@ use serde::Deserialize;
 use crate::telemetry::redact_url;
 
 pub use apps::AppConfig;
+pub use gateway::{GatewayConfig, MockConfig, ModelConfig, ModelTable, ProvidersConfig};
 pub use jobs::{CatchUp, JobsConfig, QueueConfig, ScheduleConfig};
 pub use ledger::{LedgerConfig, PriceTable};
 pub use limits::{FailMode, IpNet, LimitConfig, RateLimitsConfig};
@@ -75,6 +77,14 @@ pub struct Config {
     /// USD prices by model.
     #[serde(default)]
     pub prices: PriceTable,
+    pub gateway: GatewayConfig,
+    pub providers: ProvidersConfig,
+    /// The models clients may ask for (docs/gateway.md).
+    #[serde(default)]
+    pub models: ModelTable,
+    /// Plans and conversion given to apps created at run time (`tollgate apps create`, the
+    /// admin API); apps declared in `[[apps]]` bring their own.
+    pub new_app_billing: crate::domain::plans::BillingSettings,
     pub log: LogConfig,
     /// Apps declared here are created or updated at startup.
     #[serde(default)]
@@ -201,6 +211,14 @@ impl Config {
     }
 
     /// The validated listen address.
+    /// Settings of an app created at run time: `[new_app_billing]`, defaults otherwise.
+    pub fn new_app_settings(&self) -> crate::domain::identity::AppSettings {
+        crate::domain::identity::AppSettings {
+            billing: std::sync::Arc::new(self.new_app_billing.clone()),
+            ..Default::default()
+        }
+    }
+
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen
             .parse()

@@ -49,6 +49,8 @@ pub fn validate(c: &Config) -> Vec<Problem> {
     super::jobs::validate(&c.jobs, &mut p);
     super::apps::validate(&c.apps, prod, &mut p);
     super::ledger::validate(&c.ledger, &c.prices, &mut p);
+    super::gateway::validate(&c.gateway, &c.providers, &c.models, &c.prices, &mut p);
+    super::apps::billing("new_app_billing", &c.new_app_billing, &mut p);
     for (i, app) in c.apps.iter().enumerate() {
         for (j, plan) in app.plans.iter().enumerate() {
             if let Some(tier) = &plan.rate_limit_tier

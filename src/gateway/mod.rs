@@ -1,2 +1,14 @@
-//! The metered AI gateway: one adapter per provider (OpenAI, Anthropic, Gemini), request and
-//! stream translation, usage extraction. Built by the gateway issue.
+//! The metered AI gateway (docs/gateway.md): model resolution, the providers' wire formats,
+//! the upstream client with fallbacks, and the billing around each call (hold → call → settle
+//! → usage record).
+
+pub mod call;
+pub mod metrics;
+pub mod mock;
+pub mod models;
+pub mod openai;
+pub mod sse;
+pub mod upstream;
+pub mod usage;
+
+pub use upstream::Upstream;

@@ -45,6 +45,8 @@ pub struct AppState {
     pub limiter: rate_limit::RateLimiter,
     pub metrics: PrometheusHandle,
     pub role: Role,
+    /// Pooled connections to the AI providers.
+    pub upstream: crate::gateway::Upstream,
 }
 
 /// The routes this role serves, without middleware. Later domains add their routers here.

@@ -59,6 +59,7 @@ fn describe() {
     );
     crate::jobs::metrics::describe();
     crate::store::ledger::metrics::describe();
+    crate::gateway::metrics::describe();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 

@@ -39,13 +39,24 @@ fn parse_settings(json: Option<&str>) -> AppSettings {
 
 const APP_COLUMNS: &str = "SELECT id, slug, name, settings, created_at FROM apps";
 
-/// Creates an app; `Ok(None)` if the slug is taken.
+/// Creates an app with default settings (no plans); `Ok(None)` if the slug is taken.
 pub async fn create_app(db: &Db, slug: &str, name: &str) -> Result<Option<AppRow>, sqlx::Error> {
+    create_app_with(db, slug, name, &AppSettings::default()).await
+}
+
+/// Creates an app with `settings`; `Ok(None)` if the slug is taken.
+pub async fn create_app_with(
+    db: &Db,
+    slug: &str,
+    name: &str,
+    settings: &AppSettings,
+) -> Result<Option<AppRow>, sqlx::Error> {
     let now = now_ms();
+    let settings = serde_json::to_string(settings).expect("settings serialize");
     let inserted: Option<i64> = db_run!(db, pool => sqlx::query_scalar(
-        "INSERT INTO apps (slug, name, settings, created_at, updated_at) VALUES ($1, $2, '{}', $3, $3) \
+        "INSERT INTO apps (slug, name, settings, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
          ON CONFLICT (slug) DO NOTHING RETURNING id")
-        .bind(slug).bind(name).bind(now).fetch_optional(pool).await)?;
+        .bind(slug).bind(name).bind(&settings).bind(now).fetch_optional(pool).await)?;
     match inserted {
         Some(_) => app_by_slug(db, slug).await,
         None => Ok(None),

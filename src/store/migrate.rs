@@ -44,6 +44,11 @@ const SQLITE: Embedded = &[
         "ledger",
         include_str!("../../migrations/sqlite/0006_ledger.sql"),
     ),
+    (
+        7,
+        "usage",
+        include_str!("../../migrations/sqlite/0007_usage.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -75,6 +80,11 @@ const POSTGRES: Embedded = &[
         6,
         "ledger",
         include_str!("../../migrations/postgres/0006_ledger.sql"),
+    ),
+    (
+        7,
+        "usage",
+        include_str!("../../migrations/postgres/0007_usage.sql"),
     ),
 ];
 

@@ -14,6 +14,7 @@ mod pool;
 pub mod quotas;
 pub mod scope;
 mod tx;
+pub mod usage;
 
 pub use pool::{Backend, Db, PoolStats};
 pub use tx::Tx;

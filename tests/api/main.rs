@@ -6,6 +6,8 @@ mod compat;
 mod cors;
 mod credits;
 mod credits_processes;
+mod fake_openai;
+mod gateway;
 mod health;
 mod helpers;
 mod idempotency;

@@ -169,7 +169,8 @@ pub async fn create_app(
     }
     let slug = AppSlug::parse(&body.slug).map_err(|m| invalid("slug", m))?;
     let name = body.name.unwrap_or_else(|| slug.to_string());
-    let app = identity::create_app(&state.db, slug.as_str(), &name)
+    let settings = state.config.new_app_settings();
+    let app = identity::create_app_with(&state.db, slug.as_str(), &name, &settings)
         .await?
         .ok_or_else(|| Error::Conflict(format!("an app {slug} already exists")))?;
     audit(

@@ -3,6 +3,7 @@
 
 pub mod compat;
 pub mod credits;
+pub mod gateway;
 pub mod invites;
 pub mod me;
 pub mod money;
@@ -16,6 +17,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(compat::router())
         .merge(credits::router())
+        .merge(gateway::router())
         .merge(invites::router())
         .merge(me::router())
         .merge(users::router())

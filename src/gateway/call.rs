@@ -1,0 +1,341 @@
+//! Billing around one AI call: hold the most the call can cost, then settle the hold to the
+//! exact cost once the provider's usage is known (or estimated when the stream broke or the
+//! client left), write the usage record, count it. Every path through a call ends in exactly
+//! one settle or release of its hold; a crash leaves the hold to the expiry job, which settles
+//! it at the usage recorded while streaming.
+
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::mpsc;
+
+use super::models::Route;
+use super::openai::{self, ChatRequest};
+use super::upstream::Reply;
+use super::usage::Usage;
+use super::{metrics, sse};
+use crate::config::Config;
+use crate::domain::plans::Plan;
+use crate::domain::pricing::{Conversion, Tokens};
+use crate::error::{Error, Result};
+use crate::store::ledger::{self, Note, Target};
+use crate::store::usage::{self, NewUsage};
+use crate::store::{Db, now_ms};
+
+/// The most a call can cost on any of its routes: every byte of the request a prompt token
+/// (tokenizers give at most one token per byte of text) plus the output cap.
+pub fn hold_amount(
+    routes: &[Route],
+    request: &ChatRequest,
+    body_bytes: usize,
+    config: &Config,
+    conversion: &Conversion,
+) -> Result<i64> {
+    let output = request
+        .max_output_tokens
+        .unwrap_or(config.gateway.default_max_output_tokens as u64);
+    let tokens = Tokens {
+        input: body_bytes as u64,
+        cached_input: 0,
+        output,
+    };
+    let mut most = 1;
+    for r in routes {
+        let cost = r.price.cost(tokens, conversion).map_err(|e| {
+            Error::Validation(vec![crate::error::FieldError::new(
+                "max_tokens",
+                e.to_string(),
+            )])
+        })?;
+        most = most.max(cost.0);
+    }
+    Ok(most)
+}
+
+/// An open hold and what settling it needs.
+pub struct Meter {
+    db: Db,
+    t: Target,
+    app_slug: String,
+    request_id: String,
+    hold_id: i64,
+    hold: i64,
+    conversion: Conversion,
+    prompt_chars: usize,
+    stream: bool,
+}
+
+impl Meter {
+    /// Reserves `amount` for the call (402 when the user's credits do not cover it).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn open(
+        db: &Db,
+        config: &Config,
+        t: Target,
+        app_slug: &str,
+        plan: &Plan,
+        conversion: Conversion,
+        request: &ChatRequest,
+        amount: i64,
+    ) -> Result<Meter> {
+        let request_id = crate::http::request_id::current().unwrap_or_default();
+        let expires = now_ms() + config.ledger.hold_timeout_secs as i64 * 1000;
+        let note = Note {
+            reason: Some("ai call"),
+            reference: Some(&request_id),
+            key: None,
+        };
+        let hold = ledger::reserve(db, t, amount, plan.overdraft.0, expires, note).await?;
+        Ok(Meter {
+            db: db.clone(),
+            t,
+            app_slug: app_slug.to_string(),
+            request_id,
+            hold_id: hold.into_inner().id,
+            hold: amount,
+            conversion,
+            prompt_chars: request.prompt_chars,
+            stream: request.stream,
+        })
+    }
+
+    /// The provider failed before answering: nothing is charged.
+    pub async fn release(self, why: &str) {
+        if let Err(e) = ledger::release(&self.db, self.t.app_id, self.hold_id, Some(why)).await {
+            tracing::error!(hold_id = self.hold_id, error = %e, "releasing a hold failed; the expiry job will");
+        }
+    }
+
+    /// The cost of `usage` on `route`, at most the hold.
+    fn cost(&self, route: &Route, usage: &Usage) -> i64 {
+        match route.price.cost(usage.tokens(), &self.conversion) {
+            Ok(c) if c.0 <= self.hold => c.0,
+            _ => {
+                metrics::counter_shortfall(route);
+                tracing::warn!(model = %route.model, hold = self.hold, "call cost more than its hold; charged the hold");
+                self.hold
+            }
+        }
+    }
+
+    /// What the call has used so far, kept on the hold so a crash settles at it.
+    async fn progress(&self, route: &Route, output_chars: usize) {
+        let used = self.cost(route, &Usage::estimate(self.prompt_chars, output_chars));
+        if let Err(e) = ledger::record_usage(&self.db, self.t.app_id, self.hold_id, used).await {
+            tracing::warn!(hold_id = self.hold_id, error = %e, "recording usage on a hold failed");
+        }
+    }
+
+    /// Settles the hold at the exact cost and writes the usage record. Returns the charge.
+    pub async fn settle(
+        self,
+        reply: &ReplyInfo<'_>,
+        usage: Usage,
+        status: &'static str,
+        ttft: Option<Duration>,
+    ) -> i64 {
+        let charged = self.cost(reply.route, &usage);
+        let settled = if charged > 0 {
+            ledger::settle(
+                &self.db,
+                self.t.app_id,
+                self.hold_id,
+                charged,
+                Some("ai call"),
+            )
+            .await
+        } else {
+            ledger::release(
+                &self.db,
+                self.t.app_id,
+                self.hold_id,
+                Some("ai call: nothing used"),
+            )
+            .await
+        };
+        if let Err(e) = settled {
+            // The hold stays open; the expiry job settles it at the recorded usage.
+            tracing::error!(hold_id = self.hold_id, error = %e, "settling a hold failed");
+        }
+        let duration = reply.sent_at.elapsed();
+        let record = NewUsage {
+            request_id: &self.request_id,
+            model: &reply.route.model,
+            provider: reply.route.provider.as_str(),
+            upstream_model: &reply.route.upstream,
+            input_tokens: usage.input,
+            cached_input_tokens: usage.cached_input,
+            output_tokens: usage.output,
+            cost: charged,
+            hold_id: Some(self.hold_id),
+            status,
+            estimated: usage.estimated,
+            stream: self.stream,
+            latency_ms: duration.as_millis() as i64,
+            ttft_ms: ttft.map(|t| t.as_millis() as i64),
+        };
+        if let Err(e) = usage::insert(&self.db, self.t, &record).await {
+            tracing::error!(error = %e, "writing a usage record failed");
+        }
+        metrics::finished(&metrics::Finished {
+            app: &self.app_slug,
+            route: reply.route,
+            status,
+            usage,
+            charged,
+            duration,
+            ttft,
+        });
+        tracing::info!(model = %reply.route.model, provider = reply.route.provider.as_str(),
+            input_tokens = usage.input, output_tokens = usage.output, estimated = usage.estimated,
+            charged_micros = charged, status, "ai call");
+        charged
+    }
+}
+
+/// The parts of a reply that settling needs once its body was taken.
+pub struct ReplyInfo<'a> {
+    pub route: &'a Route,
+    pub sent_at: Instant,
+}
+
+/// A non-streamed call: read the whole answer, settle, return it unchanged.
+pub async fn complete(meter: Meter, mut reply: Reply, idle: Duration) -> Result<Response> {
+    let info = ReplyInfo {
+        route: &reply.route,
+        sent_at: reply.sent_at,
+    };
+    let body = match reply.body.collect(idle).await {
+        Ok(b) => b,
+        Err(e) => {
+            metrics::upstream_error(info.route, "broken");
+            meter
+                .release("ai call: the provider's answer broke off")
+                .await;
+            return Err(Error::Upstream {
+                status: StatusCode::BAD_GATEWAY,
+                detail: e.to_string(),
+            });
+        }
+    };
+    let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let usage = openai::usage_of(&parsed)
+        .unwrap_or_else(|| Usage::estimate(meter.prompt_chars, openai::response_chars(&parsed)));
+    meter.settle(&info, usage, "ok", None).await;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// A streamed call: forward the provider's events as they come (without the usage chunk
+/// unless the client asked for it), and settle when the stream ends, breaks or the client
+/// leaves — in a task of its own, so settling never depends on the client.
+pub fn stream(meter: Meter, reply: Reply, client_wants_usage: bool, idle: Duration) -> Response {
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let request_id = crate::http::request_id::current();
+    tokio::spawn(crate::http::request_id::scope(
+        request_id,
+        pump(meter, reply, client_wants_usage, idle, tx),
+    ));
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// How often a running stream records its usage on the hold.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+async fn pump(
+    meter: Meter,
+    mut reply: Reply,
+    client_wants_usage: bool,
+    idle: Duration,
+    tx: mpsc::Sender<Bytes>,
+) {
+    let mut parser = sse::Parser::new();
+    let mut usage = None;
+    let mut chars = 0usize;
+    let mut ttft = None;
+    let mut status = "ok";
+    let mut last_progress = Instant::now();
+    'read: loop {
+        let chunk = match reply.body.next(idle).await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => {
+                metrics::upstream_error(&reply.route, "broken");
+                tracing::warn!(model = %reply.route.model, error = %e, "stream from the provider broke");
+                status = "upstream_broken";
+                break;
+            }
+        };
+        let events = match parser.push(&chunk) {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable stream from the provider");
+                status = "upstream_broken";
+                break;
+            }
+        };
+        for event in events {
+            if event.data != "[DONE]"
+                && let Some(c) = openai::parse_chunk(&event.data)
+            {
+                if c.usage.is_some() {
+                    usage = c.usage;
+                }
+                if c.chars > 0 && ttft.is_none() {
+                    ttft = Some(reply.sent_at.elapsed());
+                }
+                chars += c.chars;
+                if c.usage_only && !client_wants_usage {
+                    continue;
+                }
+            }
+            if tx.send(Bytes::from(event.raw)).await.is_err() {
+                status = "client_disconnected";
+                break 'read;
+            }
+        }
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = Instant::now();
+            meter.progress(&reply.route, chars).await;
+        }
+    }
+    // Dropping the body closes the provider's connection: it stops generating.
+    let Reply { route, sent_at, .. } = reply;
+    let usage = usage.unwrap_or_else(|| Usage::estimate(meter.prompt_chars, chars));
+    let info = ReplyInfo {
+        route: &route,
+        sent_at,
+    };
+    if status == "upstream_broken" {
+        let message = serde_json::json!({"error": {"message": "the provider's stream broke off",
+            "type": "upstream_error", "code": "upstream_broken"}});
+        let _ = tx.send(Bytes::from(format!("data: {message}\n\n"))).await;
+    }
+    // The client's stream ends only once the call is settled: a balance read after the last
+    // byte already shows the charge.
+    meter.settle(&info, usage, status, ttft).await;
+    drop(tx);
+}

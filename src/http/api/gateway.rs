@@ -1,0 +1,178 @@
+//! The OpenAI-compatible AI API: `POST /v1/chat/completions`, `GET /v1/models`, and the
+//! caller's usage records (`GET /v1/me/usage`). The billing around each call is in
+//! [`crate::gateway::call`]; see docs/gateway.md.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::money::{PageQuery, consume_quota, invalid};
+use crate::error::{Error, Result};
+use crate::gateway::{call, models, openai};
+use crate::http::AppState;
+use crate::http::auth::{InvitedUser, UserAuth};
+use crate::store::ledger::{self, Target};
+use crate::store::now_ms;
+use crate::store::usage::{self, UsageRecord};
+
+/// The quota metric every AI call counts against, when the plan declares it.
+pub const REQUESTS_METRIC: &str = "requests";
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(chat_completions))
+        .routes(routes!(list_models))
+        .routes(routes!(my_usage))
+}
+
+/// An OpenAI chat completion through the gateway. The body is OpenAI's (forwarded as is, with
+/// the provider's model name); streaming answers are `text/event-stream`. The call is charged
+/// exactly what the provider reports once it ends; `Idempotency-Key` makes a retry replay a
+/// non-streamed answer instead of calling again.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "gateway",
+    security(("api_key" = [])),
+    request_body(content = Object, description = "An OpenAI chat completion request"),
+    responses(
+        (status = 200, description = "The provider's answer (JSON, or SSE when `stream` is true)", body = Object),
+        (status = 400, description = "Not a JSON object", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 402, description = "The user's credits do not cover the call's maximum cost", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The plan does not include the model", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such model", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit or the plan's request quota", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "Every model tried failed", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    InvitedUser(auth): InvitedUser,
+    body: Bytes,
+) -> Result<Response> {
+    let map: Map<String, Value> = serde_json::from_slice(&body)
+        .map_err(|e| Error::BadRequest(format!("the body is not a JSON object: {e}")))?;
+    let request = openai::parse_request(&map).map_err(Error::Validation)?;
+    let t = Target {
+        app_id: auth.app_id,
+        user_id: auth.user_id,
+    };
+    let config = &state.config;
+    let (user, plan) = ledger::refresh(&state.db, t, &auth.billing).await?;
+    let routes = models::resolve(config, &plan, &request.model)?;
+    consume_quota(&state.db, t, &user, &plan, REQUESTS_METRIC, 1, now_ms()).await?;
+    let conversion = auth.billing.conversion();
+    let amount = call::hold_amount(&routes, &request, body.len(), config, &conversion)?;
+    let meter = call::Meter::open(
+        &state.db,
+        config,
+        t,
+        &auth.app_slug,
+        &plan,
+        conversion,
+        &request,
+        amount,
+    )
+    .await?;
+    let reply = match state.upstream.send(config, &routes, &map, &request).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            meter.release("ai call: the provider failed").await;
+            return Err(e);
+        }
+    };
+    let idle = config.gateway.idle_timeout();
+    if request.stream {
+        Ok(call::stream(meter, reply, request.client_wants_usage, idle))
+    } else {
+        call::complete(meter, reply, idle).await
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: &'static str,
+    pub data: Vec<ModelOut>,
+}
+
+/// A model in OpenAI's shape.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelOut {
+    pub id: String,
+    /// Always `model`.
+    pub object: &'static str,
+    pub created: i64,
+    /// The provider that serves it.
+    pub owned_by: String,
+}
+
+/// The models the caller's plan includes and this deployment can call (OpenAI's list shape).
+#[utoipa::path(get, path = "/v1/models", tag = "gateway",
+    security(("api_key" = [])),
+    responses((status = 200, description = "The models", body = ModelList)))]
+pub async fn list_models(State(state): State<AppState>, auth: UserAuth) -> Result<Json<ModelList>> {
+    let t = Target {
+        app_id: auth.app_id,
+        user_id: auth.user_id,
+    };
+    let user = ledger::user_plan(&state.db, t).await?;
+    let plan = auth.billing.plan(user.plan_id.as_deref());
+    let data = models::available(&state.config, &plan)
+        .into_iter()
+        .map(|id| ModelOut {
+            owned_by: state.config.models[&id].provider.clone(),
+            id,
+            object: "model",
+            created: 0,
+        })
+        .collect();
+    Ok(Json(ModelList {
+        object: "list",
+        data,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsagePage {
+    pub data: Vec<UsageRecord>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The caller's AI calls, newest first: tokens by kind, cost, model, timings, and whether the
+/// tokens were estimated.
+#[utoipa::path(get, path = "/v1/me/usage", tag = "gateway",
+    security(("api_key" = [])), params(PageQuery),
+    responses((status = 200, description = "A page of usage records", body = UsagePage)))]
+pub async fn my_usage(
+    State(state): State<AppState>,
+    auth: UserAuth,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<UsagePage>> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(invalid("limit", "expected 1 to 200"));
+    }
+    let before = match &q.cursor {
+        Some(c) => Some(
+            c.parse::<i64>()
+                .map_err(|_| invalid("cursor", "not a cursor from this API"))?,
+        ),
+        None => None,
+    };
+    let t = Target {
+        app_id: auth.app_id,
+        user_id: auth.user_id,
+    };
+    let mut data = usage::list(&state.db, t, before, limit + 1).await?;
+    let more = data.len() as i64 > limit;
+    data.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| data.last().map(|r| r.id.to_string()))
+        .flatten();
+    Ok(Json(UsagePage { data, next_cursor }))
+}

@@ -1,0 +1,123 @@
+//! Usage records: one row per AI call through the gateway, written after its hold is settled.
+
+use serde::Serialize;
+
+use crate::scoped_run;
+use crate::store::ledger::Target;
+use crate::store::scope::Scope;
+use crate::store::{Db, now_ms};
+
+/// What one call used and cost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct UsageRecord {
+    pub id: i64,
+    pub request_id: String,
+    /// The name the client asked for (after fallbacks: the model that answered).
+    pub model: String,
+    pub provider: String,
+    pub upstream_model: String,
+    pub input_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub output_tokens: i64,
+    /// Micro-credits charged.
+    pub cost_micros: i64,
+    pub hold_id: Option<i64>,
+    /// `ok`, `client_disconnected`, `upstream_broken`.
+    pub status: String,
+    /// Tokens were estimated because the provider reported no usage.
+    pub estimated: bool,
+    pub stream: bool,
+    pub latency_ms: i64,
+    /// Time to the first streamed token.
+    pub ttft_ms: Option<i64>,
+    pub created_at: i64,
+}
+
+/// A record to write; `id` and `created_at` are assigned.
+#[derive(Debug, Clone)]
+pub struct NewUsage<'a> {
+    pub request_id: &'a str,
+    pub model: &'a str,
+    pub provider: &'a str,
+    pub upstream_model: &'a str,
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost: i64,
+    pub hold_id: Option<i64>,
+    pub status: &'a str,
+    pub estimated: bool,
+    pub stream: bool,
+    pub latency_ms: i64,
+    pub ttft_ms: Option<i64>,
+}
+
+pub async fn insert(db: &Db, t: Target, u: &NewUsage<'_>) -> Result<i64, sqlx::Error> {
+    scoped_run!(db, Scope::App(t.app_id), c => sqlx::query_scalar(
+        "INSERT INTO usage_records (app_id, user_id, request_id, model, provider, upstream_model, \
+         input_tokens, cached_input_tokens, output_tokens, cost, hold_id, status, estimated, \
+         stream, latency_ms, ttft_ms, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+         RETURNING id")
+        .bind(t.app_id).bind(t.user_id).bind(u.request_id).bind(u.model).bind(u.provider)
+        .bind(u.upstream_model).bind(u.input_tokens as i64).bind(u.cached_input_tokens as i64)
+        .bind(u.output_tokens as i64).bind(u.cost).bind(u.hold_id).bind(u.status)
+        .bind(u.estimated).bind(u.stream).bind(u.latency_ms).bind(u.ttft_ms).bind(now_ms())
+        .fetch_one(c).await)
+}
+
+type UsageTuple = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    String,
+    bool,
+    bool,
+    i64,
+    Option<i64>,
+    i64,
+);
+
+/// The user's records, newest first, before the cursor `before` (an id).
+pub async fn list(
+    db: &Db,
+    t: Target,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<UsageRecord>, sqlx::Error> {
+    let rows: Vec<UsageTuple> = scoped_run!(db, Scope::App(t.app_id), c => sqlx::query_as(
+        "SELECT id, request_id, model, provider, upstream_model, input_tokens, \
+         cached_input_tokens, output_tokens, cost, hold_id, status, estimated, stream, \
+         latency_ms, ttft_ms, created_at FROM usage_records \
+         WHERE app_id = $1 AND user_id = $2 AND id < $3 ORDER BY id DESC LIMIT $4")
+        .bind(t.app_id).bind(t.user_id).bind(before.unwrap_or(i64::MAX)).bind(limit)
+        .fetch_all(c).await)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| UsageRecord {
+            id: r.0,
+            request_id: r.1,
+            model: r.2,
+            provider: r.3,
+            upstream_model: r.4,
+            input_tokens: r.5,
+            cached_input_tokens: r.6,
+            output_tokens: r.7,
+            cost_micros: r.8,
+            hold_id: r.9,
+            status: r.10,
+            estimated: r.11,
+            stream: r.12,
+            latency_ms: r.13,
+            ttft_ms: r.14,
+            created_at: r.15,
+        })
+        .collect())
+}

@@ -1,0 +1,452 @@
+//! The AI gateway end to end against a local fake OpenAI: forwarding, streaming, the usage
+//! chunk, exact charges, fallbacks, estimates, disconnects, refusals, and concurrency against a
+//! small balance. Runs on SQLite and PostgreSQL.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tollgate::config::{AppConfig, Config, ModelConfig};
+use tollgate::domain::money::Micros;
+use tollgate::domain::pricing::Price;
+use tollgate::store::identity;
+
+use crate::fake_openai::{self, API_KEY, FakeOpenAi};
+use crate::helpers::{TestApp, problem, spawn_app_with};
+
+/// What one call to `gpt` costs with the fake's usage (10 input + 2 cached + 30 output tokens
+/// at $2 / $1 / $8 per 1M = $0.000262, × 1.3 markup = $0.0003406, at $0.01 a credit).
+const GPT_CALL: i64 = 34_060;
+const CREDIT: i64 = 1_000_000;
+
+fn model(upstream: &str, fallbacks: &[&str]) -> ModelConfig {
+    ModelConfig {
+        provider: "openai".into(),
+        upstream: Some(upstream.into()),
+        fallbacks: fallbacks.iter().map(|f| f.to_string()).collect(),
+    }
+}
+
+fn app_config(slug: &str, credits: &str) -> AppConfig {
+    serde_json::from_value(json!({
+        "slug": slug, "credit_usd": "0.01", "markup": "1.3", "default_plan": "free",
+        "plans": [{ "id": "free", "name": "Free", "credits": credits,
+            "models": ["gpt", "broken", "nousage", "slow", "tools", "picky", "mock"] }]
+    }))
+    .unwrap()
+}
+
+/// The fake upstream and an app whose models point at it: `ai` (10 credits a month), `poor`
+/// (none) and `small` (1 credit).
+async fn gateway_app() -> (TestApp, FakeOpenAi) {
+    let (fake, url) = fake_openai::start().await;
+    let app = spawn_app_with(|c: &mut Config| {
+        c.providers.openai.base_url = url;
+        c.providers.openai.api_key = Some(API_KEY.to_string().into());
+        for (name, m) in [
+            ("gpt", model("gpt-4o-mini-2024-07-18", &[])),
+            ("broken", model("fail-500", &["gpt"])),
+            ("nousage", model("no-usage", &[])),
+            ("slow", model("slow", &[])),
+            ("tools", model("tools", &[])),
+            ("picky", model("picky", &[])),
+            ("secret", model("gpt-4o", &[])),
+        ] {
+            c.models.insert(name.into(), m);
+            c.prices.insert(
+                name.into(),
+                Price {
+                    input: Micros::parse("2.00").unwrap(),
+                    output: Micros::parse("8.00").unwrap(),
+                    cached_input: Some(Micros::parse("1.00").unwrap()),
+                    ..Price::default()
+                },
+            );
+        }
+        c.apps = vec![
+            app_config("ai", "10"),
+            app_config("poor", "0"),
+            app_config("small", "1"),
+        ];
+    })
+    .await;
+    (app, fake)
+}
+
+async fn chat(app: &TestApp, key: &str, body: Value) -> reqwest::Response {
+    app.send_as(Method::POST, "/v1/chat/completions", key, Some(body))
+        .await
+}
+
+fn hello(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]})
+}
+
+async fn balance(app: &TestApp, key: &str) -> i64 {
+    let me: Value = app.get_as("/v1/me", key).await.json().await.unwrap();
+    me["credits"]["balance_micros"].as_i64().unwrap()
+}
+
+async fn usage(app: &TestApp, key: &str) -> Vec<Value> {
+    let page: Value = app.get_as("/v1/me/usage", key).await.json().await.unwrap();
+    page["data"].as_array().unwrap().clone()
+}
+
+/// SSE `data` payloads of a whole streamed answer.
+fn events(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_plain_call_is_forwarded_and_charged_exactly_the_reported_usage() {
+    let (app, fake) = gateway_app().await;
+    let key = app.user_key("ai", "alice").await;
+    assert_eq!(balance(&app, &key).await, 10 * CREDIT);
+
+    let r = chat(&app, &key, hello("gpt")).await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["object"], "chat.completion");
+    assert_eq!(answer["choices"][0]["message"]["content"], "Hello");
+    // The provider saw its own model name and the client's body.
+    let sent = fake.received();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["model"], "gpt-4o-mini-2024-07-18");
+    assert_eq!(sent[0]["messages"][0]["content"], "Say hello");
+
+    assert_eq!(balance(&app, &key).await, 10 * CREDIT - GPT_CALL);
+    let records = usage(&app, &key).await;
+    assert_eq!(records.len(), 1);
+    let u = &records[0];
+    assert_eq!(
+        (&u["model"], &u["provider"], &u["status"]),
+        (&json!("gpt"), &json!("openai"), &json!("ok"))
+    );
+    assert_eq!(
+        (
+            u["input_tokens"].as_i64(),
+            u["cached_input_tokens"].as_i64(),
+            u["output_tokens"].as_i64()
+        ),
+        (Some(10), Some(2), Some(30))
+    );
+    assert_eq!(u["cost_micros"], GPT_CALL);
+    assert_eq!(u["estimated"], false);
+    let ledger: Value = app
+        .get_as("/v1/me/ledger", &key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let settles: Vec<&Value> = ledger["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "settle")
+        .collect();
+    assert_eq!(settles.len(), 1);
+    assert_eq!(settles[0]["amount_micros"], -GPT_CALL);
+}
+
+#[tokio::test]
+async fn a_stream_hides_the_usage_chunk_unless_asked_and_is_charged_from_it() {
+    let (app, fake) = gateway_app().await;
+    let key = app.user_key("ai", "alice").await;
+    let start = balance(&app, &key).await;
+
+    let mut body = hello("gpt");
+    body["stream"] = json!(true);
+    let r = chat(&app, &key, body.clone()).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let got = events(&r.text().await.unwrap());
+    assert_eq!(got.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = got[..got.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello");
+    assert!(
+        chunks
+            .iter()
+            .all(|c| !c["choices"].as_array().unwrap().is_empty()),
+        "the usage chunk the client did not ask for is stripped: {chunks:?}"
+    );
+    // Upstream was asked for usage anyway.
+    assert_eq!(fake.received()[0]["stream_options"]["include_usage"], true);
+    assert_eq!(balance(&app, &key).await, start - GPT_CALL);
+
+    // A client that asks for usage gets the chunk, as from OpenAI.
+    body["stream_options"] = json!({"include_usage": true});
+    let got = events(&chat(&app, &key, body).await.text().await.unwrap());
+    let last: Value = serde_json::from_str(&got[got.len() - 2]).unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"]["completion_tokens"], 30);
+    assert_eq!(balance(&app, &key).await, start - 2 * GPT_CALL);
+}
+
+#[tokio::test]
+async fn a_streamed_tool_call_reaches_the_client_whole() {
+    let (app, _fake) = gateway_app().await;
+    let key = app.user_key("ai", "alice").await;
+    let mut body = hello("tools");
+    body["stream"] = json!(true);
+    body["tools"] = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}}]);
+    let got = events(&chat(&app, &key, body).await.text().await.unwrap());
+    let args: String = got
+        .iter()
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(args, r#"{"location": "Paris"}"#);
+    assert_eq!(usage(&app, &key).await[0]["cost_micros"], GPT_CALL);
+}
+
+#[tokio::test]
+async fn a_failing_model_falls_back_and_only_the_answering_call_is_charged() {
+    let (app, fake) = gateway_app().await;
+    let key = app.user_key("ai", "alice").await;
+    let start = balance(&app, &key).await;
+    let r = chat(&app, &key, hello("broken")).await;
+    assert_eq!(r.status(), 200);
+    let models: Vec<Value> = fake.received().iter().map(|b| b["model"].clone()).collect();
+    assert_eq!(models, [json!("fail-500"), json!("gpt-4o-mini-2024-07-18")]);
+    assert_eq!(balance(&app, &key).await, start - GPT_CALL);
+    let records = usage(&app, &key).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["model"], "gpt");
+    let metrics = app.get_metrics(None).await.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"tollgate_gateway_fallbacks_total{from="broken",to="gpt"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_refusal_is_passed_on_and_nothing_is_charged() {
+    let (app, _fake) = gateway_app().await;
+    let key = app.user_key("ai", "alice").await;
+    let start = balance(&app, &key).await;
+    let p = problem(chat(&app, &key, hello("picky")).await, 400).await;
+    assert_eq!(p["type"], "urn:tollgate:problem:upstream-error");
+    assert!(p["detail"].as_str().unwrap().contains("temperature"), "{p}");
+    assert_eq!(balance(&app, &key).await, start);
+    assert!(usage(&app, &key).await.is_empty());
+}
+
+#[tokio::test]
+async fn missing_usage_is_estimated_flagged_and_never_free() {
+    let (app, _fake) = gateway_app().await;
+    let key = app.user_key("ai", "alice").await;
+    for stream in [false, true] {
+        let mut body = hello("nousage");
+        body["stream"] = json!(stream);
+        let r = chat(&app, &key, body).await;
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("Hel"));
+    }
+    let records = usage(&app, &key).await;
+    assert_eq!(records.len(), 2);
+    for u in &records {
+        assert_eq!(u["estimated"], true, "{u}");
+        // "Say hello" (9 chars) ≈ 3 tokens; "Hello" ≈ 2 tokens.
+        assert_eq!(
+            (u["input_tokens"].as_i64(), u["output_tokens"].as_i64()),
+            (Some(3), Some(2))
+        );
+        assert!(u["cost_micros"].as_i64().unwrap() > 0);
+    }
+    let metrics = app.get_metrics(None).await.text().await.unwrap();
+    assert!(
+        metrics.contains(
+            r#"tollgate_gateway_usage_estimated_total{provider="openai",model="nousage"} 2"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_leaving_mid_stream_is_charged_for_what_was_generated_once() {
+    let (app, _fake) = gateway_app().await;
+    let key = app.user_key("ai", "alice").await;
+    let start = balance(&app, &key).await;
+    let mut body = hello("slow");
+    body["stream"] = json!(true);
+    let mut r = chat(&app, &key, body).await;
+    assert_eq!(r.status(), 200);
+    let mut seen = 0;
+    while seen < 200 {
+        seen += r.chunk().await.unwrap().unwrap().len();
+    }
+    drop(r);
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        records = usage(&app, &key).await;
+        if !records.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(records.len(), 1, "the call was settled");
+    let u = &records[0];
+    assert_eq!(u["status"], "client_disconnected");
+    assert_eq!(u["estimated"], true);
+    let out = u["output_tokens"].as_i64().unwrap();
+    // 200 chunks of "word " would be 250 tokens; the client left long before.
+    assert!(out > 0 && out < 250, "{u}");
+    let cost = u["cost_micros"].as_i64().unwrap();
+    assert!(cost > 0);
+    assert_eq!(balance(&app, &key).await, start - cost);
+    let ledger: Value = app
+        .get_as("/v1/me/ledger", &key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let closes = ledger["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "settle" || e["kind"] == "release")
+        .count();
+    assert_eq!(closes, 1);
+}
+
+#[tokio::test]
+async fn calls_are_refused_before_the_provider_without_credits_plan_or_model() {
+    let (app, fake) = gateway_app().await;
+    let poor = app.user_key("poor", "bob").await;
+    let p = problem(chat(&app, &poor, hello("gpt")).await, 402).await;
+    assert_eq!(p["type"], "urn:tollgate:problem:insufficient-credits");
+
+    let key = app.user_key("ai", "alice").await;
+    problem(chat(&app, &key, hello("secret")).await, 403).await;
+    problem(chat(&app, &key, hello("nope")).await, 404).await;
+    let p = problem(
+        chat(&app, &key, json!({"model": "gpt", "n": 2, "stream": "yes"})).await,
+        422,
+    )
+    .await;
+    let fields: Vec<&str> = p["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["messages", "stream", "n"]);
+    assert!(fake.received().is_empty());
+
+    let models: Value = app.get_as("/v1/models", &key).await.json().await.unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["broken", "gpt", "mock", "nousage", "picky", "slow", "tools"]
+    );
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_replays_without_a_second_call_or_charge() {
+    let (app, fake) = gateway_app().await;
+    let key = app.user_key("ai", "alice").await;
+    let start = balance(&app, &key).await;
+    let send = || {
+        app.client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .header("idempotency-key", "retry-1")
+            .json(&hello("gpt"))
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let first_body = first.text().await.unwrap();
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.text().await.unwrap(), first_body);
+    assert_eq!(fake.received().len(), 1);
+    assert_eq!(balance(&app, &key).await, start - GPT_CALL);
+}
+
+#[tokio::test]
+async fn many_concurrent_streams_against_a_small_balance_never_overspend() {
+    let (app, _fake) = gateway_app().await;
+    let key = app.user_key("small", "carol").await;
+    assert_eq!(balance(&app, &key).await, CREDIT);
+    let mut body = hello("gpt");
+    body["stream"] = json!(true);
+    body["max_tokens"] = json!(30);
+    let calls = (0..200).map(|_| async {
+        let r = chat(&app, &key, body.clone()).await;
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, text)
+    });
+    let results = join_all(calls).await;
+    let ok = results.iter().filter(|(s, _)| *s == 200).count() as i64;
+    let refused = results.iter().filter(|(s, _)| *s == 402).count() as i64;
+    assert_eq!(
+        ok + refused,
+        200,
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    assert!(ok >= 1);
+    let end = balance(&app, &key).await;
+    assert!(end >= 0);
+    assert_eq!(end, CREDIT - ok * GPT_CALL);
+    let (_, mismatches) = tollgate::store::ledger::verify(&app.db).await.unwrap();
+    assert!(mismatches.is_empty(), "{mismatches:?}");
+}
+
+#[tokio::test]
+async fn the_built_in_mock_serves_new_development_apps_for_a_visible_charge() {
+    let app = spawn_app_with(|_| {}).await;
+    let settings = Config::defaults().new_app_settings();
+    identity::create_app_with(&app.db, "dev", "Dev", &settings)
+        .await
+        .unwrap()
+        .unwrap();
+    let key = app.user_key("dev", "dana").await;
+    assert_eq!(balance(&app, &key).await, 100 * CREDIT);
+    let r = chat(
+        &app,
+        &key,
+        json!({"model": "mock", "messages": [{"role": "user", "content": "Say hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert!(
+        answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("This is a mock answer")
+    );
+    // "Say hi" ≈ 2 tokens at $1/1M + 12 tokens at $2/1M + the $0.01 fee = $0.010026 = 1.0026 credits.
+    assert_eq!(balance(&app, &key).await, 100 * CREDIT - 1_002_600);
+}
