@@ -17,7 +17,7 @@ use crate::helpers::{TestApp, problem, spawn_app_with};
 
 /// What one call to `gpt` costs with the fake's usage (10 input + 2 cached + 30 output tokens
 /// at $2 / $1 / $8 per 1M = $0.000262, × 1.3 markup = $0.0003406, at $0.01 a credit).
-const GPT_CALL: i64 = 34_060;
+pub const GPT_CALL: i64 = 34_060;
 const CREDIT: i64 = 1_000_000;
 
 fn model(upstream: &str, fallbacks: &[&str]) -> ModelConfig {
@@ -39,7 +39,7 @@ fn app_config(slug: &str, credits: &str) -> AppConfig {
 
 /// The fake upstream and an app whose models point at it: `ai` (10 credits a month), `poor`
 /// (none) and `small` (1 credit).
-async fn gateway_app() -> (TestApp, FakeOpenAi) {
+pub async fn gateway_app() -> (TestApp, FakeOpenAi) {
     let (fake, url) = fake_openai::start().await;
     let app = spawn_app_with(|c: &mut Config| {
         c.providers.openai.base_url = url;
@@ -83,7 +83,7 @@ fn hello(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]})
 }
 
-async fn balance(app: &TestApp, key: &str) -> i64 {
+pub async fn balance(app: &TestApp, key: &str) -> i64 {
     let me: Value = app.get_as("/v1/me", key).await.json().await.unwrap();
     me["credits"]["balance_micros"].as_i64().unwrap()
 }

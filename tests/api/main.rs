@@ -8,6 +8,7 @@ mod credits;
 mod credits_processes;
 mod fake_openai;
 mod gateway;
+mod gateway_clients;
 mod health;
 mod helpers;
 mod idempotency;

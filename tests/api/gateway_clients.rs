@@ -1,0 +1,70 @@
+//! Real clients against the gateway: the official `openai` Python package (installed by
+//! `.ci/run`), pointed at tollgate in front of the fake OpenAI. Checks what the SDK parses and
+//! that every call was charged exactly once, at the right amount.
+
+use serde_json::Value;
+
+use crate::gateway::{GPT_CALL, balance, gateway_app};
+
+/// True when `python3 -c "import <module>"` works. Without it the test fails in CI and is
+/// skipped, loudly, elsewhere (a fresh machine runs `cargo nextest run` without pip installs).
+pub fn python_has(module: &str) -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must install the Python package `{module}` (see .ci/run)"
+        );
+        eprintln!("SKIPPED: the Python package `{module}` is not installed (pip install {module})");
+    }
+    ok
+}
+
+#[tokio::test]
+async fn the_official_openai_python_package_works_and_each_call_is_charged_once() {
+    if !python_has("openai") {
+        return;
+    }
+    let (app, fake) = gateway_app().await;
+    let key = app.user_key("ai", "alice").await;
+    let poor = app.user_key("poor", "bob").await;
+    let start = balance(&app, &key).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/openai_client.py"
+    );
+    let output = tokio::process::Command::new("python3")
+        .arg(script)
+        .env("TOLLGATE_BASE_URL", app.url("/v1"))
+        .env("TOLLGATE_KEY", &key)
+        .env("TOLLGATE_POOR_KEY", &poor)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(out["plain"]["content"], "Hello");
+    assert_eq!(out["plain"]["completion_tokens"], 30);
+    assert_eq!(out["stream"]["text"], "Hello");
+    assert_eq!(out["stream"]["usage_chunks"], 0, "{out}");
+    assert_eq!(out["stream_with_usage"]["last_usage"], 30);
+    assert_eq!(out["stream_with_usage"]["last_choices"], 0);
+    assert_eq!(out["tool_call"]["name"], "get_weather");
+    assert_eq!(out["tool_call"]["arguments"]["location"], "Paris");
+    assert_eq!(out["empty_balance"]["status"], 402);
+    assert_eq!(
+        out["empty_balance"]["type"],
+        "urn:tollgate:problem:insufficient-credits"
+    );
+    // Four successful calls, four provider requests, four charges; the refused one reached
+    // no provider.
+    assert_eq!(fake.received().len(), 4);
+    assert_eq!(balance(&app, &key).await, start - 4 * GPT_CALL);
+}
