@@ -167,6 +167,14 @@ impl Application {
         // Job tasks stop on the same token; the worker has its own grace (jobs.shutdown_timeout_ms).
         let mut background = jobs.spawn(state.role, shutdown.clone());
         let app = http::with_middleware(routes, state);
+        // No Nagle: small writes (SSE chunks, short answers) would otherwise wait for the
+        // client's delayed ACK, 40 ms a chunk.
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

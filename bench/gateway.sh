@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The gateway's overhead: POST /v1/chat/completions through tollgate (billing ON: key auth,
+# rate limit, quota, hold, settle, usage record) in front of a fast local fake OpenAI
+# (examples/fake_upstream.rs), against calling the fake directly. Non-streamed and streamed, at
+# concurrency 1, 16 and 64. Reports requests/s, p50/p99 and the latency tollgate adds, CPU time
+# per request of the tollgate process, and its peak RSS. Needs wrk (apt-get install wrk).
+#
+#   bash bench/gateway.sh                         # SQLite, 10 s per case
+#   DURATION=30s bash bench/gateway.sh
+#   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test bash bench/gateway.sh
+set -euo pipefail
+export PGOPTIONS='--client-min-messages=warning'
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+DB=${BENCH_DATABASE_URL:-}
+cargo build --release --locked --quiet --bin tollgate --example fake_upstream
+BIN=target/release/tollgate
+FAKE=target/release/examples/fake_upstream
+WORK=$(mktemp -d)
+SCHEMA="tg_gwbench_$$"
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"; [[ $DB == postgres* ]] && psql "$DB" -qc "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null || true' EXIT
+TICK=$(getconf CLK_TCK)
+
+URL="sqlite://$WORK/bench.db"
+if [[ $DB == postgres* ]]; then
+  # An ordinary role, as in production: row-level security applies.
+  psql "$DB" -qc "DO \$\$ BEGIN CREATE ROLE tollgate_app LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END \$\$" >/dev/null
+  psql "$DB" -qc "CREATE SCHEMA $SCHEMA AUTHORIZATION tollgate_app" >/dev/null
+  URL="$(echo "$DB" | sed 's#://[^@/]*@#://tollgate_app@#')?options=-c%20search_path%3D$SCHEMA"
+fi
+
+cat > "$WORK/tollgate.toml" <<TOML
+[providers.openai]
+base_url = "http://127.0.0.1:18098/v1"
+
+[models.gpt]
+provider = "openai"
+upstream = "gpt-4o-mini"
+
+[prices.gpt]
+input = "0.15"
+output = "0.60"
+
+[[apps]]
+slug = "bench"
+[[apps.plans]]
+id = "free"
+name = "Free"
+models = ["gpt"]
+credits = "1000000000"
+TOML
+
+export TOLLGATE_CONFIG="$WORK/tollgate.toml" TOLLGATE_DATA_DIR="$WORK" DATABASE_URL="$URL" \
+  OPENAI_API_KEY=sk-bench TOLLGATE_LOG__LEVEL=warn TOLLGATE_LOG__FORMAT=json \
+  TOLLGATE_LISTEN=127.0.0.1:18099 \
+  TOLLGATE_RATE_LIMITS__KEY__REQUESTS=1000000000 TOLLGATE_RATE_LIMITS__APP__REQUESTS=1000000000
+
+"$FAKE" 127.0.0.1:18098 &
+"$BIN" migrate >/dev/null
+"$BIN" serve 2>"$WORK/serve.log" &
+PID=$!
+for _ in $(seq 1 100); do curl -sf localhost:18099/health >/dev/null && break; sleep 0.1; done
+KEY=$("$BIN" keys create --app bench --user bench-user | tail -n1)
+
+for mode in plain stream; do
+  stream=false; [[ $mode == stream ]] && stream=true
+  cat > "$WORK/$mode.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"model":"gpt","stream":$stream,"max_tokens":64,"messages":[{"role":"user","content":"Say hello"}]}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $KEY"
+LUA
+done
+curl -sf -X POST -H "Authorization: Bearer $KEY" -H 'content-type: application/json' \
+  -d '{"model":"gpt","messages":[{"role":"user","content":"hi"}]}' localhost:18099/v1/chat/completions >/dev/null
+
+# wrk's latency line value in ms ("1.23ms", "850.00us", "1.02s").
+ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) print v/1000; else if (v ~ /ms$/) print v+0; else print v*1000 }'; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$PID/stat"; }
+
+printf "%-7s %4s | %9s %8s %8s | %9s %8s %8s | %9s %9s | %9s\n" mode conc "direct/s" "p50 ms" "p99 ms" \
+  "tollgate/s" "p50 ms" "p99 ms" "+p50 ms" "+p99 ms" "CPU ms/req"
+for mode in plain stream; do
+  for conc in 1 16 64; do
+    threads=$(( conc < 2 ? 1 : 2 ))
+    direct=$(wrk -t$threads -c$conc -d"$DURATION" --latency -s "$WORK/$mode.lua" http://127.0.0.1:18098/v1/chat/completions)
+    before=$(cpu_ticks)
+    via=$(wrk -t$threads -c$conc -d"$DURATION" --latency -s "$WORK/$mode.lua" http://127.0.0.1:18099/v1/chat/completions)
+    after=$(cpu_ticks)
+    if echo "$via" | grep -q "Non-2xx"; then echo "$via" >&2; echo "tollgate answered errors" >&2; exit 1; fi
+    rps_d=$(echo "$direct" | awk '/Requests\/sec/ { print $2 }')
+    rps_t=$(echo "$via" | awk '/Requests\/sec/ { print $2 }')
+    reqs=$(echo "$via" | awk '/requests in/ { print $1 }')
+    p50_d=$(ms "$(echo "$direct" | awk '$1 == "50%" { print $2 }')")
+    p99_d=$(ms "$(echo "$direct" | awk '$1 == "99%" { print $2 }')")
+    p50_t=$(ms "$(echo "$via" | awk '$1 == "50%" { print $2 }')")
+    p99_t=$(ms "$(echo "$via" | awk '$1 == "99%" { print $2 }')")
+    awk -v m=$mode -v c=$conc -v rd="$rps_d" -v rt="$rps_t" -v a="$p50_d" -v b="$p99_d" \
+      -v x="$p50_t" -v y="$p99_t" -v t=$((after - before)) -v n="$reqs" -v hz="$TICK" \
+      'BEGIN { printf "%-7s %4d | %9.0f %8.3f %8.3f | %9.0f %8.3f %8.3f | %9.3f %9.3f | %9.3f\n",
+               m, c, rd, a, b, rt, x, y, x - a, y - b, t * 1000 / hz / n }'
+  done
+done
+echo "peak RSS of tollgate: $(awk '/VmHWM/ { print $2, $3 }' "/proc/$PID/status")"
+calls=$(curl -sf -H "Authorization: Bearer $KEY" 'localhost:18099/v1/me' | grep -o '"balance_micros":[-0-9]*')
+echo "after the run: $calls (every call was held, settled and recorded)"
