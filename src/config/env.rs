@@ -17,6 +17,8 @@ const CONVENTIONAL: &[(&str, &str)] = &[
     ("SENTRY_DSN", "sentry_dsn"),
     ("METRICS_TOKEN", "metrics_token"),
     ("OPENAI_API_KEY", "providers.openai.api_key"),
+    ("ANTHROPIC_API_KEY", "providers.anthropic.api_key"),
+    ("GEMINI_API_KEY", "providers.gemini.api_key"),
 ];
 
 /// Keys whose env value is always text. Parsing them like other values would turn a secret made
@@ -37,6 +39,10 @@ const TEXT_KEYS: &[&str] = &[
     "rate_limits.redis_prefix",
     "providers.openai.api_key",
     "providers.openai.base_url",
+    "providers.anthropic.api_key",
+    "providers.anthropic.base_url",
+    "providers.gemini.api_key",
+    "providers.gemini.base_url",
 ];
 
 const PREFIX: &str = "TOLLGATE_";

@@ -40,6 +40,8 @@ impl GatewayConfig {
 #[serde(deny_unknown_fields)]
 pub struct ProvidersConfig {
     pub openai: ProviderConfig,
+    pub anthropic: ProviderConfig,
+    pub gemini: ProviderConfig,
     pub mock: MockConfig,
 }
 
@@ -49,7 +51,8 @@ pub struct ProvidersConfig {
 pub struct ProviderConfig {
     /// The API root, e.g. `https://api.openai.com/v1` (tests point it at a local fake).
     pub base_url: String,
-    /// Also read from the provider's conventional variable (`OPENAI_API_KEY`).
+    /// Also read from the provider's conventional variable (`OPENAI_API_KEY`,
+    /// `ANTHROPIC_API_KEY`, `GEMINI_API_KEY`).
     #[serde(default, deserialize_with = "super::env::secret")]
     pub api_key: Option<SecretString>,
 }
@@ -73,7 +76,7 @@ pub struct MockConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// `openai` or `mock`.
+    /// `openai`, `anthropic`, `gemini` or `mock`.
     pub provider: String,
     /// The provider's name for it; the model's own name when unset.
     pub upstream: Option<String>,
@@ -91,7 +94,7 @@ impl ModelConfig {
 pub type ModelTable = BTreeMap<String, ModelConfig>;
 
 /// Providers the gateway can call today.
-pub const PROVIDERS: &[&str] = &["openai", "mock"];
+pub const PROVIDERS: &[&str] = &["openai", "anthropic", "gemini", "mock"];
 
 pub fn validate(
     g: &GatewayConfig,
@@ -126,12 +129,18 @@ pub fn validate(
             p.push(Problem::new(key, format!("expected {low} to {high}")));
         }
     }
-    match url::Url::parse(&providers.openai.base_url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-        _ => p.push(Problem::new(
-            "providers.openai.base_url",
-            "expected an http(s) URL",
-        )),
+    for (name, provider) in [
+        ("openai", &providers.openai),
+        ("anthropic", &providers.anthropic),
+        ("gemini", &providers.gemini),
+    ] {
+        match url::Url::parse(&provider.base_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => p.push(Problem::new(
+                format!("providers.{name}.base_url"),
+                "expected an http(s) URL",
+            )),
+        }
     }
     if providers.mock.output_tokens == 0 || providers.mock.output_tokens > 100_000 {
         p.push(Problem::new(

@@ -11,8 +11,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
+use super::format::{Format, Tally};
 use super::models::Route;
-use super::openai::{self, ChatRequest};
+use super::openai::ChatRequest;
 use super::upstream::Reply;
 use super::usage::Usage;
 use super::{metrics, sse};
@@ -65,6 +66,7 @@ pub struct Meter {
     conversion: Conversion,
     prompt_chars: usize,
     stream: bool,
+    format: Format,
 }
 
 impl Meter {
@@ -78,6 +80,7 @@ impl Meter {
         plan: &Plan,
         conversion: Conversion,
         request: &ChatRequest,
+        format: Format,
         amount: i64,
     ) -> Result<Meter> {
         let request_id = crate::http::request_id::current().unwrap_or_default();
@@ -98,6 +101,7 @@ impl Meter {
             conversion,
             prompt_chars: request.prompt_chars,
             stream: request.stream,
+            format,
         })
     }
 
@@ -221,8 +225,10 @@ pub async fn complete(meter: Meter, mut reply: Reply, idle: Duration) -> Result<
         }
     };
     let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let usage = openai::usage_of(&parsed)
-        .unwrap_or_else(|| Usage::estimate(meter.prompt_chars, openai::response_chars(&parsed)));
+    let format = meter.format;
+    let usage = format
+        .usage_of(&parsed)
+        .unwrap_or_else(|| Usage::estimate(meter.prompt_chars, format.response_chars(&parsed)));
     meter.settle(&info, usage, "ok", None).await;
     Ok((
         [(
@@ -262,6 +268,23 @@ pub fn stream(meter: Meter, reply: Reply, client_wants_usage: bool, idle: Durati
         .into_response()
 }
 
+/// The event that tells the client the provider's stream broke off, in its own format.
+fn broken_event(format: Format) -> Bytes {
+    let message = "the provider's stream broke off";
+    let event = match format {
+        Format::Anthropic => format!(
+            "event: error\ndata: {}\n\n",
+            serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}})
+        ),
+        Format::OpenAiChat | Format::Gemini => format!(
+            "data: {}\n\n",
+            serde_json::json!({"error": {"message": message, "type": "upstream_error",
+                "code": "upstream_broken"}})
+        ),
+    };
+    Bytes::from(event)
+}
+
 /// How often a running stream records its usage on the hold.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -273,8 +296,7 @@ async fn pump(
     tx: mpsc::Sender<Bytes>,
 ) {
     let mut parser = sse::Parser::new();
-    let mut usage = None;
-    let mut chars = 0usize;
+    let mut tally = Tally::new(meter.format);
     let mut ttft = None;
     let mut status = "ok";
     let mut last_progress = Instant::now();
@@ -298,17 +320,12 @@ async fn pump(
             }
         };
         for event in events {
-            if event.data != "[DONE]"
-                && let Some(c) = openai::parse_chunk(&event.data)
-            {
-                if c.usage.is_some() {
-                    usage = c.usage;
-                }
-                if c.chars > 0 && ttft.is_none() {
+            if !event.data.is_empty() && event.data != "[DONE]" {
+                let seen = tally.observe(&event.data);
+                if seen.chars > 0 && ttft.is_none() {
                     ttft = Some(reply.sent_at.elapsed());
                 }
-                chars += c.chars;
-                if c.usage_only && !client_wants_usage {
+                if seen.usage_only && !client_wants_usage {
                     continue;
                 }
             }
@@ -319,20 +336,18 @@ async fn pump(
         }
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
-            meter.progress(&reply.route, chars).await;
+            meter.progress(&reply.route, tally.chars).await;
         }
     }
     // Dropping the body closes the provider's connection: it stops generating.
     let Reply { route, sent_at, .. } = reply;
-    let usage = usage.unwrap_or_else(|| Usage::estimate(meter.prompt_chars, chars));
+    let usage = tally.usage(meter.prompt_chars);
     let info = ReplyInfo {
         route: &route,
         sent_at,
     };
     if status == "upstream_broken" {
-        let message = serde_json::json!({"error": {"message": "the provider's stream broke off",
-            "type": "upstream_error", "code": "upstream_broken"}});
-        let _ = tx.send(Bytes::from(format!("data: {message}\n\n"))).await;
+        let _ = tx.send(broken_event(meter.format)).await;
     }
     // The client's stream ends only once the call is settled: a balance read after the last
     // byte already shows the charge.

@@ -2,7 +2,10 @@
 //! the upstream client with fallbacks, and the billing around each call (hold → call → settle
 //! → usage record).
 
+pub mod anthropic;
 pub mod call;
+pub mod format;
+pub mod gemini;
 pub mod metrics;
 pub mod mock;
 pub mod models;

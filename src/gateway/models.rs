@@ -2,6 +2,7 @@
 //! itself, then its fallbacks), each with its provider, upstream name and price. Only models
 //! the user's plan allows and whose provider is enabled are tried.
 
+use super::format::Format;
 use crate::config::{Config, Environment};
 use crate::domain::plans::Plan;
 use crate::domain::pricing::Price;
@@ -10,6 +11,8 @@ use crate::domain::pricing::Price;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
     OpenAi,
+    Anthropic,
+    Gemini,
     Mock,
 }
 
@@ -17,6 +20,8 @@ impl Provider {
     pub fn parse(name: &str) -> Option<Provider> {
         match name {
             "openai" => Some(Provider::OpenAi),
+            "anthropic" => Some(Provider::Anthropic),
+            "gemini" => Some(Provider::Gemini),
             "mock" => Some(Provider::Mock),
             _ => None,
         }
@@ -25,6 +30,8 @@ impl Provider {
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::OpenAi => "openai",
+            Provider::Anthropic => "anthropic",
+            Provider::Gemini => "gemini",
             Provider::Mock => "mock",
         }
     }
@@ -39,6 +46,8 @@ impl Provider {
                 .enabled
                 .unwrap_or(config.environment == Environment::Development),
             Provider::OpenAi => config.providers.openai.api_key.is_some(),
+            Provider::Anthropic => config.providers.anthropic.api_key.is_some(),
+            Provider::Gemini => config.providers.gemini.api_key.is_some(),
         }
     }
 }
@@ -62,6 +71,12 @@ pub enum ResolveError {
     NotInPlan(String),
     #[error("the model `{0}` is not available on this deployment")]
     Unavailable(String),
+    #[error("the model `{model}` is served by {provider}; call it through {route}")]
+    WrongRoute {
+        model: String,
+        provider: &'static str,
+        route: &'static str,
+    },
 }
 
 impl From<ResolveError> for crate::error::Error {
@@ -71,6 +86,9 @@ impl From<ResolveError> for crate::error::Error {
             ResolveError::Unknown(_) => Error::NotFound(e.to_string()),
             ResolveError::NotInPlan(_) => Error::Forbidden(e.to_string()),
             ResolveError::Unavailable(_) => Error::Unavailable(e.to_string()),
+            ResolveError::WrongRoute { .. } => {
+                Error::Validation(vec![crate::error::FieldError::new("model", e.to_string())])
+            }
         }
     }
 }
@@ -101,16 +119,39 @@ fn route(config: &Config, plan: &Plan, name: &str) -> Result<Route, ResolveError
     })
 }
 
-/// The models to try for `name`: itself, then each fallback the plan allows and the
-/// deployment can call (others are skipped, not errors).
-pub fn resolve(config: &Config, plan: &Plan, name: &str) -> Result<Vec<Route>, ResolveError> {
+/// Where a client calls a provider's models.
+fn route_of(p: Provider) -> &'static str {
+    match p {
+        Provider::OpenAi | Provider::Mock => "/v1/chat/completions",
+        Provider::Anthropic => "/anthropic/v1/messages",
+        Provider::Gemini => "/gemini/v1beta/models/{model}:generateContent",
+    }
+}
+
+/// The models to try for `name` in `format`: itself, then each fallback the plan allows, the
+/// deployment can call and that answers in the same format (others are skipped, not errors).
+pub fn resolve(
+    config: &Config,
+    plan: &Plan,
+    name: &str,
+    format: Format,
+) -> Result<Vec<Route>, ResolveError> {
     let first = route(config, plan, name)?;
+    if !format.served_by(first.provider) {
+        return Err(ResolveError::WrongRoute {
+            model: name.to_string(),
+            provider: first.provider.as_str(),
+            route: route_of(first.provider),
+        });
+    }
     let mut routes = vec![first];
     for fallback in &config.models[name].fallbacks {
         if routes.iter().any(|r| &r.model == fallback) {
             continue;
         }
-        if let Ok(r) = route(config, plan, fallback) {
+        if let Ok(r) = route(config, plan, fallback)
+            && format.served_by(r.provider)
+        {
             routes.push(r);
         }
     }
@@ -166,6 +207,10 @@ mod tests {
         c
     }
 
+    fn resolve_chat(c: &Config, p: &Plan, name: &str) -> Result<Vec<Route>, ResolveError> {
+        resolve(c, p, name, Format::OpenAiChat)
+    }
+
     fn plan(models: &[&str]) -> Plan {
         let mut p = crate::domain::plans::BillingSettings::default().plan(None);
         p.models = models.iter().map(|m| m.to_string()).collect();
@@ -175,7 +220,7 @@ mod tests {
     #[test]
     fn a_model_resolves_to_itself_then_its_allowed_fallbacks() {
         let c = config();
-        let routes = resolve(&c, &plan(&["gpt", "mock"]), "gpt").unwrap();
+        let routes = resolve_chat(&c, &plan(&["gpt", "mock"]), "gpt").unwrap();
         let names: Vec<_> = routes.iter().map(|r| r.model.as_str()).collect();
         // `mini` is a fallback the plan does not allow: skipped.
         assert_eq!(names, ["gpt", "mock"]);
@@ -189,16 +234,16 @@ mod tests {
         let mut c = config();
         let p = plan(&["g*", "mini"]);
         assert_eq!(
-            resolve(&c, &p, "nope"),
+            resolve_chat(&c, &p, "nope"),
             Err(ResolveError::Unknown("nope".into()))
         );
         assert_eq!(
-            resolve(&c, &p, "secret"),
+            resolve_chat(&c, &p, "secret"),
             Err(ResolveError::NotInPlan("secret".into()))
         );
         c.providers.openai.api_key = None;
         assert_eq!(
-            resolve(&c, &p, "mini"),
+            resolve_chat(&c, &p, "mini"),
             Err(ResolveError::Unavailable("mini".into()))
         );
     }
@@ -207,11 +252,11 @@ mod tests {
     fn the_mock_is_on_in_development_only_unless_configured() {
         let mut c = config();
         let p = plan(&["*"]);
-        assert!(resolve(&c, &p, "mock").is_ok());
+        assert!(resolve_chat(&c, &p, "mock").is_ok());
         c.environment = Environment::Production;
-        assert!(resolve(&c, &p, "mock").is_err());
+        assert!(resolve_chat(&c, &p, "mock").is_err());
         c.providers.mock.enabled = Some(true);
-        assert!(resolve(&c, &p, "mock").is_ok());
+        assert!(resolve_chat(&c, &p, "mock").is_ok());
     }
 
     #[test]

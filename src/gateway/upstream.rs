@@ -6,12 +6,13 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 
 use super::models::{Provider, Route};
 use super::openai::{self, ChatRequest};
+use super::{anthropic, gemini};
 use super::{metrics, mock};
 use crate::config::Config;
 use crate::error::Error;
@@ -95,6 +96,14 @@ enum Attempt {
     Refused(Error),
 }
 
+/// One call as the client sent it.
+pub struct Outgoing<'a> {
+    pub body: &'a Map<String, Value>,
+    pub request: &'a ChatRequest,
+    /// `anthropic-version` and `anthropic-beta` of the client, passed on.
+    pub anthropic_headers: &'a [(HeaderName, HeaderValue)],
+}
+
 impl Upstream {
     /// Sends the call to each route in turn until one answers with a success status; the body
     /// is not read yet. Fallbacks happen only here, before any byte reaches the client.
@@ -102,8 +111,7 @@ impl Upstream {
         &self,
         config: &Config,
         routes: &[Route],
-        client_body: &Map<String, Value>,
-        request: &ChatRequest,
+        call: &Outgoing<'_>,
     ) -> Result<Reply, Error> {
         let mut last = None;
         for (i, route) in routes.iter().enumerate() {
@@ -113,12 +121,9 @@ impl Upstream {
             let sent_at = Instant::now();
             let attempt = match route.provider {
                 Provider::Mock => Ok(Body::Mock(
-                    mock::respond(&config.providers.mock, request, &route.upstream).into(),
+                    mock::respond(&config.providers.mock, call.request, &route.upstream).into(),
                 )),
-                Provider::OpenAi => {
-                    self.openai(config, route, client_body, request.stream)
-                        .await
-                }
+                _ => self.http(config, route, call).await,
             };
             match attempt {
                 Ok(body) => {
@@ -135,23 +140,63 @@ impl Upstream {
         Err(last.unwrap_or_else(|| Error::Unavailable("no model to call".into())))
     }
 
-    async fn openai(
+    /// The provider's HTTP request for this call.
+    fn request(
         &self,
         config: &Config,
         route: &Route,
-        client_body: &Map<String, Value>,
-        stream: bool,
+        call: &Outgoing<'_>,
+    ) -> reqwest::RequestBuilder {
+        let p = &config.providers;
+        let key = |k: &Option<secrecy::SecretString>| {
+            k.as_ref()
+                .map(|k| k.expose_secret().to_string())
+                .unwrap_or_default()
+        };
+        let stream = call.request.stream;
+        let base = |url: &str| url.trim_end_matches('/').to_string();
+        let builder = match route.provider {
+            Provider::Anthropic => {
+                let mut b = self
+                    .http
+                    .post(format!("{}/v1/messages", base(&p.anthropic.base_url)))
+                    .header("x-api-key", key(&p.anthropic.api_key))
+                    .body(anthropic::upstream_body(call.body, &route.upstream));
+                let mut versioned = false;
+                for (name, value) in call.anthropic_headers {
+                    versioned |= name == "anthropic-version";
+                    b = b.header(name.as_str(), value.as_bytes());
+                }
+                if !versioned {
+                    b = b.header("anthropic-version", anthropic::DEFAULT_VERSION);
+                }
+                b
+            }
+            Provider::Gemini => self
+                .http
+                .post(format!(
+                    "{}/{}",
+                    base(&p.gemini.base_url),
+                    gemini::upstream_path(&route.upstream, stream)
+                ))
+                .header("x-goog-api-key", key(&p.gemini.api_key))
+                .body(serde_json::to_vec(call.body).expect("a JSON map serializes")),
+            Provider::OpenAi | Provider::Mock => self
+                .http
+                .post(format!("{}/chat/completions", base(&p.openai.base_url)))
+                .bearer_auth(key(&p.openai.api_key))
+                .body(openai::upstream_body(call.body, &route.upstream, stream)),
+        };
+        builder.header("content-type", "application/json")
+    }
+
+    async fn http(
+        &self,
+        config: &Config,
+        route: &Route,
+        call: &Outgoing<'_>,
     ) -> Result<Body, Attempt> {
-        let p = &config.providers.openai;
-        let url = format!("{}/chat/completions", p.base_url.trim_end_matches('/'));
-        let key = p.api_key.as_ref().map(|k| k.expose_secret()).unwrap_or("");
-        let request = self
-            .http
-            .post(url)
-            .bearer_auth(key)
-            .header("content-type", "application/json")
-            .body(openai::upstream_body(client_body, &route.upstream, stream))
-            .send();
+        let request = self.request(config, route, call).send();
         let timeout = config.gateway.first_byte_timeout();
         let response = match tokio::time::timeout(timeout, request).await {
             Err(_) => {
@@ -177,8 +222,10 @@ impl Upstream {
         }
         metrics::upstream_error(route, status.as_str());
         let body = response.bytes().await.unwrap_or_default();
+        // OpenAI, Anthropic and Gemini all put it at `error.message`.
         let message = openai::error_message(&body).unwrap_or_else(|| "no message".into());
         tracing::warn!(model = %route.model, status = status.as_u16(), %message, "provider error");
+        // 429, 5xx and Anthropic's 529 (overloaded): another model may answer.
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             Err(Attempt::Retryable(Error::Upstream {
                 status: StatusCode::BAD_GATEWAY,

@@ -119,19 +119,36 @@ pub fn masked(presented: &str) -> String {
     }
 }
 
+/// Headers the AI providers' SDKs put their API key in, read when there is no
+/// `Authorization`: Anthropic's (`x-api-key`) and Google's (`x-goog-api-key`). Pointing those
+/// SDKs at tollgate with a tollgate key then works without extra configuration.
+const SDK_KEY_HEADERS: &[&str] = &["x-api-key", "x-goog-api-key"];
+
 /// The credential of `Authorization: Bearer <credential>` (the scheme is case-insensitive, as
-/// RFC 9110 says). The one place every route, the limiter and `/metrics` read it.
+/// RFC 9110 says), else of an SDK key header. The one place every route, the limiter and
+/// `/metrics` read it.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, credential) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| credential.trim())
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let (scheme, credential) = value.to_str().ok()?.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| credential.trim())
+            .filter(|c| !c.is_empty());
+    }
+    SDK_KEY_HEADERS
+        .iter()
+        .find_map(|h| headers.get(*h))
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
         .filter(|c| !c.is_empty())
 }
 
 fn bearer(parts: &Parts) -> Result<&str, Error> {
-    if !parts.headers.contains_key(header::AUTHORIZATION) {
+    let present = parts.headers.contains_key(header::AUTHORIZATION)
+        || SDK_KEY_HEADERS
+            .iter()
+            .any(|h| parts.headers.contains_key(*h));
+    if !present {
         return Err(Error::Unauthorized(
             "missing Authorization: Bearer <API key>".into(),
         ));

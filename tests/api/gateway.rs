@@ -20,25 +20,40 @@ use crate::helpers::{TestApp, problem, spawn_app_with};
 pub const GPT_CALL: i64 = 34_060;
 const CREDIT: i64 = 1_000_000;
 
-fn model(upstream: &str, fallbacks: &[&str]) -> ModelConfig {
+pub fn model(upstream: &str, fallbacks: &[&str]) -> ModelConfig {
+    provider_model("openai", upstream, fallbacks)
+}
+
+pub fn provider_model(provider: &str, upstream: &str, fallbacks: &[&str]) -> ModelConfig {
     ModelConfig {
-        provider: "openai".into(),
+        provider: provider.into(),
         upstream: Some(upstream.into()),
         fallbacks: fallbacks.iter().map(|f| f.to_string()).collect(),
     }
 }
 
-fn app_config(slug: &str, credits: &str) -> AppConfig {
+pub fn app_config(slug: &str, credits: &str) -> AppConfig {
     serde_json::from_value(json!({
         "slug": slug, "credit_usd": "0.01", "markup": "1.3", "default_plan": "free",
         "plans": [{ "id": "free", "name": "Free", "credits": credits,
-            "models": ["gpt", "broken", "nousage", "slow", "tools", "picky", "mock"] }]
+            "models": ["gpt", "broken", "nousage", "slow", "tools", "picky", "mock", "claude*",
+                       "gemini*"] }]
     }))
     .unwrap()
 }
 
 /// The fake upstream and an app whose models point at it: `ai` (10 credits a month), `poor`
 /// (none) and `small` (1 credit).
+/// $2 input, $1 cached input, $8 output per 1M tokens.
+pub fn test_price() -> Price {
+    Price {
+        input: Micros::parse("2.00").unwrap(),
+        output: Micros::parse("8.00").unwrap(),
+        cached_input: Some(Micros::parse("1.00").unwrap()),
+        ..Price::default()
+    }
+}
+
 pub async fn gateway_app() -> (TestApp, FakeOpenAi) {
     let (fake, url) = fake_openai::start().await;
     let app = spawn_app_with(|c: &mut Config| {
@@ -54,15 +69,7 @@ pub async fn gateway_app() -> (TestApp, FakeOpenAi) {
             ("secret", model("gpt-4o", &[])),
         ] {
             c.models.insert(name.into(), m);
-            c.prices.insert(
-                name.into(),
-                Price {
-                    input: Micros::parse("2.00").unwrap(),
-                    output: Micros::parse("8.00").unwrap(),
-                    cached_input: Some(Micros::parse("1.00").unwrap()),
-                    ..Price::default()
-                },
-            );
+            c.prices.insert(name.into(), test_price());
         }
         c.apps = vec![
             app_config("ai", "10"),
@@ -74,7 +81,7 @@ pub async fn gateway_app() -> (TestApp, FakeOpenAi) {
     (app, fake)
 }
 
-async fn chat(app: &TestApp, key: &str, body: Value) -> reqwest::Response {
+pub async fn chat(app: &TestApp, key: &str, body: Value) -> reqwest::Response {
     app.send_as(Method::POST, "/v1/chat/completions", key, Some(body))
         .await
 }
@@ -88,13 +95,13 @@ pub async fn balance(app: &TestApp, key: &str) -> i64 {
     me["credits"]["balance_micros"].as_i64().unwrap()
 }
 
-async fn usage(app: &TestApp, key: &str) -> Vec<Value> {
+pub async fn usage(app: &TestApp, key: &str) -> Vec<Value> {
     let page: Value = app.get_as("/v1/me/usage", key).await.json().await.unwrap();
     page["data"].as_array().unwrap().clone()
 }
 
 /// SSE `data` payloads of a whole streamed answer.
-fn events(text: &str) -> Vec<String> {
+pub fn events(text: &str) -> Vec<String> {
     text.split("\n\n")
         .filter_map(|e| e.strip_prefix("data: "))
         .map(String::from)

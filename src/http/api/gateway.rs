@@ -4,17 +4,21 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::money::{PageQuery, consume_quota, invalid};
 use crate::error::{Error, Result};
-use crate::gateway::{call, models, openai};
+use crate::gateway::format::Format;
+use crate::gateway::openai::ChatRequest;
+use crate::gateway::upstream::Outgoing;
+use crate::gateway::{anthropic, call, gemini, models, openai};
 use crate::http::AppState;
 use crate::http::auth::{InvitedUser, UserAuth};
 use crate::store::ledger::{self, Target};
@@ -27,6 +31,8 @@ pub const REQUESTS_METRIC: &str = "requests";
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(chat_completions))
+        .routes(routes!(anthropic_messages))
+        .routes(routes!(gemini_generate))
         .routes(routes!(list_models))
         .routes(routes!(my_usage))
 }
@@ -53,19 +59,140 @@ pub async fn chat_completions(
     InvitedUser(auth): InvitedUser,
     body: Bytes,
 ) -> Result<Response> {
-    let map: Map<String, Value> = serde_json::from_slice(&body)
-        .map_err(|e| Error::BadRequest(format!("the body is not a JSON object: {e}")))?;
+    let map = json_object(&body)?;
     let request = openai::parse_request(&map).map_err(Error::Validation)?;
+    serve_call(
+        &state,
+        &auth,
+        Format::OpenAiChat,
+        &map,
+        &request,
+        body.len(),
+        &[],
+    )
+    .await
+}
+
+/// Anthropic's Messages API, passed through: the body and the answer are Anthropic's (the
+/// model name mapped), usage is read from the provider's own events. The Anthropic SDKs work
+/// with `base_url` = `…/anthropic` and a tollgate user key as the API key.
+#[utoipa::path(post, path = "/anthropic/v1/messages", tag = "gateway",
+    security(("api_key" = [])),
+    request_body(content = Object, description = "An Anthropic Messages request"),
+    responses(
+        (status = 200, description = "The provider's answer (JSON, or SSE when `stream` is true)", body = Object),
+        (status = 402, description = "The user's credits do not cover the call's maximum cost", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or a model of another provider", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn anthropic_messages(
+    State(state): State<AppState>,
+    InvitedUser(auth): InvitedUser,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    let map = json_object(&body)?;
+    let request = anthropic::parse_request(&map).map_err(Error::Validation)?;
+    let passed: Vec<(HeaderName, HeaderValue)> = ["anthropic-version", "anthropic-beta"]
+        .into_iter()
+        .filter_map(|n| {
+            headers
+                .get(n)
+                .map(|v| (HeaderName::from_static(n), v.clone()))
+        })
+        .collect();
+    serve_call(
+        &state,
+        &auth,
+        Format::Anthropic,
+        &map,
+        &request,
+        body.len(),
+        &passed,
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct GeminiQuery {
+    /// `sse` (required for `streamGenerateContent`).
+    pub alt: Option<String>,
+}
+
+/// Gemini's `generateContent` and `streamGenerateContent` (with `alt=sse`), passed through:
+/// the path names the model and the method (`gemini-2.5-flash:generateContent`). The Google
+/// GenAI SDKs work with the base URL `…/gemini` and a tollgate user key as the API key.
+#[utoipa::path(post, path = "/gemini/v1beta/models/{target}", tag = "gateway",
+    security(("api_key" = [])),
+    params(("target" = String, Path, description = "`{model}:generateContent` or `{model}:streamGenerateContent`"), GeminiQuery),
+    request_body(content = Object, description = "A Gemini GenerateContentRequest"),
+    responses(
+        (status = 200, description = "The provider's answer (JSON, or SSE when streaming)", body = Object),
+        (status = 402, description = "The user's credits do not cover the call's maximum cost", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or a model of another provider", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn gemini_generate(
+    State(state): State<AppState>,
+    InvitedUser(auth): InvitedUser,
+    Path(target): Path<String>,
+    Query(q): Query<GeminiQuery>,
+    body: Bytes,
+) -> Result<Response> {
+    let (model, stream) = match target.rsplit_once(':') {
+        Some((m, "generateContent")) => (m, false),
+        Some((m, "streamGenerateContent")) => {
+            if q.alt.as_deref() != Some("sse") {
+                return Err(invalid(
+                    "alt",
+                    "streamGenerateContent is served as Server-Sent Events: add ?alt=sse",
+                ));
+            }
+            (m, true)
+        }
+        _ => {
+            return Err(Error::NotFound(format!(
+                "no method {target:?}: expected {{model}}:generateContent or {{model}}:streamGenerateContent"
+            )));
+        }
+    };
+    let map = json_object(&body)?;
+    let request = gemini::parse_request(model, stream, &map).map_err(Error::Validation)?;
+    serve_call(
+        &state,
+        &auth,
+        Format::Gemini,
+        &map,
+        &request,
+        body.len(),
+        &[],
+    )
+    .await
+}
+
+fn json_object(body: &[u8]) -> Result<Map<String, Value>> {
+    serde_json::from_slice(body)
+        .map_err(|e| Error::BadRequest(format!("the body is not a JSON object: {e}")))
+}
+
+/// One metered call in any format: plan → quota → hold → provider (with fallbacks) → settle.
+async fn serve_call(
+    state: &AppState,
+    auth: &UserAuth,
+    format: Format,
+    map: &Map<String, Value>,
+    request: &ChatRequest,
+    body_len: usize,
+    anthropic_headers: &[(HeaderName, HeaderValue)],
+) -> Result<Response> {
     let t = Target {
         app_id: auth.app_id,
         user_id: auth.user_id,
     };
     let config = &state.config;
     let (user, plan) = ledger::refresh(&state.db, t, &auth.billing).await?;
-    let routes = models::resolve(config, &plan, &request.model)?;
+    let routes = models::resolve(config, &plan, &request.model, format)?;
     consume_quota(&state.db, t, &user, &plan, REQUESTS_METRIC, 1, now_ms()).await?;
     let conversion = auth.billing.conversion();
-    let amount = call::hold_amount(&routes, &request, body.len(), config, &conversion)?;
+    let amount = call::hold_amount(&routes, request, body_len, config, &conversion)?;
     let meter = call::Meter::open(
         &state.db,
         config,
@@ -73,11 +200,17 @@ pub async fn chat_completions(
         &auth.app_slug,
         &plan,
         conversion,
-        &request,
+        request,
+        format,
         amount,
     )
     .await?;
-    let reply = match state.upstream.send(config, &routes, &map, &request).await {
+    let outgoing = Outgoing {
+        body: map,
+        request,
+        anthropic_headers,
+    };
+    let reply = match state.upstream.send(config, &routes, &outgoing).await {
         Ok(reply) => reply,
         Err(e) => {
             meter.release("ai call: the provider failed").await;

@@ -1,0 +1,128 @@
+//! The wire format of a call — OpenAI chat completions, Anthropic messages, Gemini
+//! generateContent — and, per format, where the usage and the generated text are, in a whole
+//! answer and in a stream.
+
+use serde_json::Value;
+
+use super::models::Provider;
+use super::usage::Usage;
+use super::{anthropic, gemini, openai};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `/v1/chat/completions`: OpenAI and anything speaking its API, and the mock.
+    OpenAiChat,
+    /// `/anthropic/v1/messages`, passed through.
+    Anthropic,
+    /// `/gemini/v1beta/models/{model}:generateContent`, passed through.
+    Gemini,
+}
+
+impl Format {
+    /// Whether a provider answers in this format (a pass-through call goes only to its own).
+    pub fn served_by(self, p: Provider) -> bool {
+        matches!(
+            (self, p),
+            (Format::OpenAiChat, Provider::OpenAi | Provider::Mock)
+                | (Format::Anthropic, Provider::Anthropic)
+                | (Format::Gemini, Provider::Gemini)
+        )
+    }
+
+    /// Usage in a whole (non-streamed) answer.
+    pub fn usage_of(self, v: &Value) -> Option<Usage> {
+        match self {
+            Format::OpenAiChat => openai::usage_of(v),
+            Format::Anthropic => v.get("usage").and_then(anthropic::usage_in),
+            Format::Gemini => gemini::usage_of(v),
+        }
+    }
+
+    /// Characters of generated text in a whole answer.
+    pub fn response_chars(self, v: &Value) -> usize {
+        match self {
+            Format::OpenAiChat => openai::response_chars(v),
+            Format::Anthropic => anthropic::response_chars(v),
+            Format::Gemini => gemini::response_chars(v),
+        }
+    }
+}
+
+/// What a stream has told so far.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    format: Format,
+    /// Characters of generated text.
+    pub chars: usize,
+    usage: Option<Usage>,
+    anthropic: anthropic::StreamState,
+}
+
+/// What one event carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Observed {
+    pub chars: usize,
+    /// OpenAI's extra usage chunk (`choices: []`), which a client that did not ask for it
+    /// must not see.
+    pub usage_only: bool,
+}
+
+impl Tally {
+    pub fn new(format: Format) -> Tally {
+        Tally {
+            format,
+            chars: 0,
+            usage: None,
+            anthropic: anthropic::StreamState::default(),
+        }
+    }
+
+    /// Reads one event's `data`.
+    pub fn observe(&mut self, data: &str) -> Observed {
+        let seen = match self.format {
+            Format::OpenAiChat => match openai::parse_chunk(data) {
+                Some(c) => {
+                    if c.usage.is_some() {
+                        self.usage = c.usage;
+                    }
+                    Observed {
+                        chars: c.chars,
+                        usage_only: c.usage_only,
+                    }
+                }
+                None => Observed::default(),
+            },
+            Format::Anthropic => Observed {
+                chars: self.anthropic.observe(data),
+                usage_only: false,
+            },
+            Format::Gemini => match serde_json::from_str::<Value>(data) {
+                Ok(v) => {
+                    if let Some(u) = gemini::usage_of(&v) {
+                        self.usage = Some(u);
+                    }
+                    Observed {
+                        chars: gemini::response_chars(&v),
+                        usage_only: false,
+                    }
+                }
+                Err(_) => Observed::default(),
+            },
+        };
+        self.chars += seen.chars;
+        seen
+    }
+
+    /// The provider's usage if it reported it; else what it reported in part with the rest
+    /// estimated; else an estimate (flagged) from the prompt and the generated text.
+    pub fn usage(&self, prompt_chars: usize) -> Usage {
+        let reported = match self.format {
+            Format::Anthropic => self
+                .anthropic
+                .usage()
+                .or_else(|| self.anthropic.partial(self.chars)),
+            _ => self.usage,
+        };
+        reported.unwrap_or_else(|| Usage::estimate(prompt_chars, self.chars))
+    }
+}
