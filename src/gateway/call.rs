@@ -22,7 +22,7 @@ use crate::domain::plans::Plan;
 use crate::domain::pricing::{Conversion, Tokens};
 use crate::error::{Error, Result};
 use crate::store::ledger::{self, Note, Target};
-use crate::store::usage::{self, NewUsage};
+use crate::store::usage::NewUsage;
 use crate::store::{Db, now_ms};
 
 /// The most a call can cost on any of its routes: every byte of the request a prompt token
@@ -141,28 +141,6 @@ impl Meter {
         ttft: Option<Duration>,
     ) -> i64 {
         let charged = self.cost(reply.route, &usage);
-        let settled = if charged > 0 {
-            ledger::settle(
-                &self.db,
-                self.t.app_id,
-                self.hold_id,
-                charged,
-                Some("ai call"),
-            )
-            .await
-        } else {
-            ledger::release(
-                &self.db,
-                self.t.app_id,
-                self.hold_id,
-                Some("ai call: nothing used"),
-            )
-            .await
-        };
-        if let Err(e) = settled {
-            // The hold stays open; the expiry job settles it at the recorded usage.
-            tracing::error!(hold_id = self.hold_id, error = %e, "settling a hold failed");
-        }
         let duration = reply.sent_at.elapsed();
         let record = NewUsage {
             request_id: &self.request_id,
@@ -180,8 +158,10 @@ impl Meter {
             latency_ms: duration.as_millis() as i64,
             ttft_ms: ttft.map(|t| t.as_millis() as i64),
         };
-        if let Err(e) = usage::insert(&self.db, self.t, &record).await {
-            tracing::error!(error = %e, "writing a usage record failed");
+        // The charge and its usage record are one transaction.
+        if let Err(e) = ledger::close_call(&self.db, self.t, self.hold_id, charged, &record).await {
+            // The hold stays open; the expiry job settles it at the recorded usage.
+            tracing::error!(hold_id = self.hold_id, error = %e, "settling a hold failed");
         }
         metrics::finished(&metrics::Finished {
             app: &self.app_slug,

@@ -2,10 +2,10 @@
 
 use serde::Serialize;
 
-use crate::scoped_run;
 use crate::store::ledger::Target;
 use crate::store::scope::Scope;
-use crate::store::{Db, now_ms};
+use crate::store::{Db, Tx, now_ms};
+use crate::{scoped_run, tx_run};
 
 /// What one call used and cost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -52,8 +52,9 @@ pub struct NewUsage<'a> {
     pub ttft_ms: Option<i64>,
 }
 
-pub async fn insert(db: &Db, t: Target, u: &NewUsage<'_>) -> Result<i64, sqlx::Error> {
-    scoped_run!(db, Scope::App(t.app_id), c => sqlx::query_scalar(
+/// Writes a record in the caller's (scoped) transaction.
+pub async fn insert_tx(tx: &mut Tx, t: Target, u: &NewUsage<'_>) -> Result<i64, sqlx::Error> {
+    tx_run!(tx, c => sqlx::query_scalar(
         "INSERT INTO usage_records (app_id, user_id, request_id, model, provider, upstream_model, \
          input_tokens, cached_input_tokens, output_tokens, cost, hold_id, status, estimated, \
          stream, latency_ms, ttft_ms, created_at) \
@@ -63,7 +64,7 @@ pub async fn insert(db: &Db, t: Target, u: &NewUsage<'_>) -> Result<i64, sqlx::E
         .bind(u.upstream_model).bind(u.input_tokens as i64).bind(u.cached_input_tokens as i64)
         .bind(u.output_tokens as i64).bind(u.cost).bind(u.hold_id).bind(u.status)
         .bind(u.estimated).bind(u.stream).bind(u.latency_ms).bind(u.ttft_ms).bind(now_ms())
-        .fetch_one(c).await)
+        .fetch_one(&mut **c).await)
 }
 
 type UsageTuple = (

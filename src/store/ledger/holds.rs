@@ -176,6 +176,25 @@ pub async fn release(
     resolve(db, app_id, hold_id, Resolution::Release, "released", reason).await
 }
 
+/// Settles an AI call's hold at `charged` (releases it at 0) and writes the call's usage
+/// record in the same transaction: the charge and its record exist together or not at all.
+/// `t` is the hold's user, known to the caller (one read fewer than [`settle`]).
+pub async fn close_call(
+    db: &Db,
+    t: Target,
+    hold_id: i64,
+    charged: i64,
+    usage: &crate::store::usage::NewUsage<'_>,
+) -> Result<Written<HoldRow>, LedgerError> {
+    let (how, state, reason) = if charged > 0 {
+        (Resolution::Settle(charged), "settled", "ai call")
+    } else {
+        (Resolution::Release, "released", "ai call: nothing used")
+    };
+    resolve_with(db, t.app_id, Some(t.user_id), hold_id, how, state, Some(reason), Some(usage))
+        .await
+}
+
 async fn resolve(
     db: &Db,
     app_id: i64,
@@ -184,19 +203,37 @@ async fn resolve(
     state: &'static str,
     reason: Option<&str>,
 ) -> Result<Written<HoldRow>, LedgerError> {
+    resolve_with(db, app_id, None, hold_id, how, state, reason, None).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn resolve_with(
+    db: &Db,
+    app_id: i64,
+    user_id: Option<i64>,
+    hold_id: i64,
+    how: Resolution,
+    state: &'static str,
+    reason: Option<&str>,
+    usage: Option<&crate::store::usage::NewUsage<'_>>,
+) -> Result<Written<HoldRow>, LedgerError> {
     let not_found = || LedgerError::NotFound(format!("no hold {hold_id}"));
     // The hold names its user; the user's account is locked before the hold is re-read, so
     // its state cannot change between the check and the update.
     let mut tx = db.begin().await?;
     scope::apply_tx(&mut tx, Scope::App(app_id)).await?;
-    let user_id: i64 = tx_run!(&mut tx, c => sqlx::query_scalar(
-        "SELECT user_id FROM credit_holds WHERE app_id = $1 AND id = $2")
-        .bind(app_id).bind(hold_id).fetch_optional(&mut **c).await)?
-    .ok_or_else(not_found)?;
+    let user_id = match user_id {
+        Some(id) => id,
+        None => tx_run!(&mut tx, c => sqlx::query_scalar(
+            "SELECT user_id FROM credit_holds WHERE app_id = $1 AND id = $2")
+            .bind(app_id).bind(hold_id).fetch_optional(&mut **c).await)?
+        .ok_or_else(not_found)?,
+    };
     let t = Target { app_id, user_id };
     let mut account = lock(&mut tx, t).await?;
     let hold = hold_in(&mut tx, app_id, hold_id)
         .await?
+        .filter(|h| h.user_id == user_id)
         .ok_or_else(not_found)?;
     let charged = match how {
         Resolution::Settle(actual) => actual,
@@ -248,6 +285,9 @@ async fn resolve(
     append(&mut tx, t, account.balance, entry).await?;
     // What the hold still covered of expired buckets can expire now.
     expire_due(&mut tx, t, &mut account).await?;
+    if let Some(usage) = usage {
+        crate::store::usage::insert_tx(&mut tx, t, usage).await?;
+    }
     tx.commit().await?;
     Ok(Written::New(hold_row(closed)))
 }

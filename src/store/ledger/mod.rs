@@ -13,7 +13,9 @@ mod period;
 mod read;
 mod snapshot;
 
-pub use holds::{HoldRow, Resolution, expire_holds, record_usage, release, reserve, settle};
+pub use holds::{
+    HoldRow, Resolution, close_call, expire_holds, record_usage, release, reserve, settle,
+};
 pub use period::{
     UserPlan, existing_keys, grant_period_credits, period_key, refresh, set_plan, user_plan,
     users_page,
