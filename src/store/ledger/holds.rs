@@ -191,8 +191,17 @@ pub async fn close_call(
     } else {
         (Resolution::Release, "released", "ai call: nothing used")
     };
-    resolve_with(db, t.app_id, Some(t.user_id), hold_id, how, state, Some(reason), Some(usage))
-        .await
+    resolve_with(
+        db,
+        t.app_id,
+        Some(t.user_id),
+        hold_id,
+        how,
+        state,
+        Some(reason),
+        Some(usage),
+    )
+    .await
 }
 
 async fn resolve(
