@@ -3,6 +3,8 @@
 //! same method, path and body replays them with `Idempotent-Replayed: true`; a repeat with a
 //! different request is a 422; a repeat while the first still runs is a 409. Answers of 5xx
 //! (and 429) are not stored, so a retry runs again — the failed request changed nothing.
+//! Streamed answers (`text/event-stream`) are stored whole once they end and replayed as one
+//! body with the same events.
 //!
 //! The request runs in its own task: a client that hangs up mid-request does not cancel it, so
 //! the stored answer always matches what was committed.
@@ -138,7 +140,8 @@ fn fingerprint(method: &Method, uri: &axum::http::Uri, body: &Bytes) -> String {
     hex::encode(h.finalize())
 }
 
-/// Stores the final answer (or forgets the claim for 5xx, 429 and streams) and returns it.
+/// Stores the final answer (or forgets the claim for 5xx and 429) and returns it. A stream is
+/// stored as it passes, once it has ended.
 async fn finish(
     state: &AppState,
     app_id: Option<i64>,
@@ -146,31 +149,95 @@ async fn finish(
     response: Response,
 ) -> Result<Response, Error> {
     let status = response.status();
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        idempotency::abandon(&state.db, app_id, id).await?;
+        return Ok(response);
+    }
     let streaming = response
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || streaming {
-        idempotency::abandon(&state.db, app_id, id).await?;
-        return Ok(response);
+    if streaming {
+        return Ok(tee_stream(state.clone(), app_id, id, response));
     }
     let (parts, body) = response.into_parts();
     let body = to_bytes(body, MAX_STORED_BODY)
         .await
         .map_err(|e| Error::Internal(anyhow::anyhow!("reading the answer to store: {e}")))?;
-    let headers: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        .filter(|(name, _)| *name != header::CONTENT_LENGTH)
-        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
-        .collect();
     let stored = Stored {
         status: status.as_u16(),
-        headers: serde_json::to_string(&headers).unwrap_or_else(|_| "[]".into()),
+        headers: stored_headers(&parts.headers),
         body: body.to_vec(),
     };
     idempotency::complete(&state.db, app_id, id, &stored).await?;
     Ok(Response::from_parts(parts, Body::from(body)))
+}
+
+fn stored_headers(headers: &HeaderMap) -> String {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(name, _)| *name != header::CONTENT_LENGTH)
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+        .collect();
+    serde_json::to_string(&headers).unwrap_or_else(|_| "[]".into())
+}
+
+/// Passes a streamed answer to the client while keeping a copy, and stores the copy when the
+/// stream has ended — read to its end even if the client leaves, so a retry with the same key
+/// replays the whole answer (the key stays "in flight", 409, until then). The client's stream
+/// ends only after the copy is stored, so a retry right after the last byte replays it. A
+/// stream larger than the stored-answer limit, or one that fails, is not stored: its retry
+/// runs again.
+fn tee_stream(state: AppState, app_id: Option<i64>, id: i64, response: Response) -> Response {
+    use futures_util::StreamExt;
+    let (parts, body) = response.into_parts();
+    let headers = stored_headers(&parts.headers);
+    let status = parts.status.as_u16();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+    tokio::spawn(async move {
+        let mut source = body.into_data_stream();
+        let mut copy = Some(Vec::new());
+        let mut client = Some(tx);
+        while let Some(chunk) = source.next().await {
+            let Ok(bytes) = chunk else {
+                copy = None;
+                break;
+            };
+            if let Some(c) = copy.as_mut() {
+                if c.len() + bytes.len() > MAX_STORED_BODY {
+                    copy = None;
+                } else {
+                    c.extend_from_slice(&bytes);
+                }
+            }
+            if let Some(out) = &client
+                && out.send(bytes).await.is_err()
+            {
+                client = None; // the client left; keep reading to store the whole answer
+            }
+        }
+        let saved = match copy {
+            Some(body) => {
+                let stored = Stored {
+                    status,
+                    headers,
+                    body,
+                };
+                idempotency::complete(&state.db, app_id, id, &stored).await
+            }
+            None => idempotency::abandon(&state.db, app_id, id).await,
+        };
+        if let Err(e) = saved {
+            tracing::error!(error = %e, "storing a streamed answer for its Idempotency-Key failed");
+        }
+        drop(client);
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    Response::from_parts(parts, Body::from_stream(stream))
 }
 
 fn replay(stored: Stored) -> Response {

@@ -457,3 +457,58 @@ async fn the_built_in_mock_serves_new_development_apps_for_a_visible_charge() {
     // "Say hi" ≈ 2 tokens at $1/1M + 12 tokens at $2/1M + the $0.01 fee = $0.010026 = 1.0026 credits.
     assert_eq!(balance(&app, &key).await, 100 * CREDIT - 1_002_600);
 }
+
+#[tokio::test]
+async fn a_retried_stream_is_replayed_whole_and_charged_once_and_409_while_running() {
+    let (app, fake) = gateway_app().await;
+    let key = app.user_key("ai", "alice").await;
+    let start = balance(&app, &key).await;
+    let mut body = hello("slow");
+    body["stream"] = json!(true);
+    let send = |idempotency_key: &'static str| {
+        app.client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .header("idempotency-key", idempotency_key)
+            .json(&body)
+            .send()
+    };
+    // The client leaves early; the answer still runs to its end and is stored.
+    let mut first = send("stream-1").await.unwrap();
+    assert_eq!(first.status(), 200);
+    first.chunk().await.unwrap().unwrap();
+    drop(first);
+    let p = problem(send("stream-1").await.unwrap(), 409).await;
+    assert_eq!(p["type"], "urn:tollgate:problem:conflict");
+    // 200 chunks 20 ms apart: done within ~4 s.
+    let mut replay = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = send("stream-1").await.unwrap();
+        if r.status() == 200 {
+            replay = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), 409);
+    }
+    let replay = replay.expect("the stream finished and was stored");
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert!(
+        replay.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let got = events(&replay.text().await.unwrap());
+    assert_eq!(got.last().unwrap(), "[DONE]");
+    assert_eq!(got.iter().filter(|e| e.contains("word ")).count(), 200);
+    assert_eq!(fake.received().len(), 1, "one provider call");
+    let records = usage(&app, &key).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["status"], "ok");
+    assert_eq!(
+        balance(&app, &key).await,
+        start - GPT_CALL,
+        "charged once, in full"
+    );
+}
