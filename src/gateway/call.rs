@@ -16,7 +16,7 @@ use super::models::Route;
 use super::openai::ChatRequest;
 use super::upstream::Reply;
 use super::usage::Usage;
-use super::{metrics, sse};
+use super::{chat_to_anthropic, metrics, sse};
 use crate::config::Config;
 use crate::domain::plans::Plan;
 use crate::domain::pricing::{Conversion, Tokens};
@@ -205,10 +205,17 @@ pub async fn complete(meter: Meter, mut reply: Reply, idle: Duration) -> Result<
         }
     };
     let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let format = meter.format;
-    let usage = format
+    // Usage is read in the provider's format; the client gets its own.
+    let source = Format::of(info.route.provider);
+    let usage = source
         .usage_of(&parsed)
-        .unwrap_or_else(|| Usage::estimate(meter.prompt_chars, format.response_chars(&parsed)));
+        .unwrap_or_else(|| Usage::estimate(meter.prompt_chars, source.response_chars(&parsed)));
+    let body = if meter.format == source {
+        body
+    } else {
+        serde_json::to_vec(&chat_to_anthropic::response(&parsed, &info.route.model))
+            .expect("JSON serializes")
+    };
     meter.settle(&info, usage, "ok", None).await;
     Ok((
         [(
@@ -276,7 +283,11 @@ async fn pump(
     tx: mpsc::Sender<Bytes>,
 ) {
     let mut parser = sse::Parser::new();
-    let mut tally = Tally::new(meter.format);
+    let source = Format::of(reply.route.provider);
+    let mut tally = Tally::new(source);
+    // A chat completion served by Anthropic: its events become chat chunks.
+    let mut translator = (meter.format != source)
+        .then(|| chat_to_anthropic::StreamTranslator::new(&reply.route.model, client_wants_usage));
     let mut ttft = None;
     let mut status = "ok";
     let mut last_progress = Instant::now();
@@ -309,9 +320,15 @@ async fn pump(
                     continue;
                 }
             }
-            if tx.send(Bytes::from(event.raw)).await.is_err() {
-                status = "client_disconnected";
-                break 'read;
+            let out = match translator.as_mut() {
+                Some(t) => t.event(&event.data).into_iter().map(Bytes::from).collect(),
+                None => vec![Bytes::from(event.raw)],
+            };
+            for bytes in out {
+                if tx.send(bytes).await.is_err() {
+                    status = "client_disconnected";
+                    break 'read;
+                }
             }
         }
         if last_progress.elapsed() >= PROGRESS_EVERY {
@@ -328,6 +345,10 @@ async fn pump(
     };
     if status == "upstream_broken" {
         let _ = tx.send(broken_event(meter.format)).await;
+        // A translated stream still ends the way chat streams do.
+        if translator.is_some() {
+            let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+        }
     }
     // The client's stream ends only once the call is settled: a balance read after the last
     // byte already shows the charge.

@@ -2,11 +2,12 @@
 //! generateContent — and, per format, where the usage and the generated text are, in a whole
 //! answer and in a stream.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::models::Provider;
+use super::models::{Provider, Route};
 use super::usage::Usage;
-use super::{anthropic, gemini, openai};
+use super::{anthropic, chat_to_anthropic, gemini, openai};
+use crate::error::FieldError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -19,14 +20,53 @@ pub enum Format {
 }
 
 impl Format {
-    /// Whether a provider answers in this format (a pass-through call goes only to its own).
+    /// Whether a provider can serve a call made in this format: natively, or (chat
+    /// completions on Anthropic) through translation. A pass-through call goes only to its own.
     pub fn served_by(self, p: Provider) -> bool {
         matches!(
             (self, p),
-            (Format::OpenAiChat, Provider::OpenAi | Provider::Mock)
-                | (Format::Anthropic, Provider::Anthropic)
+            (
+                Format::OpenAiChat,
+                Provider::OpenAi | Provider::Mock | Provider::Anthropic
+            ) | (Format::Anthropic, Provider::Anthropic)
                 | (Format::Gemini, Provider::Gemini)
         )
+    }
+
+    /// The format a provider answers in.
+    pub fn of(p: Provider) -> Format {
+        match p {
+            Provider::OpenAi | Provider::Mock => Format::OpenAiChat,
+            Provider::Anthropic => Format::Anthropic,
+            Provider::Gemini => Format::Gemini,
+        }
+    }
+
+    /// The body to send to `route` for a call made in this format: the client's with the
+    /// model mapped, or its translation; the fields that cannot be translated otherwise.
+    pub fn upstream_body(
+        self,
+        route: &Route,
+        body: &Map<String, Value>,
+        stream: bool,
+        default_max_tokens: u64,
+    ) -> Result<Vec<u8>, Vec<FieldError>> {
+        let json = |m: &Map<String, Value>| serde_json::to_vec(m).expect("a JSON map serializes");
+        Ok(match (self, route.provider) {
+            (_, Provider::Mock) => Vec::new(),
+            (Format::OpenAiChat, Provider::Anthropic) => {
+                let mut translated =
+                    chat_to_anthropic::request(body, &route.upstream, default_max_tokens)?;
+                translated.remove("stream");
+                if stream {
+                    translated.insert("stream".into(), Value::Bool(true));
+                }
+                json(&translated)
+            }
+            (Format::OpenAiChat, _) => openai::upstream_body(body, &route.upstream, stream),
+            (Format::Anthropic, _) => anthropic::upstream_body(body, &route.upstream),
+            (Format::Gemini, _) => json(body),
+        })
     }
 
     /// Usage in a whole (non-streamed) answer.

@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 pub mod call;
+pub mod chat_to_anthropic;
 pub mod format;
 pub mod gemini;
 pub mod metrics;

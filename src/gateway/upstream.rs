@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use secrecy::ExposeSecret;
-use serde_json::{Map, Value};
 
 use super::models::{Provider, Route};
 use super::openai::{self, ChatRequest};
@@ -96,9 +95,10 @@ enum Attempt {
     Refused(Error),
 }
 
-/// One call as the client sent it.
+/// One call, ready for each of its routes.
 pub struct Outgoing<'a> {
-    pub body: &'a Map<String, Value>,
+    /// The body for each route, in the order of the routes (`Format::upstream_body`).
+    pub bodies: &'a [Vec<u8>],
     pub request: &'a ChatRequest,
     /// `anthropic-version` and `anthropic-beta` of the client, passed on.
     pub anthropic_headers: &'a [(HeaderName, HeaderValue)],
@@ -123,7 +123,7 @@ impl Upstream {
                 Provider::Mock => Ok(Body::Mock(
                     mock::respond(&config.providers.mock, call.request, &route.upstream).into(),
                 )),
-                _ => self.http(config, route, call).await,
+                _ => self.http(config, route, &call.bodies[i], call).await,
             };
             match attempt {
                 Ok(body) => {
@@ -145,6 +145,7 @@ impl Upstream {
         &self,
         config: &Config,
         route: &Route,
+        body: &[u8],
         call: &Outgoing<'_>,
     ) -> reqwest::RequestBuilder {
         let p = &config.providers;
@@ -161,7 +162,7 @@ impl Upstream {
                     .http
                     .post(format!("{}/v1/messages", base(&p.anthropic.base_url)))
                     .header("x-api-key", key(&p.anthropic.api_key))
-                    .body(anthropic::upstream_body(call.body, &route.upstream));
+                    .body(body.to_vec());
                 let mut versioned = false;
                 for (name, value) in call.anthropic_headers {
                     versioned |= name == "anthropic-version";
@@ -180,12 +181,12 @@ impl Upstream {
                     gemini::upstream_path(&route.upstream, stream)
                 ))
                 .header("x-goog-api-key", key(&p.gemini.api_key))
-                .body(serde_json::to_vec(call.body).expect("a JSON map serializes")),
+                .body(body.to_vec()),
             Provider::OpenAi | Provider::Mock => self
                 .http
                 .post(format!("{}/chat/completions", base(&p.openai.base_url)))
                 .bearer_auth(key(&p.openai.api_key))
-                .body(openai::upstream_body(call.body, &route.upstream, stream)),
+                .body(body.to_vec()),
         };
         builder.header("content-type", "application/json")
     }
@@ -194,9 +195,10 @@ impl Upstream {
         &self,
         config: &Config,
         route: &Route,
+        body: &[u8],
         call: &Outgoing<'_>,
     ) -> Result<Body, Attempt> {
-        let request = self.request(config, route, call).send();
+        let request = self.request(config, route, body, call).send();
         let timeout = config.gateway.first_byte_timeout();
         let response = match tokio::time::timeout(timeout, request).await {
             Err(_) => {

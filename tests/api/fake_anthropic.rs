@@ -3,7 +3,9 @@
 //! `content_block_delta`s → `content_block_stop` → `message_delta` (output usage) →
 //! `message_stop`, each with its `event:` line; errors as `{"type":"error","error":{…}}`.
 //! By model: `claude-busy` answers 529 overloaded; `claude-cut` stops streaming after the
-//! first text delta (no `message_delta`); anything else answers "Hello".
+//! first text delta (no `message_delta`); `claude-tools` streams a `get_weather` tool call
+//! (`tool_use` block, `input_json_delta`s, stop reason `tool_use`); anything else answers
+//! "Hello".
 
 use std::sync::{Arc, Mutex};
 
@@ -81,6 +83,48 @@ async fn messages(State(fake): State<FakeAnthropic>, headers: HeaderMap, body: B
             "model": model, "content": [{"type": "text", "text": "Hello"}],
             "stop_reason": "end_turn", "stop_sequence": null, "usage": usage});
         return ([("content-type", "application/json")], message.to_string()).into_response();
+    }
+    if model == "claude-tools" {
+        let events = [
+            (
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "msg_tools",
+                "type": "message", "role": "assistant", "model": model, "content": [],
+                "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 25, "output_tokens": 1}}}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "tool_use", "id": "toolu_fake1", "name": "get_weather",
+                "input": {}}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": "{\"location\": "}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": "\"Paris\"}"}}),
+            ),
+            (
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
+            (
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "tool_use",
+                "stop_sequence": null}, "usage": {"output_tokens": 15}}),
+            ),
+            ("message_stop", json!({"type": "message_stop"})),
+        ];
+        let text: String = events
+            .into_iter()
+            .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
+            .collect();
+        return ([("content-type", "text/event-stream")], text).into_response();
     }
     let mut events = vec![
         (

@@ -38,6 +38,10 @@ async fn native_app() -> (TestApp, FakeAnthropic, FakeGemini) {
                 provider_model("anthropic", "claude-busy", &["gpt", "claude"]),
             ),
             ("claude-cut", provider_model("anthropic", "claude-cut", &[])),
+            (
+                "claude-tools",
+                provider_model("anthropic", "claude-tools", &[]),
+            ),
             ("gemini", provider_model("gemini", "gemini-2.5-flash", &[])),
             ("gpt", provider_model("openai", "gpt-4o", &[])),
         ] {
@@ -231,7 +235,7 @@ async fn a_model_called_through_another_providers_route_is_refused_by_name() {
         chat(
             &app,
             &key,
-            json!({"model": "claude",
+            json!({"model": "gemini",
         "messages": [{"role": "user", "content": "hi"}]}),
         )
         .await,
@@ -242,7 +246,7 @@ async fn a_model_called_through_another_providers_route_is_refused_by_name() {
         p["errors"][0]["message"]
             .as_str()
             .unwrap()
-            .contains("/anthropic/v1/messages")
+            .contains("/gemini/v1beta/models/")
     );
     let p = problem(
         app.send_as(
@@ -261,4 +265,110 @@ async fn a_model_called_through_another_providers_route_is_refused_by_name() {
         "messages and max_tokens: {p}"
     );
     assert!(anthropic.received().is_empty() && gemini.received().is_empty());
+}
+
+/// Anthropic usage as OpenAI reports it: prompt = 25 input + 5 cache writes + 10 cache reads.
+const CLAUDE_PROMPT_TOKENS: i64 = 40;
+
+#[tokio::test]
+async fn chat_completions_on_an_anthropic_model_are_translated_both_ways() {
+    let (app, fake, _) = native_app().await;
+    let key = app.user_key("ai", "alice").await;
+    let start = balance(&app, &key).await;
+    let r = chat(
+        &app,
+        &key,
+        json!({"model": "claude", "max_tokens": 200, "stop": ["END"], "messages": [
+            {"role": "system", "content": "Be brief"},
+            {"role": "user", "content": "Say hello"}]}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["object"], "chat.completion");
+    assert_eq!(answer["choices"][0]["message"]["content"], "Hello");
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    assert_eq!(answer["usage"]["prompt_tokens"], CLAUDE_PROMPT_TOKENS);
+    assert_eq!(answer["usage"]["completion_tokens"], 15);
+    let (_, sent) = &fake.received()[0];
+    assert_eq!(sent["model"], "claude-sonnet-4-5");
+    assert_eq!(sent["system"], "Be brief");
+    assert_eq!(sent["max_tokens"], 200);
+    assert_eq!(sent["stop_sequences"], json!(["END"]));
+    assert_eq!(
+        sent["messages"],
+        json!([{"role": "user", "content": [{"type": "text", "text": "Say hello"}]}])
+    );
+    assert_eq!(balance(&app, &key).await, start - CLAUDE_CALL);
+
+    // Untranslatable fields are named, and nothing is called or charged.
+    let p = problem(
+        chat(
+            &app,
+            &key,
+            json!({"model": "claude", "logprobs": true,
+            "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(p["errors"][0]["field"], "logprobs");
+    assert_eq!(fake.received().len(), 1);
+    assert_eq!(balance(&app, &key).await, start - CLAUDE_CALL);
+}
+
+#[tokio::test]
+async fn a_streamed_tool_call_from_anthropic_arrives_as_openai_chunks() {
+    let (app, fake, _) = native_app().await;
+    let key = app.user_key("ai", "alice").await;
+    let start = balance(&app, &key).await;
+    let r = chat(
+        &app,
+        &key,
+        json!({"model": "claude-tools", "stream": true, "stream_options": {"include_usage": true},
+            "tools": [{"type": "function", "function": {"name": "get_weather",
+                "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}}],
+            "messages": [{"role": "user", "content": "Weather in Paris?"}]}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let got = crate::gateway::events(&r.text().await.unwrap());
+    assert_eq!(got.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = got[..got.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
+    let call = &chunks[1]["choices"][0]["delta"]["tool_calls"][0];
+    assert_eq!(
+        (&call["id"], &call["function"]["name"]),
+        (&json!("toolu_fake1"), &json!("get_weather"))
+    );
+    let args: String = chunks
+        .iter()
+        .filter_map(|c| c.pointer("/choices/0/delta/tool_calls/0/function/arguments"))
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&args).unwrap()["location"],
+        "Paris"
+    );
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c["choices"][0]["finish_reason"] == "tool_calls")
+    );
+    let last = chunks.last().unwrap();
+    assert_eq!(last["usage"]["completion_tokens"], 15);
+    // The tools went over as Anthropic tools.
+    let (_, sent) = &fake.received()[0];
+    assert_eq!(sent["tools"][0]["name"], "get_weather");
+    assert_eq!(sent["stream"], true);
+    // 25 input + 15 output at $2 / $8 per 1M, × 1.3 at $0.01 a credit.
+    assert_eq!(balance(&app, &key).await, start - 22_100);
 }

@@ -189,7 +189,25 @@ async fn serve_call(
     };
     let config = &state.config;
     let (user, plan) = ledger::refresh(&state.db, t, &auth.billing).await?;
-    let routes = models::resolve(config, &plan, &request.model, format)?;
+    let resolved = models::resolve(config, &plan, &request.model, format)?;
+    // Each route's body, translated where needed, before anything is charged. The first
+    // model's untranslatable fields are the client's to fix; a fallback that cannot take the
+    // request is skipped.
+    let default_max = config.gateway.default_max_output_tokens as u64;
+    let mut routes = Vec::new();
+    let mut bodies = Vec::new();
+    for (i, route) in resolved.into_iter().enumerate() {
+        match format.upstream_body(&route, map, request.stream, default_max) {
+            Ok(body) => {
+                routes.push(route);
+                bodies.push(body);
+            }
+            Err(fields) if i == 0 => return Err(Error::Validation(fields)),
+            Err(_) => {
+                tracing::debug!(model = %route.model, "fallback skipped: the request cannot be translated for it")
+            }
+        }
+    }
     consume_quota(&state.db, t, &user, &plan, REQUESTS_METRIC, 1, now_ms()).await?;
     let conversion = auth.billing.conversion();
     let amount = call::hold_amount(&routes, request, body_len, config, &conversion)?;
@@ -206,7 +224,7 @@ async fn serve_call(
     )
     .await?;
     let outgoing = Outgoing {
-        body: map,
+        bodies: &bodies,
         request,
         anthropic_headers,
     };
