@@ -11,12 +11,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
-use super::format::{Format, Tally};
+use super::format::{Format, Tally, Translator, translate_response};
 use super::models::Route;
 use super::openai::ChatRequest;
 use super::upstream::Reply;
 use super::usage::Usage;
-use super::{chat_to_anthropic, metrics, sse};
+use super::{metrics, sse};
 use crate::config::Config;
 use crate::domain::plans::Plan;
 use crate::domain::pricing::{Conversion, Tokens};
@@ -210,11 +210,9 @@ pub async fn complete(meter: Meter, mut reply: Reply, idle: Duration) -> Result<
     let usage = source
         .usage_of(&parsed)
         .unwrap_or_else(|| Usage::estimate(meter.prompt_chars, source.response_chars(&parsed)));
-    let body = if meter.format == source {
-        body
-    } else {
-        serde_json::to_vec(&chat_to_anthropic::response(&parsed, &info.route.model))
-            .expect("JSON serializes")
+    let body = match translate_response(meter.format, source, &parsed, &info.route.model) {
+        Some(translated) => serde_json::to_vec(&translated).expect("JSON serializes"),
+        None => body,
     };
     meter.settle(&info, usage, "ok", None).await;
     Ok((
@@ -286,15 +284,26 @@ async fn pump(
     let source = Format::of(reply.route.provider);
     let mut tally = Tally::new(source);
     // A chat completion served by Anthropic: its events become chat chunks.
-    let mut translator = (meter.format != source)
-        .then(|| chat_to_anthropic::StreamTranslator::new(&reply.route.model, client_wants_usage));
+    let mut translator =
+        Translator::between(meter.format, source, &reply.route.model, client_wants_usage);
     let mut ttft = None;
     let mut status = "ok";
     let mut last_progress = Instant::now();
     'read: loop {
         let chunk = match reply.body.next(idle).await {
             Ok(Some(c)) => c,
-            Ok(None) => break,
+            Ok(None) => {
+                let end = translator
+                    .as_mut()
+                    .map(Translator::finish)
+                    .unwrap_or_default();
+                for bytes in end {
+                    if tx.send(Bytes::from(bytes)).await.is_err() {
+                        status = "client_disconnected";
+                    }
+                }
+                break;
+            }
             Err(e) => {
                 metrics::upstream_error(&reply.route, "broken");
                 tracing::warn!(model = %reply.route.model, error = %e, "stream from the provider broke");

@@ -213,7 +213,11 @@ fn messages(value: Option<&Value>, errors: &mut Vec<FieldError>) -> (String, Vec
     (system.join("\n\n"), turns)
 }
 
-fn text_of(content: Option<&Value>, field: &str, errors: &mut Vec<FieldError>) -> String {
+pub(super) fn text_of(
+    content: Option<&Value>,
+    field: &str,
+    errors: &mut Vec<FieldError>,
+) -> String {
     match content {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(parts)) => parts

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::models::{Provider, Route};
 use super::usage::Usage;
-use super::{anthropic, chat_to_anthropic, gemini, openai};
+use super::{anthropic, chat_to_anthropic, chat_to_gemini, gemini, openai};
 use crate::error::FieldError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +27,7 @@ impl Format {
             (self, p),
             (
                 Format::OpenAiChat,
-                Provider::OpenAi | Provider::Mock | Provider::Anthropic
+                Provider::OpenAi | Provider::Mock | Provider::Anthropic | Provider::Gemini
             ) | (Format::Anthropic, Provider::Anthropic)
                 | (Format::Gemini, Provider::Gemini)
         )
@@ -63,6 +63,7 @@ impl Format {
                 }
                 json(&translated)
             }
+            (Format::OpenAiChat, Provider::Gemini) => json(&chat_to_gemini::request(body)?),
             (Format::OpenAiChat, _) => openai::upstream_body(body, &route.upstream, stream),
             (Format::Anthropic, _) => anthropic::upstream_body(body, &route.upstream),
             (Format::Gemini, _) => json(body),
@@ -85,6 +86,62 @@ impl Format {
             Format::Anthropic => anthropic::response_chars(v),
             Format::Gemini => gemini::response_chars(v),
         }
+    }
+}
+
+/// Rewrites a provider's stream into the client's format, event by event.
+#[derive(Debug)]
+pub enum Translator {
+    Anthropic(chat_to_anthropic::StreamTranslator),
+    Gemini(chat_to_gemini::StreamTranslator),
+}
+
+impl Translator {
+    /// The translator for a call made in `client` format answered in `source`, if they differ.
+    pub fn between(
+        client: Format,
+        source: Format,
+        model: &str,
+        include_usage: bool,
+    ) -> Option<Self> {
+        match (client, source) {
+            (Format::OpenAiChat, Format::Anthropic) => Some(Translator::Anthropic(
+                chat_to_anthropic::StreamTranslator::new(model, include_usage),
+            )),
+            (Format::OpenAiChat, Format::Gemini) => Some(Translator::Gemini(
+                chat_to_gemini::StreamTranslator::new(model, include_usage),
+            )),
+            _ => None,
+        }
+    }
+
+    pub fn event(&mut self, data: &str) -> Vec<String> {
+        match self {
+            Translator::Anthropic(t) => t.event(data),
+            Translator::Gemini(t) => t.event(data),
+        }
+    }
+
+    /// What ends the client's stream when the provider's has ended (Gemini sends no marker).
+    pub fn finish(&mut self) -> Vec<String> {
+        match self {
+            Translator::Anthropic(_) => Vec::new(),
+            Translator::Gemini(t) => t.finish(),
+        }
+    }
+}
+
+/// A whole answer in `source` format, rewritten for a `client` call (`None`: no rewriting).
+pub fn translate_response(
+    client: Format,
+    source: Format,
+    answer: &Value,
+    model: &str,
+) -> Option<Value> {
+    match (client, source) {
+        (Format::OpenAiChat, Format::Anthropic) => Some(chat_to_anthropic::response(answer, model)),
+        (Format::OpenAiChat, Format::Gemini) => Some(chat_to_gemini::response(answer, model)),
+        _ => None,
     }
 }
 

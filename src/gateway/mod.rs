@@ -5,6 +5,7 @@
 pub mod anthropic;
 pub mod call;
 pub mod chat_to_anthropic;
+pub mod chat_to_gemini;
 pub mod format;
 pub mod gemini;
 pub mod metrics;

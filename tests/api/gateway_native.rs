@@ -232,13 +232,13 @@ async fn a_model_called_through_another_providers_route_is_refused_by_name() {
         "{p}"
     );
     let p = problem(
-        chat(
-            &app,
-            &key,
-            json!({"model": "gemini",
-        "messages": [{"role": "user", "content": "hi"}]}),
-        )
-        .await,
+        app.client
+            .post(app.url("/gemini/v1beta/models/claude:generateContent"))
+            .header("x-goog-api-key", &key)
+            .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
+            .send()
+            .await
+            .unwrap(),
         422,
     )
     .await;
@@ -246,7 +246,8 @@ async fn a_model_called_through_another_providers_route_is_refused_by_name() {
         p["errors"][0]["message"]
             .as_str()
             .unwrap()
-            .contains("/gemini/v1beta/models/")
+            .contains("/anthropic/v1/messages"),
+        "{p}"
     );
     let p = problem(
         app.send_as(
@@ -371,4 +372,54 @@ async fn a_streamed_tool_call_from_anthropic_arrives_as_openai_chunks() {
     assert_eq!(sent["stream"], true);
     // 25 input + 15 output at $2 / $8 per 1M, × 1.3 at $0.01 a credit.
     assert_eq!(balance(&app, &key).await, start - 22_100);
+}
+
+#[tokio::test]
+async fn chat_completions_on_a_gemini_model_are_translated_streamed_or_not() {
+    let (app, _, fake) = native_app().await;
+    let key = app.user_key("ai", "alice").await;
+    let start = balance(&app, &key).await;
+    let body = json!({"model": "gemini", "max_tokens": 100,
+        "response_format": {"type": "json_object"},
+        "messages": [{"role": "system", "content": "Be brief"},
+                     {"role": "user", "content": "Say hi"}]});
+    let r = chat(&app, &key, body.clone()).await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["object"], "chat.completion");
+    assert_eq!(answer["choices"][0]["message"]["content"], "Hi there");
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    assert_eq!(answer["usage"]["prompt_tokens"], 12);
+    assert_eq!(answer["usage"]["completion_tokens"], 10);
+    let (target, sent) = &fake.received()[0];
+    assert_eq!(target, "gemini-2.5-flash:generateContent");
+    assert_eq!(sent["systemInstruction"]["parts"][0]["text"], "Be brief");
+    assert_eq!(sent["generationConfig"]["maxOutputTokens"], 100);
+    assert_eq!(
+        sent["generationConfig"]["responseMimeType"],
+        "application/json"
+    );
+    assert_eq!(balance(&app, &key).await, start - GEMINI_CALL);
+
+    let mut streamed = body;
+    streamed["stream"] = json!(true);
+    let r = chat(&app, &key, streamed).await;
+    assert_eq!(r.status(), 200);
+    let got = crate::gateway::events(&r.text().await.unwrap());
+    assert_eq!(got.last().unwrap(), "[DONE]");
+    let text: String = got[..got.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(text, "Hi there");
+    assert_eq!(
+        fake.received()[1].0,
+        "gemini-2.5-flash:streamGenerateContent"
+    );
+    assert_eq!(balance(&app, &key).await, start - 2 * GEMINI_CALL);
 }
