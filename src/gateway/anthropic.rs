@@ -51,6 +51,7 @@ pub fn parse_request(body: &Map<String, Value>) -> Result<ChatRequest, Vec<Field
     }
     let system = body.get("system").map_or(0, content_chars);
     Ok(ChatRequest {
+        inputs: 0,
         model,
         stream,
         client_wants_usage: true,

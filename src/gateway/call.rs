@@ -261,7 +261,7 @@ fn broken_event(format: Format) -> Bytes {
             "event: error\ndata: {}\n\n",
             serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}})
         ),
-        Format::OpenAiChat | Format::Gemini => format!(
+        Format::OpenAiChat | Format::OpenAiEmbeddings | Format::Gemini => format!(
             "data: {}\n\n",
             serde_json::json!({"error": {"message": message, "type": "upstream_error",
                 "code": "upstream_broken"}})

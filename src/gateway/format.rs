@@ -17,6 +17,8 @@ pub enum Format {
     Anthropic,
     /// `/gemini/v1beta/models/{model}:generateContent`, passed through.
     Gemini,
+    /// `/v1/embeddings`: OpenAI and the mock.
+    OpenAiEmbeddings,
 }
 
 impl Format {
@@ -28,7 +30,8 @@ impl Format {
             (
                 Format::OpenAiChat,
                 Provider::OpenAi | Provider::Mock | Provider::Anthropic | Provider::Gemini
-            ) | (Format::Anthropic, Provider::Anthropic)
+            ) | (Format::OpenAiEmbeddings, Provider::OpenAi | Provider::Mock)
+                | (Format::Anthropic, Provider::Anthropic)
                 | (Format::Gemini, Provider::Gemini)
         )
     }
@@ -67,13 +70,14 @@ impl Format {
             (Format::OpenAiChat, _) => openai::upstream_body(body, &route.upstream, stream),
             (Format::Anthropic, _) => anthropic::upstream_body(body, &route.upstream),
             (Format::Gemini, _) => json(body),
+            (Format::OpenAiEmbeddings, _) => openai::upstream_body(body, &route.upstream, false),
         })
     }
 
     /// Usage in a whole (non-streamed) answer.
     pub fn usage_of(self, v: &Value) -> Option<Usage> {
         match self {
-            Format::OpenAiChat => openai::usage_of(v),
+            Format::OpenAiChat | Format::OpenAiEmbeddings => openai::usage_of(v),
             Format::Anthropic => v.get("usage").and_then(anthropic::usage_in),
             Format::Gemini => gemini::usage_of(v),
         }
@@ -83,6 +87,7 @@ impl Format {
     pub fn response_chars(self, v: &Value) -> usize {
         match self {
             Format::OpenAiChat => openai::response_chars(v),
+            Format::OpenAiEmbeddings => 0,
             Format::Anthropic => anthropic::response_chars(v),
             Format::Gemini => gemini::response_chars(v),
         }
@@ -177,7 +182,7 @@ impl Tally {
     /// Reads one event's `data`.
     pub fn observe(&mut self, data: &str) -> Observed {
         let seen = match self.format {
-            Format::OpenAiChat => match openai::parse_chunk(data) {
+            Format::OpenAiChat | Format::OpenAiEmbeddings => match openai::parse_chunk(data) {
                 Some(c) => {
                     if c.usage.is_some() {
                         self.usage = c.usage;

@@ -44,6 +44,7 @@ pub fn parse_request(
     }
     let system = body.get("systemInstruction").map_or(0, parts_chars);
     Ok(ChatRequest {
+        inputs: 0,
         model: model.to_string(),
         stream,
         client_wants_usage: true,

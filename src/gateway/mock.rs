@@ -92,6 +92,27 @@ pub fn respond(config: &MockConfig, request: &ChatRequest, upstream_model: &str)
     out
 }
 
+/// Dimensions of the mock's embeddings.
+const MOCK_DIMENSIONS: usize = 8;
+
+/// An OpenAI `list` of embeddings, one per input, derived from the input's length (the same
+/// input always gets the same vector); usage is the estimate of the input.
+pub fn embeddings(request: &ChatRequest, upstream_model: &str) -> Vec<Timed> {
+    let inputs = request.inputs.max(1);
+    let data: Vec<serde_json::Value> = (0..inputs)
+        .map(|i| {
+            let v: Vec<f64> = (0..MOCK_DIMENSIONS)
+                .map(|d| ((i + d + request.prompt_chars) % 7) as f64 / 7.0)
+                .collect();
+            json!({"object": "embedding", "index": i, "embedding": v})
+        })
+        .collect();
+    let tokens = estimate_tokens(request.prompt_chars).max(1);
+    let body = json!({"object": "list", "data": data, "model": upstream_model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}});
+    vec![(Duration::ZERO, Bytes::from(body.to_string()))]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +125,7 @@ mod tests {
             client_wants_usage: false,
             max_output_tokens: None,
             prompt_chars: 20,
+            inputs: 0,
         }
     }
 

@@ -9,7 +9,7 @@ use crate::error::FieldError;
 use crate::gateway::usage::Usage;
 
 /// What the gateway needs from a chat completion request; the body itself is forwarded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ChatRequest {
     pub model: String,
     pub stream: bool,
@@ -19,6 +19,8 @@ pub struct ChatRequest {
     pub max_output_tokens: Option<u64>,
     /// Characters of the messages' text: the basis of estimates when usage is missing.
     pub prompt_chars: usize,
+    /// Embeddings: how many inputs (0 for other calls).
+    pub inputs: usize,
 }
 
 /// Reads and checks the fields the gateway relies on; every problem at once, by field.
@@ -92,6 +94,64 @@ pub fn parse_request(body: &Map<String, Value>) -> Result<ChatRequest, Vec<Field
         client_wants_usage,
         max_output_tokens,
         prompt_chars: messages.iter().map(text_chars).sum(),
+        inputs: 0,
+    })
+}
+
+/// Reads an embeddings request (`model`, `input` as a string, strings, or token arrays).
+pub fn parse_embeddings(body: &Map<String, Value>) -> Result<ChatRequest, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let model = match body.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        _ => {
+            errors.push(FieldError::new("model", "required: a model name"));
+            String::new()
+        }
+    };
+    // Token arrays count four characters a token, the inverse of the estimate.
+    let item_chars = |v: &Value| match v {
+        Value::String(s) => Some(s.chars().count()),
+        Value::Array(tokens) if tokens.iter().all(Value::is_u64) => Some(tokens.len() * 4),
+        _ => None,
+    };
+    let (inputs, prompt_chars) = match body.get("input") {
+        Some(Value::String(s)) if !s.is_empty() => (1, s.chars().count()),
+        Some(Value::Array(items)) if !items.is_empty() => {
+            if items.iter().all(Value::is_u64) {
+                (1, items.len() * 4)
+            } else {
+                match items.iter().map(item_chars).collect::<Option<Vec<_>>>() {
+                    Some(chars) => (items.len(), chars.iter().sum()),
+                    None => {
+                        errors.push(FieldError::new(
+                            "input",
+                            "expected a string, an array of strings, or token arrays",
+                        ));
+                        (0, 0)
+                    }
+                }
+            }
+        }
+        _ => {
+            errors.push(FieldError::new("input", "required: text to embed"));
+            (0, 0)
+        }
+    };
+    if let Some(d) = body.get("dimensions")
+        && !d.is_null()
+        && d.as_u64().is_none_or(|d| d < 1)
+    {
+        errors.push(FieldError::new("dimensions", "expected a positive integer"));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(ChatRequest {
+        model,
+        max_output_tokens: Some(0),
+        prompt_chars,
+        inputs,
+        ..ChatRequest::default()
     })
 }
 

@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use secrecy::ExposeSecret;
 
+use super::format::Format;
 use super::models::{Provider, Route};
 use super::openai::{self, ChatRequest};
 use super::{anthropic, gemini};
@@ -97,6 +98,8 @@ enum Attempt {
 
 /// One call, ready for each of its routes.
 pub struct Outgoing<'a> {
+    /// The format the client called in (picks the OpenAI path: chat or embeddings).
+    pub format: Format,
     /// The body for each route, in the order of the routes (`Format::upstream_body`).
     pub bodies: &'a [Vec<u8>],
     pub request: &'a ChatRequest,
@@ -120,9 +123,14 @@ impl Upstream {
             }
             let sent_at = Instant::now();
             let attempt = match route.provider {
-                Provider::Mock => Ok(Body::Mock(
-                    mock::respond(&config.providers.mock, call.request, &route.upstream).into(),
-                )),
+                Provider::Mock => Ok(Body::Mock(match call.format {
+                    Format::OpenAiEmbeddings => {
+                        mock::embeddings(call.request, &route.upstream).into()
+                    }
+                    _ => {
+                        mock::respond(&config.providers.mock, call.request, &route.upstream).into()
+                    }
+                })),
                 _ => self.http(config, route, &call.bodies[i], call).await,
             };
             match attempt {
@@ -184,7 +192,10 @@ impl Upstream {
                 .body(body.to_vec()),
             Provider::OpenAi | Provider::Mock => self
                 .http
-                .post(format!("{}/chat/completions", base(&p.openai.base_url)))
+                .post(match call.format {
+                    Format::OpenAiEmbeddings => format!("{}/embeddings", base(&p.openai.base_url)),
+                    _ => format!("{}/chat/completions", base(&p.openai.base_url)),
+                })
                 .bearer_auth(key(&p.openai.api_key))
                 .body(body.to_vec()),
         };

@@ -39,6 +39,7 @@ pub async fn start() -> (FakeOpenAi, String) {
     let fake = FakeOpenAi::default();
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
@@ -199,6 +200,37 @@ async fn chat(State(fake): State<FakeOpenAi>, headers: HeaderMap, body: Bytes) -
         StatusCode::OK,
         [("content-type", "text/event-stream")],
         Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// `POST /v1/embeddings`: one 3-dimensional vector per input, usage 8 prompt tokens.
+async fn embeddings(State(fake): State<FakeOpenAi>, headers: HeaderMap, body: Bytes) -> Response {
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {API_KEY}"))
+    {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "Incorrect API key provided.",
+            None,
+        );
+    }
+    let request: Value = serde_json::from_slice(&body).unwrap();
+    fake.requests.lock().unwrap().push(request.clone());
+    let inputs = match &request["input"] {
+        Value::Array(items) if items.iter().all(Value::is_string) => items.len(),
+        _ => 1,
+    };
+    let data: Vec<Value> = (0..inputs)
+        .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, -0.2, 0.3]}))
+        .collect();
+    let answer = json!({"object": "list", "data": data, "model": request["model"],
+        "usage": {"prompt_tokens": 8, "total_tokens": 8}});
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        answer.to_string(),
     )
         .into_response()
 }

@@ -36,7 +36,7 @@ pub fn app_config(slug: &str, credits: &str) -> AppConfig {
     serde_json::from_value(json!({
         "slug": slug, "credit_usd": "0.01", "markup": "1.3", "default_plan": "free",
         "plans": [{ "id": "free", "name": "Free", "credits": credits,
-            "models": ["gpt", "broken", "nousage", "slow", "tools", "picky", "mock", "claude*",
+            "models": ["gpt", "broken", "nousage", "slow", "tools", "picky", "mock", "embed", "claude*",
                        "gemini*"] }]
     }))
     .unwrap()
@@ -67,6 +67,7 @@ pub async fn gateway_app() -> (TestApp, FakeOpenAi) {
             ("tools", model("tools", &[])),
             ("picky", model("picky", &[])),
             ("secret", model("gpt-4o", &[])),
+            ("embed", model("text-embedding-3-small", &[])),
         ] {
             c.models.insert(name.into(), m);
             c.prices.insert(name.into(), test_price());
@@ -371,7 +372,9 @@ async fn calls_are_refused_before_the_provider_without_credits_plan_or_model() {
         .collect();
     assert_eq!(
         ids,
-        ["broken", "gpt", "mock", "nousage", "picky", "slow", "tools"]
+        [
+            "broken", "embed", "gpt", "mock", "nousage", "picky", "slow", "tools"
+        ]
     );
 }
 
@@ -456,6 +459,19 @@ async fn the_built_in_mock_serves_new_development_apps_for_a_visible_charge() {
     );
     // "Say hi" ≈ 2 tokens at $1/1M + 12 tokens at $2/1M + the $0.01 fee = $0.010026 = 1.0026 credits.
     assert_eq!(balance(&app, &key).await, 100 * CREDIT - 1_002_600);
+    // The mock embeds too: one vector per input.
+    let r = app
+        .send_as(
+            Method::POST,
+            "/v1/embeddings",
+            &key,
+            Some(json!({"model": "mock", "input": ["one", "two"]})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["data"].as_array().unwrap().len(), 2);
+    assert_eq!(answer["data"][1]["embedding"].as_array().unwrap().len(), 8);
 }
 
 #[tokio::test]
@@ -511,4 +527,43 @@ async fn a_retried_stream_is_replayed_whole_and_charged_once_and_409_while_runni
         start - GPT_CALL,
         "charged once, in full"
     );
+}
+
+#[tokio::test]
+async fn embeddings_are_forwarded_and_charged_on_their_prompt_tokens() {
+    let (app, fake) = gateway_app().await;
+    let key = app.user_key("ai", "alice").await;
+    let start = balance(&app, &key).await;
+    let r = app
+        .send_as(
+            Method::POST,
+            "/v1/embeddings",
+            &key,
+            Some(json!({"model": "embed", "input": ["first text", "second text"]})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["object"], "list");
+    assert_eq!(answer["data"].as_array().unwrap().len(), 2);
+    assert_eq!(fake.received()[0]["model"], "text-embedding-3-small");
+    // 8 prompt tokens at $2 per 1M, × 1.3, at $0.01 a credit.
+    assert_eq!(balance(&app, &key).await, start - 2_080);
+    let u = &usage(&app, &key).await[0];
+    assert_eq!(
+        (u["input_tokens"].as_i64(), u["output_tokens"].as_i64()),
+        (Some(8), Some(0))
+    );
+    let p = problem(
+        app.send_as(
+            Method::POST,
+            "/v1/embeddings",
+            &key,
+            Some(json!({"model": "embed", "input": [{}]})),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(p["errors"][0]["field"], "input");
 }

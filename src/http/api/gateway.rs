@@ -31,6 +31,7 @@ pub const REQUESTS_METRIC: &str = "requests";
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(chat_completions))
+        .routes(routes!(embeddings))
         .routes(routes!(anthropic_messages))
         .routes(routes!(gemini_generate))
         .routes(routes!(list_models))
@@ -71,6 +72,27 @@ pub async fn chat_completions(
         &[],
     )
     .await
+}
+
+/// OpenAI embeddings through the gateway (OpenAI and the mock), charged on the provider's
+/// `usage.prompt_tokens` at the model's input price.
+#[utoipa::path(post, path = "/v1/embeddings", tag = "gateway",
+    security(("api_key" = [])),
+    request_body(content = Object, description = "An OpenAI embeddings request"),
+    responses(
+        (status = 200, description = "The provider's embeddings", body = Object),
+        (status = 402, description = "The user's credits do not cover the call", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn embeddings(
+    State(state): State<AppState>,
+    InvitedUser(auth): InvitedUser,
+    body: Bytes,
+) -> Result<Response> {
+    let map = json_object(&body)?;
+    let request = openai::parse_embeddings(&map).map_err(Error::Validation)?;
+    let format = Format::OpenAiEmbeddings;
+    serve_call(&state, &auth, format, &map, &request, body.len(), &[]).await
 }
 
 /// Anthropic's Messages API, passed through: the body and the answer are Anthropic's (the
@@ -224,6 +246,7 @@ async fn serve_call(
     )
     .await?;
     let outgoing = Outgoing {
+        format,
         bodies: &bodies,
         request,
         anthropic_headers,
