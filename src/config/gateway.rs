@@ -22,6 +22,13 @@ pub struct GatewayConfig {
     pub idle_timeout_ms: u64,
     /// Output tokens held for a call that sets no `max_tokens`/`max_completion_tokens`.
     pub default_max_output_tokens: u32,
+    /// Calls one user may have in flight at once, per process (0 = no limit).
+    pub max_concurrent_calls_per_user: u32,
+    /// Failures in a row (5xx, timeouts, unreachable) that open a provider's circuit breaker
+    /// (0 = never).
+    pub breaker_failures: u32,
+    /// How long an open breaker skips its provider before one call tries it again.
+    pub breaker_cooldown_ms: u64,
 }
 
 impl GatewayConfig {
@@ -122,6 +129,24 @@ pub fn validate(
             g.default_max_output_tokens as u64,
             1,
             10_000_000,
+        ),
+        (
+            "gateway.max_concurrent_calls_per_user",
+            g.max_concurrent_calls_per_user as u64,
+            0,
+            100_000,
+        ),
+        (
+            "gateway.breaker_failures",
+            g.breaker_failures as u64,
+            0,
+            1_000,
+        ),
+        (
+            "gateway.breaker_cooldown_ms",
+            g.breaker_cooldown_ms,
+            1,
+            3_600_000,
         ),
     ];
     for (key, value, low, high) in ranges {

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
 use super::format::{Format, Tally, Translator, translate_response};
+use super::limits::Slot;
 use super::models::Route;
 use super::openai::ChatRequest;
 use super::upstream::Reply;
@@ -67,6 +68,8 @@ pub struct Meter {
     prompt_chars: usize,
     stream: bool,
     format: Format,
+    /// The user's place among their calls in flight, freed when the call is settled.
+    _slot: Slot,
 }
 
 impl Meter {
@@ -82,6 +85,7 @@ impl Meter {
         request: &ChatRequest,
         format: Format,
         amount: i64,
+        slot: Slot,
     ) -> Result<Meter> {
         let request_id = crate::http::request_id::current().unwrap_or_default();
         let expires = now_ms() + config.ledger.hold_timeout_secs as i64 * 1000;
@@ -102,6 +106,7 @@ impl Meter {
             prompt_chars: request.prompt_chars,
             stream: request.stream,
             format,
+            _slot: slot,
         })
     }
 

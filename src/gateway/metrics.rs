@@ -15,6 +15,7 @@ pub const UPSTREAM_ERRORS: &str = "tollgate_gateway_upstream_errors_total";
 pub const ESTIMATED: &str = "tollgate_gateway_usage_estimated_total";
 pub const FALLBACKS: &str = "tollgate_gateway_fallbacks_total";
 pub const HOLD_SHORTFALL: &str = "tollgate_gateway_hold_shortfall_total";
+pub const CONCURRENCY_REFUSED: &str = "tollgate_gateway_concurrency_refused_total";
 
 pub fn describe() {
     metrics::describe_counter!(
@@ -50,6 +51,10 @@ pub fn describe() {
     metrics::describe_counter!(
         FALLBACKS,
         "Calls moved to a fallback model, by from and to."
+    );
+    metrics::describe_counter!(
+        CONCURRENCY_REFUSED,
+        "Calls refused because the user had max_concurrent_calls_per_user in flight, by app."
     );
     metrics::describe_counter!(
         HOLD_SHORTFALL,

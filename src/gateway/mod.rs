@@ -8,6 +8,7 @@ pub mod chat_to_anthropic;
 pub mod chat_to_gemini;
 pub mod format;
 pub mod gemini;
+pub mod limits;
 pub mod metrics;
 pub mod mock;
 pub mod models;

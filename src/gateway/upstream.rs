@@ -10,6 +10,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use secrecy::ExposeSecret;
 
 use super::format::Format;
+use super::limits::{Breakers, CallSlots};
 use super::models::{Provider, Route};
 use super::openai::{self, ChatRequest};
 use super::{anthropic, gemini};
@@ -21,6 +22,9 @@ use crate::error::Error;
 #[derive(Clone)]
 pub struct Upstream {
     http: reqwest::Client,
+    /// Each user's calls in flight.
+    pub slots: CallSlots,
+    breakers: Breakers,
 }
 
 impl Upstream {
@@ -31,7 +35,14 @@ impl Upstream {
             .tcp_nodelay(true)
             .build()
             .expect("the HTTP client builds");
-        Upstream { http }
+        Upstream {
+            http,
+            slots: CallSlots::default(),
+            breakers: Breakers::new(
+                config.gateway.breaker_failures,
+                Duration::from_millis(config.gateway.breaker_cooldown_ms),
+            ),
+        }
     }
 }
 
@@ -90,8 +101,9 @@ pub struct Reply {
 
 /// Why one attempt failed.
 enum Attempt {
-    /// Worth trying the next model: 429, 5xx, connect error, no headers in time.
-    Retryable(Error),
+    /// Worth trying the next model: 429, 5xx, connect error, no headers in time. `outage`:
+    /// counts toward the provider's circuit breaker (all but 429).
+    Retryable { error: Error, outage: bool },
     /// The provider refused the request itself (4xx): another model would too.
     Refused(Error),
 }
@@ -122,6 +134,18 @@ impl Upstream {
                 metrics::fallback(&routes[i - 1], route);
             }
             let sent_at = Instant::now();
+            let breakable = route.provider != Provider::Mock;
+            if breakable && !self.breakers.allow(route.provider) {
+                metrics::upstream_error(route, "circuit_open");
+                last = Some(Error::Upstream {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    detail: format!(
+                        "{} is failing; its calls are paused for a moment (circuit breaker)",
+                        route.provider.as_str()
+                    ),
+                });
+                continue;
+            }
             let attempt = match route.provider {
                 Provider::Mock => Ok(Body::Mock(match call.format {
                     Format::OpenAiEmbeddings => {
@@ -133,6 +157,18 @@ impl Upstream {
                 })),
                 _ => self.http(config, route, &call.bodies[i], call).await,
             };
+            match &attempt {
+                Ok(_) if breakable => self.breakers.success(route.provider),
+                Err(Attempt::Retryable { outage: true, .. }) if breakable => {
+                    if self.breakers.failure(route.provider) {
+                        tracing::warn!(
+                            provider = route.provider.as_str(),
+                            "circuit breaker opened"
+                        );
+                    }
+                }
+                _ => {}
+            }
             match attempt {
                 Ok(body) => {
                     return Ok(Reply {
@@ -142,7 +178,7 @@ impl Upstream {
                     });
                 }
                 Err(Attempt::Refused(e)) => return Err(e),
-                Err(Attempt::Retryable(e)) => last = Some(e),
+                Err(Attempt::Retryable { error, .. }) => last = Some(error),
             }
         }
         Err(last.unwrap_or_else(|| Error::Unavailable("no model to call".into())))
@@ -214,18 +250,24 @@ impl Upstream {
         let response = match tokio::time::timeout(timeout, request).await {
             Err(_) => {
                 metrics::upstream_error(route, "timeout");
-                return Err(Attempt::Retryable(Error::Upstream {
-                    status: StatusCode::GATEWAY_TIMEOUT,
-                    detail: format!("{} did not answer within {timeout:?}", route.model),
-                }));
+                return Err(Attempt::Retryable {
+                    error: Error::Upstream {
+                        status: StatusCode::GATEWAY_TIMEOUT,
+                        detail: format!("{} did not answer within {timeout:?}", route.model),
+                    },
+                    outage: true,
+                });
             }
             Ok(Err(e)) => {
                 metrics::upstream_error(route, "connect");
                 tracing::warn!(model = %route.model, error = %e, "provider unreachable");
-                return Err(Attempt::Retryable(Error::Upstream {
-                    status: StatusCode::BAD_GATEWAY,
-                    detail: format!("the provider of {} could not be reached", route.model),
-                }));
+                return Err(Attempt::Retryable {
+                    error: Error::Upstream {
+                        status: StatusCode::BAD_GATEWAY,
+                        detail: format!("the provider of {} could not be reached", route.model),
+                    },
+                    outage: true,
+                });
             }
             Ok(Ok(r)) => r,
         };
@@ -240,14 +282,17 @@ impl Upstream {
         tracing::warn!(model = %route.model, status = status.as_u16(), %message, "provider error");
         // 429, 5xx and Anthropic's 529 (overloaded): another model may answer.
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            Err(Attempt::Retryable(Error::Upstream {
-                status: StatusCode::BAD_GATEWAY,
-                detail: format!(
-                    "the provider of {} failed ({}): {message}",
-                    route.model,
-                    status.as_u16()
-                ),
-            }))
+            Err(Attempt::Retryable {
+                error: Error::Upstream {
+                    status: StatusCode::BAD_GATEWAY,
+                    detail: format!(
+                        "the provider of {} failed ({}): {message}",
+                        route.model,
+                        status.as_u16()
+                    ),
+                },
+                outage: status != StatusCode::TOO_MANY_REQUESTS,
+            })
         } else {
             // 401/403 mean our provider key is wrong: the client cannot fix that.
             let status = if matches!(status.as_u16(), 401 | 403) {

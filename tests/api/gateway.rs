@@ -55,6 +55,11 @@ pub fn test_price() -> Price {
 }
 
 pub async fn gateway_app() -> (TestApp, FakeOpenAi) {
+    gateway_app_with(|_| {}).await
+}
+
+/// [`gateway_app`] with more config changes.
+pub async fn gateway_app_with(more: impl FnOnce(&mut Config)) -> (TestApp, FakeOpenAi) {
     let (fake, url) = fake_openai::start().await;
     let app = spawn_app_with(|c: &mut Config| {
         c.providers.openai.base_url = url;
@@ -77,6 +82,7 @@ pub async fn gateway_app() -> (TestApp, FakeOpenAi) {
             app_config("poor", "0"),
             app_config("small", "1"),
         ];
+        more(c);
     })
     .await;
     (app, fake)
@@ -404,7 +410,8 @@ async fn a_retry_with_the_same_idempotency_key_replays_without_a_second_call_or_
 
 #[tokio::test]
 async fn many_concurrent_streams_against_a_small_balance_never_overspend() {
-    let (app, _fake) = gateway_app().await;
+    // No cap on calls in flight: all 200 race for the balance.
+    let (app, _fake) = gateway_app_with(|c| c.gateway.max_concurrent_calls_per_user = 0).await;
     let key = app.user_key("small", "carol").await;
     assert_eq!(balance(&app, &key).await, CREDIT);
     let mut body = hello("gpt");
@@ -566,4 +573,69 @@ async fn embeddings_are_forwarded_and_charged_on_their_prompt_tokens() {
     )
     .await;
     assert_eq!(p["errors"][0]["field"], "input");
+}
+
+#[tokio::test]
+async fn a_user_with_too_many_calls_in_flight_gets_429_until_one_ends() {
+    let (app, fake) = gateway_app_with(|c| c.gateway.max_concurrent_calls_per_user = 2).await;
+    let key = app.user_key("ai", "alice").await;
+    let other = app.user_key("ai", "bob").await;
+    let mut body = hello("slow");
+    body["stream"] = json!(true);
+    let mut first = chat(&app, &key, body.clone()).await;
+    let mut second = chat(&app, &key, body.clone()).await;
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    first.chunk().await.unwrap();
+    second.chunk().await.unwrap();
+    let p = problem(chat(&app, &key, hello("gpt")).await, 429).await;
+    assert_eq!(p["type"], "urn:tollgate:problem:rate-limited");
+    assert_eq!(
+        chat(&app, &other, hello("gpt")).await.status(),
+        200,
+        "per user"
+    );
+    // The refused call reached no provider and charged nothing.
+    assert_eq!(fake.received().len(), 3);
+    drop(first);
+    // The first call settles (client gone) and frees its place.
+    let mut freed = false;
+    for _ in 0..100 {
+        if chat(&app, &key, hello("gpt")).await.status() == 200 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed);
+    drop(second);
+    let metrics = app.get_metrics(None).await.text().await.unwrap();
+    assert!(metrics.contains(r#"tollgate_gateway_concurrency_refused_total{app="ai"}"#));
+}
+
+#[tokio::test]
+async fn a_failing_provider_trips_its_breaker_and_is_not_called_until_the_cooldown() {
+    let (app, fake) = gateway_app_with(|c| {
+        c.gateway.breaker_failures = 3;
+        c.gateway.breaker_cooldown_ms = 60_000;
+        c.models.insert("down".into(), model("fail-500", &[]));
+        c.prices.insert("down".into(), test_price());
+        c.apps[0].plans[0].models.push("down".into());
+    })
+    .await;
+    let key = app.user_key("ai", "alice").await;
+    let start = balance(&app, &key).await;
+    for _ in 0..3 {
+        problem(chat(&app, &key, hello("down")).await, 502).await;
+    }
+    assert_eq!(fake.received().len(), 3);
+    // Open: refused at once, the provider not called, nothing charged.
+    let p = problem(chat(&app, &key, hello("down")).await, 503).await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("circuit breaker"),
+        "{p}"
+    );
+    assert_eq!(fake.received().len(), 3);
+    assert_eq!(balance(&app, &key).await, start);
+    let metrics = app.get_metrics(None).await.text().await.unwrap();
+    assert!(metrics.contains(r#"reason="circuit_open""#), "{metrics}");
 }

@@ -231,6 +231,17 @@ async fn serve_call(
         }
     }
     consume_quota(&state.db, t, &user, &plan, REQUESTS_METRIC, 1, now_ms()).await?;
+    let slot = state
+        .upstream
+        .slots
+        .take(auth.user_id, config.gateway.max_concurrent_calls_per_user)
+        .ok_or_else(|| {
+            metrics::counter!(crate::gateway::metrics::CONCURRENCY_REFUSED, "app" => auth.app_slug.clone())
+                .increment(1);
+            Error::RateLimited {
+                retry_after_secs: 1,
+            }
+        })?;
     let conversion = auth.billing.conversion();
     let amount = call::hold_amount(&routes, request, body_len, config, &conversion)?;
     let meter = call::Meter::open(
@@ -243,6 +254,7 @@ async fn serve_call(
         request,
         format,
         amount,
+        slot,
     )
     .await?;
     let outgoing = Outgoing {
