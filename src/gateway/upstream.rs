@@ -159,13 +159,10 @@ impl Upstream {
             };
             match &attempt {
                 Ok(_) if breakable => self.breakers.success(route.provider),
-                Err(Attempt::Retryable { outage: true, .. }) if breakable => {
-                    if self.breakers.failure(route.provider) {
-                        tracing::warn!(
-                            provider = route.provider.as_str(),
-                            "circuit breaker opened"
-                        );
-                    }
+                Err(Attempt::Retryable { outage: true, .. })
+                    if breakable && self.breakers.failure(route.provider) =>
+                {
+                    tracing::warn!(provider = route.provider.as_str(), "circuit breaker opened");
                 }
                 _ => {}
             }

@@ -584,7 +584,10 @@ async fn a_user_with_too_many_calls_in_flight_gets_429_until_one_ends() {
     body["stream"] = json!(true);
     let mut first = chat(&app, &key, body.clone()).await;
     let mut second = chat(&app, &key, body.clone()).await;
-    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
     first.chunk().await.unwrap();
     second.chunk().await.unwrap();
     let p = problem(chat(&app, &key, hello("gpt")).await, 429).await;
