@@ -94,6 +94,9 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Print the annotated default configuration file.
     Example,
+    /// Encrypt a secret read from standard input with ENCRYPTION_KEY, for the config file
+    /// (`enc:v1:…`; provider API keys accept it).
+    Seal,
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -109,6 +112,20 @@ pub fn run(cli: Cli) -> ExitCode {
             print!("{}", config::DEFAULT_TOML);
             ExitCode::SUCCESS
         }
+        Command::Config {
+            command: ConfigCommand::Seal,
+        } => with_config(cli.config, async |config: Config| {
+            use secrecy::ExposeSecret;
+            let key = config.encryption_key.as_ref().ok_or_else(|| {
+                anyhow::anyhow!("set ENCRYPTION_KEY (64 hex characters: openssl rand -hex 32)")
+            })?;
+            let mut secret = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut secret)?;
+            let secret = secret.trim_end_matches(['\n', '\r']);
+            anyhow::ensure!(!secret.is_empty(), "nothing to seal on standard input");
+            println!("{}", crate::crypto::seal(key.expose_secret(), secret)?);
+            Ok(())
+        }),
         Command::Check => block_on(check::run(cli.config)),
         Command::Serve { role, migrate } => {
             with_config(cli.config, |c| serve::run(c, role, migrate))

@@ -258,6 +258,40 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigErrors> {
 
 /// [`load`] with an explicit environment (name, value) list, so tests need not touch the
 /// process environment.
+/// Decrypts provider keys written sealed (`enc:v1:…`, made by `tollgate secrets seal`) with
+/// `ENCRYPTION_KEY`, so the config file and its backups never hold them in clear.
+fn open_sealed(config: &mut Config, problems: &mut Vec<Problem>) {
+    use secrecy::ExposeSecret;
+    let key = config
+        .encryption_key
+        .as_ref()
+        .map(|k| k.expose_secret().to_string());
+    let providers = &mut config.providers;
+    for (name, slot) in [
+        ("openai", &mut providers.openai.api_key),
+        ("anthropic", &mut providers.anthropic.api_key),
+        ("gemini", &mut providers.gemini.api_key),
+    ] {
+        let Some(value) = slot.as_ref().map(|s| s.expose_secret().to_string()) else {
+            continue;
+        };
+        if !value.starts_with(crate::crypto::SEALED_PREFIX) {
+            continue;
+        }
+        let at = format!("providers.{name}.api_key");
+        match &key {
+            None => problems.push(Problem::new(
+                at,
+                "is sealed (enc:v1:…) but ENCRYPTION_KEY is not set",
+            )),
+            Some(k) => match crate::crypto::open(k, &value) {
+                Ok(plain) => *slot = Some(plain.into()),
+                Err(e) => problems.push(Problem::new(at, e.to_string())),
+            },
+        }
+    }
+}
+
 pub fn load_from(file: Option<&Path>, vars: &[(String, String)]) -> Result<Config, ConfigErrors> {
     let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
     if let Some(path) = file {
@@ -279,6 +313,7 @@ pub fn load_from(file: Option<&Path>, vars: &[(String, String)]) -> Result<Confi
     })?;
     let mut problems = Vec::new();
     env::apply_port(&mut config, vars, &mut problems);
+    open_sealed(&mut config, &mut problems);
     problems.extend(validate(&config));
     if problems.is_empty() {
         Ok(config)

@@ -206,3 +206,63 @@ async fn sigterm_stops_the_server_cleanly() {
         "{request_line}"
     );
 }
+
+#[tokio::test]
+async fn config_seal_encrypts_a_provider_key_that_the_config_then_opens() {
+    use tokio::io::AsyncWriteExt;
+    let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let data = tempfile_dir();
+    let vars = [
+        ("ENCRYPTION_KEY", key),
+        ("TOLLGATE_DATA_DIR", data.as_str()),
+    ];
+    let mut child = tollgate(&["config", "seal"], &vars)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"sk-live-provider-key\n")
+        .await
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success());
+    let sealed = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(sealed.starts_with("enc:v1:") && !sealed.contains("sk-live"));
+
+    let env = |k: &str| {
+        vec![
+            ("OPENAI_API_KEY".to_string(), sealed.clone()),
+            ("ENCRYPTION_KEY".to_string(), k.to_string()),
+        ]
+    };
+    let config = tollgate::config::load_from(None, &env(key)).unwrap();
+    use secrecy::ExposeSecret;
+    assert_eq!(
+        config.providers.openai.api_key.unwrap().expose_secret(),
+        "sk-live-provider-key"
+    );
+    // Another key: refused at load, naming the field.
+    let problems = tollgate::config::load_from(None, &env(&key.replace("00", "11")))
+        .unwrap_err()
+        .0;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.key == "providers.openai.api_key" && p.message.contains("decrypted")),
+        "{problems:?}"
+    );
+    // Without ENCRYPTION_KEY the CLI says what to do.
+    let (code, _, stderr) = run(&["config", "seal"], &[("TOLLGATE_DATA_DIR", data.as_str())]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("ENCRYPTION_KEY"), "{stderr}");
+}
+
+fn tempfile_dir() -> String {
+    let dir = std::env::temp_dir().join(format!("tollgate-seal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.display().to_string()
+}
