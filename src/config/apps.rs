@@ -190,6 +190,12 @@ pub(super) fn billing(key: &str, b: &BillingSettings, p: &mut Vec<Problem>) {
                 "must not be negative",
             ));
         }
+        if plan.tokens_per_minute == Some(0) {
+            p.push(Problem::new(
+                format!("{at}.tokens_per_minute"),
+                "at least 1 (leave it out for no limit)",
+            ));
+        }
         if plan.overdraft < Micros::ZERO {
             p.push(Problem::new(
                 format!("{at}.overdraft"),

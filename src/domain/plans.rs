@@ -95,6 +95,9 @@ pub struct Plan {
     /// A named rate-limit tier, for the gateway's per-plan limits.
     #[serde(default)]
     pub rate_limit_tier: Option<String>,
+    /// AI tokens (input, cached and output) a user may use per minute (per process).
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
 }
 
 impl Plan {
@@ -108,6 +111,7 @@ impl Plan {
             credits: Micros::ZERO,
             overdraft: Micros::ZERO,
             rate_limit_tier: None,
+            tokens_per_minute: None,
         }
     }
 

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
 use super::format::{Format, Tally, Translator, translate_response};
-use super::limits::Slot;
+use super::limits::{Slot, TokenWindows};
 use super::models::Route;
 use super::openai::ChatRequest;
 use super::upstream::Reply;
@@ -70,6 +70,8 @@ pub struct Meter {
     format: Format,
     /// The user's place among their calls in flight, freed when the call is settled.
     _slot: Slot,
+    /// Where the call's tokens are counted for tokens-per-minute limits.
+    tokens: TokenWindows,
 }
 
 impl Meter {
@@ -86,6 +88,7 @@ impl Meter {
         format: Format,
         amount: i64,
         slot: Slot,
+        tokens: TokenWindows,
     ) -> Result<Meter> {
         let request_id = crate::http::request_id::current().unwrap_or_default();
         let expires = now_ms() + config.ledger.hold_timeout_secs as i64 * 1000;
@@ -107,6 +110,7 @@ impl Meter {
             stream: request.stream,
             format,
             _slot: slot,
+            tokens,
         })
     }
 
@@ -146,6 +150,11 @@ impl Meter {
         ttft: Option<Duration>,
     ) -> i64 {
         let charged = self.cost(reply.route, &usage);
+        self.tokens.add(
+            self.t.user_id,
+            usage.input + usage.cached_input + usage.output,
+            now_ms(),
+        );
         let duration = reply.sent_at.elapsed();
         let record = NewUsage {
             request_id: &self.request_id,

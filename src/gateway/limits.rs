@@ -1,5 +1,5 @@
-//! Runtime protections of the gateway, per process: a cap on each user's calls in flight, and
-//! a circuit breaker per provider (after `breaker_failures` failures in a row — 5xx, timeouts,
+//! Runtime protections of the gateway, per process: a cap on each user's calls in flight, a
+//! plan's tokens per minute per user, and a circuit breaker per provider (after `breaker_failures` failures in a row — 5xx, timeouts,
 //! unreachable; not 429 — the provider is skipped for `breaker_cooldown_ms`, then one call
 //! tries it again).
 
@@ -50,6 +50,45 @@ impl Drop for Slot {
             if *n == 0 {
                 map.remove(&self.user_id);
             }
+        }
+    }
+}
+
+/// Tokens used per user in the current minute (fixed windows aligned to the minute).
+#[derive(Clone, Default)]
+pub struct TokenWindows {
+    used: Arc<Mutex<HashMap<i64, (i64, u64)>>>,
+}
+
+const MINUTE_MS: i64 = 60_000;
+
+impl TokenWindows {
+    /// Admits a call unless the user's tokens this minute already reached `limit`; the refusal
+    /// carries the seconds until the next minute. A call admitted under the limit may take
+    /// the count past it (its tokens are known only afterwards); the next is then refused.
+    pub fn admit(&self, user_id: i64, limit: u64, now_ms: i64) -> Result<(), u64> {
+        let window = now_ms - now_ms.rem_euclid(MINUTE_MS);
+        let map = self.used.lock().expect("tokens lock");
+        match map.get(&user_id) {
+            Some(&(start, used)) if start == window && used >= limit => {
+                Err(((window + MINUTE_MS - now_ms) as u64).div_ceil(1000))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds a finished call's tokens to the user's minute.
+    pub fn add(&self, user_id: i64, tokens: u64, now_ms: i64) {
+        let window = now_ms - now_ms.rem_euclid(MINUTE_MS);
+        let mut map = self.used.lock().expect("tokens lock");
+        let entry = map.entry(user_id).or_insert((window, 0));
+        if entry.0 != window {
+            *entry = (window, 0);
+        }
+        entry.1 += tokens;
+        // Forget users idle since an earlier minute now and then, so the map stays small.
+        if map.len() > 10_000 {
+            map.retain(|_, (start, _)| *start == window);
         }
     }
 }
@@ -130,6 +169,19 @@ mod tests {
         assert_eq!(slots.in_flight(1), 1);
         assert!(slots.take(1, 2).is_some());
         assert!(slots.take(1, 0).is_some(), "0 is no limit");
+    }
+
+    #[test]
+    fn tokens_per_minute_refuse_once_reached_until_the_next_minute() {
+        let w = TokenWindows::default();
+        let t0 = 1_800_000_000_000 - 1_800_000_000_000 % 60_000; // a minute boundary
+        assert!(w.admit(1, 50, t0).is_ok());
+        w.add(1, 42, t0 + 1_000);
+        assert!(w.admit(1, 50, t0 + 2_000).is_ok(), "42 < 50: admitted");
+        w.add(1, 42, t0 + 3_000);
+        assert_eq!(w.admit(1, 50, t0 + 45_000), Err(15));
+        assert!(w.admit(2, 50, t0 + 45_000).is_ok(), "per user");
+        assert!(w.admit(1, 50, t0 + 60_000).is_ok(), "a new minute");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub const ESTIMATED: &str = "tollgate_gateway_usage_estimated_total";
 pub const FALLBACKS: &str = "tollgate_gateway_fallbacks_total";
 pub const HOLD_SHORTFALL: &str = "tollgate_gateway_hold_shortfall_total";
 pub const CONCURRENCY_REFUSED: &str = "tollgate_gateway_concurrency_refused_total";
+pub const TOKENS_REFUSED: &str = "tollgate_gateway_tokens_per_minute_refused_total";
 
 pub fn describe() {
     metrics::describe_counter!(
@@ -55,6 +56,10 @@ pub fn describe() {
     metrics::describe_counter!(
         CONCURRENCY_REFUSED,
         "Calls refused because the user had max_concurrent_calls_per_user in flight, by app."
+    );
+    metrics::describe_counter!(
+        TOKENS_REFUSED,
+        "Calls refused because the user used the plan's tokens_per_minute, by app."
     );
     metrics::describe_counter!(
         HOLD_SHORTFALL,

@@ -10,7 +10,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use secrecy::ExposeSecret;
 
 use super::format::Format;
-use super::limits::{Breakers, CallSlots};
+use super::limits::{Breakers, CallSlots, TokenWindows};
 use super::models::{Provider, Route};
 use super::openai::{self, ChatRequest};
 use super::{anthropic, gemini};
@@ -24,6 +24,8 @@ pub struct Upstream {
     http: reqwest::Client,
     /// Each user's calls in flight.
     pub slots: CallSlots,
+    /// Each user's tokens this minute.
+    pub tokens: TokenWindows,
     breakers: Breakers,
 }
 
@@ -38,6 +40,7 @@ impl Upstream {
         Upstream {
             http,
             slots: CallSlots::default(),
+            tokens: TokenWindows::default(),
             breakers: Breakers::new(
                 config.gateway.breaker_failures,
                 Duration::from_millis(config.gateway.breaker_cooldown_ms),

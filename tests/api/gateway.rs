@@ -642,3 +642,35 @@ async fn a_failing_provider_trips_its_breaker_and_is_not_called_until_the_cooldo
     let metrics = app.get_metrics(None).await.text().await.unwrap();
     assert!(metrics.contains(r#"reason="circuit_open""#), "{metrics}");
 }
+
+#[tokio::test]
+async fn a_plans_tokens_per_minute_refuse_calls_once_used_up() {
+    let (app, fake) = gateway_app_with(|c| c.apps[0].plans[0].tokens_per_minute = Some(50)).await;
+    let key = app.user_key("ai", "alice").await;
+    // The counts are per calendar minute: do not start in its last seconds.
+    let into_minute = tollgate::store::now_ms() % 60_000;
+    if into_minute > 50_000 {
+        tokio::time::sleep(Duration::from_millis((60_000 - into_minute + 100) as u64)).await;
+    }
+    // Each call uses 42 tokens (12 prompt + 30 completion): the second starts under 50.
+    for _ in 0..2 {
+        assert_eq!(chat(&app, &key, hello("gpt")).await.status(), 200);
+    }
+    let r = chat(&app, &key, hello("gpt")).await;
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after));
+    let p = problem(r, 429).await;
+    assert_eq!(p["type"], "urn:tollgate:problem:rate-limited");
+    assert_eq!(fake.received().len(), 2);
+    assert_eq!(
+        chat(&app, &app.user_key("ai", "bob").await, hello("gpt"))
+            .await
+            .status(),
+        200,
+        "per user"
+    );
+}

@@ -242,6 +242,13 @@ async fn serve_call(
                 retry_after_secs: 1,
             }
         })?;
+    if let Some(limit) = plan.tokens_per_minute
+        && let Err(retry_after_secs) = state.upstream.tokens.admit(auth.user_id, limit, now_ms())
+    {
+        metrics::counter!(crate::gateway::metrics::TOKENS_REFUSED, "app" => auth.app_slug.clone())
+            .increment(1);
+        return Err(Error::RateLimited { retry_after_secs });
+    }
     let conversion = auth.billing.conversion();
     let amount = call::hold_amount(&routes, request, body_len, config, &conversion)?;
     let meter = call::Meter::open(
@@ -255,6 +262,7 @@ async fn serve_call(
         format,
         amount,
         slot,
+        state.upstream.tokens.clone(),
     )
     .await?;
     let outgoing = Outgoing {
