@@ -261,6 +261,8 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let mut checks: Vec<(&Policy, String)> = Vec::with_capacity(2);
+    // Which app a refusal hits (the abuse signal operators watch); none for unknown callers.
+    let mut app_label = String::new();
     let verified = match super::auth::bearer_token(req.headers())
         .filter(|b| PresentedKey::parse(b).is_some())
     {
@@ -270,6 +272,7 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     };
     match verified {
         Some(record) => {
+            app_label = record.app_slug.clone().unwrap_or_default();
             checks.push((limiter.key_policy(&record), record.prefix.clone()));
             if let Some(app_id) = record.app_id {
                 checks.push((&limiter.inner.app, app_id.to_string()));
@@ -307,7 +310,7 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
                 }
             }
         };
-        metrics::counter!(REQUESTS, "policy" => policy.name, "outcome" => if decision.allowed { "allowed" } else { "limited" })
+        metrics::counter!(REQUESTS, "policy" => policy.name, "outcome" => if decision.allowed { "allowed" } else { "limited" }, "app" => app_label.clone())
             .increment(1);
         if !decision.allowed {
             let mut r = Error::RateLimited {

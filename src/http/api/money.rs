@@ -305,7 +305,7 @@ pub async fn consume_quota(
     match quotas::consume(db, t, metric, period.start, quantity, quota.limit).await? {
         Some(used) => Ok(Some(QuotaOut::new(metric, quota, used, period))),
         None => {
-            metrics::counter!(crate::store::ledger::metrics::QUOTA_REFUSED, "metric" => metric.to_string())
+            metrics::counter!(crate::store::ledger::metrics::QUOTA_REFUSED, "metric" => metric.to_string(), "app_id" => t.app_id.to_string())
                 .increment(1);
             Err(Error::QuotaExceeded {
                 metric: metric.to_string(),
