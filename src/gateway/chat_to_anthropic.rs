@@ -6,6 +6,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::chat_request::{self, ToolChoice};
 use crate::error::FieldError;
 
 /// OpenAI fields this translation carries over (others are refused).
@@ -33,32 +34,21 @@ pub fn request(
     upstream_model: &str,
     default_max_tokens: u64,
 ) -> Result<Map<String, Value>, Vec<FieldError>> {
-    let mut errors: Vec<FieldError> = chat
-        .keys()
-        .filter(|k| !KNOWN.contains(&k.as_str()))
-        .map(|k| FieldError::new(k.as_str(), "not supported for Anthropic models"))
-        .collect();
+    let mut errors = Vec::new();
+    let common = chat_request::read(chat, KNOWN, "Anthropic", &mut errors);
     let mut out = Map::new();
     out.insert("model".into(), json!(upstream_model));
-    let max = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|k| chat.get(*k).and_then(Value::as_u64))
-        .unwrap_or(default_max_tokens);
-    out.insert("max_tokens".into(), json!(max));
+    out.insert(
+        "max_tokens".into(),
+        json!(common.max_tokens.unwrap_or(default_max_tokens)),
+    );
     for k in ["temperature", "top_p", "stream"] {
         if let Some(v) = chat.get(k).filter(|v| !v.is_null()) {
             out.insert(k.into(), v.clone());
         }
     }
-    match chat.get("stop") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => {
-            out.insert("stop_sequences".into(), json!([s]));
-        }
-        Some(Value::Array(a)) => {
-            out.insert("stop_sequences".into(), Value::Array(a.clone()));
-        }
-        Some(_) => errors.push(FieldError::new("stop", "expected a string or an array")),
+    if let Some(stop) = common.stop {
+        out.insert("stop_sequences".into(), Value::Array(stop));
     }
     if let Some(Value::String(user)) = chat.get("user") {
         out.insert("metadata".into(), json!({ "user_id": user }));
@@ -69,53 +59,31 @@ pub fn request(
             "false is not supported for Anthropic models",
         ));
     }
-    if let Some(tools) = chat.get("tools").and_then(Value::as_array) {
-        let mut list = Vec::new();
-        for (i, t) in tools.iter().enumerate() {
-            let f = t.get("function");
-            match f.and_then(|f| f.get("name")).and_then(Value::as_str) {
-                Some(name) if t.get("type").and_then(Value::as_str) == Some("function") => {
-                    let mut tool = json!({
-                        "name": name,
-                        "input_schema": f.and_then(|f| f.get("parameters")).cloned()
-                            .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-                    });
-                    if let Some(d) = f.and_then(|f| f.get("description")) {
-                        tool["description"] = d.clone();
-                    }
-                    list.push(tool);
+    if let Some(tools) = common.tools {
+        let list = tools
+            .into_iter()
+            .map(|t| {
+                let mut tool = json!({
+                    "name": t.name,
+                    "input_schema": t.parameters
+                        .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                });
+                if let Some(d) = t.description {
+                    tool["description"] = d;
                 }
-                _ => errors.push(FieldError::new(
-                    format!("tools.{i}"),
-                    "only function tools with a name are supported",
-                )),
-            }
-        }
+                tool
+            })
+            .collect();
         out.insert("tools".into(), Value::Array(list));
     }
-    match chat.get("tool_choice") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" => {
-                out.insert("tool_choice".into(), json!({"type": "auto"}));
-            }
-            "required" => {
-                out.insert("tool_choice".into(), json!({"type": "any"}));
-            }
-            "none" => {
-                out.insert("tool_choice".into(), json!({"type": "none"}));
-            }
-            _ => errors.push(FieldError::new(
-                "tool_choice",
-                "expected auto, required or none",
-            )),
-        },
-        Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
-            Some(name) => {
-                out.insert("tool_choice".into(), json!({"type": "tool", "name": name}));
-            }
-            None => errors.push(FieldError::new("tool_choice", "expected a function name")),
-        },
+    if let Some(choice) = common.tool_choice {
+        let choice = match choice {
+            ToolChoice::Auto => json!({"type": "auto"}),
+            ToolChoice::Required => json!({"type": "any"}),
+            ToolChoice::None => json!({"type": "none"}),
+            ToolChoice::Function(name) => json!({"type": "tool", "name": name}),
+        };
+        out.insert("tool_choice".into(), choice);
     }
     let (system, messages) = messages(chat.get("messages"), &mut errors);
     if !system.is_empty() {

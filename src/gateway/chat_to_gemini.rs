@@ -6,6 +6,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::chat_request::{self, ToolChoice};
 use super::chat_to_anthropic::text_of;
 use crate::error::FieldError;
 
@@ -27,16 +28,10 @@ const KNOWN: &[&str] = &[
 
 /// The `generateContent` body for an OpenAI chat request.
 pub fn request(chat: &Map<String, Value>) -> Result<Map<String, Value>, Vec<FieldError>> {
-    let mut errors: Vec<FieldError> = chat
-        .keys()
-        .filter(|k| !KNOWN.contains(&k.as_str()))
-        .map(|k| FieldError::new(k.as_str(), "not supported for Gemini models"))
-        .collect();
+    let mut errors = Vec::new();
+    let common = chat_request::read(chat, KNOWN, "Gemini", &mut errors);
     let mut generation = Map::new();
-    if let Some(max) = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|k| chat.get(*k).and_then(Value::as_u64))
-    {
+    if let Some(max) = common.max_tokens {
         generation.insert("maxOutputTokens".into(), json!(max));
     }
     for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
@@ -44,15 +39,8 @@ pub fn request(chat: &Map<String, Value>) -> Result<Map<String, Value>, Vec<Fiel
             generation.insert(to.into(), v.clone());
         }
     }
-    match chat.get("stop") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => {
-            generation.insert("stopSequences".into(), json!([s]));
-        }
-        Some(Value::Array(a)) => {
-            generation.insert("stopSequences".into(), Value::Array(a.clone()));
-        }
-        Some(_) => errors.push(FieldError::new("stop", "expected a string or an array")),
+    if let Some(stop) = common.stop {
+        generation.insert("stopSequences".into(), Value::Array(stop));
     }
     match chat
         .get("response_format")
@@ -69,58 +57,36 @@ pub fn request(chat: &Map<String, Value>) -> Result<Map<String, Value>, Vec<Fiel
         )),
     }
     let mut out = Map::new();
-    if let Some(tools) = chat.get("tools").and_then(Value::as_array) {
-        let mut declarations = Vec::new();
-        for (i, t) in tools.iter().enumerate() {
-            let f = t.get("function");
-            match f.and_then(|f| f.get("name")).and_then(Value::as_str) {
-                Some(name) if t.get("type").and_then(Value::as_str) == Some("function") => {
-                    let mut d = json!({"name": name});
-                    for k in ["description", "parameters"] {
-                        if let Some(v) = f.and_then(|f| f.get(k)) {
-                            d[k] = v.clone();
-                        }
-                    }
-                    declarations.push(d);
+    if let Some(tools) = common.tools {
+        let declarations: Vec<Value> = tools
+            .into_iter()
+            .map(|t| {
+                let mut d = json!({"name": t.name});
+                if let Some(v) = t.description {
+                    d["description"] = v;
                 }
-                _ => errors.push(FieldError::new(
-                    format!("tools.{i}"),
-                    "only function tools with a name are supported",
-                )),
-            }
-        }
+                if let Some(v) = t.parameters {
+                    d["parameters"] = v;
+                }
+                d
+            })
+            .collect();
         out.insert(
             "tools".into(),
             json!([{ "functionDeclarations": declarations }]),
         );
     }
-    let mode = |m: &str| json!({"functionCallingConfig": {"mode": m}});
-    match chat.get("tool_choice") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" => {
-                out.insert("toolConfig".into(), mode("AUTO"));
-            }
-            "required" => {
-                out.insert("toolConfig".into(), mode("ANY"));
-            }
-            "none" => {
-                out.insert("toolConfig".into(), mode("NONE"));
-            }
-            _ => errors.push(FieldError::new(
-                "tool_choice",
-                "expected auto, required or none",
-            )),
-        },
-        Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
-            Some(name) => {
-                out.insert(
-                    "toolConfig".into(),
-                    json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}),
-                );
-            }
-            None => errors.push(FieldError::new("tool_choice", "expected a function name")),
-        },
+    if let Some(choice) = common.tool_choice {
+        let config = match choice {
+            ToolChoice::Auto => json!({"mode": "AUTO"}),
+            ToolChoice::Required => json!({"mode": "ANY"}),
+            ToolChoice::None => json!({"mode": "NONE"}),
+            ToolChoice::Function(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
+        };
+        out.insert(
+            "toolConfig".into(),
+            json!({ "functionCallingConfig": config }),
+        );
     }
     let (system, contents) = contents(chat.get("messages"), &mut errors);
     if !system.is_empty() {
