@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::openai::ChatRequest;
+use super::openai::{self, ChatRequest};
 use super::usage::Usage;
 use crate::error::FieldError;
 
@@ -14,20 +14,8 @@ pub const DEFAULT_VERSION: &str = "2023-06-01";
 
 pub fn parse_request(body: &Map<String, Value>) -> Result<ChatRequest, Vec<FieldError>> {
     let mut errors = Vec::new();
-    let model = match body.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        _ => {
-            errors.push(FieldError::new("model", "required: a model name"));
-            String::new()
-        }
-    };
-    let messages = match body.get("messages") {
-        Some(Value::Array(m)) if !m.is_empty() => m.as_slice(),
-        _ => {
-            errors.push(FieldError::new("messages", "required: a non-empty array"));
-            &[]
-        }
-    };
+    let model = openai::required_model(body, &mut errors);
+    let messages = openai::required_messages(body, &mut errors);
     let max_tokens = match body.get("max_tokens").and_then(Value::as_u64) {
         Some(n) if n >= 1 => n,
         _ => {
@@ -38,14 +26,7 @@ pub fn parse_request(body: &Map<String, Value>) -> Result<ChatRequest, Vec<Field
             0
         }
     };
-    let stream = match body.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            errors.push(FieldError::new("stream", "expected true or false"));
-            false
-        }
-    };
+    let stream = openai::stream_flag(body, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }

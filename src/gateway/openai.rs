@@ -23,31 +23,49 @@ pub struct ChatRequest {
     pub inputs: usize,
 }
 
-/// Reads and checks the fields the gateway relies on; every problem at once, by field.
-pub fn parse_request(body: &Map<String, Value>) -> Result<ChatRequest, Vec<FieldError>> {
-    let mut errors = Vec::new();
-    let model = match body.get("model") {
+/// `model`: a non-empty string.
+pub fn required_model(body: &Map<String, Value>, errors: &mut Vec<FieldError>) -> String {
+    match body.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         _ => {
             errors.push(FieldError::new("model", "required: a model name"));
             String::new()
         }
-    };
-    let messages = match body.get("messages") {
+    }
+}
+
+/// `messages`: a non-empty array.
+pub fn required_messages<'a>(
+    body: &'a Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+) -> &'a [Value] {
+    match body.get("messages") {
         Some(Value::Array(m)) if !m.is_empty() => m.as_slice(),
         _ => {
             errors.push(FieldError::new("messages", "required: a non-empty array"));
             &[]
         }
-    };
-    let stream = match body.get("stream") {
+    }
+}
+
+/// `stream`: a boolean, false when absent.
+pub fn stream_flag(body: &Map<String, Value>, errors: &mut Vec<FieldError>) -> bool {
+    match body.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(_) => {
             errors.push(FieldError::new("stream", "expected true or false"));
             false
         }
-    };
+    }
+}
+
+/// Reads and checks the fields the gateway relies on; every problem at once, by field.
+pub fn parse_request(body: &Map<String, Value>) -> Result<ChatRequest, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let model = required_model(body, &mut errors);
+    let messages = required_messages(body, &mut errors);
+    let stream = stream_flag(body, &mut errors);
     if let Some(n) = body.get("n")
         && !n.is_null()
         && n.as_u64() != Some(1)
@@ -101,13 +119,7 @@ pub fn parse_request(body: &Map<String, Value>) -> Result<ChatRequest, Vec<Field
 /// Reads an embeddings request (`model`, `input` as a string, strings, or token arrays).
 pub fn parse_embeddings(body: &Map<String, Value>) -> Result<ChatRequest, Vec<FieldError>> {
     let mut errors = Vec::new();
-    let model = match body.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        _ => {
-            errors.push(FieldError::new("model", "required: a model name"));
-            String::new()
-        }
-    };
+    let model = required_model(body, &mut errors);
     // Token arrays count four characters a token, the inverse of the estimate.
     let item_chars = |v: &Value| match v {
         Value::String(s) => Some(s.chars().count()),

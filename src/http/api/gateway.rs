@@ -347,17 +347,7 @@ pub async fn my_usage(
     auth: UserAuth,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<UsagePage>> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(invalid("limit", "expected 1 to 200"));
-    }
-    let before = match &q.cursor {
-        Some(c) => Some(
-            c.parse::<i64>()
-                .map_err(|_| invalid("cursor", "not a cursor from this API"))?,
-        ),
-        None => None,
-    };
+    let (limit, before) = q.read()?;
     let t = Target {
         app_id: auth.app_id,
         user_id: auth.user_id,

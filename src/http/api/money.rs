@@ -128,19 +128,27 @@ pub struct PageQuery {
     pub limit: Option<i64>,
 }
 
+impl PageQuery {
+    /// The page size (default 50) and the id the page starts below, checked.
+    pub fn read(&self) -> Result<(i64, Option<i64>)> {
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=200).contains(&limit) {
+            return Err(invalid("limit", "expected 1 to 200"));
+        }
+        let before = match &self.cursor {
+            Some(c) => Some(
+                c.parse::<i64>()
+                    .map_err(|_| invalid("cursor", "not a cursor from this API"))?,
+            ),
+            None => None,
+        };
+        Ok((limit, before))
+    }
+}
+
 /// Reads a page of a user's ledger.
 pub async fn entries_page(db: &Db, t: Target, q: &PageQuery) -> Result<EntriesPage> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(invalid("limit", "expected 1 to 200"));
-    }
-    let before = match &q.cursor {
-        Some(c) => Some(
-            c.parse::<i64>()
-                .map_err(|_| invalid("cursor", "not a cursor from this API"))?,
-        ),
-        None => None,
-    };
+    let (limit, before) = q.read()?;
     let rows = crate::store::ledger::entries(db, t, before, limit + 1).await?;
     let more = rows.len() as i64 > limit;
     let data: Vec<EntryOut> = rows
