@@ -6,6 +6,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::Problem;
+use super::billing::{ProductConfig, RevenueCatConfig, SignedWebhooks, StripeConfig};
 use crate::domain::compat::{CompatRules, Version};
 use crate::domain::identity::{AppSettings, AppSlug, InviteSettings, JwtSettings};
 use crate::domain::money::Micros;
@@ -29,6 +30,14 @@ pub struct AppConfig {
     pub default_plan: Option<String>,
     #[serde(default)]
     pub plans: Vec<Plan>,
+    /// Billing stores the app sells through (docs/billing.md); each optional.
+    pub stripe: Option<StripeConfig>,
+    pub revenuecat: Option<RevenueCatConfig>,
+    pub paddle: Option<SignedWebhooks>,
+    pub whop: Option<SignedWebhooks>,
+    /// What each store's products give: a plan, or credits.
+    #[serde(default)]
+    pub products: Vec<ProductConfig>,
 }
 
 impl AppConfig {
@@ -86,6 +95,7 @@ pub fn validate(apps: &[AppConfig], prod: bool, p: &mut Vec<Problem>) {
             }
         }
         billing(&key, &a.billing(), p);
+        super::billing::validate(&key, a, prod, p);
         if let Some(jwt) = &a.jwt {
             if !issuers.insert(jwt.issuer.as_str()) {
                 p.push(Problem::new(

@@ -4,6 +4,7 @@
 //! the key path and what is expected, so an operator fixes a config in one pass.
 
 mod apps;
+pub mod billing;
 mod env;
 mod gateway;
 mod jobs;

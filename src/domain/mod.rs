@@ -7,3 +7,4 @@ pub mod money;
 pub mod plans;
 pub mod pricing;
 pub mod rate_limit;
+pub mod subscriptions;

@@ -13,6 +13,7 @@ pub mod openapi;
 mod problems;
 pub mod rate_limit;
 pub mod request_id;
+pub mod webhooks;
 
 use std::sync::Arc;
 

@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, admin, api, health, metrics};
+use super::{AppState, admin, api, health, metrics, webhooks};
 use crate::startup::Role;
 
 #[derive(OpenApi)]
@@ -21,6 +21,7 @@ use crate::startup::Role;
         (name = "identity", description = "Users, keys and the caller (user keys, app secret keys)"),
         (name = "admin", description = "Apps, keys, users and the audit log (operator tokens)"),
         (name = "jobs", description = "Queue operations and kill switches (operator tokens)"),
+        (name = "billing", description = "Billing stores' webhooks (signed by the store), subscriptions"),
     )
 )]
 struct ApiDoc;
@@ -61,6 +62,7 @@ pub fn routes(role: Role) -> Router<AppState> {
     let (router, spec) = probes
         .merge(api::router())
         .merge(admin::router())
+        .merge(webhooks::router())
         .split_for_parts();
     let json = serde_json::to_string_pretty(&spec).expect("the OpenAPI document serializes");
     router.route(

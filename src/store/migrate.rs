@@ -49,6 +49,11 @@ const SQLITE: Embedded = &[
         "usage",
         include_str!("../../migrations/sqlite/0007_usage.sql"),
     ),
+    (
+        8,
+        "billing",
+        include_str!("../../migrations/sqlite/0008_billing.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -85,6 +90,11 @@ const POSTGRES: Embedded = &[
         7,
         "usage",
         include_str!("../../migrations/postgres/0007_usage.sql"),
+    ),
+    (
+        8,
+        "billing",
+        include_str!("../../migrations/postgres/0008_billing.sql"),
     ),
 ];
 

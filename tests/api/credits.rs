@@ -823,6 +823,7 @@ async fn an_overdraft_is_bounded_by_the_plan_and_repaid_first_by_the_next_grant(
     let pro = tollgate::store::ledger::UserPlan {
         plan_id: Some("pro".into()),
         billing: None,
+        until: None,
     };
     ledger::set_plan(&app.db, t, &pro, None).await.unwrap();
     // Pro includes 100 credits (and free's 5 are not granted: alice never used the free plan).

@@ -41,10 +41,10 @@ async fn migrations_apply_once_on_a_fresh_database() {
     );
     assert!(!before.is_current());
 
-    assert_eq!(migrate::run(&db).await.unwrap(), [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(migrate::run(&db).await.unwrap(), [1, 2, 3, 4, 5, 6, 7, 8]);
     let after = migrate::status(&db).await.unwrap();
     assert!(after.is_current(), "{after:?}");
-    assert_eq!(after.applied, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(after.applied, [1, 2, 3, 4, 5, 6, 7, 8]);
     assert_eq!(migrate::run(&db).await.unwrap(), Vec::<i64>::new());
 }
 
@@ -110,7 +110,7 @@ async fn production_refuses_to_start_with_pending_migrations_unless_told_to_migr
     .await;
     let message = format!("{:#}", refused.err().expect("start is refused"));
     assert!(
-        message.contains("7 pending migration(s) [1, 2, 3, 4, 5, 6, 7]"),
+        message.contains("8 pending migration(s) [1, 2, 3, 4, 5, 6, 7, 8]"),
         "{message}"
     );
     assert!(message.contains("tollgate serve --migrate"), "{message}");

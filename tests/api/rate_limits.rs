@@ -249,6 +249,7 @@ async fn a_plan_picks_its_rate_limit_tier_for_its_users_keys() {
     let pro = tollgate::store::ledger::UserPlan {
         plan_id: Some("pro".into()),
         billing: None,
+        until: None,
     };
     let bob_t = tollgate::store::ledger::Target {
         app_id: s.app_id,

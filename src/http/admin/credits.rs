@@ -358,6 +358,7 @@ pub async fn set_plan(
     let user = UserPlan {
         plan_id: body.plan_id.clone(),
         billing: period,
+        until: None,
     };
     let (actor, rid) = (op.actor(), request_id::current());
     let details = json!({ "plan_id": body.plan_id, "period_start": body.period_start, "period_end": body.period_end }).to_string();

@@ -1,5 +1,6 @@
 //! The job kinds built into tollgate, one file per domain.
 
+pub mod billing;
 pub mod ledger;
 pub mod maintenance;
 
@@ -15,7 +16,8 @@ pub fn builtin() -> &'static Registry {
         r.register::<maintenance::Prune>()
             .register::<maintenance::Noop>()
             .register::<ledger::Expire>()
-            .register::<ledger::PeriodCredits>();
+            .register::<ledger::PeriodCredits>()
+            .register::<billing::ProcessWebhook>();
         r
     })
 }

@@ -7,12 +7,14 @@
 //! Invariants (`tollgate ledger verify` recomputes them): balance = Σ entry amounts; held = Σ
 //! entry held = Σ open holds; Σ bucket remaining = max(balance, 0); balance − held ≥ −overdraft.
 
+mod clawback;
 mod holds;
 pub mod metrics;
 mod period;
 mod read;
 mod snapshot;
 
+pub use clawback::{Clawback, claw_back};
 pub use holds::{
     HoldRow, Resolution, close_call, expire_holds, record_usage, release, reserve, settle,
 };

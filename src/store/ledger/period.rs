@@ -15,9 +15,30 @@ use super::{Credit, LedgerError, Note, Target, credit, expire_grants};
 pub struct UserPlan {
     pub plan_id: Option<String>,
     pub billing: Option<Period>,
+    /// When the plan stops applying unless renewed (a subscription set to cancel).
+    pub until: Option<i64>,
 }
 
+/// The `users` columns a [`UserPlan`] is read from.
+pub(crate) const PLAN_COLUMNS: &str = "plan_id, period_start, period_end, plan_until";
+
+/// Those columns as read.
+pub(crate) type PlanColumns = (Option<String>, Option<i64>, Option<i64>, Option<i64>);
+
 impl UserPlan {
+    /// The plan the stored columns give at `now`: the default plan (and no billing period) once
+    /// `plan_until` has passed.
+    pub fn read((plan_id, start, end, until): PlanColumns, now: i64) -> UserPlan {
+        if until.is_some_and(|u| u <= now) {
+            return UserPlan::default();
+        }
+        UserPlan {
+            plan_id,
+            billing: start.zip(end).map(|(start, end)| Period { start, end }),
+            until,
+        }
+    }
+
     /// The period whose credits the user gets at `now`: the billing period while it lasts,
     /// else the calendar month (UTC).
     pub fn credit_period(&self, now: i64) -> Period {
@@ -28,15 +49,12 @@ impl UserPlan {
 }
 
 pub async fn user_plan(db: &Db, t: Target) -> Result<UserPlan, sqlx::Error> {
-    let row: Option<(Option<String>, Option<i64>, Option<i64>)> = scoped_run!(db, Scope::App(t.app_id), c => sqlx::query_as(
-        "SELECT plan_id, period_start, period_end FROM users WHERE app_id = $1 AND id = $2")
+    let sql = format!("SELECT {PLAN_COLUMNS} FROM users WHERE app_id = $1 AND id = $2");
+    let row: Option<PlanColumns> = scoped_run!(db, Scope::App(t.app_id), c => sqlx::query_as(
+        sqlx::AssertSqlSafe(sql.clone()))
         .bind(t.app_id).bind(t.user_id).fetch_optional(c).await)?;
-    Ok(row
-        .map(|(plan_id, start, end)| UserPlan {
-            plan_id,
-            billing: start.zip(end).map(|(start, end)| Period { start, end }),
-        })
-        .unwrap_or_default())
+    let now = now_ms();
+    Ok(row.map(|r| UserPlan::read(r, now)).unwrap_or_default())
 }
 
 /// Puts a user on a plan (`None`: the default), with an optional billing period, and writes
@@ -52,9 +70,9 @@ pub async fn set_plan(
     let mut tx = db.begin().await?;
     scope::apply_tx(&mut tx, Scope::App(t.app_id)).await?;
     let updated = tx_run!(&mut tx, c => sqlx::query(
-        "UPDATE users SET plan_id = $1, period_start = $2, period_end = $3 \
-         WHERE app_id = $4 AND id = $5 AND deleted_at IS NULL")
-        .bind(&plan.plan_id).bind(start).bind(end).bind(t.app_id).bind(t.user_id)
+        "UPDATE users SET plan_id = $1, period_start = $2, period_end = $3, plan_until = $4 \
+         WHERE app_id = $5 AND id = $6 AND deleted_at IS NULL")
+        .bind(&plan.plan_id).bind(start).bind(end).bind(plan.until).bind(t.app_id).bind(t.user_id)
         .execute(&mut **c).await.map(|r| r.rows_affected() == 1))?;
     if updated && let Some(a) = audit {
         record_audit_tx(&mut tx, a).await?;
@@ -114,15 +132,10 @@ pub async fn refresh(
     let now = now_ms();
     // One scoped read decides whether anything needs writing (usually not).
     let (user, granted, expired) = scoped_conn!(db, Scope::App(t.app_id), c => async {
-        let row: Option<(Option<String>, Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT plan_id, period_start, period_end FROM users WHERE app_id = $1 AND id = $2")
+        let row: Option<PlanColumns> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {PLAN_COLUMNS} FROM users WHERE app_id = $1 AND id = $2")))
             .bind(t.app_id).bind(t.user_id).fetch_optional(&mut *c).await?;
-        let user = row
-            .map(|(plan_id, start, end)| UserPlan {
-                plan_id,
-                billing: start.zip(end).map(|(start, end)| Period { start, end }),
-            })
-            .unwrap_or_default();
+        let user = row.map(|r| UserPlan::read(r, now)).unwrap_or_default();
         let plan = billing.plan(user.plan_id.as_deref());
         let granted = if plan.credits.is_positive() {
             let key = period_key(t, &plan.id, user.credit_period(now));
@@ -159,8 +172,8 @@ pub fn period_key(t: Target, plan_id: &str, period: Period) -> String {
     )
 }
 
-/// id, plan_id, period_start, period_end.
-type UserPlanRow = (i64, Option<String>, Option<i64>, Option<i64>);
+/// id, then the plan columns.
+type UserPlanRow = (i64, Option<String>, Option<i64>, Option<i64>, Option<i64>);
 
 /// Live users of an app after `after_id`, for jobs that walk every user: (id, plan).
 pub async fn users_page(
@@ -170,19 +183,14 @@ pub async fn users_page(
     limit: i64,
 ) -> Result<Vec<(i64, UserPlan)>, sqlx::Error> {
     let rows: Vec<UserPlanRow> = scoped_run!(db, Scope::App(app_id), c => sqlx::query_as(
-        "SELECT id, plan_id, period_start, period_end FROM users WHERE app_id = $1 AND id > $2 \
-         AND deleted_at IS NULL ORDER BY id LIMIT $3")
+        "SELECT id, plan_id, period_start, period_end, plan_until FROM users WHERE app_id = $1 \
+         AND id > $2 AND deleted_at IS NULL ORDER BY id LIMIT $3")
         .bind(app_id).bind(after_id).bind(limit).fetch_all(c).await)?;
+    let now = now_ms();
     Ok(rows
         .into_iter()
-        .map(|(id, plan_id, start, end)| {
-            (
-                id,
-                UserPlan {
-                    plan_id,
-                    billing: start.zip(end).map(|(start, end)| Period { start, end }),
-                },
-            )
+        .map(|(id, plan_id, start, end, until)| {
+            (id, UserPlan::read((plan_id, start, end, until), now))
         })
         .collect())
 }

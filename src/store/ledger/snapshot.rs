@@ -54,6 +54,7 @@ type UserColumns = (
     Option<String>,
     Option<i64>,
     Option<i64>,
+    Option<i64>,
 );
 type BucketColumns = (
     i64,
@@ -76,19 +77,16 @@ pub async fn snapshot(
     scoped_conn!(db, Scope::App(t.app_id), conn => async {
         let user: Option<UserColumns> = sqlx::query_as(
             "SELECT u.id, u.created_at, u.invited_at, u.deleted_at, a.name, u.plan_id, \
-             u.period_start, u.period_end FROM users u JOIN apps a ON a.id = u.app_id \
+             u.period_start, u.period_end, u.plan_until FROM users u JOIN apps a ON a.id = u.app_id \
              WHERE u.app_id = $1 AND u.id = $2")
             .bind(t.app_id).bind(t.user_id).fetch_optional(&mut *conn).await?;
-        let Some((user_id, created_at, invited_at, deleted_at, app_name, plan_id, start, end)) = user else {
+        let Some((user_id, created_at, invited_at, deleted_at, app_name, plan_id, start, end, until)) = user else {
             return Ok(None);
         };
         if deleted_at.is_some() {
             return Ok(None);
         }
-        let user_plan = UserPlan {
-            plan_id,
-            billing: start.zip(end).map(|(start, end)| Period { start, end }),
-        };
+        let user_plan = UserPlan::read((plan_id, start, end, until), now);
         let plan = billing.plan(user_plan.plan_id.as_deref());
         // The account and its buckets in one statement (no account yet: no rows).
         let rows: Vec<BucketColumns> = sqlx::query_as(

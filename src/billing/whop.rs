@@ -1,0 +1,171 @@
+//! Whop: Standard Webhooks. Headers `webhook-id`, `webhook-timestamp` (unix seconds) and
+//! `webhook-signature: v1,<base64> [v1,<base64>…]`, each an HMAC-SHA256 of
+//! `{id}.{timestamp}.{raw body}`. A `whsec_…` secret is base64 after its prefix; any other is
+//! used as its bytes. Events: `{id, type, timestamp, data}`.
+
+use axum::http::HeaderMap;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use super::signing::{any_matches, base64_decode, base64_encode, fresh, mac};
+use super::{
+    Change, Envelope, Normalized, Rejection, SubscriptionFacts, header, json_object, rfc3339_ms,
+    text,
+};
+use crate::domain::plans::Period;
+use crate::domain::subscriptions::Status;
+
+pub const ID: &str = "webhook-id";
+pub const TIMESTAMP: &str = "webhook-timestamp";
+pub const SIGNATURE: &str = "webhook-signature";
+
+/// The HMAC key of a secret; `None` when it cannot be one.
+pub fn key_of(secret: &str) -> Option<Vec<u8>> {
+    match secret.strip_prefix("whsec_") {
+        Some(b64) => base64_decode(b64).filter(|k| !k.is_empty()),
+        None => (secret.len() >= 16).then(|| secret.as_bytes().to_vec()),
+    }
+}
+
+/// The `webhook-signature` value for a delivery, as Standard Webhooks senders make it.
+pub fn sign(secret: &str, id: &str, ts: i64, body: &[u8]) -> Option<String> {
+    let key = key_of(secret)?;
+    let sig = mac(
+        &key,
+        &[id.as_bytes(), b".", ts.to_string().as_bytes(), b".", body],
+    );
+    Some(format!("v1,{}", base64_encode(&sig)))
+}
+
+/// Returns the delivery's `webhook-id`.
+pub fn verify(
+    secrets: &[SecretString],
+    tolerance_secs: u64,
+    headers: &HeaderMap,
+    body: &[u8],
+    now_secs: i64,
+) -> Result<String, Rejection> {
+    let id = header(headers, ID)?;
+    let ts: i64 = header(headers, TIMESTAMP)?
+        .parse()
+        .map_err(|_| Rejection::MalformedHeader(TIMESTAMP))?;
+    let sigs: Vec<&str> = header(headers, SIGNATURE)?
+        .split(' ')
+        .filter_map(|s| s.strip_prefix("v1,"))
+        .collect();
+    if sigs.is_empty() || id.is_empty() {
+        return Err(Rejection::MalformedHeader(SIGNATURE));
+    }
+    let signed = ts.to_string();
+    let ok = secrets.iter().any(|s| {
+        key_of(s.expose_secret()).is_some_and(|key| {
+            let expected = mac(&key, &[id.as_bytes(), b".", signed.as_bytes(), b".", body]);
+            any_matches(&expected, &sigs, base64_decode)
+        })
+    });
+    if !ok {
+        return Err(Rejection::BadSignature);
+    }
+    fresh(ts, now_secs, tolerance_secs)?;
+    Ok(id.to_string())
+}
+
+pub fn envelope(id: &str, body: &[u8]) -> Result<Envelope, Rejection> {
+    let v = json_object(body)?;
+    let time = text(&v, "/timestamp").and_then(|t| rfc3339_ms(&t));
+    match (text(&v, "/type"), time) {
+        (Some(kind), Some(time_ms)) => Ok(Envelope {
+            id: text(&v, "/id").unwrap_or_else(|| id.to_string()),
+            kind,
+            time_ms,
+        }),
+        _ => Err(Rejection::BadBody("expected type and timestamp".into())),
+    }
+}
+
+/// A time Whop writes either as RFC 3339 text or as unix seconds.
+fn time_ms(v: &Value, pointer: &str) -> Option<i64> {
+    match v.pointer(pointer)? {
+        Value::String(s) => rfc3339_ms(s),
+        Value::Number(n) => n.as_i64().map(|s| s * 1000),
+        _ => None,
+    }
+}
+
+fn first_text(v: &Value, pointers: &[&str]) -> Option<String> {
+    pointers.iter().find_map(|p| text(v, p))
+}
+
+pub fn normalize(v: &Value) -> Result<Option<Normalized>, String> {
+    let kind = text(v, "/type").ok_or("no type")?;
+    let d = v.get("data").ok_or("no data")?;
+    let mut n = Normalized {
+        user: text(d, "/metadata/tollgate_user"),
+        customer: first_text(d, &["/user/id", "/user_id"]),
+        product: first_text(d, &["/plan/id", "/plan_id"]),
+        store: Some("WHOP".into()),
+        ..Normalized::default()
+    };
+    match kind.as_str() {
+        "membership.activated"
+        | "membership.went_valid"
+        | "membership.deactivated"
+        | "membership.went_invalid"
+        | "membership.cancel_at_period_end_changed" => {
+            let valid = matches!(
+                kind.as_str(),
+                "membership.activated" | "membership.went_valid"
+            ) || (kind == "membership.cancel_at_period_end_changed"
+                && text(d, "/status").as_deref() != Some("expired"));
+            let period = match (
+                time_ms(d, "/renewal_period_start"),
+                time_ms(d, "/renewal_period_end"),
+            ) {
+                (Some(start), Some(end)) if start < end => Some(Period { start, end }),
+                _ => None,
+            };
+            let cancel = d.get("cancel_at_period_end").and_then(Value::as_bool) == Some(true);
+            n.subscription = Some(SubscriptionFacts {
+                id: text(d, "/id").ok_or("a membership without an id")?,
+                status: match text(d, "/status").as_deref() {
+                    Some("trialing") if valid => Status::Trialing,
+                    Some("past_due") if valid => Status::PastDue,
+                    _ if valid => Status::Active,
+                    Some("canceled") => Status::Canceled,
+                    _ => Status::Expired,
+                },
+                product: n.product.clone(),
+                period,
+                cancel_at_period_end: cancel,
+            });
+            n.change = Some(if !valid {
+                Change::SubscriptionExpired
+            } else if kind.starts_with("membership.cancel") {
+                if cancel {
+                    Change::SubscriptionCanceled
+                } else {
+                    Change::SubscriptionUncanceled
+                }
+            } else {
+                Change::SubscriptionStarted
+            });
+        }
+        "payment.succeeded" | "payment.failed" => {
+            n.reference = text(d, "/id");
+            n.subscription_id = first_text(d, &["/membership/id", "/membership_id"]);
+            n.currency = text(d, "/currency");
+            n.change = Some(match (kind.as_str(), &n.subscription_id) {
+                ("payment.failed", _) => Change::PaymentFailed,
+                (_, Some(_)) => Change::PaymentSucceeded,
+                (_, None) => Change::OneTimePurchase,
+            });
+        }
+        "refund.created" | "dispute.created" => {
+            n.change = Some(Change::Refunded);
+            n.reference = first_text(d, &["/payment/id", "/payment_id"]);
+            n.currency = text(d, "/currency");
+        }
+        _ => return Ok(None),
+    }
+    Ok(Some(n))
+}

@@ -1,0 +1,213 @@
+//! An app's billing stores (`[apps.stripe]`, `[apps.revenuecat]`, `[apps.paddle]`,
+//! `[apps.whop]`) and the products they sell (`[[apps.products]]`). An app enables only the
+//! stores it uses; nothing is required of the others.
+
+use std::collections::HashSet;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use super::Problem;
+use crate::billing::Provider;
+use crate::domain::money::Micros;
+
+/// Stripe: webhook signing secrets (several during a rotation) and the API key for checkout and
+/// the customer portal.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeConfig {
+    /// `whsec_…`, one per endpoint secret in use; a signature by any of them is accepted.
+    #[serde(default)]
+    pub webhook_secrets: Vec<SecretString>,
+    /// `sk_…` or a restricted `rk_…` key, for checkout sessions, the portal and customers.
+    #[serde(default, deserialize_with = "super::env::secret")]
+    pub secret_key: Option<SecretString>,
+    /// The API root (tests point it at a local fake).
+    #[serde(default = "stripe_api")]
+    pub api_base: String,
+    /// Oldest accepted signature timestamp, in seconds (Stripe's libraries use 300).
+    #[serde(default = "default_tolerance")]
+    pub tolerance_secs: u64,
+}
+
+/// RevenueCat: the exact `Authorization` header value set in the dashboard's webhook settings,
+/// and a secret API key for the REST API (the "sync now" after a purchase).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevenueCatConfig {
+    #[serde(default, deserialize_with = "super::env::secret")]
+    pub webhook_authorization: Option<SecretString>,
+    #[serde(default, deserialize_with = "super::env::secret")]
+    pub api_key: Option<SecretString>,
+    #[serde(default = "revenuecat_api")]
+    pub api_base: String,
+}
+
+/// Paddle Billing or Whop: signing secrets only (several during a rotation).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedWebhooks {
+    #[serde(default)]
+    pub webhook_secrets: Vec<SecretString>,
+    #[serde(default = "default_tolerance")]
+    pub tolerance_secs: u64,
+}
+
+/// What a store's product (Stripe price, RevenueCat product, Paddle price, Whop plan) gives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductConfig {
+    pub provider: Provider,
+    /// The store's id for it, e.g. `price_1Q…` or `com.example.pro.monthly`.
+    pub id: String,
+    /// A subscription to it puts the user on this plan.
+    pub plan: Option<String>,
+    /// A one-time purchase of it grants these credits (a top-up pack).
+    pub credits: Option<Micros>,
+}
+
+fn stripe_api() -> String {
+    "https://api.stripe.com".into()
+}
+fn revenuecat_api() -> String {
+    "https://api.revenuecat.com".into()
+}
+fn default_tolerance() -> u64 {
+    300
+}
+
+impl super::AppConfig {
+    /// The product a store's id names, if the app maps it.
+    pub fn product(&self, provider: Provider, id: &str) -> Option<&ProductConfig> {
+        self.products
+            .iter()
+            .find(|p| p.provider == provider && p.id == id)
+    }
+
+    /// Whether webhooks of this store are accepted for the app.
+    pub fn store_enabled(&self, provider: Provider) -> bool {
+        match provider {
+            Provider::Stripe => self.stripe.is_some(),
+            Provider::RevenueCat => self.revenuecat.is_some(),
+            Provider::Paddle => self.paddle.is_some(),
+            Provider::Whop => self.whop.is_some(),
+        }
+    }
+}
+
+/// Every malformed or missing store setting of app `key`, and products that name unknown plans.
+pub fn validate(key: &str, b: &super::AppConfig, prod: bool, p: &mut Vec<Problem>) {
+    let plan_ids: Vec<&str> = b.plans.iter().map(|p| p.id.as_str()).collect();
+    let mut need = |ok: bool, field: String, message: &str| {
+        if !ok {
+            p.push(Problem::new(field, message));
+        }
+    };
+    let api = |url: &str| {
+        Url::parse(url).is_ok_and(|u| u.scheme() == "https" || (!prod && u.scheme() == "http"))
+    };
+    if let Some(s) = &b.stripe {
+        need(
+            !s.webhook_secrets.is_empty(),
+            format!("{key}.stripe.webhook_secrets"),
+            "at least one signing secret (whsec_…) from the webhook endpoint's page",
+        );
+        for (i, w) in s.webhook_secrets.iter().enumerate() {
+            need(
+                w.expose_secret().starts_with("whsec_"),
+                format!("{key}.stripe.webhook_secrets.{i}"),
+                "a Stripe signing secret starts with whsec_",
+            );
+        }
+        if let Some(k) = &s.secret_key {
+            let k = k.expose_secret();
+            need(
+                k.starts_with("sk_") || k.starts_with("rk_"),
+                format!("{key}.stripe.secret_key"),
+                "a Stripe secret key starts with sk_ (or rk_ for a restricted key)",
+            );
+            need(
+                !(prod && (k.starts_with("sk_test_") || k.starts_with("rk_test_"))),
+                format!("{key}.stripe.secret_key"),
+                "a test-mode key in production",
+            );
+        }
+        need(
+            api(&s.api_base),
+            format!("{key}.stripe.api_base"),
+            "expected an https URL (http is accepted outside production)",
+        );
+    }
+    if let Some(r) = &b.revenuecat {
+        need(
+            r.webhook_authorization
+                .as_ref()
+                .is_some_and(|a| a.expose_secret().len() >= 16),
+            format!("{key}.revenuecat.webhook_authorization"),
+            "the Authorization header value set on the RevenueCat webhook, at least 16 characters",
+        );
+        need(
+            api(&r.api_base),
+            format!("{key}.revenuecat.api_base"),
+            "expected an https URL (http is accepted outside production)",
+        );
+    }
+    for (name, s) in [("paddle", &b.paddle), ("whop", &b.whop)] {
+        if let Some(s) = s {
+            need(
+                !s.webhook_secrets.is_empty(),
+                format!("{key}.{name}.webhook_secrets"),
+                "at least one signing secret",
+            );
+            for (i, w) in s.webhook_secrets.iter().enumerate() {
+                let w = w.expose_secret();
+                let ok = match name {
+                    "paddle" => w.starts_with("pdl_ntfset_") || w.len() >= 16,
+                    _ => crate::billing::whop::key_of(w).is_some(),
+                };
+                need(
+                    ok,
+                    format!("{key}.{name}.webhook_secrets.{i}"),
+                    "not a signing secret (Paddle: pdl_ntfset_…; Whop: at least 16 characters, or whsec_<base64>)",
+                );
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, product) in b.products.iter().enumerate() {
+        let at = format!("{key}.products.{i}");
+        need(
+            !product.id.is_empty(),
+            format!("{at}.id"),
+            "must not be empty",
+        );
+        need(
+            seen.insert((product.provider, product.id.as_str())),
+            format!("{at}.id"),
+            "this store's product is mapped twice",
+        );
+        need(
+            b.store_enabled(product.provider),
+            format!("{at}.provider"),
+            "the app does not enable this store",
+        );
+        match (&product.plan, product.credits) {
+            (None, None) => need(
+                false,
+                at.clone(),
+                "needs a plan (subscriptions) or credits (a top-up pack)",
+            ),
+            (Some(plan), _) => need(
+                plan_ids.contains(&plan.as_str()),
+                format!("{at}.plan"),
+                "not one of the app's plans",
+            ),
+            (None, Some(c)) => need(
+                c.is_positive(),
+                format!("{at}.credits"),
+                "must be greater than 0",
+            ),
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Subscription state: statuses, which of them give access, and the order events apply in. Pure
+//! rules; the billing job stores the state.
+
+use serde::{Deserialize, Serialize};
+
+use super::plans::Period;
+
+/// A subscription's status, the same for every store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Trialing,
+    Active,
+    /// A renewal payment failed; access continues while the store retries.
+    PastDue,
+    /// Created but its first payment has not succeeded.
+    Incomplete,
+    /// Ended by a cancellation.
+    Canceled,
+    /// Ran out (not renewed, or revoked).
+    Expired,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Trialing => "trialing",
+            Status::Active => "active",
+            Status::PastDue => "past_due",
+            Status::Incomplete => "incomplete",
+            Status::Canceled => "canceled",
+            Status::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        [
+            Status::Trialing,
+            Status::Active,
+            Status::PastDue,
+            Status::Incomplete,
+            Status::Canceled,
+            Status::Expired,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+
+    /// Whether the subscription's plan applies (until its period ends, when set to cancel).
+    pub fn gives_access(self) -> bool {
+        matches!(self, Status::Trialing | Status::Active | Status::PastDue)
+    }
+}
+
+/// Where an event sits in a subscription's history: the provider's event time, then its event
+/// id, so that any delivery order ends in the same state (equal times break ties by id).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    pub time_ms: i64,
+    pub event_id: String,
+}
+
+/// Whether an event at `incoming` may overwrite state last written at `stored`.
+pub fn supersedes(incoming: &Version, stored: Option<&Version>) -> bool {
+    stored.is_none_or(|s| incoming >= s)
+}
+
+/// A stored subscription, as far as the user's plan is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    pub status: Status,
+    pub plan_id: Option<String>,
+    pub period: Option<Period>,
+    pub cancel_at_period_end: bool,
+}
+
+impl Standing {
+    /// Whether it gives its plan at `now`: a live status, and not past the end of a period it
+    /// was set to cancel at.
+    pub fn live_at(&self, now: i64) -> bool {
+        self.status.gives_access()
+            && self.plan_id.is_some()
+            && !(self.cancel_at_period_end && self.period.is_some_and(|p| p.end <= now))
+    }
+
+    /// When its plan stops applying unless the store says otherwise: the period's end for a
+    /// subscription set to cancel, never for one that renews.
+    pub fn until(&self) -> Option<i64> {
+        if self.cancel_at_period_end {
+            self.period.map(|p| p.end)
+        } else {
+            None
+        }
+    }
+}
+
+/// The subscription that decides the user's plan: of those live at `now`, the one whose period
+/// ends last (ties: the last listed). `None`: the app's default plan.
+pub fn deciding(subs: &[Standing], now: i64) -> Option<&Standing> {
+    subs.iter()
+        .filter(|s| s.live_at(now))
+        .max_by_key(|s| s.period.map_or(i64::MAX, |p| p.end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(t: i64, id: &str) -> Version {
+        Version {
+            time_ms: t,
+            event_id: id.into(),
+        }
+    }
+
+    fn standing(status: Status, end: i64, cancel: bool) -> Standing {
+        Standing {
+            status,
+            plan_id: Some(format!("plan-{end}")),
+            period: Some(Period { start: 0, end }),
+            cancel_at_period_end: cancel,
+        }
+    }
+
+    #[test]
+    fn a_later_event_supersedes_and_an_earlier_one_does_not() {
+        assert!(supersedes(&v(2, "a"), Some(&v(1, "z"))));
+        assert!(!supersedes(&v(1, "z"), Some(&v(2, "a"))));
+        assert!(supersedes(&v(1, "a"), None));
+        // Equal times: the id decides, the same way whatever the delivery order.
+        assert!(supersedes(&v(1, "b"), Some(&v(1, "a"))));
+        assert!(!supersedes(&v(1, "a"), Some(&v(1, "b"))));
+        // The same event again changes nothing, and may be applied again.
+        assert!(supersedes(&v(1, "a"), Some(&v(1, "a"))));
+    }
+
+    #[test]
+    fn a_cancellation_at_period_end_keeps_access_until_the_end() {
+        let s = standing(Status::Active, 100, true);
+        assert!(s.live_at(99));
+        assert!(!s.live_at(100));
+        assert_eq!(s.until(), Some(100));
+        let renewing = standing(Status::Active, 100, false);
+        assert!(renewing.live_at(1_000));
+        assert_eq!(renewing.until(), None);
+    }
+
+    #[test]
+    fn only_trialing_active_and_past_due_give_access() {
+        for (status, access) in [
+            (Status::Trialing, true),
+            (Status::Active, true),
+            (Status::PastDue, true),
+            (Status::Incomplete, false),
+            (Status::Canceled, false),
+            (Status::Expired, false),
+        ] {
+            assert_eq!(
+                standing(status, 100, false).live_at(50),
+                access,
+                "{status:?}"
+            );
+            assert_eq!(Status::parse(status.as_str()), Some(status));
+        }
+    }
+
+    #[test]
+    fn the_live_subscription_ending_last_decides() {
+        let subs = [
+            standing(Status::Active, 200, false),
+            standing(Status::Expired, 900, false),
+            standing(Status::Active, 300, false),
+            standing(Status::Active, 50, true),
+        ];
+        assert_eq!(
+            deciding(&subs, 60).unwrap().plan_id.as_deref(),
+            Some("plan-300")
+        );
+        assert!(deciding(&subs[1..2], 60).is_none());
+    }
+}
