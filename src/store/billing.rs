@@ -62,8 +62,8 @@ pub async fn ingest<J: Job>(
     Ok(result)
 }
 
-/// A stored delivery.
-#[derive(Debug, Clone, Serialize)]
+/// A stored delivery. Its `Debug` leaves the body out (it may carry personal data).
+#[derive(Clone, Serialize)]
 pub struct WebhookRow {
     pub id: i64,
     pub app_id: i64,
@@ -85,6 +85,21 @@ pub struct WebhookRow {
     pub processed_at: Option<i64>,
     #[serde(skip)]
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for WebhookRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookRow")
+            .field("id", &self.id)
+            .field("provider", &self.provider)
+            .field("event_id", &self.event_id)
+            .field("event_type", &self.event_type)
+            .field("status", &self.status)
+            .field("attempts", &self.attempts)
+            .field("outcome", &self.outcome)
+            .field("last_error", &self.last_error)
+            .finish_non_exhaustive()
+    }
 }
 
 type WebhookTuple = (

@@ -254,9 +254,11 @@ impl Effects<'_> {
         {
             return Ok(target(id));
         }
-        Err(permanent(
-            "the event names no known user: pass the app's user id as metadata.tollgate_user \
-             (Stripe: client_reference_id at checkout; RevenueCat: app_user_id)",
+        // Retried, not failed: the event naming the user may still be on its way (stores do
+        // not deliver in order). After the last attempt the delivery shows as failed.
+        Err(anyhow::anyhow!(
+            "the event names no known user yet: the app's user id goes in metadata.tollgate_user \
+             (Stripe: client_reference_id or subscription metadata; RevenueCat: app_user_id)"
         ))
     }
 

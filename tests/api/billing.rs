@@ -1,0 +1,523 @@
+//! Billing stores end to end through HTTP: signed webhooks → stored → processed by the worker →
+//! subscription, plan, entitlements and credits. Stripe and RevenueCat deliveries are made the
+//! way the stores make them (tollgate's signing helpers follow the documented constructions,
+//! checked against the official stripe package in `billing_clients`).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tollgate::config::AppConfig;
+use tollgate::store::billing as store;
+use tollgate::store::ledger::Target;
+
+use crate::credits::shop_config;
+use crate::helpers::{TestApp, problem, spawn_app_with};
+use crate::jobs::wait_until;
+
+pub const STRIPE_SECRET: &str = "whsec_test_shop_endpoint";
+pub const RC_AUTH: &str = "Bearer rc-shop-webhook-secret";
+const CREDIT: i64 = 1_000_000;
+const DAY: i64 = 86_400;
+
+/// The shop app (free and pro plans) selling through Stripe and RevenueCat.
+pub fn store_config() -> AppConfig {
+    let mut app = shop_config();
+    let extra: AppConfig = serde_json::from_value(json!({
+        "slug": "shop",
+        "stripe": { "webhook_secrets": [STRIPE_SECRET], "secret_key": "sk_test_shop" },
+        "revenuecat": { "webhook_authorization": RC_AUTH },
+        "products": [
+            { "provider": "stripe", "id": "price_pro", "plan": "pro" },
+            { "provider": "stripe", "id": "price_pack", "credits": "50" },
+            { "provider": "revenuecat", "id": "pro_monthly", "plan": "pro" },
+            { "provider": "revenuecat", "id": "pack_20", "credits": "20" },
+        ]
+    }))
+    .unwrap();
+    app.stripe = extra.stripe;
+    app.revenuecat = extra.revenuecat;
+    app.products = extra.products;
+    app
+}
+
+pub async fn spawn_store_app() -> TestApp {
+    spawn_app_with(|c| c.apps = vec![store_config()]).await
+}
+
+fn now_secs() -> i64 {
+    tollgate::store::now_ms() / 1000
+}
+
+/// A Stripe event envelope around `object`.
+pub fn stripe_event(id: &str, kind: &str, created: i64, object: Value) -> Value {
+    json!({ "id": id, "object": "event", "api_version": "2025-03-31.basil", "created": created,
+        "livemode": false, "type": kind, "data": { "object": object } })
+}
+
+pub async fn post_stripe(app: &TestApp, event: &Value) -> reqwest::Response {
+    let body = serde_json::to_vec(event).unwrap();
+    let sig = tollgate::billing::stripe::sign(STRIPE_SECRET, now_secs(), &body);
+    app.client
+        .post(app.url("/webhooks/shop/stripe"))
+        .header("content-type", "application/json")
+        .header("stripe-signature", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn post_revenuecat(app: &TestApp, auth: &str, event: Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/webhooks/shop/revenuecat"))
+        .header("authorization", auth)
+        .json(&json!({ "api_version": "1.0", "event": event }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Waits until no delivery is pending, then returns them all (newest first).
+pub async fn settled(app: &TestApp) -> Vec<store::WebhookRow> {
+    wait_until(Duration::from_secs(20), || async {
+        let rows = store::webhooks(&app.db, None, None, 1000).await.unwrap();
+        rows.iter().all(|r| r.status != "pending")
+    })
+    .await;
+    store::webhooks(&app.db, None, None, 1000).await.unwrap()
+}
+
+fn subscription(id: &str, user: &str, status: &str, start: i64, end: i64, cancel: bool) -> Value {
+    json!({ "id": id, "object": "subscription", "customer": format!("cus_{user}"),
+        "status": status, "cancel_at_period_end": cancel,
+        "items": { "data": [{ "price": { "id": "price_pro" },
+            "current_period_start": start, "current_period_end": end }] },
+        "metadata": { "tollgate_user": user } })
+}
+
+fn invoice(id: &str, user: &str, sub: &str, reason: &str, start: i64, end: i64) -> Value {
+    json!({ "id": id, "object": "invoice", "customer": format!("cus_{user}"),
+        "billing_reason": reason, "amount_paid": 1999, "currency": "usd",
+        "parent": { "subscription_details": { "subscription": sub, "metadata": {} } },
+        "lines": { "data": [{ "period": { "start": start, "end": end },
+            "pricing": { "price_details": { "price": "price_pro" } } }] } })
+}
+
+async fn me(app: &TestApp, key: &str) -> Value {
+    app.get_as("/v1/me", key).await.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_billing_smoke_scenario_through_stripe() {
+    let app = spawn_store_app().await;
+    let now = now_secs();
+    let (p1, p2, p3) = (now - 10 * DAY, now + 20 * DAY, now + 50 * DAY);
+
+    // Subscribe: checkout completes, the subscription is created, its first invoice is paid.
+    let checkout = json!({ "id": "cs_1", "object": "checkout.session", "mode": "subscription",
+        "client_reference_id": "alice", "customer": "cus_alice", "subscription": "sub_A",
+        "payment_status": "paid" });
+    let events = [
+        stripe_event("evt_1", "checkout.session.completed", now - 3, checkout),
+        stripe_event(
+            "evt_2",
+            "customer.subscription.created",
+            now - 2,
+            subscription("sub_A", "alice", "active", p1, p2, false),
+        ),
+        stripe_event(
+            "evt_3",
+            "invoice.paid",
+            now - 1,
+            invoice("in_1", "alice", "sub_A", "subscription_create", p1, p2),
+        ),
+    ];
+    for e in &events {
+        let r = post_stripe(&app, e).await;
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["duplicate"], false);
+    }
+    let rows = settled(&app).await;
+    assert!(rows.iter().all(|r| r.status == "processed"), "{rows:?}");
+    let key = app.user_key("shop", "alice").await;
+    let m = me(&app, &key).await;
+    assert_eq!(m["plan"]["id"], "pro");
+    assert!(
+        m["entitlements"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("premium"))
+    );
+    assert_eq!(m["credits"]["balance_micros"], 100 * CREDIT, "{m}");
+
+    // The same invoice delivered five times: one effect, no further processing.
+    let attempts_before = rows
+        .iter()
+        .find(|r| r.event_id == "evt_3")
+        .unwrap()
+        .attempts;
+    for _ in 0..5 {
+        let r = post_stripe(&app, &events[2]).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.json::<Value>().await.unwrap()["duplicate"], true);
+    }
+    let rows = settled(&app).await;
+    let in1 = rows.iter().find(|r| r.event_id == "evt_3").unwrap();
+    assert_eq!(in1.deliveries, 6);
+    assert_eq!(in1.attempts, attempts_before);
+    assert_eq!(
+        me(&app, &key).await["credits"]["balance_micros"],
+        100 * CREDIT
+    );
+
+    // Renewal: the next period's credits, once (its invoice delivered twice).
+    let renewal = stripe_event(
+        "evt_4",
+        "invoice.paid",
+        now,
+        invoice("in_2", "alice", "sub_A", "subscription_cycle", p2, p3),
+    );
+    post_stripe(&app, &renewal).await;
+    post_stripe(&app, &renewal).await;
+    settled(&app).await;
+    assert_eq!(
+        me(&app, &key).await["credits"]["balance_micros"],
+        200 * CREDIT
+    );
+
+    // A top-up pack, then its refund: the pack's credits, then none of them.
+    let topup = json!({ "id": "cs_2", "object": "checkout.session", "mode": "payment",
+        "client_reference_id": "alice", "customer": "cus_alice", "payment_status": "paid",
+        "payment_intent": "pi_pack", "amount_total": 500, "currency": "usd",
+        "metadata": { "tollgate_product": "price_pack" } });
+    post_stripe(
+        &app,
+        &stripe_event("evt_5", "checkout.session.completed", now, topup),
+    )
+    .await;
+    settled(&app).await;
+    assert_eq!(
+        me(&app, &key).await["credits"]["balance_micros"],
+        250 * CREDIT
+    );
+    let refund = json!({ "id": "ch_1", "object": "charge", "customer": "cus_alice",
+        "payment_intent": "pi_pack", "amount": 500, "amount_refunded": 500, "currency": "usd",
+        "refunded": true });
+    post_stripe(&app, &stripe_event("evt_6", "charge.refunded", now, refund)).await;
+    let rows = settled(&app).await;
+    let refunded = rows.iter().find(|r| r.event_id == "evt_6").unwrap();
+    assert_eq!(refunded.status, "processed", "{refunded:?}");
+    assert!(
+        refunded
+            .outcome
+            .as_deref()
+            .unwrap()
+            .contains("clawed back 50"),
+        "{refunded:?}"
+    );
+    assert_eq!(
+        me(&app, &key).await["credits"]["balance_micros"],
+        200 * CREDIT
+    );
+
+    // Payment outcomes are published for recovery.
+    let t = Target {
+        app_id: rows[0].app_id,
+        user_id: in1.user_id.unwrap(),
+    };
+    let payments = store::payments(&app.db, t).await.unwrap();
+    assert_eq!(payments.len(), 2, "{payments:?}");
+    assert!(payments.iter().all(|(k, _)| k == "payment_succeeded"));
+
+    // Cancel at period end: premium until the period ends (here in 2 s), then the free plan.
+    let ends = now_secs() + 2;
+    let cancel = stripe_event(
+        "evt_7",
+        "customer.subscription.updated",
+        now + 1,
+        subscription("sub_A", "alice", "active", p1, ends, true),
+    );
+    post_stripe(&app, &cancel).await;
+    settled(&app).await;
+    let m = me(&app, &key).await;
+    assert_eq!(m["plan"]["id"], "pro");
+    let subs = store::subscriptions(&app.db, t).await.unwrap();
+    assert_eq!(subs.len(), 1);
+    assert!(subs[0].cancel_at_period_end);
+    wait_until(Duration::from_secs(10), || async {
+        me(&app, &key).await["plan"]["id"] == "free"
+    })
+    .await;
+    let m = me(&app, &key).await;
+    assert!(
+        !m["entitlements"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("premium"))
+    );
+}
+
+/// The same history delivered in several orders ends in one state.
+#[tokio::test]
+async fn shuffled_deliveries_end_in_the_same_state() {
+    let app = spawn_store_app().await;
+    let now = now_secs();
+    let (p1, p2) = (now - 5 * DAY, now + 25 * DAY);
+    let history = |u: &str| {
+        let sub = format!("sub_{u}");
+        vec![
+            stripe_event(
+                &format!("evt_{u}_1"),
+                "customer.subscription.created",
+                now - 40,
+                subscription(&sub, u, "incomplete", p1, p2, false),
+            ),
+            stripe_event(
+                &format!("evt_{u}_2"),
+                "invoice.paid",
+                now - 30,
+                invoice(&format!("in_{u}"), u, &sub, "subscription_create", p1, p2),
+            ),
+            stripe_event(
+                &format!("evt_{u}_3"),
+                "customer.subscription.updated",
+                now - 30,
+                subscription(&sub, u, "active", p1, p2, false),
+            ),
+            stripe_event(
+                &format!("evt_{u}_4"),
+                "customer.subscription.updated",
+                now - 20,
+                subscription(&sub, u, "past_due", p1, p2, false),
+            ),
+            stripe_event(
+                &format!("evt_{u}_5"),
+                "customer.subscription.updated",
+                now - 10,
+                subscription(&sub, u, "active", p1, p2, true),
+            ),
+        ]
+    };
+    let orders: [&[usize]; 4] = [
+        &[0, 1, 2, 3, 4],
+        &[4, 3, 2, 1, 0],
+        &[2, 4, 0, 3, 1],
+        &[1, 3, 4, 0, 2],
+    ];
+    for (i, order) in orders.iter().enumerate() {
+        let events = history(&format!("u{i}"));
+        for &k in *order {
+            assert_eq!(post_stripe(&app, &events[k]).await.status(), 200);
+        }
+    }
+    let rows = settled(&app).await;
+    assert!(rows.iter().all(|r| r.status == "processed"), "{rows:?}");
+    let mut states = Vec::new();
+    for i in 0..orders.len() {
+        let key = app.user_key("shop", &format!("u{i}")).await;
+        let m = me(&app, &key).await;
+        let user_id = m["user"]["id"].as_i64().unwrap();
+        let app_id = rows[0].app_id;
+        let mut subs = store::subscriptions(&app.db, Target { app_id, user_id })
+            .await
+            .unwrap();
+        for s in &mut subs {
+            s.provider_id = "sub".into();
+        }
+        states.push((
+            subs,
+            m["plan"]["id"].clone(),
+            m["credits"]["balance_micros"].clone(),
+        ));
+    }
+    assert_eq!(states[0].0[0].status, "active");
+    assert!(states[0].0[0].cancel_at_period_end);
+    assert_eq!(states[0].1, "pro");
+    assert_eq!(states[0].2, 100 * CREDIT);
+    for s in &states[1..] {
+        assert_eq!(s, &states[0]);
+    }
+}
+
+#[tokio::test]
+async fn revenuecat_purchases_renewals_top_ups_and_expiry() {
+    let app = spawn_store_app().await;
+    let now = tollgate::store::now_ms();
+    let event = |id: &str, kind: &str, at: i64, extra: Value| {
+        let mut e = json!({ "id": id, "type": kind, "app_user_id": "bob",
+            "original_app_user_id": "bob", "product_id": "pro_monthly",
+            "original_transaction_id": "otx_bob", "transaction_id": format!("tx_{id}"),
+            "purchased_at_ms": now - 1000, "expiration_at_ms": now + 30 * DAY * 1000,
+            "event_timestamp_ms": at, "environment": "SANDBOX", "store": "APP_STORE",
+            "period_type": "NORMAL", "entitlement_ids": ["pro"] });
+        for (k, v) in extra.as_object().unwrap() {
+            e[k] = v.clone();
+        }
+        e
+    };
+    // A wrong Authorization value is refused and stores nothing.
+    let r = post_revenuecat(
+        &app,
+        "Bearer wrong",
+        event("rc_0", "INITIAL_PURCHASE", now, json!({})),
+    )
+    .await;
+    let p = problem(r, 401).await;
+    assert!(p["request_id"].is_string());
+    assert!(
+        store::webhooks(&app.db, None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let r = post_revenuecat(
+        &app,
+        RC_AUTH,
+        event("rc_1", "INITIAL_PURCHASE", now, json!({})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let pack = event(
+        "rc_2",
+        "NON_RENEWING_PURCHASE",
+        now + 1,
+        json!({ "product_id": "pack_20" }),
+    );
+    post_revenuecat(&app, RC_AUTH, pack).await;
+    let rows = settled(&app).await;
+    assert!(rows.iter().all(|r| r.status == "processed"), "{rows:?}");
+    let key = app.user_key("shop", "bob").await;
+    let m = me(&app, &key).await;
+    assert_eq!(m["plan"]["id"], "pro");
+    assert_eq!(m["credits"]["balance_micros"], 120 * CREDIT);
+
+    // Expiration puts bob back on the free plan (whose own credits he then gets).
+    post_revenuecat(
+        &app,
+        RC_AUTH,
+        event("rc_3", "EXPIRATION", now + 2, json!({})),
+    )
+    .await;
+    settled(&app).await;
+    let m = me(&app, &key).await;
+    assert_eq!(m["plan"]["id"], "free");
+    let user_id = m["user"]["id"].as_i64().unwrap();
+    let subs = store::subscriptions(
+        &app.db,
+        Target {
+            app_id: rows[0].app_id,
+            user_id,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(subs[0].status, "expired");
+    assert_eq!(subs[0].environment.as_deref(), Some("sandbox"));
+    assert_eq!(subs[0].store.as_deref(), Some("APP_STORE"));
+}
+
+#[tokio::test]
+async fn bad_deliveries_are_refused_counted_and_not_stored() {
+    let app = spawn_store_app().await;
+    let event = stripe_event("evt_x", "invoice.paid", now_secs(), json!({}));
+    let body = serde_json::to_vec(&event).unwrap();
+    let send = |sig: Option<String>, body: Vec<u8>, path: &'static str| {
+        let mut req = app.client.post(app.url(path)).body(body);
+        if let Some(sig) = sig {
+            req = req.header("stripe-signature", sig);
+        }
+        req.send()
+    };
+    let sign = |secret: &str, t: i64, b: &[u8]| tollgate::billing::stripe::sign(secret, t, b);
+
+    let r = send(
+        Some(sign("whsec_wrong", now_secs(), &body)),
+        body.clone(),
+        "/webhooks/shop/stripe",
+    )
+    .await
+    .unwrap();
+    let p = problem(r, 401).await;
+    assert!(p["request_id"].is_string(), "{p}");
+    let r = send(None, body.clone(), "/webhooks/shop/stripe")
+        .await
+        .unwrap();
+    assert!(
+        problem(r, 400).await["detail"]
+            .as_str()
+            .unwrap()
+            .contains("stripe-signature")
+    );
+    let r = send(
+        Some(sign(STRIPE_SECRET, now_secs() - 301, &body)),
+        body.clone(),
+        "/webhooks/shop/stripe",
+    )
+    .await
+    .unwrap();
+    problem(r, 400).await;
+    let mut altered = body.clone();
+    altered[5] ^= 1;
+    let r = send(
+        Some(sign(STRIPE_SECRET, now_secs(), &body)),
+        altered,
+        "/webhooks/shop/stripe",
+    )
+    .await
+    .unwrap();
+    problem(r, 401).await;
+    // A store the app does not enable, an unknown app, an unknown store.
+    for path in [
+        "/webhooks/shop/paddle",
+        "/webhooks/nope/stripe",
+        "/webhooks/shop/paypal",
+    ] {
+        let r = send(
+            Some(sign(STRIPE_SECRET, now_secs(), &body)),
+            body.clone(),
+            path,
+        )
+        .await
+        .unwrap();
+        problem(r, 404).await;
+    }
+    assert!(
+        store::webhooks(&app.db, None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let metrics = app.get_metrics(None).await.text().await.unwrap();
+    for reason in ["bad_signature", "missing_header", "stale_timestamp"] {
+        let line = format!(
+            "tollgate_billing_webhooks_rejected_total{{provider=\"stripe\",reason=\"{reason}\"}}"
+        );
+        assert!(metrics.contains(&line), "{line} missing");
+    }
+}
+
+#[tokio::test]
+async fn an_event_for_an_unmapped_product_fails_visibly_and_names_the_fix() {
+    let app = spawn_store_app().await;
+    let now = now_secs();
+    let mut sub = subscription("sub_Z", "zed", "active", now - DAY, now + DAY, false);
+    sub["items"]["data"][0]["price"]["id"] = json!("price_unknown");
+    post_stripe(
+        &app,
+        &stripe_event("evt_z", "customer.subscription.created", now, sub),
+    )
+    .await;
+    let rows = settled(&app).await;
+    assert_eq!(rows[0].status, "failed");
+    let error = rows[0].last_error.as_deref().unwrap();
+    assert!(
+        error.contains("price_unknown") && error.contains("replay"),
+        "{error}"
+    );
+    let failed = store::webhooks(&app.db, Some("failed"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+}
