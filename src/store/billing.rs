@@ -206,18 +206,27 @@ pub async fn replay<J: Job>(db: &Db, jobs: &Client, id: i64, job: J) -> anyhow::
     Ok(found)
 }
 
-/// Writes a subscription as an event at `version` describes it, unless a newer event already
-/// did (one statement, so concurrent jobs cannot interleave). True when written.
+/// A subscription as one event describes it.
+pub struct SubscriptionWrite<'a> {
+    pub provider: Provider,
+    pub facts: &'a SubscriptionFacts,
+    /// The plan its product gives (from the app's product map).
+    pub plan_id: Option<&'a str>,
+    pub environment: Option<&'a str>,
+    pub store: Option<&'a str>,
+    /// Where the event sits in the subscription's history.
+    pub version: &'a Version,
+}
+
+/// Writes a subscription as an event describes it, unless a newer event already did (one
+/// statement, so concurrent jobs cannot interleave). True when written.
 pub async fn put_subscription(
     db: &Db,
     t: Target,
-    provider: Provider,
-    facts: &SubscriptionFacts,
-    plan_id: Option<&str>,
-    environment: Option<&str>,
-    store: Option<&str>,
-    version: &Version,
+    w: &SubscriptionWrite<'_>,
 ) -> Result<bool, sqlx::Error> {
+    let (provider, facts, version) = (w.provider, w.facts, w.version);
+    let (plan_id, environment, store) = (w.plan_id, w.environment, w.store);
     let now = now_ms();
     let (start, end) = facts.period.map(|p| (p.start, p.end)).unzip();
     let written: Option<i64> = scoped_run!(db, Scope::App(t.app_id), c => sqlx::query_scalar(

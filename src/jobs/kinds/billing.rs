@@ -12,7 +12,9 @@ use crate::config::AppConfig;
 use crate::domain::plans::{BillingSettings, Period};
 use crate::domain::subscriptions::{Version, deciding};
 use crate::jobs::{Job, JobContext, Permanent, WhenEnqueueOff};
-use crate::store::billing::{self as store, PaymentEvent, Processed, WebhookRow};
+use crate::store::billing::{
+    self as store, PaymentEvent, Processed, SubscriptionWrite, WebhookRow,
+};
 use crate::store::ledger::{self, Credit, Note, Target, UserPlan};
 use crate::store::{Db, identity, now_ms};
 
@@ -168,17 +170,15 @@ impl Effects<'_> {
                 time_ms: self.row.event_time,
                 event_id: self.row.event_id.clone(),
             };
-            let written = store::put_subscription(
-                self.db,
-                t,
-                self.provider,
+            let write = SubscriptionWrite {
+                provider: self.provider,
                 facts,
-                plan.as_deref(),
-                n.environment.as_deref(),
-                n.store.as_deref(),
-                &version,
-            )
-            .await?;
+                plan_id: plan.as_deref(),
+                environment: n.environment.as_deref(),
+                store: n.store.as_deref(),
+                version: &version,
+            };
+            let written = store::put_subscription(self.db, t, &write).await?;
             outcome.push(if written {
                 format!("subscription {} is {}", facts.id, facts.status.as_str())
             } else {
