@@ -7,6 +7,7 @@ mod identity;
 mod jobs;
 mod migrate;
 mod serve;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,6 +82,11 @@ pub enum Command {
         #[command(subcommand)]
         command: credits::LedgerCommand,
     },
+    /// Billing stores' webhook deliveries: list, show, replay.
+    Webhooks {
+        #[command(subcommand)]
+        command: webhooks::WebhooksCommand,
+    },
     /// Print the version.
     Version,
     /// Configuration helpers.
@@ -151,6 +157,9 @@ pub fn run(cli: Cli) -> ExitCode {
         }),
         Command::Credits { command } => with_db(cli.config, async move |db: &crate::store::Db| {
             credits::credits(db, command).await
+        }),
+        Command::Webhooks { command } => with_db(cli.config, async move |db: &crate::store::Db| {
+            webhooks::run(db, command).await
         }),
         Command::Ledger { command } => with_db(cli.config, async move |db: &crate::store::Db| {
             credits::ledger(db, command).await

@@ -10,6 +10,7 @@ use tollgate::config::AppConfig;
 use tollgate::store::billing as store;
 use tollgate::store::ledger::Target;
 
+use crate::cli::{as_refs, db_vars, run};
 use crate::credits::shop_config;
 use crate::helpers::{TestApp, problem, spawn_app_with};
 use crate::jobs::wait_until;
@@ -520,4 +521,36 @@ async fn an_event_for_an_unmapped_product_fails_visibly_and_names_the_fix() {
         .await
         .unwrap();
     assert_eq!(failed.len(), 1);
+
+    // Operators see it from the command line, and can replay it.
+    let vars = db_vars(&app._test_db);
+    let vars = as_refs(&vars);
+    let (code, out, err) = run(&["webhooks", "list", "--status", "failed"], &vars).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("evt_z") && out.contains("price_unknown"),
+        "{out}"
+    );
+    let id = failed[0].id.to_string();
+    let (code, out, _) = run(&["webhooks", "show", &id], &vars).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("last error:") && out.contains("\"tollgate_user\":\"zed\""),
+        "{out}"
+    );
+    let (code, out, _) = run(&["webhooks", "replay", &id], &vars).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("pending again"), "{out}");
+    // Processed again by the running worker: it fails the same way, a second attempt.
+    wait_until(Duration::from_secs(20), || async {
+        let row = store::webhook(&app.db, failed[0].id)
+            .await
+            .unwrap()
+            .unwrap();
+        row.status == "failed" && row.attempts == 2
+    })
+    .await;
+    let (code, _, err) = run(&["webhooks", "replay", "999999"], &vars).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no webhook delivery 999999"), "{err}");
 }
