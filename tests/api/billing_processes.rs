@@ -1,0 +1,140 @@
+//! A crash after ingest and before processing: the API process stores the deliveries and is
+//! killed with SIGKILL; a worker started afterwards processes each once.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::json;
+use tollgate::store::billing as store;
+use tollgate::store::{identity, ledger, migrate};
+
+use crate::billing::{STRIPE_SECRET, stripe_event};
+use crate::cli::{as_refs, db_vars, tollgate};
+use crate::helpers::TestDb;
+use crate::jobs::wait_until;
+use crate::jobs_processes::{FAST, terminate};
+
+const CONFIG: &str = r#"
+[[apps]]
+slug = "shop"
+default_plan = "free"
+
+[[apps.plans]]
+id = "free"
+
+[[apps.plans]]
+id = "pro"
+credits = "100"
+entitlements = ["premium"]
+
+[apps.stripe]
+webhook_secrets = ["whsec_test_shop_endpoint"]
+
+[[apps.products]]
+provider = "stripe"
+id = "price_pro"
+plan = "pro"
+"#;
+
+#[tokio::test]
+async fn deliveries_stored_by_a_killed_process_are_processed_once_after_restart() {
+    let test_db = TestDb::new().await;
+    let db = test_db.connect().await;
+    migrate::run(&db).await.unwrap();
+    let config = test_db.data_dir.join("billing.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let config = config.display().to_string();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let vars = db_vars(&test_db);
+    let mut vars = as_refs(&vars);
+    vars.extend_from_slice(FAST);
+    vars.push(("TOLLGATE_LISTEN", &listen));
+    let mut api = tollgate(&["--config", &config, "serve", "--role", "api"], &vars)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://{listen}");
+    wait_until(Duration::from_secs(20), || async {
+        client.get(format!("{base}/health")).send().await.is_ok()
+    })
+    .await;
+
+    let now = tollgate::store::now_ms() / 1000;
+    let (start, end) = (now - 86_400, now + 29 * 86_400);
+    let sub = json!({ "id": "sub_K", "object": "subscription", "customer": "cus_K",
+        "status": "active", "cancel_at_period_end": false,
+        "items": { "data": [{ "price": { "id": "price_pro" },
+            "current_period_start": start, "current_period_end": end }] },
+        "metadata": { "tollgate_user": "kim" } });
+    let invoice = json!({ "id": "in_K", "object": "invoice", "customer": "cus_K",
+        "billing_reason": "subscription_create", "amount_paid": 900, "currency": "usd",
+        "parent": { "subscription_details": { "subscription": "sub_K",
+            "metadata": { "tollgate_user": "kim" } } },
+        "lines": { "data": [{ "period": { "start": start, "end": end },
+            "pricing": { "price_details": { "price": "price_pro" } } }] } });
+    for event in [
+        stripe_event("evt_k1", "customer.subscription.created", now - 1, sub),
+        stripe_event("evt_k2", "invoice.paid", now, invoice),
+    ] {
+        let body = serde_json::to_vec(&event).unwrap();
+        let sig = tollgate::billing::stripe::sign(STRIPE_SECRET, now, &body);
+        let r = client
+            .post(format!("{base}/webhooks/shop/stripe"))
+            .header("stripe-signature", sig)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Acknowledged means stored: both wait, unprocessed, when the process dies.
+    let rows = store::webhooks(&db, None, None, 10).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r.status == "pending" && r.attempts == 0),
+        "{rows:?}"
+    );
+    api.start_kill().unwrap();
+    api.wait().await.unwrap();
+
+    let vars = db_vars(&test_db);
+    let mut vars = as_refs(&vars);
+    vars.extend_from_slice(FAST);
+    let worker = tollgate(&["--config", &config, "serve", "--role", "worker"], &vars)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), || async {
+        let rows = store::webhooks(&db, None, None, 10).await.unwrap();
+        rows.iter().all(|r| r.status == "processed")
+    })
+    .await;
+    terminate(worker).await;
+
+    let rows = store::webhooks(&db, None, None, 10).await.unwrap();
+    assert!(rows.iter().all(|r| r.attempts == 1), "{rows:?}");
+    let app = identity::app_by_slug(&db, "shop").await.unwrap().unwrap();
+    let kim = identity::user_by_external_id(&db, app.id, "kim")
+        .await
+        .unwrap()
+        .unwrap();
+    let t = ledger::Target {
+        app_id: app.id,
+        user_id: kim.id,
+    };
+    let entries = ledger::entries(&db, t, None, 10).await.unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].amount, 100_000_000);
+    let plan = ledger::user_plan(&db, t).await.unwrap();
+    assert_eq!(plan.plan_id.as_deref(), Some("pro"));
+}
