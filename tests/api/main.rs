@@ -2,6 +2,7 @@
 //! when TEST_DATABASE_URL is set (`.ci/run` runs both).
 
 mod billing;
+mod billing_clients;
 mod billing_processes;
 mod cli;
 mod compat;
