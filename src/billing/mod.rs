@@ -7,6 +7,7 @@ pub mod paddle;
 pub mod revenuecat;
 pub mod signing;
 pub mod stripe;
+pub mod stripe_api;
 pub mod whop;
 
 use axum::http::HeaderMap;

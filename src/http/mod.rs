@@ -48,6 +48,8 @@ pub struct AppState {
     pub role: Role,
     /// Pooled connections to the AI providers.
     pub upstream: crate::gateway::Upstream,
+    /// Connections to the billing stores' APIs (Stripe, RevenueCat).
+    pub stores: reqwest::Client,
 }
 
 /// The routes this role serves, without middleware. Later domains add their routers here.

@@ -395,3 +395,15 @@ pub async fn payments(db: &Db, t: Target) -> Result<Vec<(String, i64)>, sqlx::Er
          ORDER BY event_time, id")
         .bind(t.app_id).bind(t.user_id).fetch_all(c).await)
 }
+
+/// A user's customer id at a store (the first remembered).
+pub async fn user_customer(
+    db: &Db,
+    t: Target,
+    provider: Provider,
+) -> Result<Option<String>, sqlx::Error> {
+    scoped_run!(db, Scope::App(t.app_id), c => sqlx::query_scalar(
+        "SELECT customer_id FROM billing_customers WHERE app_id = $1 AND user_id = $2 \
+         AND provider = $3 ORDER BY created_at LIMIT 1")
+        .bind(t.app_id).bind(t.user_id).bind(provider.as_str()).fetch_optional(c).await)
+}

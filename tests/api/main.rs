@@ -2,6 +2,7 @@
 //! when TEST_DATABASE_URL is set (`.ci/run` runs both).
 
 mod billing;
+mod billing_checkout;
 mod billing_clients;
 mod billing_processes;
 mod cli;
@@ -12,6 +13,7 @@ mod credits_processes;
 mod fake_anthropic;
 mod fake_gemini;
 mod fake_openai;
+mod fake_stripe;
 mod gateway;
 mod gateway_clients;
 mod gateway_native;

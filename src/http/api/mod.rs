@@ -1,6 +1,7 @@
 //! The public API under `/v1`: what end users' clients (user keys) and the app's own server
 //! (app secret keys) call.
 
+pub mod billing;
 pub mod compat;
 pub mod credits;
 pub mod gateway;
@@ -15,6 +16,7 @@ use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .merge(billing::router())
         .merge(compat::router())
         .merge(credits::router())
         .merge(gateway::router())

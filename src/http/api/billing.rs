@@ -1,0 +1,314 @@
+//! The user's side of billing: Stripe Checkout (a subscription or a top-up pack), the Stripe
+//! Customer Portal, and the user's subscriptions at every store.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::billing::Provider;
+use crate::billing::stripe_api::{StripeApi, StripeError};
+use crate::config::AppConfig;
+use crate::error::{Error, FieldError, Result};
+use crate::http::AppState;
+use crate::http::auth::UserAuth;
+use crate::http::extract;
+use crate::store::billing::{self as store, SubscriptionRow};
+use crate::store::ledger::Target;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutIn {
+    /// The Stripe price to buy, one of the app's `[[apps.products]]`: a plan's price starts a
+    /// subscription, a top-up pack's price a one-time payment.
+    pub product: String,
+    /// Where Stripe sends the user after paying.
+    pub success_url: String,
+    /// Where Stripe sends the user who goes back.
+    pub cancel_url: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckoutOut {
+    /// The Checkout Session's id.
+    pub id: String,
+    /// Send the user here.
+    pub url: String,
+    /// `subscription` or `payment`.
+    pub mode: String,
+    /// True when the user's open session for the same price was returned instead of a new one.
+    pub reused: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortalIn {
+    /// Where the portal's "return" link leads.
+    pub return_url: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PortalOut {
+    pub url: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionsOut {
+    pub data: Vec<SubscriptionRow>,
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_checkout))
+        .routes(routes!(create_portal))
+        .routes(routes!(list_subscriptions))
+}
+
+/// The app's Stripe API, or why the app cannot use it.
+fn stripe<'a>(state: &'a AppState, auth: &UserAuth) -> Result<(&'a AppConfig, StripeApi<'a>)> {
+    let app = state
+        .config
+        .apps
+        .iter()
+        .find(|a| a.slug == auth.app_slug)
+        .ok_or_else(no_stripe)?;
+    let s = app.stripe.as_ref().ok_or_else(no_stripe)?;
+    let key = s.secret_key.as_ref().ok_or_else(no_stripe)?;
+    Ok((
+        app,
+        StripeApi {
+            http: &state.stores,
+            base: &s.api_base,
+            key,
+        },
+    ))
+}
+
+fn no_stripe() -> Error {
+    Error::NotFound("this app does not sell through Stripe (no [apps.stripe] secret_key)".into())
+}
+
+/// Stripe's refusals are the request's fault only for a bad price; every other failure is a
+/// 502 naming Stripe's message.
+fn stripe_failed(e: StripeError) -> Error {
+    tracing::warn!(error = %e, "Stripe call failed");
+    Error::Upstream {
+        status: StatusCode::BAD_GATEWAY,
+        detail: e.to_string(),
+    }
+}
+
+fn check_url(field: &str, url: &str, prod: bool, errors: &mut Vec<FieldError>) {
+    let ok = url::Url::parse(url)
+        .is_ok_and(|u| u.scheme() == "https" || (!prod && u.scheme() == "http"));
+    if !ok {
+        errors.push(FieldError::new(
+            field,
+            "expected an https URL (http is accepted outside production)",
+        ));
+    }
+}
+
+/// The user's Stripe customer, created once (the idempotency key is the user's) and
+/// remembered.
+async fn customer(state: &AppState, api: &StripeApi<'_>, auth: &UserAuth) -> Result<String> {
+    let t = target(auth);
+    if let Some(id) = store::user_customer(&state.db, t, Provider::Stripe).await? {
+        return Ok(id);
+    }
+    let key = format!("tollgate-customer-{}-{}", auth.app_id, auth.user_id);
+    let created = api
+        .post(
+            "/v1/customers",
+            &[("metadata[tollgate_user]", &auth.external_id)],
+            &key,
+        )
+        .await
+        .map_err(stripe_failed)?;
+    let id = created["id"]
+        .as_str()
+        .ok_or_else(|| stripe_failed(StripeError::Unreachable("a customer without an id".into())))?
+        .to_string();
+    store::remember_customer(&state.db, t, Provider::Stripe, &id).await?;
+    // A concurrent request may have remembered another first: use the first one.
+    Ok(store::user_customer(&state.db, t, Provider::Stripe)
+        .await?
+        .unwrap_or(id))
+}
+
+fn target(auth: &UserAuth) -> Target {
+    Target {
+        app_id: auth.app_id,
+        user_id: auth.user_id,
+    }
+}
+
+/// Starts (or resumes) a Stripe Checkout for a subscription or a top-up pack.
+#[utoipa::path(post, path = "/v1/billing/checkout", tag = "billing",
+    security(("api_key" = [])),
+    request_body = CheckoutIn,
+    responses(
+        (status = 200, description = "A Checkout URL", body = CheckoutOut),
+        (status = 404, description = "The app does not sell through Stripe", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown product or bad URLs", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "Stripe failed or refused", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_checkout(
+    State(state): State<AppState>,
+    auth: UserAuth,
+    body: extract::Json<CheckoutIn>,
+) -> Result<Json<CheckoutOut>> {
+    let body = body.0;
+    let (app, api) = stripe(&state, &auth)?;
+    let prod = state.config.is_production();
+    let mut errors = Vec::new();
+    let product = app.product(Provider::Stripe, &body.product);
+    if product.is_none() {
+        errors.push(FieldError::new(
+            "product",
+            "not one of the app's Stripe products",
+        ));
+    }
+    check_url("success_url", &body.success_url, prod, &mut errors);
+    check_url("cancel_url", &body.cancel_url, prod, &mut errors);
+    let Some(product) = product.filter(|_| errors.is_empty()) else {
+        return Err(Error::Validation(errors));
+    };
+    let mode = if product.plan.is_some() {
+        "subscription"
+    } else {
+        "payment"
+    };
+    let customer = customer(&state, &api, &auth).await?;
+
+    // The user's open session for this price, if any, rather than a duplicate.
+    let open = api
+        .get(
+            "/v1/checkout/sessions",
+            &[
+                ("customer", &customer),
+                ("status", "open"),
+                ("limit", "100"),
+            ],
+        )
+        .await
+        .map_err(stripe_failed)?;
+    let existing = open["data"].as_array().and_then(|list| {
+        list.iter()
+            .find(|s| s["metadata"]["tollgate_product"].as_str() == Some(product.id.as_str()))
+    });
+    if let Some(s) = existing {
+        return Ok(Json(session_out(s, mode, true)?));
+    }
+    let user = auth.external_id.as_str();
+    let mut form: Vec<(&str, &str)> = vec![
+        ("mode", mode),
+        ("customer", &customer),
+        ("client_reference_id", user),
+        ("line_items[0][price]", &product.id),
+        ("line_items[0][quantity]", "1"),
+        ("success_url", &body.success_url),
+        ("cancel_url", &body.cancel_url),
+        ("metadata[tollgate_user]", user),
+        ("metadata[tollgate_product]", &product.id),
+    ];
+    // The user travels on the subscription (and so on its invoices) or on the payment.
+    if mode == "subscription" {
+        form.push(("subscription_data[metadata][tollgate_user]", user));
+    } else {
+        form.push(("payment_intent_data[metadata][tollgate_user]", user));
+    }
+    let key = format!("tollgate-checkout-{}", uuid::Uuid::now_v7());
+    let created = api
+        .post("/v1/checkout/sessions", &form, &key)
+        .await
+        .map_err(stripe_failed)?;
+    Ok(Json(session_out(&created, mode, false)?))
+}
+
+fn session_out(s: &Value, mode: &str, reused: bool) -> Result<CheckoutOut> {
+    match (s["id"].as_str(), s["url"].as_str()) {
+        (Some(id), Some(url)) => Ok(CheckoutOut {
+            id: id.to_string(),
+            url: url.to_string(),
+            mode: mode.to_string(),
+            reused,
+        }),
+        _ => Err(stripe_failed(StripeError::Unreachable(
+            "a Checkout Session without id or url".into(),
+        ))),
+    }
+}
+
+/// A Stripe Customer Portal session for the user (manage or cancel the subscription, invoices,
+/// payment methods).
+#[utoipa::path(post, path = "/v1/billing/portal", tag = "billing",
+    security(("api_key" = [])),
+    request_body = PortalIn,
+    responses(
+        (status = 200, description = "A portal URL", body = PortalOut),
+        (status = 404, description = "The app does not sell through Stripe", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The user has no Stripe customer yet", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "Stripe failed or refused", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_portal(
+    State(state): State<AppState>,
+    auth: UserAuth,
+    body: extract::Json<PortalIn>,
+) -> Result<Json<PortalOut>> {
+    let (_, api) = stripe(&state, &auth)?;
+    let mut errors = Vec::new();
+    check_url(
+        "return_url",
+        &body.0.return_url,
+        state.config.is_production(),
+        &mut errors,
+    );
+    if !errors.is_empty() {
+        return Err(Error::Validation(errors));
+    }
+    let Some(customer) = store::user_customer(&state.db, target(&auth), Provider::Stripe).await?
+    else {
+        return Err(Error::Conflict(
+            "the user has no Stripe customer yet: a checkout creates it".into(),
+        ));
+    };
+    let key = format!("tollgate-portal-{}", uuid::Uuid::now_v7());
+    let session = api
+        .post(
+            "/v1/billing_portal/sessions",
+            &[("customer", &customer), ("return_url", &body.0.return_url)],
+            &key,
+        )
+        .await
+        .map_err(stripe_failed)?;
+    let url = session["url"]
+        .as_str()
+        .ok_or_else(|| invalid_answer("a portal session without a url"))?;
+    Ok(Json(PortalOut {
+        url: url.to_string(),
+    }))
+}
+
+fn invalid_answer(what: &str) -> Error {
+    stripe_failed(StripeError::Unreachable(what.into()))
+}
+
+/// The user's subscriptions at every store, as the newest events left them.
+#[utoipa::path(get, path = "/v1/billing/subscriptions", tag = "billing",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The user's subscriptions", body = SubscriptionsOut),
+        (status = 401, description = "Missing or unknown key", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_subscriptions(
+    State(state): State<AppState>,
+    auth: UserAuth,
+) -> Result<Json<SubscriptionsOut>> {
+    let data = store::subscriptions(&state.db, target(&auth)).await?;
+    Ok(Json(SubscriptionsOut { data }))
+}

@@ -1,0 +1,165 @@
+//! Outbound to Stripe, against the fake Stripe: Checkout for a subscription or a top-up pack
+//! (the customer created once, the open session reused), the Customer Portal, and Stripe's
+//! refusals as clear problems.
+
+use serde_json::{Value, json};
+
+use crate::billing::store_config;
+use crate::fake_stripe::{self, FakeStripe};
+use crate::helpers::{TestApp, problem, spawn_app_with};
+
+async fn app_with_fake_stripe() -> (TestApp, FakeStripe) {
+    let (fake, url) = fake_stripe::start(&["price_pro", "price_pack"]).await;
+    let mut shop = store_config();
+    let stripe = shop.stripe.as_mut().unwrap();
+    stripe.api_base = url;
+    shop.products.push(
+        serde_json::from_value(json!({ "provider": "stripe", "id": "price_gone", "credits": "5" }))
+            .unwrap(),
+    );
+    let app = spawn_app_with(|c| c.apps = vec![shop]).await;
+    (app, fake)
+}
+
+async fn checkout(app: &TestApp, key: &str, product: &str) -> reqwest::Response {
+    app.send_as(
+        reqwest::Method::POST,
+        "/v1/billing/checkout",
+        key,
+        Some(
+            json!({ "product": product, "success_url": "https://app.example/ok",
+            "cancel_url": "https://app.example/back" }),
+        ),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn checkout_creates_the_customer_once_and_reuses_the_open_session() {
+    let (app, fake) = app_with_fake_stripe().await;
+    let key = app.user_key("shop", "alice").await;
+
+    let r = checkout(&app, &key, "price_pro").await;
+    assert_eq!(r.status(), 200);
+    let first: Value = r.json().await.unwrap();
+    assert_eq!(first["mode"], "subscription");
+    assert_eq!(first["reused"], false);
+    assert!(
+        first["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://checkout.stripe.com/")
+    );
+    let customer = &fake.received("/v1/customers")[0];
+    assert_eq!(customer["metadata[tollgate_user]"], "alice");
+    let created = &fake.received("/v1/checkout/sessions")[0];
+    assert_eq!(created["mode"], "subscription");
+    assert_eq!(created["customer"], "cus_fake1");
+    assert_eq!(created["client_reference_id"], "alice");
+    assert_eq!(created["line_items[0][price]"], "price_pro");
+    assert_eq!(
+        created["subscription_data[metadata][tollgate_user]"],
+        "alice"
+    );
+
+    // Again: the open session, no second customer, no second session.
+    let again: Value = checkout(&app, &key, "price_pro")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["reused"], true);
+    assert_eq!(fake.customers(), 1);
+    assert_eq!(fake.received("/v1/checkout/sessions").len(), 1);
+
+    // A top-up pack is a one-time payment carrying the user on the payment.
+    let pack: Value = checkout(&app, &key, "price_pack")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pack["mode"], "payment");
+    assert_ne!(pack["id"], first["id"]);
+    let created = &fake.received("/v1/checkout/sessions")[1];
+    assert_eq!(
+        created["payment_intent_data[metadata][tollgate_user]"],
+        "alice"
+    );
+    assert_eq!(created["metadata[tollgate_product]"], "price_pack");
+
+    // Once the first session completed, a new checkout makes a new session.
+    fake.complete(first["id"].as_str().unwrap());
+    let next: Value = checkout(&app, &key, "price_pro")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(next["reused"], false);
+    assert_ne!(next["id"], first["id"]);
+    assert_eq!(fake.customers(), 1);
+    // Every write carried an idempotency key (the fake replays by it; see the customer count).
+
+    // The portal for her customer.
+    let r = app
+        .send_as(
+            reqwest::Method::POST,
+            "/v1/billing/portal",
+            &key,
+            Some(json!({ "return_url": "https://app.example/account" })),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let portal: Value = r.json().await.unwrap();
+    assert!(
+        portal["url"].as_str().unwrap().contains("cus_fake1"),
+        "{portal}"
+    );
+}
+
+#[tokio::test]
+async fn checkout_problems_are_named_and_stripe_refusals_are_502() {
+    let (app, fake) = app_with_fake_stripe().await;
+    let key = app.user_key("shop", "bob").await;
+    let r = app
+        .send_as(
+            reqwest::Method::POST,
+            "/v1/billing/checkout",
+            &key,
+            Some(json!({ "product": "price_nope", "success_url": "ftp://x",
+                "cancel_url": "https://app.example/back" })),
+        )
+        .await;
+    let p = problem(r, 422).await;
+    let fields: Vec<&str> = p["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["product", "success_url"], "{p}");
+    assert_eq!(fake.customers(), 0, "nothing was created at Stripe");
+
+    // A product the app maps but Stripe does not know: Stripe's own message, 502.
+    let p = problem(checkout(&app, &key, "price_gone").await, 502).await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("No such price"),
+        "{p}"
+    );
+
+    // No customer yet: no portal.
+    let carol = app.user_key("shop", "carol").await;
+    let r = app
+        .send_as(
+            reqwest::Method::POST,
+            "/v1/billing/portal",
+            &carol,
+            Some(json!({ "return_url": "https://app.example/account" })),
+        )
+        .await;
+    problem(r, 409).await;
+
+    // An app that does not sell through Stripe.
+    let other = app.user_key("elsewhere", "dan").await;
+    problem(checkout(&app, &other, "price_pro").await, 404).await;
+}

@@ -1,0 +1,256 @@
+//! A fake Stripe API on a local port: customers, Checkout Sessions (created open, listed by
+//! customer and status) and Customer Portal sessions, form-encoded like Stripe, with Stripe's
+//! error body, bearer-key check, and Idempotency-Key replay (the same key answers the first
+//! response again). It records every request it receives.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+pub const SECRET_KEY: &str = "sk_test_shop";
+
+#[derive(Clone, Default)]
+pub struct FakeStripe {
+    state: Arc<Mutex<Books>>,
+}
+
+#[derive(Default)]
+struct Books {
+    /// (method path, form or query) of every request.
+    requests: Vec<(String, HashMap<String, String>)>,
+    by_key: HashMap<String, Value>,
+    customers: Vec<Value>,
+    sessions: Vec<Value>,
+    /// Prices Stripe knows.
+    prices: Vec<String>,
+}
+
+impl FakeStripe {
+    /// Requests to `path` so far, as their form fields.
+    pub fn received(&self, path: &str) -> Vec<HashMap<String, String>> {
+        let books = self.state.lock().unwrap();
+        books
+            .requests
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, f)| f.clone())
+            .collect()
+    }
+
+    pub fn customers(&self) -> usize {
+        self.state.lock().unwrap().customers.len()
+    }
+
+    /// Completes a session: no longer open.
+    pub fn complete(&self, id: &str) {
+        let mut books = self.state.lock().unwrap();
+        for s in books.sessions.iter_mut().filter(|s| s["id"] == id) {
+            s["status"] = json!("complete");
+        }
+    }
+}
+
+pub async fn start(prices: &[&str]) -> (FakeStripe, String) {
+    let fake = FakeStripe::default();
+    fake.state.lock().unwrap().prices = prices.iter().map(|p| p.to_string()).collect();
+    let app = Router::new()
+        .route("/v1/customers", post(create_customer))
+        .route("/v1/checkout/sessions", post(create_session))
+        .route("/v1/checkout/sessions", get(list_sessions))
+        .route("/v1/billing_portal/sessions", post(create_portal))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (fake, url)
+}
+
+fn error(status: StatusCode, message: &str, param: Option<&str>) -> Response {
+    let body = json!({ "error": { "type": "invalid_request_error", "message": message,
+        "param": param, "request_log_url": null } });
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn ok(v: &Value) -> Response {
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+/// Checks the key, parses the form, records the request; answers a replay for a used key.
+fn admit(
+    fake: &FakeStripe,
+    path: &str,
+    headers: &HeaderMap,
+    form: &[u8],
+) -> Result<(HashMap<String, String>, Option<String>), Response> {
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+    if auth != Some(&format!("Bearer {SECRET_KEY}")) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "Invalid API Key provided",
+            None,
+        ));
+    }
+    let fields: HashMap<String, String> = url::form_urlencoded::parse(form).into_owned().collect();
+    let mut books = fake.state.lock().unwrap();
+    books.requests.push((path.to_string(), fields.clone()));
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|k| format!("{path} {k}"));
+    if let Some(k) = &key
+        && let Some(first) = books.by_key.get(k)
+    {
+        return Err(ok(first));
+    }
+    Ok((fields, key))
+}
+
+fn remember(fake: &FakeStripe, key: Option<String>, v: &Value) {
+    if let Some(k) = key {
+        fake.state.lock().unwrap().by_key.insert(k, v.clone());
+    }
+}
+
+fn metadata(fields: &HashMap<String, String>, prefix: &str) -> Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in fields {
+        if let Some(name) = k.strip_prefix(prefix).and_then(|r| r.strip_suffix(']')) {
+            m.insert(name.to_string(), json!(v));
+        }
+    }
+    Value::Object(m)
+}
+
+async fn create_customer(
+    State(fake): State<FakeStripe>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (fields, key) = match admit(&fake, "/v1/customers", &headers, &body) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let n = fake.state.lock().unwrap().customers.len() + 1;
+    let customer = json!({ "id": format!("cus_fake{n}"), "object": "customer",
+        "metadata": metadata(&fields, "metadata[") });
+    fake.state.lock().unwrap().customers.push(customer.clone());
+    remember(&fake, key, &customer);
+    ok(&customer)
+}
+
+async fn create_session(
+    State(fake): State<FakeStripe>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (fields, key) = match admit(&fake, "/v1/checkout/sessions", &headers, &body) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let price = fields
+        .get("line_items[0][price]")
+        .cloned()
+        .unwrap_or_default();
+    if !fake.state.lock().unwrap().prices.contains(&price) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("No such price: '{price}'"),
+            Some("line_items[0][price]"),
+        );
+    }
+    for required in ["mode", "success_url", "cancel_url"] {
+        if !fields.contains_key(required) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("Missing required param: {required}."),
+                Some(required),
+            );
+        }
+    }
+    let n = fake.state.lock().unwrap().sessions.len() + 1;
+    let id = format!("cs_test_fake{n}");
+    let session = json!({ "id": id, "object": "checkout.session", "status": "open",
+        "mode": fields["mode"], "customer": fields.get("customer"),
+        "client_reference_id": fields.get("client_reference_id"),
+        "url": format!("https://checkout.stripe.com/c/pay/{id}"),
+        "metadata": metadata(&fields, "metadata[") });
+    fake.state.lock().unwrap().sessions.push(session.clone());
+    remember(&fake, key, &session);
+    ok(&session)
+}
+
+async fn list_sessions(
+    State(fake): State<FakeStripe>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let query = query.unwrap_or_default();
+    let (fields, _) = match admit(
+        &fake,
+        "GET /v1/checkout/sessions",
+        &headers,
+        query.as_bytes(),
+    ) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let books = fake.state.lock().unwrap();
+    let data: Vec<Value> = books
+        .sessions
+        .iter()
+        .filter(|s| {
+            fields
+                .get("customer")
+                .is_none_or(|c| s["customer"] == c.as_str())
+        })
+        .filter(|s| {
+            fields
+                .get("status")
+                .is_none_or(|st| s["status"] == st.as_str())
+        })
+        .cloned()
+        .collect();
+    ok(
+        &json!({ "object": "list", "url": "/v1/checkout/sessions", "has_more": false, "data": data }),
+    )
+}
+
+async fn create_portal(
+    State(fake): State<FakeStripe>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (fields, key) = match admit(&fake, "/v1/billing_portal/sessions", &headers, &body) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Some(customer) = fields.get("customer") else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Missing required param: customer.",
+            Some("customer"),
+        );
+    };
+    let session = json!({ "id": "bps_fake", "object": "billing_portal.session",
+        "customer": customer, "return_url": fields.get("return_url"),
+        "url": format!("https://billing.stripe.com/p/session/test_{customer}") });
+    remember(&fake, key, &session);
+    ok(&session)
+}
