@@ -98,7 +98,7 @@ fn admit(
     path: &str,
     headers: &HeaderMap,
     form: &[u8],
-) -> Result<(HashMap<String, String>, Option<String>), Response> {
+) -> Result<(HashMap<String, String>, Option<String>), Box<Response>> {
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
     if auth != Some(&format!("Bearer {SECRET_KEY}")) {
         return Err(error(
@@ -117,7 +117,7 @@ fn admit(
     if let Some(k) = &key
         && let Some(first) = books.by_key.get(k)
     {
-        return Err(ok(first));
+        return Err(Box::new(ok(first)));
     }
     Ok((fields, key))
 }
@@ -145,7 +145,7 @@ async fn create_customer(
 ) -> Response {
     let (fields, key) = match admit(&fake, "/v1/customers", &headers, &body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let n = fake.state.lock().unwrap().customers.len() + 1;
     let customer = json!({ "id": format!("cus_fake{n}"), "object": "customer",
@@ -162,7 +162,7 @@ async fn create_session(
 ) -> Response {
     let (fields, key) = match admit(&fake, "/v1/checkout/sessions", &headers, &body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let price = fields
         .get("line_items[0][price]")
@@ -209,7 +209,7 @@ async fn list_sessions(
         query.as_bytes(),
     ) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let books = fake.state.lock().unwrap();
     let data: Vec<Value> = books
@@ -239,7 +239,7 @@ async fn create_portal(
 ) -> Response {
     let (fields, key) = match admit(&fake, "/v1/billing_portal/sessions", &headers, &body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(customer) = fields.get("customer") else {
         return error(
