@@ -101,11 +101,11 @@ fn admit(
 ) -> Result<(HashMap<String, String>, Option<String>), Box<Response>> {
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
     if auth != Some(&format!("Bearer {SECRET_KEY}")) {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "Invalid API Key provided",
             None,
-        ));
+        )));
     }
     let fields: HashMap<String, String> = url::form_urlencoded::parse(form).into_owned().collect();
     let mut books = fake.state.lock().unwrap();
