@@ -92,13 +92,16 @@ fn ok(v: &Value) -> Response {
         .into_response()
 }
 
+/// A request's form fields and its idempotency key (scoped to the path).
+type Admitted = (HashMap<String, String>, Option<String>);
+
 /// Checks the key, parses the form, records the request; answers a replay for a used key.
 fn admit(
     fake: &FakeStripe,
     path: &str,
     headers: &HeaderMap,
     form: &[u8],
-) -> Result<(HashMap<String, String>, Option<String>), Box<Response>> {
+) -> Result<Admitted, Box<Response>> {
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
     if auth != Some(&format!("Bearer {SECRET_KEY}")) {
         return Err(Box::new(error(
