@@ -1,8 +1,10 @@
 //! Billing-store adapters, one file per provider (Stripe, RevenueCat, Paddle, Whop): each checks
 //! a delivery's signature exactly as its provider documents, reads the envelope (event id, type,
 //! time) and normalises the event into tollgate's vocabulary ([`Normalized`]). No I/O here; the
-//! `billing.process_webhook` job applies the effects.
+//! `billing.process_webhook` job applies the effects through [`apply`], the one module here
+//! that writes.
 
+pub mod apply;
 pub mod paddle;
 pub mod revenuecat;
 pub mod signing;

@@ -7,16 +7,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::billing::{self, Change, Normalized, Provider};
-use crate::config::AppConfig;
-use crate::domain::plans::{BillingSettings, Period};
-use crate::domain::subscriptions::{Version, deciding};
+use crate::billing::apply::{Effects, Source};
+use crate::billing::{self, Change, Provider};
 use crate::jobs::{Job, JobContext, Permanent, WhenEnqueueOff};
-use crate::store::billing::{
-    self as store, PaymentEvent, Processed, SubscriptionWrite, WebhookRow,
-};
-use crate::store::ledger::{self, Credit, Note, Target, UserPlan};
-use crate::store::{Db, identity, now_ms};
+use crate::store::billing::{self as store, Processed, WebhookRow};
+use crate::store::identity;
 
 /// Processes the stored delivery `webhook`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,277 +129,23 @@ async fn process(ctx: &JobContext, row: &WebhookRow) -> anyhow::Result<Done> {
             outcome: format!("{} is not an event tollgate acts on", row.event_type),
         });
     };
+    let source = Source {
+        time_ms: row.event_time,
+        event_id: &row.event_id,
+        webhook_id: Some(row.id),
+    };
     let effects = Effects {
         db: &ctx.db,
         app: app_config,
         billing: &app.settings.billing,
         provider,
-        row,
+        source,
         n: &n,
     };
-    effects.apply(app.id).await
-}
-
-/// One normalised event and what it is applied with.
-struct Effects<'a> {
-    db: &'a Db,
-    app: &'a AppConfig,
-    billing: &'a BillingSettings,
-    provider: Provider,
-    row: &'a WebhookRow,
-    n: &'a Normalized,
-}
-
-impl Effects<'_> {
-    async fn apply(&self, app_id: i64) -> anyhow::Result<Done> {
-        let n = self.n;
-        let change = n.change.expect("normalised events carry a change");
-        let t = self.user(app_id).await?;
-        let mut outcome = Vec::new();
-        if let Some(customer) = &n.customer {
-            store::remember_customer(self.db, t, self.provider, customer).await?;
-        }
-        if let Some(facts) = &n.subscription {
-            let plan = self.plan_of(facts.product.as_deref(), facts.status.gives_access())?;
-            let version = Version {
-                time_ms: self.row.event_time,
-                event_id: self.row.event_id.clone(),
-            };
-            let write = SubscriptionWrite {
-                provider: self.provider,
-                facts,
-                plan_id: plan.as_deref(),
-                environment: n.environment.as_deref(),
-                store: n.store.as_deref(),
-                version: &version,
-            };
-            let written = store::put_subscription(self.db, t, &write).await?;
-            outcome.push(if written {
-                format!("subscription {} is {}", facts.id, facts.status.as_str())
-            } else {
-                format!("subscription {} has newer state; left as is", facts.id)
-            });
-            outcome.push(self.settle_plan(t).await?);
-        }
-        match change {
-            Change::SubscriptionStarted
-            | Change::SubscriptionRenewed
-            | Change::PaymentSucceeded => {
-                if let Some(text) = self.period_credits(t).await? {
-                    outcome.push(text);
-                }
-            }
-            Change::OneTimePurchase => outcome.push(self.top_up(t).await?),
-            Change::Refunded => outcome.push(self.claw_back(t).await?),
-            _ => {}
-        }
-        if matches!(
-            change,
-            Change::PaymentFailed | Change::PaymentSucceeded | Change::SubscriptionRenewed
-        ) {
-            let kind = if change == Change::PaymentFailed {
-                "payment_failed"
-            } else {
-                "payment_succeeded"
-            };
-            store::record_payment(
-                self.db,
-                t,
-                &PaymentEvent {
-                    provider: self.provider,
-                    kind,
-                    reference: n.reference.as_deref(),
-                    amount_minor: n.amount_minor,
-                    currency: n.currency.as_deref(),
-                    event_time: self.row.event_time,
-                    webhook_id: self.row.id,
-                },
-            )
-            .await?;
-            outcome.push(format!("{kind} published"));
-        }
-        Ok(Done {
-            user_id: Some(t.user_id),
-            change: Some(change),
-            outcome: outcome.join("; "),
-        })
-    }
-
-    /// The user the event is about: named by the app's own id, else found by the store's
-    /// customer id or by a subscription seen before.
-    async fn user(&self, app_id: i64) -> anyhow::Result<Target> {
-        let n = self.n;
-        let target = |user_id| Target { app_id, user_id };
-        if let Some(external) = &n.user {
-            let (user, _) = identity::find_or_create_user(self.db, app_id, external).await?;
-            return Ok(target(user.id));
-        }
-        if let Some(customer) = &n.customer
-            && let Some(id) = store::customer_user(self.db, app_id, self.provider, customer).await?
-        {
-            return Ok(target(id));
-        }
-        let subscription = n
-            .subscription
-            .as_ref()
-            .map(|s| s.id.as_str())
-            .or(n.subscription_id.as_deref());
-        if let Some(sub) = subscription
-            && let Some(id) = store::subscription_user(self.db, app_id, self.provider, sub).await?
-        {
-            return Ok(target(id));
-        }
-        // Retried, not failed: the event naming the user may still be on its way (stores do
-        // not deliver in order). After the last attempt the delivery shows as failed.
-        Err(anyhow::anyhow!(
-            "the event names no known user yet: the app's user id goes in metadata.tollgate_user \
-             (Stripe: client_reference_id or subscription metadata; RevenueCat: app_user_id)"
-        ))
-    }
-
-    /// The plan a subscribed product gives; unmapped products fail so an operator can map them
-    /// and replay (a live subscription must not be silently ignored).
-    fn plan_of(&self, product: Option<&str>, live: bool) -> anyhow::Result<Option<String>> {
-        let Some(product) = product else {
-            return Ok(None);
-        };
-        match self.app.product(self.provider, product) {
-            Some(p) => Ok(p.plan.clone()),
-            None if live => Err(permanent(format!(
-                "{} product {product:?} is not mapped in [[apps.products]]; map it, then replay",
-                self.provider.as_str()
-            ))),
-            None => Ok(None),
-        }
-    }
-
-    /// Puts the user on the plan of their deciding subscription (the default plan when none is
-    /// live), with its period and, for one set to cancel, when it lapses.
-    async fn settle_plan(&self, t: Target) -> anyhow::Result<String> {
-        let subs = store::subscriptions(self.db, t).await?;
-        let standings: Vec<_> = subs.iter().map(|s| s.standing()).collect();
-        let plan = match deciding(&standings, now_ms()) {
-            Some(s) => UserPlan {
-                plan_id: s.plan_id.clone(),
-                billing: s.period,
-                until: s.until(),
-            },
-            None => UserPlan::default(),
-        };
-        ledger::set_plan(self.db, t, &plan, None).await?;
-        Ok(match &plan.plan_id {
-            Some(p) => format!("user on plan {p}"),
-            None => format!("user on the default plan {}", self.billing.default_plan),
-        })
-    }
-
-    /// The credits a paid period includes, granted under the same key the ledger uses for the
-    /// period, so the webhook and the first request of the period grant them once between them.
-    async fn period_credits(&self, t: Target) -> anyhow::Result<Option<String>> {
-        let n = self.n;
-        let period: Option<Period> = n
-            .paid_period
-            .or_else(|| n.subscription.as_ref().and_then(|s| s.period));
-        let product = n
-            .product
-            .as_deref()
-            .or_else(|| n.subscription.as_ref().and_then(|s| s.product.as_deref()));
-        let (Some(period), Some(product)) = (period, product) else {
-            return Ok(None);
-        };
-        let Some(plan_id) = self.plan_of(Some(product), true)? else {
-            return Ok(None);
-        };
-        let plan = self.billing.plan(Some(&plan_id));
-        if !plan.credits.is_positive() || period.end <= now_ms() {
-            return Ok(None);
-        }
-        let key = ledger::period_key(t, &plan.id, period);
-        let reason = format!("credits included in plan {:?}", plan.id);
-        let written = ledger::credit(
-            self.db,
-            t,
-            &Credit {
-                kind: "grant",
-                amount: plan.credits.0,
-                source: "subscription",
-                expires_at: Some(period.end),
-                note: Note {
-                    reason: Some(&reason),
-                    reference: n.reference.as_deref(),
-                    key: Some(&key),
-                },
-            },
-            None,
-        )
-        .await?;
-        Ok(Some(if written.is_replayed() {
-            format!("period credits of plan {} already granted", plan.id)
-        } else {
-            format!("granted {} credits of plan {}", plan.credits, plan.id)
-        }))
-    }
-
-    /// A top-up pack's credits, once per purchase.
-    async fn top_up(&self, t: Target) -> anyhow::Result<String> {
-        let n = self.n;
-        let product = n
-            .product
-            .as_deref()
-            .ok_or_else(|| permanent("a one-time purchase without a product"))?;
-        let credits = self
-            .app
-            .product(self.provider, product)
-            .and_then(|p| p.credits)
-            .ok_or_else(|| {
-                permanent(format!(
-                    "{} product {product:?} is not a top-up pack in [[apps.products]]; map it, then replay",
-                    self.provider.as_str()
-                ))
-            })?;
-        let purchase = n.reference.as_deref().unwrap_or(&self.row.event_id);
-        let key = format!("top-up:{}:{purchase}", self.provider.as_str());
-        let reason = format!("top-up pack {product}");
-        let written = ledger::credit(
-            self.db,
-            t,
-            &Credit {
-                kind: "grant",
-                amount: credits.0,
-                source: "top_up",
-                expires_at: None,
-                note: Note {
-                    reason: Some(&reason),
-                    reference: Some(purchase),
-                    key: Some(&key),
-                },
-            },
-            None,
-        )
-        .await?;
-        Ok(if written.is_replayed() {
-            format!("top-up {purchase} already granted")
-        } else {
-            format!("granted {credits} credits for top-up {purchase}")
-        })
-    }
-
-    /// Takes back what is left of the refunded purchase's credits.
-    async fn claw_back(&self, t: Target) -> anyhow::Result<String> {
-        let n = self.n;
-        let refs: Vec<String> = n
-            .reference
-            .iter()
-            .chain(n.also_known_as.iter())
-            .cloned()
-            .collect();
-        let key = format!("clawback:{}:{}", self.provider.as_str(), self.row.event_id);
-        let c = ledger::claw_back(self.db, t, &refs, &key, "refunded at the store").await?;
-        Ok(format!(
-            "clawed back {} of {} grant(s); {} already spent",
-            crate::domain::money::Micros(c.taken),
-            c.grants,
-            crate::domain::money::Micros(c.spent)
-        ))
-    }
+    let applied = effects.apply(app.id).await?;
+    Ok(Done {
+        user_id: Some(applied.user_id),
+        change: Some(applied.change),
+        outcome: applied.outcome,
+    })
 }
