@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod paddle;
 pub mod revenuecat;
+pub mod revenuecat_api;
 pub mod signing;
 pub mod stripe;
 pub mod stripe_api;

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 /// A failed Stripe call: Stripe's own error (type and message), or no answer.
 #[derive(Debug, thiserror::Error)]
-pub enum StripeError {
+pub enum StoreError {
     #[error("Stripe refused the request ({status}, {kind}): {message}")]
     Refused {
         status: u16,
@@ -48,7 +48,7 @@ impl StripeApi<'_> {
         path: &str,
         form: &[(&str, &str)],
         key: &str,
-    ) -> Result<Value, StripeError> {
+    ) -> Result<Value, StoreError> {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
@@ -64,9 +64,9 @@ impl StripeApi<'_> {
                 .send()
                 .await;
             match answer(sent).await {
-                Err(e @ StripeError::Unreachable(_)) => last = Some(e),
-                Err(StripeError::Refused { status, .. }) if status >= 500 => {
-                    last = Some(StripeError::Unreachable(format!("status {status}")))
+                Err(e @ StoreError::Unreachable(_)) => last = Some(e),
+                Err(StoreError::Refused { status, .. }) if status >= 500 => {
+                    last = Some(StoreError::Unreachable(format!("status {status}")))
                 }
                 other => return other,
             }
@@ -75,7 +75,7 @@ impl StripeApi<'_> {
     }
 
     /// `GET path?query`.
-    pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, StripeError> {
+    pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, StoreError> {
         let query = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(query)
             .finish();
@@ -89,21 +89,32 @@ impl StripeApi<'_> {
     }
 }
 
-async fn answer(sent: reqwest::Result<reqwest::Response>) -> Result<Value, StripeError> {
-    let response = sent.map_err(|e| StripeError::Unreachable(e.without_url().to_string()))?;
-    let status = response.status().as_u16();
-    let body: Value = response
-        .json()
-        .await
-        .map_err(|e| StripeError::Unreachable(format!("an unreadable answer: {e}")))?;
+async fn answer(sent: reqwest::Result<reqwest::Response>) -> Result<Value, StoreError> {
+    let (status, body) = read_json(sent).await?;
     if (200..300).contains(&status) {
         return Ok(body);
     }
     // Stripe's error body: {"error": {"type", "message", "code", "param"}}.
     let text = |k: &str| body.pointer(&format!("/error/{k}")).and_then(Value::as_str);
-    Err(StripeError::Refused {
+    Err(StoreError::Refused {
         status,
         kind: text("type").unwrap_or("api_error").to_string(),
         message: text("message").unwrap_or("no message").to_string(),
     })
+}
+
+/// A store API's answer: its status and JSON body (no answer, or not JSON: unreachable).
+pub async fn read_json(
+    sent: reqwest::Result<reqwest::Response>,
+) -> Result<(u16, Value), StoreError> {
+    let response = sent.map_err(|e| StoreError::Unreachable(e.without_url().to_string()))?;
+    let status = response.status().as_u16();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| StoreError::Unreachable(e.without_url().to_string()))?;
+    let body = serde_json::from_slice(&bytes).map_err(|e| {
+        StoreError::Unreachable(format!("an answer that is not JSON ({status}): {e}"))
+    })?;
+    Ok((status, body))
 }

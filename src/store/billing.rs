@@ -407,3 +407,17 @@ pub async fn user_customer(
          AND provider = $3 ORDER BY created_at LIMIT 1")
         .bind(t.app_id).bind(t.user_id).bind(provider.as_str()).fetch_optional(c).await)
 }
+
+/// The store's id of a user's subscription to `product`, if one is stored.
+pub async fn subscription_for_product(
+    db: &Db,
+    t: Target,
+    provider: Provider,
+    product: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    scoped_run!(db, Scope::App(t.app_id), c => sqlx::query_scalar(
+        "SELECT provider_id FROM subscriptions WHERE app_id = $1 AND user_id = $2 \
+         AND provider = $3 AND product_id = $4 ORDER BY updated_at DESC LIMIT 1")
+        .bind(t.app_id).bind(t.user_id).bind(provider.as_str()).bind(product)
+        .fetch_optional(c).await)
+}

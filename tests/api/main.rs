@@ -5,6 +5,7 @@ mod billing;
 mod billing_checkout;
 mod billing_clients;
 mod billing_processes;
+mod billing_sync;
 mod cli;
 mod compat;
 mod cors;

@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::billing::Provider;
-use crate::billing::stripe_api::{StripeApi, StripeError};
+use crate::billing::stripe_api::{StoreError, StripeApi};
 use crate::config::AppConfig;
 use crate::error::{Error, FieldError, Result};
 use crate::http::AppState;
@@ -66,6 +66,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_checkout))
         .routes(routes!(create_portal))
         .routes(routes!(list_subscriptions))
+        .routes(routes!(sync_revenuecat))
 }
 
 /// The app's Stripe API, or why the app cannot use it.
@@ -92,10 +93,10 @@ fn no_stripe() -> Error {
     Error::NotFound("this app does not sell through Stripe (no [apps.stripe] secret_key)".into())
 }
 
-/// Stripe's refusals are the request's fault only for a bad price; every other failure is a
-/// 502 naming Stripe's message.
-fn stripe_failed(e: StripeError) -> Error {
-    tracing::warn!(error = %e, "Stripe call failed");
+/// A store API that failed or refused: 502, naming the store's own message (the request was
+/// checked before the call, so a refusal is a configuration mismatch, not the caller's fault).
+fn store_failed(e: StoreError) -> Error {
+    tracing::warn!(error = %e, "billing store call failed");
     Error::Upstream {
         status: StatusCode::BAD_GATEWAY,
         detail: e.to_string(),
@@ -128,10 +129,10 @@ async fn customer(state: &AppState, api: &StripeApi<'_>, auth: &UserAuth) -> Res
             &key,
         )
         .await
-        .map_err(stripe_failed)?;
+        .map_err(store_failed)?;
     let id = created["id"]
         .as_str()
-        .ok_or_else(|| stripe_failed(StripeError::Unreachable("a customer without an id".into())))?
+        .ok_or_else(|| store_failed(StoreError::Unreachable("a customer without an id".into())))?
         .to_string();
     store::remember_customer(&state.db, t, Provider::Stripe, &id).await?;
     // A concurrent request may have remembered another first: use the first one.
@@ -196,7 +197,7 @@ pub async fn create_checkout(
             ],
         )
         .await
-        .map_err(stripe_failed)?;
+        .map_err(store_failed)?;
     let existing = open["data"].as_array().and_then(|list| {
         list.iter()
             .find(|s| s["metadata"]["tollgate_product"].as_str() == Some(product.id.as_str()))
@@ -226,7 +227,7 @@ pub async fn create_checkout(
     let created = api
         .post("/v1/checkout/sessions", &form, &key)
         .await
-        .map_err(stripe_failed)?;
+        .map_err(store_failed)?;
     Ok(Json(session_out(&created, mode, false)?))
 }
 
@@ -238,7 +239,7 @@ fn session_out(s: &Value, mode: &str, reused: bool) -> Result<CheckoutOut> {
             mode: mode.to_string(),
             reused,
         }),
-        _ => Err(stripe_failed(StripeError::Unreachable(
+        _ => Err(store_failed(StoreError::Unreachable(
             "a Checkout Session without id or url".into(),
         ))),
     }
@@ -285,7 +286,7 @@ pub async fn create_portal(
             &key,
         )
         .await
-        .map_err(stripe_failed)?;
+        .map_err(store_failed)?;
     let url = session["url"]
         .as_str()
         .ok_or_else(|| invalid_answer("a portal session without a url"))?;
@@ -295,7 +296,7 @@ pub async fn create_portal(
 }
 
 fn invalid_answer(what: &str) -> Error {
-    stripe_failed(StripeError::Unreachable(what.into()))
+    store_failed(StoreError::Unreachable(what.into()))
 }
 
 /// The user's subscriptions at every store, as the newest events left them.
@@ -311,4 +312,88 @@ pub async fn list_subscriptions(
 ) -> Result<Json<SubscriptionsOut>> {
     let data = store::subscriptions(&state.db, target(&auth)).await?;
     Ok(Json(SubscriptionsOut { data }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SyncOut {
+    /// The user's plan after the sync (`null`: the app's default plan).
+    pub plan_id: Option<String>,
+    pub subscriptions: Vec<SubscriptionRow>,
+    /// What the sync changed or skipped, in words.
+    pub outcomes: Vec<String>,
+}
+
+/// Asks RevenueCat for the user now and applies what it says (subscriptions, one-time
+/// purchases) as the webhooks would: the "sync now" after a purchase. Idempotent with the
+/// webhooks: a purchase seen by both is granted once.
+#[utoipa::path(post, path = "/v1/billing/sync", tag = "billing",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The user's plan and subscriptions after the sync", body = SyncOut),
+        (status = 404, description = "The app has no RevenueCat API key", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "RevenueCat failed or refused", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn sync_revenuecat(
+    State(state): State<AppState>,
+    auth: UserAuth,
+) -> Result<Json<SyncOut>> {
+    use crate::billing::apply::{Effects, Source};
+    use crate::billing::revenuecat_api;
+    let no_rc =
+        || Error::NotFound("this app has no RevenueCat API key ([apps.revenuecat] api_key)".into());
+    let app = state
+        .config
+        .apps
+        .iter()
+        .find(|a| a.slug == auth.app_slug)
+        .ok_or_else(no_rc)?;
+    let rc = app.revenuecat.as_ref().ok_or_else(no_rc)?;
+    let key = rc.api_key.as_ref().ok_or_else(no_rc)?;
+    let subscriber =
+        revenuecat_api::subscriber(&state.stores, &rc.api_base, key, &auth.external_id)
+            .await
+            .map_err(store_failed)?;
+    let now = crate::store::now_ms();
+    let time_ms = subscriber["request_date_ms"].as_i64().unwrap_or(now);
+    let event_id = format!("sync-{time_ms}");
+    let t = target(&auth);
+    let mut outcomes = Vec::new();
+    for mut n in revenuecat_api::normalize(&subscriber, &auth.external_id, now) {
+        // The webhooks key a subscription by its original transaction; use theirs if stored.
+        if let Some(facts) = n.subscription.as_mut()
+            && let Some(product) = facts.product.clone()
+            && let Some(id) =
+                store::subscription_for_product(&state.db, t, Provider::RevenueCat, &product)
+                    .await?
+        {
+            facts.id = id;
+        }
+        let effects = Effects {
+            db: &state.db,
+            app,
+            billing: &auth.billing,
+            provider: Provider::RevenueCat,
+            source: Source {
+                time_ms,
+                event_id: &event_id,
+                webhook_id: None,
+            },
+            n: &n,
+        };
+        match effects.apply(auth.app_id).await {
+            Ok(applied) => outcomes.push(applied.outcome),
+            // A product the app does not map is reported, not fatal: others still apply.
+            Err(e) if e.downcast_ref::<crate::jobs::Permanent>().is_some() => {
+                outcomes.push(format!("skipped: {e:#}"))
+            }
+            Err(e) => return Err(Error::Internal(e)),
+        }
+    }
+    let plan = crate::store::ledger::user_plan(&state.db, t).await?;
+    let subscriptions = store::subscriptions(&state.db, t).await?;
+    Ok(Json(SyncOut {
+        plan_id: plan.plan_id,
+        subscriptions,
+        outcomes,
+    }))
 }
