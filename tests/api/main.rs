@@ -4,6 +4,7 @@
 mod billing;
 mod billing_checkout;
 mod billing_clients;
+mod billing_paddle_whop;
 mod billing_processes;
 mod billing_sync;
 mod cli;
