@@ -25,7 +25,8 @@ async fn main() {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (client, next, url, secret) = (client.clone(), next.clone(), url.clone(), secret.clone());
+        let (client, next, url, secret) =
+            (client.clone(), next.clone(), url.clone(), secret.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -66,7 +67,8 @@ async fn main() {
     }
     let elapsed = started.elapsed();
     all.sort();
-    let p = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
+    let p =
+        |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
     println!(
         "{total} events, concurrency {concurrency}: {:.0} stored/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         total as f64 / elapsed.as_secs_f64(),

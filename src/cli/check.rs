@@ -22,6 +22,16 @@ pub async fn run(path: Option<PathBuf>) -> ExitCode {
         config.environment.as_str()
     );
     println!("[pass] configuration is valid");
+    for app in &config.apps {
+        let stores = crate::config::billing::describe_stores(app);
+        if !stores.is_empty() {
+            println!(
+                "[info] app {}: sells through {}",
+                app.slug,
+                stores.join(", ")
+            );
+        }
+    }
     let mut failed = 0;
     let mut total = 1;
     let mut line = |ok: bool, text: String| {

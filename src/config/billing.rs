@@ -85,6 +85,38 @@ impl super::AppConfig {
             .find(|p| p.provider == provider && p.id == id)
     }
 
+    /// Every store secret of the app, by its key under the app, to open sealed values.
+    pub fn secrets_mut(&mut self) -> impl Iterator<Item = (String, &mut SecretString)> {
+        let mut out: Vec<(String, &mut SecretString)> = Vec::new();
+        if let Some(s) = self.stripe.as_mut() {
+            for (i, w) in s.webhook_secrets.iter_mut().enumerate() {
+                out.push((format!("stripe.webhook_secrets.{i}"), w));
+            }
+            if let Some(k) = s.secret_key.as_mut() {
+                out.push(("stripe.secret_key".into(), k));
+            }
+        }
+        if let Some(r) = self.revenuecat.as_mut() {
+            if let Some(a) = r.webhook_authorization.as_mut() {
+                out.push(("revenuecat.webhook_authorization".into(), a));
+            }
+            if let Some(k) = r.api_key.as_mut() {
+                out.push(("revenuecat.api_key".into(), k));
+            }
+        }
+        for (name, store) in [
+            ("paddle", self.paddle.as_mut()),
+            ("whop", self.whop.as_mut()),
+        ] {
+            if let Some(st) = store {
+                for (i, w) in st.webhook_secrets.iter_mut().enumerate() {
+                    out.push((format!("{name}.webhook_secrets.{i}"), w));
+                }
+            }
+        }
+        out.into_iter()
+    }
+
     /// Whether webhooks of this store are accepted for the app.
     pub fn store_enabled(&self, provider: Provider) -> bool {
         match provider {
@@ -104,6 +136,8 @@ pub fn validate(key: &str, b: &super::AppConfig, prod: bool, p: &mut Vec<Problem
             p.push(Problem::new(field, message));
         }
     };
+    // A value still sealed here could not be opened; that problem is already reported.
+    let sealed = |s: &SecretString| s.expose_secret().starts_with(crate::crypto::SEALED_PREFIX);
     let api = |url: &str| {
         Url::parse(url).is_ok_and(|u| u.scheme() == "https" || (!prod && u.scheme() == "http"))
     };
@@ -115,15 +149,16 @@ pub fn validate(key: &str, b: &super::AppConfig, prod: bool, p: &mut Vec<Problem
         );
         for (i, w) in s.webhook_secrets.iter().enumerate() {
             need(
-                w.expose_secret().starts_with("whsec_"),
+                w.expose_secret().starts_with("whsec_") || sealed(w),
                 format!("{key}.stripe.webhook_secrets.{i}"),
                 "a Stripe signing secret starts with whsec_",
             );
         }
         if let Some(k) = &s.secret_key {
+            let still_sealed = sealed(k);
             let k = k.expose_secret();
             need(
-                k.starts_with("sk_") || k.starts_with("rk_"),
+                k.starts_with("sk_") || k.starts_with("rk_") || still_sealed,
                 format!("{key}.stripe.secret_key"),
                 "a Stripe secret key starts with sk_ (or rk_ for a restricted key)",
             );
@@ -143,7 +178,7 @@ pub fn validate(key: &str, b: &super::AppConfig, prod: bool, p: &mut Vec<Problem
         need(
             r.webhook_authorization
                 .as_ref()
-                .is_some_and(|a| a.expose_secret().len() >= 16),
+                .is_some_and(|a| a.expose_secret().len() >= 16 || sealed(a)),
             format!("{key}.revenuecat.webhook_authorization"),
             "the Authorization header value set on the RevenueCat webhook, at least 16 characters",
         );
@@ -161,13 +196,14 @@ pub fn validate(key: &str, b: &super::AppConfig, prod: bool, p: &mut Vec<Problem
                 "at least one signing secret",
             );
             for (i, w) in s.webhook_secrets.iter().enumerate() {
+                let still_sealed = sealed(w);
                 let w = w.expose_secret();
                 let ok = match name {
                     "paddle" => w.starts_with("pdl_ntfset_") || w.len() >= 16,
                     _ => crate::billing::whop::key_of(w).is_some(),
                 };
                 need(
-                    ok,
+                    ok || still_sealed,
                     format!("{key}.{name}.webhook_secrets.{i}"),
                     "not a signing secret (Paddle: pdl_ntfset_…; Whop: at least 16 characters, or whsec_<base64>)",
                 );
@@ -210,4 +246,41 @@ pub fn validate(key: &str, b: &super::AppConfig, prod: bool, p: &mut Vec<Problem
             ),
         }
     }
+}
+
+/// What each enabled store of an app is set up for, for `tollgate check`.
+pub fn describe_stores(app: &super::AppConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(s) = &app.stripe {
+        let api = if s.secret_key.is_some() {
+            "checkout and portal"
+        } else {
+            "no secret_key: no checkout"
+        };
+        out.push(format!(
+            "stripe ({} webhook secret(s); {api})",
+            s.webhook_secrets.len()
+        ));
+    }
+    if let Some(r) = &app.revenuecat {
+        let api = if r.api_key.is_some() {
+            "sync"
+        } else {
+            "no api_key: no sync"
+        };
+        out.push(format!("revenuecat (webhooks; {api})"));
+    }
+    for (name, s) in [("paddle", &app.paddle), ("whop", &app.whop)] {
+        if let Some(s) = s {
+            out.push(format!(
+                "{name} ({} webhook secret(s))",
+                s.webhook_secrets.len()
+            ));
+        }
+    }
+    let products = app.products.len();
+    if products > 0 {
+        out.push(format!("{products} product(s) mapped"));
+    }
+    out
 }

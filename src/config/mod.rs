@@ -259,34 +259,44 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigErrors> {
 
 /// [`load`] with an explicit environment (name, value) list, so tests need not touch the
 /// process environment.
-/// Decrypts provider keys written sealed (`enc:v1:…`, made by `tollgate secrets seal`) with
-/// `ENCRYPTION_KEY`, so the config file and its backups never hold them in clear.
+/// Decrypts secrets written sealed (`enc:v1:…`, made by `tollgate config seal`) with
+/// `ENCRYPTION_KEY`, so the config file and its backups never hold them in clear: provider API
+/// keys and every app's billing-store secrets.
 fn open_sealed(config: &mut Config, problems: &mut Vec<Problem>) {
     use secrecy::ExposeSecret;
     let key = config
         .encryption_key
         .as_ref()
         .map(|k| k.expose_secret().to_string());
+    let mut slots: Vec<(String, &mut SecretString)> = Vec::new();
     let providers = &mut config.providers;
     for (name, slot) in [
         ("openai", &mut providers.openai.api_key),
         ("anthropic", &mut providers.anthropic.api_key),
         ("gemini", &mut providers.gemini.api_key),
     ] {
-        let Some(value) = slot.as_ref().map(|s| s.expose_secret().to_string()) else {
-            continue;
-        };
+        if let Some(s) = slot.as_mut() {
+            slots.push((format!("providers.{name}.api_key"), s));
+        }
+    }
+    for (i, app) in config.apps.iter_mut().enumerate() {
+        slots.extend(
+            app.secrets_mut()
+                .map(|(at, s)| (format!("apps.{i}.{at}"), s)),
+        );
+    }
+    for (at, slot) in slots {
+        let value = slot.expose_secret().to_string();
         if !value.starts_with(crate::crypto::SEALED_PREFIX) {
             continue;
         }
-        let at = format!("providers.{name}.api_key");
         match &key {
             None => problems.push(Problem::new(
                 at,
                 "is sealed (enc:v1:…) but ENCRYPTION_KEY is not set",
             )),
             Some(k) => match crate::crypto::open(k, &value) {
-                Ok(plain) => *slot = Some(plain.into()),
+                Ok(plain) => *slot = plain.into(),
                 Err(e) => problems.push(Problem::new(at, e.to_string())),
             },
         }

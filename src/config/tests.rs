@@ -469,3 +469,64 @@ fn an_amount_with_more_than_six_decimals_is_refused() {
     let errors = load_from(Some(&file.0), &[]).unwrap_err();
     assert!(errors.to_string().contains("decimal places"), "{errors}");
 }
+
+#[test]
+fn billing_store_settings_are_checked_all_at_once() {
+    let file = TempToml::new(
+        r#"
+[[apps]]
+slug = "shop"
+[[apps.plans]]
+id = "free"
+[apps.stripe]
+webhook_secrets = ["not-a-whsec"]
+secret_key = "pk_live_publishable"
+[apps.revenuecat]
+webhook_authorization = "short"
+[apps.whop]
+webhook_secrets = []
+[[apps.products]]
+provider = "stripe"
+id = "price_1"
+plan = "gold"
+[[apps.products]]
+provider = "paddle"
+id = "pri_1"
+credits = "5"
+[[apps.products]]
+provider = "stripe"
+id = "price_2"
+"#,
+    );
+    assert_eq!(
+        keys(load_from(Some(&file.0), &[])),
+        [
+            "apps.0.products.0.plan",
+            "apps.0.products.1.provider",
+            "apps.0.products.2",
+            "apps.0.revenuecat.webhook_authorization",
+            "apps.0.stripe.secret_key",
+            "apps.0.stripe.webhook_secrets.0",
+            "apps.0.whop.webhook_secrets",
+        ]
+    );
+}
+
+#[test]
+fn billing_store_secrets_may_be_sealed() {
+    let sealed = crate::crypto::seal(KEY64, "whsec_sealed_secret").unwrap();
+    let file = TempToml::new(&format!(
+        "[[apps]]\nslug = \"shop\"\n[apps.stripe]\nwebhook_secrets = [\"{sealed}\"]\n"
+    ));
+    let c = load_from(Some(&file.0), &vars(&[("ENCRYPTION_KEY", KEY64)])).unwrap();
+    let stripe = c.apps[0].stripe.as_ref().unwrap();
+    assert_eq!(
+        stripe.webhook_secrets[0].expose_secret(),
+        "whsec_sealed_secret"
+    );
+    // Without the key, the sealed value is named as the problem.
+    assert_eq!(
+        keys(load_from(Some(&file.0), &[])),
+        ["apps.0.stripe.webhook_secrets.0"]
+    );
+}
