@@ -36,7 +36,8 @@ async fn migrations_apply_once_on_a_fresh_database() {
             (4, "invites".to_string()),
             (5, "tenant_rls".to_string()),
             (6, "ledger".to_string()),
-            (7, "usage".to_string())
+            (7, "usage".to_string()),
+            (8, "billing".to_string())
         ]
     );
     assert!(!before.is_current());
