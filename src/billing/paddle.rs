@@ -3,23 +3,30 @@
 //! `{event_id, event_type, occurred_at, data}`.
 
 use axum::http::HeaderMap;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::Value;
 
-use super::signing::{any_matches, fresh, hex_decode, mac};
+use super::signing::TimestampedHex;
 use super::{
-    Change, Envelope, Normalized, Rejection, SubscriptionFacts, header, json_object, rfc3339_ms,
-    text,
+    Change, Envelope, Normalized, Rejection, SubscriptionFacts, json_object, rfc3339_ms, text,
 };
 use crate::domain::plans::Period;
 use crate::domain::subscriptions::Status;
 
 pub const SIGNATURE: &str = "paddle-signature";
 
-/// The signature header for `body` signed at `ts`, as Paddle sends it.
+/// The scheme: `ts=<unix>` and `h1=<hex>` items.
+pub const SCHEME: TimestampedHex = TimestampedHex {
+    header: SIGNATURE,
+    separator: ';',
+    ts_key: "ts",
+    sig_key: "h1",
+    joiner: b":",
+};
+
+/// The signature header for `body` signed at `ts` with `secret`, as the store sends it.
 pub fn sign(secret: &str, ts: i64, body: &[u8]) -> String {
-    let sig = mac(secret.as_bytes(), &[ts.to_string().as_bytes(), b":", body]);
-    format!("ts={ts};h1={}", hex::encode(sig))
+    SCHEME.sign(secret, ts, body)
 }
 
 pub fn verify(
@@ -29,31 +36,7 @@ pub fn verify(
     body: &[u8],
     now_secs: i64,
 ) -> Result<(), Rejection> {
-    let value = header(headers, SIGNATURE)?;
-    let mut ts = None;
-    let mut h1 = Vec::new();
-    for item in value.split(';') {
-        match item.trim().split_once('=') {
-            Some(("ts", x)) => ts = x.parse::<i64>().ok(),
-            Some(("h1", x)) => h1.push(x),
-            _ => {}
-        }
-    }
-    let (Some(ts), false) = (ts, h1.is_empty()) else {
-        return Err(Rejection::MalformedHeader(SIGNATURE));
-    };
-    let signed = ts.to_string();
-    let ok = secrets.iter().any(|s| {
-        let expected = mac(
-            s.expose_secret().as_bytes(),
-            &[signed.as_bytes(), b":", body],
-        );
-        any_matches(&expected, &h1, hex_decode)
-    });
-    if !ok {
-        return Err(Rejection::BadSignature);
-    }
-    fresh(ts, now_secs, tolerance_secs)
+    SCHEME.verify(secrets, tolerance_secs, headers, body, now_secs)
 }
 
 pub fn envelope(body: &[u8]) -> Result<Envelope, Rejection> {

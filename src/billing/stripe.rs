@@ -3,22 +3,28 @@
 //! secret rotation. Events: `{id, type, created, data.object}`.
 
 use axum::http::HeaderMap;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::Value;
 
-use super::signing::{any_matches, fresh, hex_decode, mac};
-use super::{
-    Change, Envelope, Normalized, Rejection, SubscriptionFacts, header, int, json_object, text,
-};
+use super::signing::TimestampedHex;
+use super::{Change, Envelope, Normalized, Rejection, SubscriptionFacts, int, json_object, text};
 use crate::domain::plans::Period;
 use crate::domain::subscriptions::Status;
 
 pub const SIGNATURE: &str = "stripe-signature";
 
-/// The signature header for `body` signed at `t` with `secret`, as Stripe sends it.
-pub fn sign(secret: &str, t: i64, body: &[u8]) -> String {
-    let sig = mac(secret.as_bytes(), &[t.to_string().as_bytes(), b".", body]);
-    format!("t={t},v1={}", hex::encode(sig))
+/// The scheme: `t=<unix>` and `v1=<hex>` items.
+pub const SCHEME: TimestampedHex = TimestampedHex {
+    header: SIGNATURE,
+    separator: ',',
+    ts_key: "t",
+    sig_key: "v1",
+    joiner: b".",
+};
+
+/// The signature header for `body` signed at `ts` with `secret`, as the store sends it.
+pub fn sign(secret: &str, ts: i64, body: &[u8]) -> String {
+    SCHEME.sign(secret, ts, body)
 }
 
 pub fn verify(
@@ -28,31 +34,7 @@ pub fn verify(
     body: &[u8],
     now_secs: i64,
 ) -> Result<(), Rejection> {
-    let value = header(headers, SIGNATURE)?;
-    let mut t = None;
-    let mut v1 = Vec::new();
-    for item in value.split(',') {
-        match item.trim().split_once('=') {
-            Some(("t", x)) => t = x.parse::<i64>().ok(),
-            Some(("v1", x)) => v1.push(x),
-            _ => {}
-        }
-    }
-    let (Some(t), false) = (t, v1.is_empty()) else {
-        return Err(Rejection::MalformedHeader(SIGNATURE));
-    };
-    let signed = t.to_string();
-    let ok = secrets.iter().any(|s| {
-        let expected = mac(
-            s.expose_secret().as_bytes(),
-            &[signed.as_bytes(), b".", body],
-        );
-        any_matches(&expected, &v1, hex_decode)
-    });
-    if !ok {
-        return Err(Rejection::BadSignature);
-    }
-    fresh(t, now_secs, tolerance_secs)
+    SCHEME.verify(secrets, tolerance_secs, headers, body, now_secs)
 }
 
 pub fn envelope(body: &[u8]) -> Result<Envelope, Rejection> {
