@@ -12,7 +12,7 @@ use crate::billing::{STRIPE_SECRET, stripe_event};
 use crate::cli::{as_refs, db_vars, tollgate};
 use crate::helpers::TestDb;
 use crate::jobs::wait_until;
-use crate::jobs_processes::{FAST, terminate};
+use crate::jobs_processes::{FAST, spawn_api, terminate};
 
 const CONFIG: &str = r#"
 [[apps]]
@@ -45,27 +45,8 @@ async fn deliveries_stored_by_a_killed_process_are_processed_once_after_restart(
     std::fs::write(&config, CONFIG).unwrap();
     let config = config.display().to_string();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let vars = db_vars(&test_db);
-    let mut vars = as_refs(&vars);
-    vars.extend_from_slice(FAST);
-    vars.push(("TOLLGATE_LISTEN", &listen));
-    let mut api = tollgate(&["--config", &config, "serve", "--role", "api"], &vars)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut api, base) = spawn_api(&test_db, &["--config", &config]).await;
     let client = reqwest::Client::new();
-    let base = format!("http://{listen}");
-    wait_until(Duration::from_secs(20), || async {
-        client.get(format!("{base}/health")).send().await.is_ok()
-    })
-    .await;
 
     let now = tollgate::store::now_ms() / 1000;
     let (start, end) = (now - 86_400, now + 29 * 86_400);

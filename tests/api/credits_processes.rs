@@ -1,7 +1,6 @@
 //! A process killed between reserve and settle: the hold it leaves is resolved by the expiry job
 //! in another process (settled at its recorded usage, else released) and the ledger verifies.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -10,10 +9,9 @@ use tollgate::store::identity::{self, KeySpec};
 use tollgate::store::ledger::{self, Credit, Note, Target};
 use tollgate::store::migrate;
 
-use crate::cli::{as_refs, db_vars, tollgate};
 use crate::helpers::TestDb;
 use crate::jobs::wait_until;
-use crate::jobs_processes::{FAST, spawn_worker, terminate};
+use crate::jobs_processes::{spawn_api, spawn_worker, terminate};
 
 const CREDIT: i64 = 1_000_000;
 
@@ -52,27 +50,8 @@ async fn holds_of_a_killed_process_are_settled_at_their_usage_or_released_by_the
         .secret;
 
     // An API process on a port of our choosing.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let vars = db_vars(&test_db);
-    let mut vars = as_refs(&vars);
-    vars.extend_from_slice(FAST);
-    vars.push(("TOLLGATE_LISTEN", &listen));
-    let mut api = tollgate(&["serve", "--role", "api"], &vars)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut api, base) = spawn_api(&test_db, &[]).await;
     let client = reqwest::Client::new();
-    let base = format!("http://{listen}");
-    wait_until(Duration::from_secs(20), || async {
-        client.get(format!("{base}/health")).send().await.is_ok()
-    })
-    .await;
     let post = |path: String, body: Value| {
         client
             .post(format!("{base}{path}"))

@@ -46,6 +46,35 @@ pub fn spawn_worker(test_db: &TestDb, extra: &[(&str, &str)]) -> Child {
         .expect("the worker starts")
 }
 
+/// A `serve --role api` process (with `args` before `serve`) on a free port, answering /health;
+/// returns it and its base URL.
+pub async fn spawn_api(test_db: &TestDb, args: &[&str]) -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let vars = db_vars(test_db);
+    let mut vars = as_refs(&vars);
+    vars.extend_from_slice(FAST);
+    vars.push(("TOLLGATE_LISTEN", &listen));
+    let mut argv = args.to_vec();
+    argv.extend(["serve", "--role", "api"]);
+    let api = tollgate(&argv, &vars)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the API process starts");
+    let client = reqwest::Client::new();
+    let base = format!("http://{listen}");
+    wait_until(Duration::from_secs(20), || async {
+        client.get(format!("{base}/health")).send().await.is_ok()
+    })
+    .await;
+    (api, base)
+}
+
 pub async fn terminate(mut child: Child) {
     let pid = child.id().unwrap().to_string();
     let _ = tokio::process::Command::new("kill")
