@@ -16,8 +16,11 @@ pub struct RateLimitsConfig {
     pub on_redis_error: FailMode,
     /// Prefix of the Redis keys (several deployments may share one Redis).
     pub redis_prefix: String,
-    /// Per client IP, for requests without a valid key (unauthenticated routes, webhooks).
+    /// Per client IP, for requests without a valid key (unauthenticated routes).
     pub ip: LimitConfig,
+    /// Per client IP, for billing stores' webhooks (`/webhooks/…`): stores send bursts from
+    /// few addresses, and a refused delivery is only delayed (they retry).
+    pub webhooks: LimitConfig,
     /// Per API key.
     pub key: LimitConfig,
     /// Per app, all its keys together.
@@ -90,7 +93,13 @@ pub fn validate(c: &RateLimitsConfig, trusted: &[String], p: &mut Vec<Problem>) 
         .tiers
         .iter()
         .map(|(name, l)| (format!("tiers.{name}"), *l));
-    let fixed = [("ip", c.ip), ("key", c.key), ("app", c.app)].map(|(n, l)| (n.to_string(), l));
+    let fixed = [
+        ("ip", c.ip),
+        ("webhooks", c.webhooks),
+        ("key", c.key),
+        ("app", c.app),
+    ]
+    .map(|(n, l)| (n.to_string(), l));
     for (name, l) in fixed.into_iter().chain(tiers) {
         if l.requests == 0 {
             p.push(Problem::new(

@@ -106,6 +106,7 @@ pub struct RateLimiter {
 struct Inner {
     enabled: bool,
     ip: Policy,
+    webhooks: Policy,
     key: Policy,
     app: Policy,
     /// Per-key policies that plans pick by name.
@@ -153,6 +154,7 @@ impl RateLimiter {
             inner: Arc::new(Inner {
                 enabled: r.enabled,
                 ip: policy("ip", r.ip),
+                webhooks: policy("webhooks", r.webhooks),
                 key: policy("key", r.key),
                 app: policy("app", r.app),
                 tiers: r
@@ -280,10 +282,12 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         }
         None => {
             let ip = limiter.client_ip(peer, req.headers());
-            checks.push((
-                &limiter.inner.ip,
-                ip.map_or("unknown".into(), |ip| ip.to_string()),
-            ));
+            let policy = if req.uri().path().starts_with("/webhooks/") {
+                &limiter.inner.webhooks
+            } else {
+                &limiter.inner.ip
+            };
+            checks.push((policy, ip.map_or("unknown".into(), |ip| ip.to_string())));
         }
     }
     let mut tightest: Option<(&Policy, Decision)> = None;

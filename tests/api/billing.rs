@@ -554,3 +554,44 @@ async fn an_event_for_an_unmapped_product_fails_visibly_and_names_the_fix() {
     assert_eq!(code, 1);
     assert!(err.contains("no webhook delivery 999999"), "{err}");
 }
+
+/// Stores deliver in bursts from few addresses: webhooks have their own per-IP limit, so a
+/// burst is not refused by the tight limit on other unauthenticated requests (and the reverse).
+#[tokio::test]
+async fn webhooks_have_their_own_per_ip_limit() {
+    let app = spawn_app_with(|c| {
+        c.apps = vec![store_config()];
+        c.rate_limits.ip.requests = 2;
+        c.rate_limits.webhooks.requests = 5;
+    })
+    .await;
+    let now = now_secs();
+    for i in 0..5 {
+        let e = stripe_event(
+            &format!("evt_burst_{i}"),
+            "customer.created",
+            now,
+            json!({}),
+        );
+        assert_eq!(post_stripe(&app, &e).await.status(), 200, "delivery {i}");
+    }
+    let e = stripe_event("evt_burst_5", "customer.created", now, json!({}));
+    let r = post_stripe(&app, &e).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    // The other unauthenticated routes keep their own, tighter budget.
+    for _ in 0..2 {
+        assert_ne!(
+            app.get("/v1/compat?platform=desktop&version=1.0.0")
+                .await
+                .status(),
+            429
+        );
+    }
+    assert_eq!(
+        app.get("/v1/compat?platform=desktop&version=1.0.0")
+            .await
+            .status(),
+        429
+    );
+}
