@@ -63,6 +63,17 @@ CREATE TABLE billing_customers (
 );
 CREATE INDEX billing_customers_user ON billing_customers (user_id, provider);
 
+-- Which grants a store purchase (invoice, payment, transaction) made, under every id the
+-- store may later name it by: a refund finds them here.
+CREATE TABLE purchase_grants (
+    app_id      BIGINT NOT NULL REFERENCES apps (id),
+    user_id     BIGINT NOT NULL REFERENCES users (id),
+    provider    TEXT   NOT NULL,
+    reference   TEXT   NOT NULL,
+    grant_id    BIGINT NOT NULL REFERENCES credit_grants (id),
+    PRIMARY KEY (app_id, provider, reference, grant_id)
+);
+
 -- Payment outcomes published for the payment-recovery feature, one per store event.
 CREATE TABLE payment_events (
     id            BIGSERIAL PRIMARY KEY,
@@ -90,6 +101,10 @@ CREATE POLICY tenant_isolation ON subscriptions
 ALTER TABLE billing_customers ENABLE ROW LEVEL SECURITY;
 ALTER TABLE billing_customers FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON billing_customers
+    USING (tollgate_tenant_visible(app_id)) WITH CHECK (tollgate_tenant_visible(app_id));
+ALTER TABLE purchase_grants ENABLE ROW LEVEL SECURITY;
+ALTER TABLE purchase_grants FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON purchase_grants
     USING (tollgate_tenant_visible(app_id)) WITH CHECK (tollgate_tenant_visible(app_id));
 ALTER TABLE payment_events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE payment_events FORCE ROW LEVEL SECURITY;

@@ -8,7 +8,7 @@ use crate::domain::plans::{BillingSettings, Period};
 use crate::domain::subscriptions::{Version, deciding};
 use crate::jobs::Permanent;
 use crate::store::billing::{self as store, PaymentEvent, SubscriptionWrite};
-use crate::store::ledger::{self, Credit, Note, Target, UserPlan};
+use crate::store::ledger::{self, Credit, Note, Refunded, Target, UserPlan};
 use crate::store::{Db, identity, now_ms};
 
 use super::{Change, Normalized, Provider};
@@ -234,6 +234,9 @@ impl Effects<'_> {
             None,
         )
         .await?;
+        if let Some(grant_id) = written.clone().into_inner().grant_id {
+            store::link_grant(self.db, t, self.provider, &self.purchase_ids(), grant_id).await?;
+        }
         Ok(Some(if written.is_replayed() {
             format!("period credits of plan {} already granted", plan.id)
         } else {
@@ -278,11 +281,29 @@ impl Effects<'_> {
             None,
         )
         .await?;
+        if let Some(grant_id) = written.clone().into_inner().grant_id {
+            store::link_grant(self.db, t, self.provider, &self.purchase_ids(), grant_id).await?;
+        }
         Ok(if written.is_replayed() {
             format!("top-up {purchase} already granted")
         } else {
             format!("granted {credits} credits for top-up {purchase}")
         })
+    }
+
+    /// Every id the store may name this purchase by later (a refund names one of them).
+    fn purchase_ids(&self) -> Vec<String> {
+        let n = self.n;
+        let mut ids: Vec<String> = n
+            .reference
+            .iter()
+            .chain(&n.also_known_as)
+            .cloned()
+            .collect();
+        if ids.is_empty() {
+            ids.push(self.source.event_id.to_string());
+        }
+        ids
     }
 
     /// Takes back what is left of the refunded purchase's credits.
@@ -299,7 +320,13 @@ impl Effects<'_> {
             self.provider.as_str(),
             self.source.event_id
         );
-        let c = ledger::claw_back(self.db, t, &refs, &key, "refunded at the store").await?;
+        let grants = store::grants_of(self.db, t, self.provider, &refs).await?;
+        let refunded = match n.refunded_part {
+            Some((refunded, total)) => Refunded::Part { refunded, total },
+            None => Refunded::All,
+        };
+        let c =
+            ledger::claw_back(self.db, t, &grants, refunded, &key, "refunded at the store").await?;
         Ok(format!(
             "clawed back {} of {} grant(s); {} already spent",
             crate::domain::money::Micros(c.taken),

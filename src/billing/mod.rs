@@ -222,6 +222,8 @@ pub struct Normalized {
     pub also_known_as: Vec<String>,
     /// The period a payment paid for.
     pub paid_period: Option<Period>,
+    /// A partial refund: (refunded, total) in the payment's minor units; `None`: all of it.
+    pub refunded_part: Option<(i64, i64)>,
     /// Minor units and ISO currency of a payment or refund, for the recovery feature.
     pub amount_minor: Option<i64>,
     pub currency: Option<String>,

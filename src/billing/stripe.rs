@@ -157,7 +157,10 @@ pub fn normalize(v: &Value) -> Result<Option<Normalized>, String> {
                 text(line, "/price/id").or_else(|| text(line, "/pricing/price_details/price"));
             n.paid_period = period(int(line, "/period/start"), int(line, "/period/end"));
             n.reference = text(o, "/id");
-            n.also_known_as = text(o, "/payment_intent").into_iter().collect();
+            n.also_known_as = ["/payment_intent", "/charge"]
+                .iter()
+                .filter_map(|p| text(o, p))
+                .collect();
             n.currency = text(o, "/currency");
             if kind == "invoice.paid" {
                 n.amount_minor = int(o, "/amount_paid");
@@ -182,6 +185,14 @@ pub fn normalize(v: &Value) -> Result<Option<Normalized>, String> {
                 .filter_map(|p| text(o, p))
                 .collect();
             n.amount_minor = int(o, "/amount_refunded").or_else(|| int(o, "/amount"));
+            // Stripe's amount_refunded is cumulative over the charge's refunds.
+            if kind == "charge.refunded"
+                && let (Some(refunded), Some(total)) =
+                    (int(o, "/amount_refunded"), int(o, "/amount"))
+                && refunded < total
+            {
+                n.refunded_part = Some((refunded, total));
+            }
             n.currency = text(o, "/currency");
         }
         _ => return Ok(None),

@@ -421,3 +421,42 @@ pub async fn subscription_for_product(
         .bind(t.app_id).bind(t.user_id).bind(provider.as_str()).bind(product)
         .fetch_optional(c).await)
 }
+
+/// Remembers that a purchase, known to the store by any of `references`, made `grant_id`.
+pub async fn link_grant(
+    db: &Db,
+    t: Target,
+    provider: Provider,
+    references: &[String],
+    grant_id: i64,
+) -> Result<(), sqlx::Error> {
+    for r in references {
+        scoped_run!(db, Scope::App(t.app_id), c => sqlx::query(
+            "INSERT INTO purchase_grants (app_id, user_id, provider, reference, grant_id) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
+            .bind(t.app_id).bind(t.user_id).bind(provider.as_str()).bind(r).bind(grant_id)
+            .execute(c).await.map(|_| ()))?;
+    }
+    Ok(())
+}
+
+/// The grants a purchase known by any of `references` made for the user.
+pub async fn grants_of(
+    db: &Db,
+    t: Target,
+    provider: Provider,
+    references: &[String],
+) -> Result<Vec<i64>, sqlx::Error> {
+    let mut ids = Vec::new();
+    for r in references {
+        let found: Vec<i64> = scoped_run!(db, Scope::App(t.app_id), c => sqlx::query_scalar(
+            "SELECT grant_id FROM purchase_grants WHERE app_id = $1 AND user_id = $2 \
+             AND provider = $3 AND reference = $4")
+            .bind(t.app_id).bind(t.user_id).bind(provider.as_str()).bind(r)
+            .fetch_all(c).await)?;
+        ids.extend(found);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}

@@ -202,10 +202,17 @@ async fn the_billing_smoke_scenario_through_stripe() {
         me(&app, &key).await["credits"]["balance_micros"],
         250 * CREDIT
     );
-    let refund = json!({ "id": "ch_1", "object": "charge", "customer": "cus_alice",
-        "payment_intent": "pi_pack", "amount": 500, "amount_refunded": 500, "currency": "usd",
-        "refunded": true });
-    post_stripe(&app, &stripe_event("evt_6", "charge.refunded", now, refund)).await;
+    // Half refunded, then the rest (Stripe's amount_refunded is cumulative): 25, then 25 more.
+    let refund = |refunded: i64| {
+        json!({ "id": "ch_1", "object": "charge", "customer": "cus_alice",
+            "payment_intent": "pi_pack", "amount": 500, "amount_refunded": refunded,
+            "currency": "usd", "refunded": refunded == 500 })
+    };
+    post_stripe(
+        &app,
+        &stripe_event("evt_6", "charge.refunded", now, refund(250)),
+    )
+    .await;
     let rows = settled(&app).await;
     let refunded = rows.iter().find(|r| r.event_id == "evt_6").unwrap();
     assert_eq!(refunded.status, "processed", "{refunded:?}");
@@ -214,9 +221,17 @@ async fn the_billing_smoke_scenario_through_stripe() {
             .outcome
             .as_deref()
             .unwrap()
-            .contains("clawed back 50"),
+            .contains("clawed back 25 of 1 grant"),
         "{refunded:?}"
     );
+    assert_eq!(
+        me(&app, &key).await["credits"]["balance_micros"],
+        225 * CREDIT
+    );
+    let full = stripe_event("evt_6b", "charge.refunded", now + 1, refund(500));
+    post_stripe(&app, &full).await;
+    post_stripe(&app, &full).await;
+    settled(&app).await;
     assert_eq!(
         me(&app, &key).await["credits"]["balance_micros"],
         200 * CREDIT
@@ -594,4 +609,78 @@ async fn webhooks_have_their_own_per_ip_limit() {
             .status(),
         429
     );
+}
+
+/// A refunded subscription invoice takes back its period's credits, even when the user's first
+/// request granted them before the invoice's webhook arrived; what was spent stays spent.
+#[tokio::test]
+async fn a_refunded_invoice_claws_back_its_periods_credits_whoever_granted_them() {
+    let app = spawn_store_app().await;
+    let now = now_secs();
+    let (p1, p2) = (now - DAY, now + 29 * DAY);
+    post_stripe(
+        &app,
+        &stripe_event(
+            "evt_r1",
+            "customer.subscription.created",
+            now - 5,
+            subscription("sub_R", "rita", "active", p1, p2, false),
+        ),
+    )
+    .await;
+    settled(&app).await;
+    // Her first request grants the period's credits (lazily, before the invoice).
+    let key = app.user_key("shop", "rita").await;
+    assert_eq!(
+        me(&app, &key).await["credits"]["balance_micros"],
+        100 * CREDIT
+    );
+    let mut paid = invoice("in_R", "rita", "sub_R", "subscription_create", p1, p2);
+    paid["payment_intent"] = json!("pi_R");
+    post_stripe(&app, &stripe_event("evt_r2", "invoice.paid", now - 4, paid)).await;
+    let rows = settled(&app).await;
+    let r2 = rows.iter().find(|r| r.event_id == "evt_r2").unwrap();
+    assert!(
+        r2.outcome.as_deref().unwrap().contains("already granted"),
+        "{r2:?}"
+    );
+    assert_eq!(
+        me(&app, &key).await["credits"]["balance_micros"],
+        100 * CREDIT
+    );
+
+    // She spends 30 credits; then the invoice's charge is refunded in full.
+    let t = Target {
+        app_id: rows[0].app_id,
+        user_id: r2.user_id.unwrap(),
+    };
+    tollgate::store::ledger::charge(
+        &app.db,
+        t,
+        "debit",
+        30 * CREDIT,
+        0,
+        tollgate::store::ledger::Note::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    let charge = json!({ "id": "ch_R", "object": "charge", "customer": "cus_rita",
+        "payment_intent": "pi_R", "invoice": "in_R", "amount": 1999, "amount_refunded": 1999,
+        "currency": "usd", "refunded": true });
+    post_stripe(
+        &app,
+        &stripe_event("evt_r3", "charge.refunded", now, charge),
+    )
+    .await;
+    let rows = settled(&app).await;
+    let r3 = rows.iter().find(|r| r.event_id == "evt_r3").unwrap();
+    assert!(
+        r3.outcome
+            .as_deref()
+            .unwrap()
+            .contains("clawed back 70 of 1 grant(s); 30 already spent"),
+        "{r3:?}"
+    );
+    assert_eq!(me(&app, &key).await["credits"]["balance_micros"], 0);
 }

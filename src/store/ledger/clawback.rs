@@ -1,64 +1,94 @@
 //! Refunds and chargebacks at the store: what is left of the credits the refunded purchase
-//! granted is taken back; what was already spent is recorded, not turned into debt.
+//! granted is taken back (in proportion, for a partial refund); what was already spent is
+//! recorded, not turned into debt.
 
+use crate::domain::money::div_ceil;
 use crate::store::Db;
 use crate::store::scope::{self, Scope};
 use crate::tx_run;
 
-use super::{LedgerError, NewEntry, Note, Target, append, by_key, lock, save};
+use super::{LedgerError, NewEntry, Note, Target, append, lock, save};
 
 /// What a clawback did, in micro-credits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Clawback {
-    /// Taken back from the purchase's grants.
+    /// Taken back now.
     pub taken: i64,
-    /// Granted by the purchase but already spent (or reserved by open holds).
+    /// Owed back by the refund but already spent (or reserved by open holds).
     pub spent: i64,
-    /// Grants found for the purchase.
+    /// Grants of the purchase.
     pub grants: usize,
 }
 
-/// Takes back what remains of every grant whose entry names one of `references`, once per
-/// `key` (each grant's entry is keyed `{key}:{grant id}`).
+/// How much of a purchase was refunded: `refunded` of `total` (any unit), or all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refunded {
+    All,
+    Part { refunded: i64, total: i64 },
+}
+
+impl Refunded {
+    /// The part of `amount` the refund takes back, rounded up like any charge.
+    pub fn of(self, amount: i64) -> i64 {
+        match self {
+            Refunded::All => amount,
+            Refunded::Part { refunded, total } if total > 0 => {
+                let part = div_ceil(
+                    amount as i128 * refunded.clamp(0, total) as i128,
+                    total as i128,
+                );
+                part as i64
+            }
+            Refunded::Part { .. } => amount,
+        }
+    }
+}
+
+/// Takes back, from each of `grant_ids`, the refunded part of its amount less what earlier
+/// clawbacks took (store refunds are cumulative), bounded by what remains unspent and
+/// unreserved. Entries are keyed `{key}:{grant id}`: the same refund event applies once.
 pub async fn claw_back(
     db: &Db,
     t: Target,
-    references: &[String],
+    grant_ids: &[i64],
+    refunded: Refunded,
     key: &str,
     reason: &str,
 ) -> Result<Clawback, LedgerError> {
-    let mut result = Clawback::default();
-    if references.is_empty() {
+    let mut result = Clawback {
+        grants: grant_ids.len(),
+        ..Clawback::default()
+    };
+    if grant_ids.is_empty() {
         return Ok(result);
     }
     let mut tx = db.begin().await?;
     scope::apply_tx(&mut tx, Scope::App(t.app_id)).await?;
     let mut account = lock(&mut tx, t).await?;
-    let placeholders: Vec<String> = (3..references.len() + 3).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "SELECT g.id, g.amount, g.remaining FROM credit_grants g JOIN ledger_entries e \
-         ON e.grant_id = g.id AND e.kind = 'grant' WHERE g.app_id = $1 AND g.user_id = $2 \
-         AND e.reference IN ({}) ORDER BY g.id",
-        placeholders.join(", ")
-    );
-    let grants: Vec<(i64, i64, i64)> = tx_run!(&mut tx, c => {
-        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(t.app_id).bind(t.user_id);
-        for r in references {
-            q = q.bind(r);
-        }
-        q.fetch_all(&mut **c).await
-    })?;
-    result.grants = grants.len();
-    for (grant_id, amount, remaining) in grants {
+    for &grant_id in grant_ids {
+        let row: Option<(i64, i64)> = tx_run!(&mut tx, c => sqlx::query_as(
+            "SELECT amount, remaining FROM credit_grants WHERE id = $1 AND app_id = $2 AND user_id = $3")
+            .bind(grant_id).bind(t.app_id).bind(t.user_id).fetch_optional(&mut **c).await)?;
+        let Some((amount, remaining)) = row else {
+            continue;
+        };
         let entry_key = format!("{key}:{grant_id}");
-        if let Some(first) = by_key(&mut tx, t.app_id, Some(&entry_key)).await? {
-            result.taken += -first.amount;
-            result.spent += amount + first.amount;
+        // Earlier clawbacks of this grant (this event's included, when it is a repeat).
+        let (before, this_event): (i64, i64) = tx_run!(&mut tx, c => sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(-amount), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN idempotency_key = $3 THEN 1 ELSE 0 END), 0) AS BIGINT) \
+             FROM ledger_entries WHERE app_id = $1 AND grant_id = $2 AND kind = 'adjustment' \
+             AND idempotency_key LIKE 'clawback:%'")
+            .bind(t.app_id).bind(grant_id).bind(&entry_key).fetch_one(&mut **c).await)?;
+        let owed = (refunded.of(amount) - before).max(0);
+        if this_event > 0 {
             continue;
         }
         // Credits reserved by open holds stay: the work they pay for has been done or is running.
-        let take = remaining.min((account.balance - account.held).max(0));
-        result.spent += amount - take;
+        let take = owed
+            .min(remaining)
+            .min((account.balance - account.held).max(0));
+        result.spent += owed - take;
         if take == 0 {
             continue;
         }
@@ -85,4 +115,46 @@ pub async fn claw_back(
     save(&mut tx, t, account).await?;
     tx.commit().await?;
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Refunded;
+
+    #[test]
+    fn a_partial_refund_takes_its_share_rounded_up() {
+        assert_eq!(Refunded::All.of(500), 500);
+        assert_eq!(
+            Refunded::Part {
+                refunded: 250,
+                total: 500
+            }
+            .of(50_000_000),
+            25_000_000
+        );
+        assert_eq!(
+            Refunded::Part {
+                refunded: 1,
+                total: 3
+            }
+            .of(10),
+            4
+        );
+        assert_eq!(
+            Refunded::Part {
+                refunded: 900,
+                total: 500
+            }
+            .of(7),
+            7
+        );
+        assert_eq!(
+            Refunded::Part {
+                refunded: 5,
+                total: 0
+            }
+            .of(7),
+            7
+        );
+    }
 }

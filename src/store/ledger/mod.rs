@@ -14,7 +14,7 @@ mod period;
 mod read;
 mod snapshot;
 
-pub use clawback::{Clawback, claw_back};
+pub use clawback::{Clawback, Refunded, claw_back};
 pub use holds::{
     HoldRow, Resolution, close_call, expire_holds, record_usage, release, reserve, settle,
 };
