@@ -119,3 +119,39 @@ async fn deliveries_stored_by_a_killed_process_are_processed_once_after_restart(
     let plan = ledger::user_plan(&db, t).await.unwrap();
     assert_eq!(plan.plan_id.as_deref(), Some("pro"));
 }
+
+/// `tollgate check` names every malformed store setting, and lists each app's stores.
+#[tokio::test]
+async fn check_reports_store_settings() {
+    let test_db = TestDb::new().await;
+    let bad = test_db.data_dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        CONFIG.replace("whsec_test_shop_endpoint", "sk_test_oops")
+            + "\n[apps.revenuecat]\nwebhook_authorization = \"short\"\n",
+    )
+    .unwrap();
+    let vars = db_vars(&test_db);
+    let vars = as_refs(&vars);
+    let bad = bad.display().to_string();
+    let (code, stdout, _) = crate::cli::run(&["--config", &bad, "check"], &vars).await;
+    assert_eq!(code, 2, "{stdout}");
+    assert!(
+        stdout.contains("apps.0.stripe.webhook_secrets.0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("starts with whsec_"), "{stdout}");
+    assert!(
+        stdout.contains("apps.0.revenuecat.webhook_authorization"),
+        "{stdout}"
+    );
+
+    let good = test_db.data_dir.join("good.toml");
+    std::fs::write(&good, CONFIG).unwrap();
+    let good = good.display().to_string();
+    let (_, stdout, _) = crate::cli::run(&["--config", &good, "check"], &vars).await;
+    assert!(
+        stdout.contains("[info] app shop: sells through stripe (1 webhook secret(s); no secret_key: no checkout), 1 product(s) mapped"),
+        "{stdout}"
+    );
+}
