@@ -112,7 +112,7 @@ pub fn verify(
         }
         Provider::RevenueCat => {
             let c = app.revenuecat.as_ref().ok_or(Rejection::BadSignature)?;
-            revenuecat::verify(c.webhook_authorization.as_ref(), headers)?;
+            revenuecat::verify(&c.webhook_authorization, headers)?;
             revenuecat::envelope(body)
         }
         Provider::Paddle => {

@@ -14,12 +14,15 @@ use crate::domain::subscriptions::Status;
 
 pub const AUTHORIZATION: &str = "authorization";
 
-pub fn verify(expected: Option<&SecretString>, headers: &HeaderMap) -> Result<(), Rejection> {
+/// The header must equal one of the configured values (several during a rotation); each is
+/// compared in constant time.
+pub fn verify(expected: &[SecretString], headers: &HeaderMap) -> Result<(), Rejection> {
     let given = header(headers, AUTHORIZATION)?;
-    let Some(expected) = expected else {
-        return Err(Rejection::BadSignature);
-    };
-    if crate::crypto::constant_time_eq(given.as_bytes(), expected.expose_secret().as_bytes()) {
+    let mut found = false;
+    for e in expected {
+        found |= crate::crypto::constant_time_eq(given.as_bytes(), e.expose_secret().as_bytes());
+    }
+    if found {
         Ok(())
     } else {
         Err(Rejection::BadSignature)

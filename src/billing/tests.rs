@@ -188,19 +188,33 @@ fn whop_standard_webhooks_signatures() {
 
 #[test]
 fn revenuecat_authorization() {
-    let expected = SecretString::from("Bearer rc-webhook-secret-123".to_string());
+    let expected = secrets(&["Bearer rc-webhook-secret-123"]);
     let h = |v: &str| headers(&[(revenuecat::AUTHORIZATION, v.to_string())]);
     assert_eq!(
-        revenuecat::verify(Some(&expected), &h("Bearer rc-webhook-secret-123")),
+        revenuecat::verify(&expected, &h("Bearer rc-webhook-secret-123")),
         Ok(())
     );
     assert_eq!(
-        revenuecat::verify(Some(&expected), &h("Bearer rc-webhook-secret-124")),
+        revenuecat::verify(&expected, &h("Bearer rc-webhook-secret-124")),
         Err(Rejection::BadSignature)
     );
     assert_eq!(
-        revenuecat::verify(Some(&expected), &HeaderMap::new()),
+        revenuecat::verify(&expected, &HeaderMap::new()),
         Err(Rejection::MissingHeader(revenuecat::AUTHORIZATION))
+    );
+    // A rotation: the old and the new value are both accepted while both are configured.
+    let two = secrets(&["Bearer rc-old-value-0000", "Bearer rc-new-value-1111"]);
+    assert_eq!(
+        revenuecat::verify(&two, &h("Bearer rc-old-value-0000")),
+        Ok(())
+    );
+    assert_eq!(
+        revenuecat::verify(&two, &h("Bearer rc-new-value-1111")),
+        Ok(())
+    );
+    assert_eq!(
+        revenuecat::verify(&[], &h("Bearer rc-new-value-1111")),
+        Err(Rejection::BadSignature)
     );
 }
 

@@ -36,8 +36,9 @@ pub struct StripeConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevenueCatConfig {
-    #[serde(default, deserialize_with = "super::env::secret")]
-    pub webhook_authorization: Option<SecretString>,
+    /// One value, or several while the dashboard's value is being changed (a rotation).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub webhook_authorization: Vec<SecretString>,
     #[serde(default, deserialize_with = "super::env::secret")]
     pub api_key: Option<SecretString>,
     #[serde(default = "revenuecat_api")]
@@ -65,6 +66,26 @@ pub struct ProductConfig {
     pub plan: Option<String>,
     /// A one-time purchase of it grants these credits (a top-up pack).
     pub credits: Option<Micros>,
+}
+
+/// A secret written as one string or as a list of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let values = match Option::<OneOrMany>::deserialize(d)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v,
+    };
+    Ok(values
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .map(SecretString::from)
+        .collect())
 }
 
 fn stripe_api() -> String {
@@ -97,8 +118,8 @@ impl super::AppConfig {
             }
         }
         if let Some(r) = self.revenuecat.as_mut() {
-            if let Some(a) = r.webhook_authorization.as_mut() {
-                out.push(("revenuecat.webhook_authorization".into(), a));
+            for (i, a) in r.webhook_authorization.iter_mut().enumerate() {
+                out.push((format!("revenuecat.webhook_authorization.{i}"), a));
             }
             if let Some(k) = r.api_key.as_mut() {
                 out.push(("revenuecat.api_key".into(), k));
@@ -176,12 +197,17 @@ pub fn validate(key: &str, b: &super::AppConfig, prod: bool, p: &mut Vec<Problem
     }
     if let Some(r) = &b.revenuecat {
         need(
-            r.webhook_authorization
-                .as_ref()
-                .is_some_and(|a| a.expose_secret().len() >= 16 || sealed(a)),
+            !r.webhook_authorization.is_empty(),
             format!("{key}.revenuecat.webhook_authorization"),
-            "the Authorization header value set on the RevenueCat webhook, at least 16 characters",
+            "the Authorization header value set on the RevenueCat webhook",
         );
+        for (i, a) in r.webhook_authorization.iter().enumerate() {
+            need(
+                a.expose_secret().len() >= 16 || sealed(a),
+                format!("{key}.revenuecat.webhook_authorization.{i}"),
+                "at least 16 characters",
+            );
+        }
         need(
             api(&r.api_base),
             format!("{key}.revenuecat.api_base"),

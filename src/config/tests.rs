@@ -504,7 +504,7 @@ id = "price_2"
             "apps.0.products.0.plan",
             "apps.0.products.1.provider",
             "apps.0.products.2",
-            "apps.0.revenuecat.webhook_authorization",
+            "apps.0.revenuecat.webhook_authorization.0",
             "apps.0.stripe.secret_key",
             "apps.0.stripe.webhook_secrets.0",
             "apps.0.whop.webhook_secrets",

@@ -142,7 +142,7 @@ async fn check_reports_store_settings() {
     );
     assert!(stdout.contains("starts with whsec_"), "{stdout}");
     assert!(
-        stdout.contains("apps.0.revenuecat.webhook_authorization"),
+        stdout.contains("apps.0.revenuecat.webhook_authorization.0"),
         "{stdout}"
     );
 
