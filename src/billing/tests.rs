@@ -298,3 +298,80 @@ fn revenuecat_events_normalise() {
     );
     assert_eq!(e("TEST", json!({})), None);
 }
+
+#[test]
+fn whop_memberships_normalise_by_event_and_status() {
+    let event = |kind: &str, status: &str, cancel: bool| {
+        json!({"id": "msg_1", "type": kind, "timestamp": "2026-11-01T00:00:00.000Z",
+            "data": {"id": "mem_1", "status": status, "cancel_at_period_end": cancel,
+                "user": {"id": "user_1"}, "plan": {"id": "plan_1"},
+                "renewal_period_start": "2026-11-01T00:00:00.000Z",
+                "renewal_period_end": "2026-12-01T00:00:00.000Z", "metadata": {}}})
+    };
+    use crate::domain::subscriptions::Status;
+    let cases = [
+        (
+            "membership.activated",
+            "active",
+            false,
+            Change::SubscriptionStarted,
+            Status::Active,
+            false,
+        ),
+        (
+            "membership.updated",
+            "canceling",
+            false,
+            Change::SubscriptionCanceled,
+            Status::Active,
+            true,
+        ),
+        (
+            "membership.cancel_at_period_end_changed",
+            "active",
+            false,
+            Change::SubscriptionUncanceled,
+            Status::Active,
+            false,
+        ),
+        (
+            "membership.updated",
+            "past_due",
+            false,
+            Change::SubscriptionUpdated,
+            Status::PastDue,
+            false,
+        ),
+        (
+            "membership.deactivated",
+            "trialing",
+            false,
+            Change::SubscriptionExpired,
+            Status::Expired,
+            false,
+        ),
+        (
+            "membership.deactivated",
+            "canceled",
+            false,
+            Change::SubscriptionExpired,
+            Status::Canceled,
+            false,
+        ),
+    ];
+    for (kind, status, cancel, change, want, want_cancel) in cases {
+        let n = whop::normalize(&event(kind, status, cancel))
+            .unwrap()
+            .unwrap();
+        assert_eq!(n.change, Some(change), "{kind} {status}");
+        let s = n.subscription.unwrap();
+        assert_eq!(
+            (s.status, s.cancel_at_period_end),
+            (want, want_cancel),
+            "{kind} {status}"
+        );
+        assert_eq!(s.product.as_deref(), Some("plan_1"));
+        assert!(s.period.is_some());
+        assert_eq!(n.customer.as_deref(), Some("user_1"));
+    }
+}

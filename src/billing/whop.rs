@@ -92,6 +92,19 @@ fn time_ms(v: &Value, pointer: &str) -> Option<i64> {
     }
 }
 
+/// Whop's membership statuses: trialing, active, canceling (active until the period's end),
+/// past_due, completed, canceled, expired, unresolved, drafted.
+fn membership_status(s: &str) -> Status {
+    match s {
+        "trialing" => Status::Trialing,
+        "active" | "canceling" => Status::Active,
+        "past_due" => Status::PastDue,
+        "canceled" => Status::Canceled,
+        "drafted" => Status::Incomplete,
+        _ => Status::Expired,
+    }
+}
+
 fn first_text(v: &Value, pointers: &[&str]) -> Option<String> {
     pointers.iter().find_map(|p| text(v, p))
 }
@@ -111,12 +124,20 @@ pub fn normalize(v: &Value) -> Result<Option<Normalized>, String> {
         | "membership.went_valid"
         | "membership.deactivated"
         | "membership.went_invalid"
+        | "membership.updated"
         | "membership.cancel_at_period_end_changed" => {
-            let valid = matches!(
-                kind.as_str(),
-                "membership.activated" | "membership.went_valid"
-            ) || (kind == "membership.cancel_at_period_end_changed"
-                && text(d, "/status").as_deref() != Some("expired"));
+            let stated = membership_status(text(d, "/status").as_deref().unwrap_or(""));
+            // The event's own verdict wins over the status it carries: an activation gives
+            // access, a deactivation removes it.
+            let status = match kind.as_str() {
+                "membership.activated" | "membership.went_valid" if !stated.gives_access() => {
+                    Status::Active
+                }
+                "membership.deactivated" | "membership.went_invalid" if stated.gives_access() => {
+                    Status::Expired
+                }
+                _ => stated,
+            };
             let period = match (
                 time_ms(d, "/renewal_period_start"),
                 time_ms(d, "/renewal_period_end"),
@@ -124,30 +145,21 @@ pub fn normalize(v: &Value) -> Result<Option<Normalized>, String> {
                 (Some(start), Some(end)) if start < end => Some(Period { start, end }),
                 _ => None,
             };
-            let cancel = d.get("cancel_at_period_end").and_then(Value::as_bool) == Some(true);
+            let cancel = d.get("cancel_at_period_end").and_then(Value::as_bool) == Some(true)
+                || text(d, "/status").as_deref() == Some("canceling");
             n.subscription = Some(SubscriptionFacts {
                 id: text(d, "/id").ok_or("a membership without an id")?,
-                status: match text(d, "/status").as_deref() {
-                    Some("trialing") if valid => Status::Trialing,
-                    Some("past_due") if valid => Status::PastDue,
-                    _ if valid => Status::Active,
-                    Some("canceled") => Status::Canceled,
-                    _ => Status::Expired,
-                },
+                status,
                 product: n.product.clone(),
                 period,
                 cancel_at_period_end: cancel,
             });
-            n.change = Some(if !valid {
-                Change::SubscriptionExpired
-            } else if kind.starts_with("membership.cancel") {
-                if cancel {
-                    Change::SubscriptionCanceled
-                } else {
-                    Change::SubscriptionUncanceled
-                }
-            } else {
-                Change::SubscriptionStarted
+            n.change = Some(match kind.as_str() {
+                _ if !status.gives_access() => Change::SubscriptionExpired,
+                "membership.activated" | "membership.went_valid" => Change::SubscriptionStarted,
+                _ if cancel => Change::SubscriptionCanceled,
+                "membership.cancel_at_period_end_changed" => Change::SubscriptionUncanceled,
+                _ => Change::SubscriptionUpdated,
             });
         }
         "payment.succeeded" | "payment.failed" => {
