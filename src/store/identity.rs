@@ -280,9 +280,10 @@ pub async fn key_by_prefix(db: &Db, prefix: &str) -> Result<Option<KeyRecord>, s
     let row: Option<KeyTuple> = scoped_run!(db, Scope::AllApps, pool => sqlx::query_as(
         "SELECT k.id, k.kind, k.prefix, k.last4, k.secret_hash, k.app_id, a.slug, k.user_id, \
          u.external_id, u.deleted_at, k.role, k.app_scope, k.expires_at, k.revoked_at, a.settings, \
-         u.plan_id FROM api_keys k LEFT JOIN apps a ON a.id = k.app_id LEFT JOIN users u ON u.id = k.user_id \
+         CASE WHEN u.plan_until <= $2 THEN NULL ELSE u.plan_id END \
+         FROM api_keys k LEFT JOIN apps a ON a.id = k.app_id LEFT JOIN users u ON u.id = k.user_id \
          WHERE k.prefix = $1")
-        .bind(prefix).fetch_optional(pool).await)?;
+        .bind(prefix).bind(now_ms()).fetch_optional(pool).await)?;
     // Parsed once here: the record is cached and read on every request.
     let Some(t) = row else { return Ok(None) };
     let bad = |what: &str| sqlx::Error::Decode(format!("api key {}: bad {what}", t.0).into());
