@@ -1,0 +1,116 @@
+//! The stores' customers, which grants each purchase made (for refunds), and payment outcomes
+//! for the recovery feature.
+
+use crate::billing::Provider;
+use crate::scoped_run;
+use crate::store::ledger::Target;
+use crate::store::scope::Scope;
+use crate::store::{Db, now_ms};
+
+/// Remembers a store's customer id for a user (the first mapping of a customer id stays).
+pub async fn remember_customer(
+    db: &Db,
+    t: Target,
+    provider: Provider,
+    customer_id: &str,
+) -> Result<(), sqlx::Error> {
+    scoped_run!(db, Scope::App(t.app_id), c => sqlx::query(
+        "INSERT INTO billing_customers (app_id, user_id, provider, customer_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (app_id, provider, customer_id) DO NOTHING")
+        .bind(t.app_id).bind(t.user_id).bind(provider.as_str()).bind(customer_id).bind(now_ms())
+        .execute(c).await.map(|_| ()))
+}
+
+/// The user a store's customer id belongs to.
+pub async fn customer_user(
+    db: &Db,
+    app_id: i64,
+    provider: Provider,
+    customer_id: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    scoped_run!(db, Scope::App(app_id), c => sqlx::query_scalar(
+        "SELECT user_id FROM billing_customers WHERE app_id = $1 AND provider = $2 AND customer_id = $3")
+        .bind(app_id).bind(provider.as_str()).bind(customer_id).fetch_optional(c).await)
+}
+
+/// A payment outcome for the recovery feature.
+pub struct PaymentEvent<'a> {
+    pub provider: Provider,
+    /// `payment_failed` or `payment_succeeded`.
+    pub kind: &'a str,
+    pub reference: Option<&'a str>,
+    pub amount_minor: Option<i64>,
+    pub currency: Option<&'a str>,
+    pub event_time: i64,
+    pub webhook_id: i64,
+}
+
+/// Publishes a payment outcome, once per delivery.
+pub async fn record_payment(db: &Db, t: Target, p: &PaymentEvent<'_>) -> Result<(), sqlx::Error> {
+    scoped_run!(db, Scope::App(t.app_id), c => sqlx::query(
+        "INSERT INTO payment_events (app_id, user_id, provider, kind, reference, amount_minor, \
+         currency, event_time, webhook_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (webhook_id) DO NOTHING")
+        .bind(t.app_id).bind(t.user_id).bind(p.provider.as_str()).bind(p.kind).bind(p.reference)
+        .bind(p.amount_minor).bind(p.currency).bind(p.event_time).bind(p.webhook_id).bind(now_ms())
+        .execute(c).await.map(|_| ()))
+}
+
+/// A user's published payment outcomes, oldest first: (kind, event time).
+pub async fn payments(db: &Db, t: Target) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    scoped_run!(db, Scope::App(t.app_id), c => sqlx::query_as(
+        "SELECT kind, event_time FROM payment_events WHERE app_id = $1 AND user_id = $2 \
+         ORDER BY event_time, id")
+        .bind(t.app_id).bind(t.user_id).fetch_all(c).await)
+}
+
+/// A user's customer id at a store (the first remembered).
+pub async fn user_customer(
+    db: &Db,
+    t: Target,
+    provider: Provider,
+) -> Result<Option<String>, sqlx::Error> {
+    scoped_run!(db, Scope::App(t.app_id), c => sqlx::query_scalar(
+        "SELECT customer_id FROM billing_customers WHERE app_id = $1 AND user_id = $2 \
+         AND provider = $3 ORDER BY created_at LIMIT 1")
+        .bind(t.app_id).bind(t.user_id).bind(provider.as_str()).fetch_optional(c).await)
+}
+
+/// Remembers that a purchase, known to the store by any of `references`, made `grant_id`.
+pub async fn link_grant(
+    db: &Db,
+    t: Target,
+    provider: Provider,
+    references: &[String],
+    grant_id: i64,
+) -> Result<(), sqlx::Error> {
+    for r in references {
+        scoped_run!(db, Scope::App(t.app_id), c => sqlx::query(
+            "INSERT INTO purchase_grants (app_id, user_id, provider, reference, grant_id) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
+            .bind(t.app_id).bind(t.user_id).bind(provider.as_str()).bind(r).bind(grant_id)
+            .execute(c).await.map(|_| ()))?;
+    }
+    Ok(())
+}
+
+/// The grants a purchase known by any of `references` made for the user.
+pub async fn grants_of(
+    db: &Db,
+    t: Target,
+    provider: Provider,
+    references: &[String],
+) -> Result<Vec<i64>, sqlx::Error> {
+    let mut ids = Vec::new();
+    for r in references {
+        let found: Vec<i64> = scoped_run!(db, Scope::App(t.app_id), c => sqlx::query_scalar(
+            "SELECT grant_id FROM purchase_grants WHERE app_id = $1 AND user_id = $2 \
+             AND provider = $3 AND reference = $4")
+            .bind(t.app_id).bind(t.user_id).bind(provider.as_str()).bind(r)
+            .fetch_all(c).await)?;
+        ids.extend(found);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
