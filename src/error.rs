@@ -38,6 +38,9 @@ pub enum Error {
     /// One or more fields are invalid.
     #[error("the request has invalid fields")]
     Validation(Vec<FieldError>),
+    /// Fields the chosen model's provider cannot take (400): named, never silently dropped.
+    #[error("the request has fields this model's provider does not support")]
+    Unsupported(Vec<FieldError>),
     /// Missing or wrong credentials.
     #[error("{0}")]
     Unauthorized(String),
@@ -144,6 +147,7 @@ impl Error {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Unsupported(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
@@ -165,6 +169,7 @@ impl Error {
         match self {
             Error::BadRequest(_) => "bad-request",
             Error::Validation(_) => "validation",
+            Error::Unsupported(_) => "unsupported-field",
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not-found",
@@ -198,7 +203,7 @@ impl Error {
             detail,
             request_id: request_id::current(),
             errors: match self {
-                Error::Validation(fields) => fields.clone(),
+                Error::Validation(fields) | Error::Unsupported(fields) => fields.clone(),
                 _ => Vec::new(),
             },
             min_version: match self {

@@ -311,9 +311,10 @@ async fn chat_completions_on_an_anthropic_model_are_translated_both_ways() {
             "messages": [{"role": "user", "content": "hi"}]}),
         )
         .await,
-        422,
+        400,
     )
     .await;
+    assert_eq!(p["type"], "urn:tollgate:problem:unsupported-field");
     assert_eq!(p["errors"][0]["field"], "logprobs");
     assert_eq!(fake.received().len(), 1);
     assert_eq!(balance(&app, &key).await, start - CLAUDE_CALL);

@@ -224,7 +224,7 @@ async fn serve_call(
                 routes.push(route);
                 bodies.push(body);
             }
-            Err(fields) if i == 0 => return Err(Error::Validation(fields)),
+            Err(fields) if i == 0 => return Err(Error::Unsupported(fields)),
             Err(_) => {
                 tracing::debug!(model = %route.model, "fallback skipped: the request cannot be translated for it")
             }
