@@ -29,6 +29,21 @@ pub async fn consume(
         .fetch_optional(c).await)
 }
 
+/// Takes back `quantity` counted for work that did not happen (never below zero).
+pub async fn give_back(
+    db: &Db,
+    t: Target,
+    metric: &str,
+    period_start: i64,
+    quantity: i64,
+) -> Result<(), sqlx::Error> {
+    scoped_run!(db, Scope::App(t.app_id), c => sqlx::query(
+        "UPDATE quota_counters SET used = used - $1 WHERE app_id = $2 AND user_id = $3 \
+         AND metric = $4 AND period_start = $5 AND used >= $1")
+        .bind(quantity).bind(t.app_id).bind(t.user_id).bind(metric).bind(period_start)
+        .execute(c).await.map(|_| ()))
+}
+
 /// The count of `metric` in the period starting at `period_start` (0 when nothing was used).
 pub async fn used(db: &Db, t: Target, metric: &str, period_start: i64) -> Result<i64, sqlx::Error> {
     let used: Option<i64> = scoped_run!(db, Scope::App(t.app_id), c => sqlx::query_scalar(

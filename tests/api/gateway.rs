@@ -674,3 +674,32 @@ async fn a_plans_tokens_per_minute_refuse_calls_once_used_up() {
         "per user"
     );
 }
+
+/// A call refused (credits) or failed at the provider does not count against the plan's
+/// request quota; answered calls do.
+#[tokio::test]
+async fn only_answered_calls_count_against_the_request_quota() {
+    let (app, _fake) = gateway_app_with(|c| {
+        for a in &mut c.apps {
+            a.plans[0].quotas.insert(
+                "requests".into(),
+                serde_json::from_value(json!({"limit": 2, "period": "month"})).unwrap(),
+            );
+        }
+    })
+    .await;
+    let key = app.user_key("ai", "alice").await;
+    let used = |me: Value| me["quotas"][0]["used"].as_i64().unwrap_or(0);
+    problem(chat(&app, &key, hello("picky")).await, 400).await;
+    let poor = app.user_key("poor", "bob").await;
+    problem(chat(&app, &poor, hello("gpt")).await, 402).await;
+    let me_poor: Value = app.get_as("/v1/me", &poor).await.json().await.unwrap();
+    assert_eq!(used(me_poor), 0);
+    for _ in 0..2 {
+        assert_eq!(chat(&app, &key, hello("gpt")).await.status(), 200);
+    }
+    let me: Value = app.get_as("/v1/me", &key).await.json().await.unwrap();
+    assert_eq!(used(me), 2);
+    let p = problem(chat(&app, &key, hello("gpt")).await, 429).await;
+    assert_eq!(p["type"], "urn:tollgate:problem:quota-exceeded");
+}

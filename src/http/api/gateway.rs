@@ -230,7 +230,63 @@ async fn serve_call(
             }
         }
     }
-    consume_quota(&state.db, t, &user, &plan, REQUESTS_METRIC, 1, now_ms()).await?;
+    let counted = consume_quota(&state.db, t, &user, &plan, REQUESTS_METRIC, 1, now_ms()).await?;
+    let started = start_call(
+        state,
+        auth,
+        t,
+        &plan,
+        request,
+        format,
+        &routes,
+        &bodies,
+        body_len,
+        anthropic_headers,
+    )
+    .await;
+    let (meter, reply) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            // Refused or failed before any answer: the request does not count against the quota.
+            if let Some(q) = counted
+                && let Err(err) = crate::store::quotas::give_back(
+                    &state.db,
+                    t,
+                    REQUESTS_METRIC,
+                    q.period_start,
+                    1,
+                )
+                .await
+            {
+                tracing::warn!(error = %err, "could not give back a quota count");
+            }
+            return Err(e);
+        }
+    };
+    let idle = config.gateway.idle_timeout();
+    if request.stream {
+        Ok(call::stream(meter, reply, request.client_wants_usage, idle))
+    } else {
+        call::complete(meter, reply, idle).await
+    }
+}
+
+/// The call's limits, hold and provider call: the open meter and the provider's reply, or why
+/// not (nothing is charged then).
+#[allow(clippy::too_many_arguments)]
+async fn start_call(
+    state: &AppState,
+    auth: &UserAuth,
+    t: Target,
+    plan: &crate::domain::plans::Plan,
+    request: &ChatRequest,
+    format: Format,
+    routes: &[crate::gateway::models::Route],
+    bodies: &[Vec<u8>],
+    body_len: usize,
+    anthropic_headers: &[(HeaderName, HeaderValue)],
+) -> Result<(call::Meter, crate::gateway::upstream::Reply)> {
+    let config = &state.config;
     let slot = state
         .upstream
         .slots
@@ -250,13 +306,13 @@ async fn serve_call(
         return Err(Error::RateLimited { retry_after_secs });
     }
     let conversion = auth.billing.conversion();
-    let amount = call::hold_amount(&routes, request, body_len, config, &conversion)?;
+    let amount = call::hold_amount(routes, request, body_len, config, &conversion)?;
     let meter = call::Meter::open(
         &state.db,
         config,
         t,
         &auth.app_slug,
-        &plan,
+        plan,
         conversion,
         request,
         format,
@@ -267,22 +323,16 @@ async fn serve_call(
     .await?;
     let outgoing = Outgoing {
         format,
-        bodies: &bodies,
+        bodies,
         request,
         anthropic_headers,
     };
-    let reply = match state.upstream.send(config, &routes, &outgoing).await {
-        Ok(reply) => reply,
+    match state.upstream.send(config, routes, &outgoing).await {
+        Ok(reply) => Ok((meter, reply)),
         Err(e) => {
             meter.release("ai call: the provider failed").await;
-            return Err(e);
+            Err(e)
         }
-    };
-    let idle = config.gateway.idle_timeout();
-    if request.stream {
-        Ok(call::stream(meter, reply, request.client_wants_usage, idle))
-    } else {
-        call::complete(meter, reply, idle).await
     }
 }
 
