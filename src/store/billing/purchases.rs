@@ -76,7 +76,16 @@ pub async fn user_customer(
         .bind(t.app_id).bind(t.user_id).bind(provider.as_str()).fetch_optional(c).await)
 }
 
-/// Remembers that a purchase, known to the store by any of `references`, made `grant_id`.
+/// `$first, $first+1, …` for `n` bound values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Remembers that a purchase, known to the store by any of `references`, made `grant_id` (one
+/// statement for all the ids).
 pub async fn link_grant(
     db: &Db,
     t: Target,
@@ -84,14 +93,25 @@ pub async fn link_grant(
     references: &[String],
     grant_id: i64,
 ) -> Result<(), sqlx::Error> {
-    for r in references {
-        scoped_run!(db, Scope::App(t.app_id), c => sqlx::query(
-            "INSERT INTO purchase_grants (app_id, user_id, provider, reference, grant_id) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
-            .bind(t.app_id).bind(t.user_id).bind(provider.as_str()).bind(r).bind(grant_id)
-            .execute(c).await.map(|_| ()))?;
+    if references.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let rows: Vec<String> = (0..references.len())
+        .map(|i| format!("($1, $2, $3, $4, ${})", i + 5))
+        .collect();
+    let sql = format!(
+        "INSERT INTO purchase_grants (app_id, user_id, provider, grant_id, reference) VALUES {} \
+         ON CONFLICT DO NOTHING",
+        rows.join(", ")
+    );
+    scoped_run!(db, Scope::App(t.app_id), c => {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(t.app_id).bind(t.user_id).bind(provider.as_str()).bind(grant_id);
+        for r in references {
+            q = q.bind(r);
+        }
+        q.execute(c).await.map(|_| ())
+    })
 }
 
 /// The grants a purchase known by any of `references` made for the user.
@@ -101,16 +121,20 @@ pub async fn grants_of(
     provider: Provider,
     references: &[String],
 ) -> Result<Vec<i64>, sqlx::Error> {
-    let mut ids = Vec::new();
-    for r in references {
-        let found: Vec<i64> = scoped_run!(db, Scope::App(t.app_id), c => sqlx::query_scalar(
-            "SELECT grant_id FROM purchase_grants WHERE app_id = $1 AND user_id = $2 \
-             AND provider = $3 AND reference = $4")
-            .bind(t.app_id).bind(t.user_id).bind(provider.as_str()).bind(r)
-            .fetch_all(c).await)?;
-        ids.extend(found);
+    if references.is_empty() {
+        return Ok(Vec::new());
     }
-    ids.sort_unstable();
-    ids.dedup();
-    Ok(ids)
+    let sql = format!(
+        "SELECT DISTINCT grant_id FROM purchase_grants WHERE app_id = $1 AND user_id = $2 \
+         AND provider = $3 AND reference IN ({}) ORDER BY grant_id",
+        placeholders(4, references.len())
+    );
+    scoped_run!(db, Scope::App(t.app_id), c => {
+        let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(t.app_id).bind(t.user_id).bind(provider.as_str());
+        for r in references {
+            q = q.bind(r);
+        }
+        q.fetch_all(c).await
+    })
 }
