@@ -52,9 +52,8 @@ pub fn envelope(body: &[u8]) -> Result<Envelope, Rejection> {
 
 fn period(v: &Value, pointer: &str) -> Option<Period> {
     let p = v.pointer(pointer)?;
-    let start = rfc3339_ms(p.get("starts_at")?.as_str()?)?;
-    let end = rfc3339_ms(p.get("ends_at")?.as_str()?)?;
-    (start < end).then_some(Period { start, end })
+    let at = |k: &str| p.get(k)?.as_str().and_then(rfc3339_ms);
+    Period::between(at("starts_at"), at("ends_at"))
 }
 
 fn status(s: &str) -> Status {

@@ -46,10 +46,7 @@ pub fn envelope(body: &[u8]) -> Result<Envelope, Rejection> {
 pub fn normalize(v: &Value) -> Result<Option<Normalized>, String> {
     let e = v.get("event").ok_or("no event")?;
     let kind = text(e, "/type").ok_or("no event.type")?;
-    let period = match (int(e, "/purchased_at_ms"), int(e, "/expiration_at_ms")) {
-        (Some(start), Some(end)) if start < end => Some(Period { start, end }),
-        _ => None,
-    };
+    let period = Period::between(int(e, "/purchased_at_ms"), int(e, "/expiration_at_ms"));
     let mut n = Normalized {
         user: text(e, "/app_user_id").or_else(|| text(e, "/original_app_user_id")),
         product: text(e, "/product_id"),

@@ -60,10 +60,7 @@ pub fn normalize(v: &Value, app_user_id: &str, now: i64) -> Vec<Normalized> {
                 (true, Some("trial")) => Status::Trialing,
                 (true, _) => Status::Active,
             };
-            let period = match (time(o, "purchase_date"), expires) {
-                (Some(start), Some(end)) if start < end => Some(Period { start, end }),
-                _ => None,
-            };
+            let period = Period::between(time(o, "purchase_date"), expires);
             let mut n = base(o);
             n.change = Some(Change::SubscriptionUpdated);
             n.product = Some(product.clone());

@@ -61,14 +61,9 @@ fn status(s: &str) -> Status {
     }
 }
 
+/// A period from Stripe's unix seconds.
 fn period(start: Option<i64>, end: Option<i64>) -> Option<Period> {
-    match (start, end) {
-        (Some(s), Some(e)) if s < e => Some(Period {
-            start: s * 1000,
-            end: e * 1000,
-        }),
-        _ => None,
-    }
+    Period::between(start.map(|s| s * 1000), end.map(|e| e * 1000))
 }
 
 /// A subscription object (`customer.subscription.*`). The period sits on the object in older

@@ -138,13 +138,10 @@ pub fn normalize(v: &Value) -> Result<Option<Normalized>, String> {
                 }
                 _ => stated,
             };
-            let period = match (
+            let period = Period::between(
                 time_ms(d, "/renewal_period_start"),
                 time_ms(d, "/renewal_period_end"),
-            ) {
-                (Some(start), Some(end)) if start < end => Some(Period { start, end }),
-                _ => None,
-            };
+            );
             let cancel = d.get("cancel_at_period_end").and_then(Value::as_bool) == Some(true)
                 || text(d, "/status").as_deref() == Some("canceling");
             n.subscription = Some(SubscriptionFacts {

@@ -175,6 +175,15 @@ pub struct Period {
 }
 
 impl Period {
+    /// `[start, end)` when both are known and `start` comes first (stores' periods are read
+    /// from optional fields).
+    pub fn between(start: Option<i64>, end: Option<i64>) -> Option<Period> {
+        match (start, end) {
+            (Some(start), Some(end)) if start < end => Some(Period { start, end }),
+            _ => None,
+        }
+    }
+
     /// The calendar month (UTC) containing `at_ms`.
     pub fn month_of(at_ms: i64) -> Period {
         let at = utc(at_ms);
