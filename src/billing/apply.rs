@@ -33,10 +33,6 @@ pub struct Applied {
     pub outcome: String,
 }
 
-fn permanent(message: impl Into<String>) -> anyhow::Error {
-    Permanent(message.into()).into()
-}
-
 /// One normalised event and what it is applied with.
 pub struct Effects<'a> {
     pub db: &'a Db,
@@ -166,7 +162,7 @@ impl Effects<'_> {
         };
         match self.app.product(self.provider, product) {
             Some(p) => Ok(p.plan.clone()),
-            None if live => Err(permanent(format!(
+            None if live => Err(Permanent::error(format!(
                 "{} product {product:?} is not mapped in [[apps.products]]; map it, then replay",
                 self.provider.as_str()
             ))),
@@ -250,13 +246,13 @@ impl Effects<'_> {
         let product = n
             .product
             .as_deref()
-            .ok_or_else(|| permanent("a one-time purchase without a product"))?;
+            .ok_or_else(|| Permanent::error("a one-time purchase without a product"))?;
         let credits = self
             .app
             .product(self.provider, product)
             .and_then(|p| p.credits)
             .ok_or_else(|| {
-                permanent(format!(
+                Permanent::error(format!(
                     "{} product {product:?} is not a top-up pack in [[apps.products]]; map it, then replay",
                     self.provider.as_str()
                 ))

@@ -238,6 +238,11 @@ impl Config {
         self.environment == Environment::Production
     }
 
+    /// The app declared in `[[apps]]` with this slug.
+    pub fn app(&self, slug: &str) -> Option<&AppConfig> {
+        self.apps.iter().find(|a| a.slug == slug)
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.http.request_timeout_ms)
     }

@@ -189,6 +189,16 @@ pub struct UserAuth {
     pub billing: Arc<BillingSettings>,
 }
 
+impl UserAuth {
+    /// The caller's ledger.
+    pub fn target(&self) -> crate::store::ledger::Target {
+        crate::store::ledger::Target {
+            app_id: self.app_id,
+            user_id: self.user_id,
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for UserAuth {
     type Rejection = Error;
 

@@ -61,9 +61,8 @@ pub async fn receive_webhook(
     let provider = Provider::parse(&provider_name).ok_or_else(not_found)?;
     let app_config = state
         .config
-        .apps
-        .iter()
-        .find(|a| a.slug == slug && a.store_enabled(provider))
+        .app(&slug)
+        .filter(|a| a.store_enabled(provider))
         .ok_or_else(not_found)?;
     let now_secs = crate::store::now_ms() / 1000;
     let envelope = billing::verify(provider, app_config, &headers, &body, now_secs)

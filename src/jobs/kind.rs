@@ -61,6 +61,13 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
 #[error("{0}")]
 pub struct Permanent(pub String);
 
+impl Permanent {
+    /// The error a handler returns to discard its job at once.
+    pub fn error(message: impl Into<String>) -> anyhow::Error {
+        Permanent(message.into()).into()
+    }
+}
+
 /// What a running handler gets.
 #[derive(Clone)]
 pub struct JobContext {

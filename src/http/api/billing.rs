@@ -18,7 +18,6 @@ use crate::http::AppState;
 use crate::http::auth::UserAuth;
 use crate::http::extract;
 use crate::store::billing::{self as store, SubscriptionRow};
-use crate::store::ledger::Target;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -71,12 +70,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// The app's Stripe API, or why the app cannot use it.
 fn stripe<'a>(state: &'a AppState, auth: &UserAuth) -> Result<(&'a AppConfig, StripeApi<'a>)> {
-    let app = state
-        .config
-        .apps
-        .iter()
-        .find(|a| a.slug == auth.app_slug)
-        .ok_or_else(no_stripe)?;
+    let app = state.config.app(&auth.app_slug).ok_or_else(no_stripe)?;
     let s = app.stripe.as_ref().ok_or_else(no_stripe)?;
     let key = s.secret_key.as_ref().ok_or_else(no_stripe)?;
     Ok((
@@ -117,7 +111,7 @@ fn check_url(field: &str, url: &str, prod: bool, errors: &mut Vec<FieldError>) {
 /// The user's Stripe customer, created once (the idempotency key is the user's) and
 /// remembered.
 async fn customer(state: &AppState, api: &StripeApi<'_>, auth: &UserAuth) -> Result<String> {
-    let t = target(auth);
+    let t = auth.target();
     if let Some(id) = store::user_customer(&state.db, t, Provider::Stripe).await? {
         return Ok(id);
     }
@@ -139,13 +133,6 @@ async fn customer(state: &AppState, api: &StripeApi<'_>, auth: &UserAuth) -> Res
     Ok(store::user_customer(&state.db, t, Provider::Stripe)
         .await?
         .unwrap_or(id))
-}
-
-fn target(auth: &UserAuth) -> Target {
-    Target {
-        app_id: auth.app_id,
-        user_id: auth.user_id,
-    }
 }
 
 /// Starts (or resumes) a Stripe Checkout for a subscription or a top-up pack.
@@ -272,7 +259,7 @@ pub async fn create_portal(
     if !errors.is_empty() {
         return Err(Error::Validation(errors));
     }
-    let Some(customer) = store::user_customer(&state.db, target(&auth), Provider::Stripe).await?
+    let Some(customer) = store::user_customer(&state.db, auth.target(), Provider::Stripe).await?
     else {
         return Err(Error::Conflict(
             "the user has no Stripe customer yet: a checkout creates it".into(),
@@ -310,7 +297,7 @@ pub async fn list_subscriptions(
     State(state): State<AppState>,
     auth: UserAuth,
 ) -> Result<Json<SubscriptionsOut>> {
-    let data = store::subscriptions(&state.db, target(&auth)).await?;
+    let data = store::subscriptions(&state.db, auth.target()).await?;
     Ok(Json(SubscriptionsOut { data }))
 }
 
@@ -341,12 +328,7 @@ pub async fn sync_revenuecat(
     use crate::billing::revenuecat_api;
     let no_rc =
         || Error::NotFound("this app has no RevenueCat API key ([apps.revenuecat] api_key)".into());
-    let app = state
-        .config
-        .apps
-        .iter()
-        .find(|a| a.slug == auth.app_slug)
-        .ok_or_else(no_rc)?;
+    let app = state.config.app(&auth.app_slug).ok_or_else(no_rc)?;
     let rc = app.revenuecat.as_ref().ok_or_else(no_rc)?;
     let key = rc.api_key.as_ref().ok_or_else(no_rc)?;
     let subscriber =
@@ -356,7 +338,7 @@ pub async fn sync_revenuecat(
     let now = crate::store::now_ms();
     let time_ms = subscriber["request_date_ms"].as_i64().unwrap_or(now);
     let event_id = format!("sync-{time_ms}");
-    let t = target(&auth);
+    let t = auth.target();
     let mut outcomes = Vec::new();
     for mut n in revenuecat_api::normalize(&subscriber, &auth.external_id, now) {
         // The webhooks key a subscription by its original transaction; use theirs if stored.

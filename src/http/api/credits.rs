@@ -46,10 +46,7 @@ pub async fn my_ledger(
     auth: UserAuth,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<EntriesPage>> {
-    let t = Target {
-        app_id: auth.app_id,
-        user_id: auth.user_id,
-    };
+    let t = auth.target();
     ledger::refresh(&state.db, t, &auth.billing).await?;
     Ok(Json(entries_page(&state.db, t, &q).await?))
 }
@@ -75,10 +72,7 @@ pub async fn check_entitlement(
     auth: UserAuth,
     Path(name): Path<String>,
 ) -> Result<Json<EntitlementOut>> {
-    let t = Target {
-        app_id: auth.app_id,
-        user_id: auth.user_id,
-    };
+    let t = auth.target();
     let user = ledger::user_plan(&state.db, t).await?;
     let plan = auth.billing.plan(user.plan_id.as_deref());
     if !plan.has_entitlement(&name) {

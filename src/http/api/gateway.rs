@@ -205,10 +205,7 @@ async fn serve_call(
     body_len: usize,
     anthropic_headers: &[(HeaderName, HeaderValue)],
 ) -> Result<Response> {
-    let t = Target {
-        app_id: auth.app_id,
-        user_id: auth.user_id,
-    };
+    let t = auth.target();
     let config = &state.config;
     let (user, plan) = ledger::refresh(&state.db, t, &auth.billing).await?;
     let resolved = models::resolve(config, &plan, &request.model, format)?;
@@ -359,10 +356,7 @@ pub struct ModelOut {
     security(("api_key" = [])),
     responses((status = 200, description = "The models", body = ModelList)))]
 pub async fn list_models(State(state): State<AppState>, auth: UserAuth) -> Result<Json<ModelList>> {
-    let t = Target {
-        app_id: auth.app_id,
-        user_id: auth.user_id,
-    };
+    let t = auth.target();
     let user = ledger::user_plan(&state.db, t).await?;
     let plan = auth.billing.plan(user.plan_id.as_deref());
     let data = models::available(&state.config, &plan)
@@ -398,10 +392,7 @@ pub async fn my_usage(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<UsagePage>> {
     let (limit, before) = q.read()?;
-    let t = Target {
-        app_id: auth.app_id,
-        user_id: auth.user_id,
-    };
+    let t = auth.target();
     let mut data = usage::list(&state.db, t, before, limit + 1).await?;
     let more = data.len() as i64 > limit;
     data.truncate(limit as usize);

@@ -12,7 +12,7 @@ use super::money::{BalancesOut, PlanOut, QuotaOut, quotas_in};
 use crate::error::{Error, Result};
 use crate::http::AppState;
 use crate::http::auth::UserAuth;
-use crate::store::ledger::{self, Target};
+use crate::store::ledger;
 use crate::store::now_ms;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -58,10 +58,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 403, description = "Not a user key", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_me(State(state): State<AppState>, auth: UserAuth) -> Result<Json<MeOut>> {
-    let t = Target {
-        app_id: auth.app_id,
-        user_id: auth.user_id,
-    };
+    let t = auth.target();
     let deleted = || Error::Unauthorized("this key's user was deleted".into());
     let now = now_ms();
     // One read; the writes of a refresh (this period's credits, expired buckets) only when due.

@@ -34,7 +34,10 @@ impl Job for ProcessWebhook {
 
     async fn run(self, ctx: JobContext) -> anyhow::Result<()> {
         let Some(row) = store::webhook(&ctx.db, self.webhook).await? else {
-            return Err(Permanent(format!("webhook {} does not exist", self.webhook)).into());
+            return Err(Permanent::error(format!(
+                "webhook {} does not exist",
+                self.webhook
+            )));
         };
         if matches!(row.status.as_str(), "processed" | "ignored") {
             return Ok(());
@@ -106,23 +109,16 @@ struct Done {
     outcome: String,
 }
 
-fn permanent(message: impl Into<String>) -> anyhow::Error {
-    Permanent(message.into()).into()
-}
-
 async fn process(ctx: &JobContext, row: &WebhookRow) -> anyhow::Result<Done> {
     let provider = Provider::parse(&row.provider)
-        .ok_or_else(|| permanent(format!("unknown provider {:?}", row.provider)))?;
+        .ok_or_else(|| Permanent::error(format!("unknown provider {:?}", row.provider)))?;
     let app = identity::app_by_id(&ctx.db, row.app_id)
         .await?
-        .ok_or_else(|| permanent("the app no longer exists"))?;
-    let app_config = ctx
-        .config
-        .apps
-        .iter()
-        .find(|a| a.slug == app.slug)
-        .ok_or_else(|| permanent(format!("app {:?} is no longer in the config", app.slug)))?;
-    let Some(n) = billing::normalize(provider, &row.body).map_err(permanent)? else {
+        .ok_or_else(|| Permanent::error("the app no longer exists"))?;
+    let app_config = ctx.config.app(&app.slug).ok_or_else(|| {
+        Permanent::error(format!("app {:?} is no longer in the config", app.slug))
+    })?;
+    let Some(n) = billing::normalize(provider, &row.body).map_err(Permanent::error)? else {
         return Ok(Done {
             user_id: None,
             change: None,
