@@ -43,62 +43,43 @@ impl Job for ProcessWebhook {
             return Ok(());
         }
         let last_attempt = ctx.job.attempt >= ctx.job.max_attempts;
-        match process(&ctx, &row).await {
-            Ok(done) => {
-                let status = if done.change.is_some() {
+        let result = process(&ctx, &row).await;
+        let error = result.as_ref().err().map(|e| format!("{e:#}"));
+        let attempt = match &result {
+            Ok(done) => Processed {
+                status: if done.change.is_some() {
                     "processed"
                 } else {
                     "ignored"
-                };
-                store::finish(
-                    &ctx.db,
-                    row.app_id,
-                    row.id,
-                    &Processed {
-                        status,
-                        user_id: done.user_id,
-                        change: done.change.map(Change::as_str),
-                        outcome: Some(&done.outcome),
-                        error: None,
-                    },
-                )
-                .await?;
-                metrics::counter!("tollgate_billing_webhooks_processed_total",
-                    "provider" => row.provider.clone(), "status" => status)
-                .increment(1);
-                Ok(())
-            }
-            Err(e) => {
-                let permanent = e.downcast_ref::<Permanent>().is_some();
-                let status = if permanent || last_attempt {
+                },
+                user_id: done.user_id,
+                change: done.change.map(Change::as_str),
+                outcome: Some(&done.outcome),
+                error: None,
+            },
+            Err(e) => Processed {
+                status: if e.downcast_ref::<Permanent>().is_some() || last_attempt {
                     "failed"
                 } else {
                     "pending"
-                };
-                let message = format!("{e:#}");
-                store::finish(
-                    &ctx.db,
-                    row.app_id,
-                    row.id,
-                    &Processed {
-                        status,
-                        user_id: None,
-                        change: None,
-                        outcome: None,
-                        error: Some(&message),
-                    },
-                )
-                .await?;
-                if status == "failed" {
-                    metrics::counter!("tollgate_billing_webhooks_processed_total",
-                        "provider" => row.provider.clone(), "status" => "failed")
-                    .increment(1);
-                    tracing::warn!(webhook = row.id, provider = %row.provider,
-                        event_id = %row.event_id, error = %message, "webhook processing failed");
-                }
-                Err(e)
-            }
+                },
+                user_id: None,
+                change: None,
+                outcome: None,
+                error: error.as_deref(),
+            },
+        };
+        store::finish(&ctx.db, row.app_id, row.id, &attempt).await?;
+        if attempt.status != "pending" {
+            metrics::counter!("tollgate_billing_webhooks_processed_total",
+                "provider" => row.provider.clone(), "status" => attempt.status.to_string())
+            .increment(1);
         }
+        if attempt.status == "failed" {
+            tracing::warn!(webhook = row.id, provider = %row.provider, event_id = %row.event_id,
+                error = error.as_deref().unwrap_or_default(), "webhook processing failed");
+        }
+        result.map(|_| ())
     }
 }
 
