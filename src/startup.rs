@@ -88,7 +88,7 @@ impl Application {
             limiter: http::rate_limit::RateLimiter::new(&config),
             jwt: http::jwt::JwtVerifier::new(&config),
             upstream: crate::gateway::Upstream::new(&config),
-            stores: crate::billing::stripe_api::http_client(),
+            stores: crate::billing::store_http::http_client(),
             config,
             db,
             jobs: jobs.client.clone(),

@@ -9,6 +9,7 @@ pub mod paddle;
 pub mod revenuecat;
 pub mod revenuecat_api;
 pub mod signing;
+pub mod store_http;
 pub mod stripe;
 pub mod stripe_api;
 pub mod whop;

@@ -5,7 +5,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use super::stripe_api::{StoreError, read_json};
+use super::store_http::{StoreError, read_json};
 use super::{Change, Normalized, SubscriptionFacts, rfc3339_ms, text};
 use crate::domain::plans::Period;
 use crate::domain::subscriptions::Status;
@@ -20,12 +20,13 @@ pub async fn subscriber(
     let id: String = url::form_urlencoded::byte_serialize(app_user_id.as_bytes()).collect();
     let url = format!("{}/v1/subscribers/{id}", base.trim_end_matches('/'));
     let sent = http.get(url).bearer_auth(key.expose_secret()).send().await;
-    let (status, body) = read_json(sent).await?;
+    let (status, body) = read_json("RevenueCat", sent).await?;
     if (200..300).contains(&status) {
         return Ok(body);
     }
     // RevenueCat's error body: {"code": 7225, "message": "…"}.
     Err(StoreError::Refused {
+        store: "RevenueCat",
         status,
         kind: body["code"].to_string(),
         message: body["message"].as_str().unwrap_or("no message").to_string(),

@@ -3,38 +3,18 @@
 //! a call that fails in transit or with a 5xx is retried once with the same key, so a retry
 //! never creates a second object.
 
-use std::time::Duration;
-
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-/// A failed Stripe call: Stripe's own error (type and message), or no answer.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("Stripe refused the request ({status}, {kind}): {message}")]
-    Refused {
-        status: u16,
-        kind: String,
-        message: String,
-    },
-    #[error("Stripe did not answer: {0}")]
-    Unreachable(String),
-}
+use super::store_http::{StoreError, read_json};
+
+const STORE: &str = "Stripe";
 
 /// A Stripe account's API, as one app's config names it.
 pub struct StripeApi<'a> {
     pub http: &'a reqwest::Client,
     pub base: &'a str,
     pub key: &'a SecretString,
-}
-
-/// An HTTP client for store APIs: short timeouts, they answer fast or not at all.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("the HTTP client builds")
 }
 
 impl StripeApi<'_> {
@@ -64,9 +44,12 @@ impl StripeApi<'_> {
                 .send()
                 .await;
             match answer(sent).await {
-                Err(e @ StoreError::Unreachable(_)) => last = Some(e),
+                Err(e @ StoreError::Unreachable { .. }) => last = Some(e),
                 Err(StoreError::Refused { status, .. }) if status >= 500 => {
-                    last = Some(StoreError::Unreachable(format!("status {status}")))
+                    last = Some(StoreError::Unreachable {
+                        store: STORE,
+                        detail: format!("status {status}"),
+                    })
                 }
                 other => return other,
             }
@@ -90,31 +73,16 @@ impl StripeApi<'_> {
 }
 
 async fn answer(sent: reqwest::Result<reqwest::Response>) -> Result<Value, StoreError> {
-    let (status, body) = read_json(sent).await?;
+    let (status, body) = read_json(STORE, sent).await?;
     if (200..300).contains(&status) {
         return Ok(body);
     }
     // Stripe's error body: {"error": {"type", "message", "code", "param"}}.
     let text = |k: &str| body.pointer(&format!("/error/{k}")).and_then(Value::as_str);
     Err(StoreError::Refused {
+        store: STORE,
         status,
         kind: text("type").unwrap_or("api_error").to_string(),
         message: text("message").unwrap_or("no message").to_string(),
     })
-}
-
-/// A store API's answer: its status and JSON body (no answer, or not JSON: unreachable).
-pub async fn read_json(
-    sent: reqwest::Result<reqwest::Response>,
-) -> Result<(u16, Value), StoreError> {
-    let response = sent.map_err(|e| StoreError::Unreachable(e.without_url().to_string()))?;
-    let status = response.status().as_u16();
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| StoreError::Unreachable(e.without_url().to_string()))?;
-    let body = serde_json::from_slice(&bytes).map_err(|e| {
-        StoreError::Unreachable(format!("an answer that is not JSON ({status}): {e}"))
-    })?;
-    Ok((status, body))
 }

@@ -146,6 +146,10 @@ async fn checkout_problems_are_named_and_stripe_refusals_are_502() {
         p["detail"].as_str().unwrap().contains("No such price"),
         "{p}"
     );
+    assert!(
+        p["detail"].as_str().unwrap().starts_with("Stripe refused"),
+        "{p}"
+    );
 
     // No customer yet: no portal.
     let carol = app.user_key("shop", "carol").await;

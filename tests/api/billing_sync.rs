@@ -134,6 +134,13 @@ async fn sync_needs_an_api_key_and_reports_revenuecat_refusals() {
         p["detail"].as_str().unwrap().contains("Invalid API key"),
         "{p}"
     );
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("RevenueCat refused"),
+        "{p}"
+    );
     // An app without RevenueCat at all.
     let other = app.user_key("elsewhere", "eve").await;
     let r = app

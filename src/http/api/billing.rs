@@ -11,7 +11,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::billing::Provider;
-use crate::billing::stripe_api::{StoreError, StripeApi};
+use crate::billing::store_http::StoreError;
+use crate::billing::stripe_api::StripeApi;
 use crate::config::AppConfig;
 use crate::error::{Error, FieldError, Result};
 use crate::http::AppState;
@@ -126,7 +127,7 @@ async fn customer(state: &AppState, api: &StripeApi<'_>, auth: &UserAuth) -> Res
         .map_err(store_failed)?;
     let id = created["id"]
         .as_str()
-        .ok_or_else(|| store_failed(StoreError::Unreachable("a customer without an id".into())))?
+        .ok_or_else(|| invalid_answer("a customer without an id"))?
         .to_string();
     store::remember_customer(&state.db, t, Provider::Stripe, &id).await?;
     // A concurrent request may have remembered another first: use the first one.
@@ -226,9 +227,7 @@ fn session_out(s: &Value, mode: &str, reused: bool) -> Result<CheckoutOut> {
             mode: mode.to_string(),
             reused,
         }),
-        _ => Err(store_failed(StoreError::Unreachable(
-            "a Checkout Session without id or url".into(),
-        ))),
+        _ => Err(invalid_answer("a Checkout Session without id or url")),
     }
 }
 
@@ -283,7 +282,10 @@ pub async fn create_portal(
 }
 
 fn invalid_answer(what: &str) -> Error {
-    store_failed(StoreError::Unreachable(what.into()))
+    store_failed(StoreError::Unreachable {
+        store: "Stripe",
+        detail: what.into(),
+    })
 }
 
 /// The user's subscriptions at every store, as the newest events left them.
