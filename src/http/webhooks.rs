@@ -102,7 +102,9 @@ fn refuse(provider: Provider, slug: &str, r: Rejection) -> Error {
     tracing::warn!(provider = provider.as_str(), app = %slug, reason = r.reason(),
         detail = %r, "webhook refused");
     match r {
-        Rejection::BadSignature => Error::Unauthorized(format!("{provider:?} webhook: {r}")),
+        Rejection::BadSignature => {
+            Error::Unauthorized(format!("{} webhook: {r}", provider.as_str()))
+        }
         _ => Error::BadRequest(format!("{} webhook: {r}", provider.as_str())),
     }
 }
