@@ -87,7 +87,7 @@ impl Application {
         let state = AppState {
             limiter: http::rate_limit::RateLimiter::new(&config),
             jwt: http::jwt::JwtVerifier::new(&config),
-            upstream: crate::gateway::Upstream::new(&config),
+            upstream: crate::gateway::Upstream::new(&config, &db),
             stores: crate::billing::store_http::http_client(),
             config,
             db,

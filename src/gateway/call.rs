@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::domain::plans::Plan;
 use crate::domain::pricing::{Conversion, Tokens};
 use crate::error::{Error, Result};
-use crate::store::ledger::{self, Note, Target};
+use crate::store::ledger::{self, CallClose, CallHold, Target};
 use crate::store::usage::NewUsage;
 use crate::store::{Db, now_ms};
 
@@ -59,6 +59,7 @@ pub fn hold_amount(
 /// An open hold and what settling it needs.
 pub struct Meter {
     db: Db,
+    ledger: ledger::Batcher,
     t: Target,
     app_slug: String,
     request_id: String,
@@ -79,6 +80,7 @@ impl Meter {
     #[allow(clippy::too_many_arguments)]
     pub async fn open(
         db: &Db,
+        batcher: &ledger::Batcher,
         config: &Config,
         t: Target,
         app_slug: &str,
@@ -92,18 +94,22 @@ impl Meter {
     ) -> Result<Meter> {
         let request_id = crate::http::request_id::current().unwrap_or_default();
         let expires = now_ms() + config.ledger.hold_timeout_secs as i64 * 1000;
-        let note = Note {
-            reason: Some("ai call"),
-            reference: Some(&request_id),
-            key: None,
-        };
-        let hold = ledger::reserve(db, t, amount, plan.overdraft.0, expires, note).await?;
+        let hold_id = batcher
+            .reserve(CallHold {
+                t,
+                amount,
+                overdraft: plan.overdraft.0,
+                expires_at: expires,
+                reference: request_id.clone(),
+            })
+            .await?;
         Ok(Meter {
             db: db.clone(),
+            ledger: batcher.clone(),
             t,
             app_slug: app_slug.to_string(),
             request_id,
-            hold_id: hold.into_inner().id,
+            hold_id,
             hold: amount,
             conversion,
             prompt_chars: request.prompt_chars,
@@ -115,8 +121,15 @@ impl Meter {
     }
 
     /// The provider failed before answering: nothing is charged.
-    pub async fn release(self, why: &str) {
-        if let Err(e) = ledger::release(&self.db, self.t.app_id, self.hold_id, Some(why)).await {
+    pub async fn release(self, why: &'static str) {
+        let close = CallClose {
+            t: self.t,
+            hold_id: self.hold_id,
+            charged: 0,
+            reason: why,
+            usage: None,
+        };
+        if let Err(e) = self.ledger.close(close).await {
             tracing::error!(hold_id = self.hold_id, error = %e, "releasing a hold failed; the expiry job will");
         }
     }
@@ -157,10 +170,10 @@ impl Meter {
         );
         let duration = reply.sent_at.elapsed();
         let record = NewUsage {
-            request_id: &self.request_id,
-            model: &reply.route.model,
+            request_id: self.request_id.clone(),
+            model: reply.route.model.clone(),
             provider: reply.route.provider.as_str(),
-            upstream_model: &reply.route.upstream,
+            upstream_model: reply.route.upstream.clone(),
             input_tokens: usage.input,
             cached_input_tokens: usage.cached_input,
             output_tokens: usage.output,
@@ -173,7 +186,18 @@ impl Meter {
             ttft_ms: ttft.map(|t| t.as_millis() as i64),
         };
         // The charge and its usage record are one transaction.
-        if let Err(e) = ledger::close_call(&self.db, self.t, self.hold_id, charged, &record).await {
+        let close = CallClose {
+            t: self.t,
+            hold_id: self.hold_id,
+            charged,
+            reason: if charged > 0 {
+                "ai call"
+            } else {
+                "ai call: nothing used"
+            },
+            usage: Some(record),
+        };
+        if let Err(e) = self.ledger.close(close).await {
             // The hold stays open; the expiry job settles it at the recorded usage.
             tracing::error!(hold_id = self.hold_id, error = %e, "settling a hold failed");
         }

@@ -27,10 +27,12 @@ pub struct Upstream {
     /// Each user's tokens this minute.
     pub tokens: TokenWindows,
     breakers: Breakers,
+    /// Writes the calls' holds and charges in batches.
+    pub ledger: crate::store::ledger::Batcher,
 }
 
 impl Upstream {
-    pub fn new(config: &Config) -> Upstream {
+    pub fn new(config: &Config, db: &crate::store::Db) -> Upstream {
         let http = reqwest::Client::builder()
             .connect_timeout(config.gateway.connect_timeout())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -41,6 +43,7 @@ impl Upstream {
             http,
             slots: CallSlots::default(),
             tokens: TokenWindows::default(),
+            ledger: crate::store::ledger::Batcher::start(db.clone()),
             breakers: Breakers::new(
                 config.gateway.breaker_failures,
                 Duration::from_millis(config.gateway.breaker_cooldown_ms),

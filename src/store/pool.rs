@@ -61,7 +61,10 @@ impl Db {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("cannot create data directory {}", dir.display()))?;
             }
-            Db::Sqlite(pool_options(cfg).connect_with(options).await?)
+            // A file next to the process needs no liveness ping before each use: that ping is
+            // a thread hand-off per acquire (decisions.md, "The AI call path's ledger").
+            let pool = pool_options(cfg).test_before_acquire(false);
+            Db::Sqlite(pool.connect_with(options).await?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let mut options = PgConnectOptions::from_str(url).context("invalid PostgreSQL URL")?;
             if cfg.statement_timeout_ms > 0 {

@@ -33,38 +33,52 @@ pub struct UsageRecord {
     pub created_at: i64,
 }
 
-/// A record to write; `id` and `created_at` are assigned.
+/// A record to write; `id` and `created_at` are assigned. Owned: it travels to the ledger's
+/// batch writer.
 #[derive(Debug, Clone)]
-pub struct NewUsage<'a> {
-    pub request_id: &'a str,
-    pub model: &'a str,
-    pub provider: &'a str,
-    pub upstream_model: &'a str,
+pub struct NewUsage {
+    pub request_id: String,
+    pub model: String,
+    pub provider: &'static str,
+    pub upstream_model: String,
     pub input_tokens: u64,
     pub cached_input_tokens: u64,
     pub output_tokens: u64,
     pub cost: i64,
     pub hold_id: Option<i64>,
-    pub status: &'a str,
+    pub status: &'static str,
     pub estimated: bool,
     pub stream: bool,
     pub latency_ms: i64,
     pub ttft_ms: Option<i64>,
 }
 
-/// Writes a record in the caller's (scoped) transaction.
-pub async fn insert_tx(tx: &mut Tx, t: Target, u: &NewUsage<'_>) -> Result<i64, sqlx::Error> {
-    tx_run!(tx, c => sqlx::query_scalar(
+/// Columns of one record as inserted.
+const INSERT_COLUMNS: usize = 17;
+
+/// Writes records in the caller's (scoped) transaction, in one statement.
+pub async fn insert_tx(tx: &mut Tx, rows: &[(Target, &NewUsage)]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
         "INSERT INTO usage_records (app_id, user_id, request_id, model, provider, upstream_model, \
          input_tokens, cached_input_tokens, output_tokens, cost, hold_id, status, estimated, \
-         stream, latency_ms, ttft_ms, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-         RETURNING id")
-        .bind(t.app_id).bind(t.user_id).bind(u.request_id).bind(u.model).bind(u.provider)
-        .bind(u.upstream_model).bind(u.input_tokens as i64).bind(u.cached_input_tokens as i64)
-        .bind(u.output_tokens as i64).bind(u.cost).bind(u.hold_id).bind(u.status)
-        .bind(u.estimated).bind(u.stream).bind(u.latency_ms).bind(u.ttft_ms).bind(now_ms())
-        .fetch_one(&mut **c).await)
+         stream, latency_ms, ttft_ms, created_at) VALUES {}",
+        crate::store::values_placeholders(rows.len(), INSERT_COLUMNS)
+    );
+    let now = now_ms();
+    tx_run!(tx, c => {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (t, u) in rows {
+            q = q.bind(t.app_id).bind(t.user_id).bind(&u.request_id).bind(&u.model)
+                .bind(u.provider).bind(&u.upstream_model).bind(u.input_tokens as i64)
+                .bind(u.cached_input_tokens as i64).bind(u.output_tokens as i64).bind(u.cost)
+                .bind(u.hold_id).bind(u.status).bind(u.estimated).bind(u.stream)
+                .bind(u.latency_ms).bind(u.ttft_ms).bind(now);
+        }
+        q.execute(&mut **c).await.map(|_| ())
+    })
 }
 
 type UsageTuple = (

@@ -207,7 +207,8 @@ async fn serve_call(
 ) -> Result<Response> {
     let t = auth.target();
     let config = &state.config;
-    let (user, plan) = ledger::refresh(&state.db, t, &auth.billing).await?;
+    let granted = &state.upstream.ledger.granted;
+    let (user, plan) = ledger::refresh_for_charge(&state.db, t, &auth.billing, granted).await?;
     let resolved = models::resolve(config, &plan, &request.model, format)?;
     // Each route's body, translated where needed, before anything is charged. The first
     // model's untranslatable fields are the client's to fix; a fallback that cannot take the
@@ -306,6 +307,7 @@ async fn start_call(
     let amount = call::hold_amount(routes, request, body_len, config, &conversion)?;
     let meter = call::Meter::open(
         &state.db,
+        &state.upstream.ledger,
         config,
         t,
         &auth.app_slug,

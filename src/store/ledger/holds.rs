@@ -184,7 +184,7 @@ pub async fn close_call(
     t: Target,
     hold_id: i64,
     charged: i64,
-    usage: &crate::store::usage::NewUsage<'_>,
+    usage: &crate::store::usage::NewUsage,
 ) -> Result<Written<HoldRow>, LedgerError> {
     let (how, state, reason) = if charged > 0 {
         (Resolution::Settle(charged), "settled", "ai call")
@@ -216,7 +216,7 @@ async fn resolve(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn resolve_with(
+pub(super) async fn resolve_with(
     db: &Db,
     app_id: i64,
     user_id: Option<i64>,
@@ -224,7 +224,7 @@ async fn resolve_with(
     how: Resolution,
     state: &'static str,
     reason: Option<&str>,
-    usage: Option<&crate::store::usage::NewUsage<'_>>,
+    usage: Option<&crate::store::usage::NewUsage>,
 ) -> Result<Written<HoldRow>, LedgerError> {
     let not_found = || LedgerError::NotFound(format!("no hold {hold_id}"));
     // The hold names its user; the user's account is locked before the hold is re-read, so
@@ -295,7 +295,7 @@ async fn resolve_with(
     // What the hold still covered of expired buckets can expire now.
     expire_due(&mut tx, t, &mut account).await?;
     if let Some(usage) = usage {
-        crate::store::usage::insert_tx(&mut tx, t, usage).await?;
+        crate::store::usage::insert_tx(&mut tx, &[(t, usage)]).await?;
     }
     tx.commit().await?;
     Ok(Written::New(hold_row(closed)))

@@ -7,6 +7,7 @@
 //! Invariants (`tollgate ledger verify` recomputes them): balance = Σ entry amounts; held = Σ
 //! entry held = Σ open holds; Σ bucket remaining = max(balance, 0); balance − held ≥ −overdraft.
 
+mod batch;
 mod clawback;
 mod holds;
 pub mod metrics;
@@ -14,13 +15,14 @@ mod period;
 mod read;
 mod snapshot;
 
+pub use batch::{Batcher, CallClose, CallHold};
 pub use clawback::{Clawback, Refunded, claw_back};
 pub use holds::{
     HoldRow, Resolution, close_call, expire_holds, record_usage, release, reserve, settle,
 };
 pub use period::{
-    UserPlan, existing_keys, grant_period_credits, period_key, refresh, set_plan, user_plan,
-    users_page,
+    GrantedKeys, UserPlan, existing_keys, grant_period_credits, period_key, refresh,
+    refresh_for_charge, set_plan, user_plan, users_page,
 };
 pub use read::{Balances, Bucket, Mismatch, balances, entries, has_expired_grants, verify};
 pub use snapshot::{Snapshot, snapshot};
@@ -211,6 +213,9 @@ struct NewEntry<'a> {
     note: Note<'a>,
 }
 
+const INSERT_ENTRIES: &str = "INSERT INTO ledger_entries (app_id, user_id, kind, amount, held, \
+     balance_after, grant_id, hold_id, source, reason, reference, idempotency_key, created_at) VALUES";
+
 async fn append(
     tx: &mut Tx,
     t: Target,
@@ -218,9 +223,8 @@ async fn append(
     e: NewEntry<'_>,
 ) -> Result<EntryRow, sqlx::Error> {
     let sql = format!(
-        "INSERT INTO ledger_entries (app_id, user_id, kind, amount, held, balance_after, grant_id, \
-         hold_id, source, reason, reference, idempotency_key, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {ENTRY_COLUMNS}"
+        "{INSERT_ENTRIES} ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         RETURNING {ENTRY_COLUMNS}"
     );
     let row: EntryTuple = tx_run!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(t.app_id).bind(t.user_id).bind(e.kind).bind(e.amount).bind(e.held)

@@ -162,6 +162,49 @@ pub async fn refresh(
     Ok((user, plan))
 }
 
+/// Period-credit keys this process has seen granted. A grant is never undone, so a key once
+/// seen needs no second look: the AI call path reads one row per call instead of three.
+#[derive(Debug, Default)]
+pub struct GrantedKeys(std::sync::Mutex<std::collections::HashSet<String>>);
+
+/// Beyond this many keys the set starts over (bounded memory; a miss costs one read).
+const GRANTED_KEYS_MAX: usize = 100_000;
+
+impl GrantedKeys {
+    fn contains(&self, key: &str) -> bool {
+        self.0.lock().expect("granted keys").contains(key)
+    }
+
+    fn insert(&self, key: String) {
+        let mut keys = self.0.lock().expect("granted keys");
+        if keys.len() >= GRANTED_KEYS_MAX {
+            keys.clear();
+        }
+        keys.insert(key);
+    }
+}
+
+/// [`refresh`] for a charge that expires buckets itself (an AI call's hold does, under the
+/// account lock): reads the user's plan and grants this period's credits unless `seen` knows
+/// them granted.
+pub async fn refresh_for_charge(
+    db: &Db,
+    t: Target,
+    billing: &BillingSettings,
+    seen: &GrantedKeys,
+) -> Result<(UserPlan, Plan), LedgerError> {
+    let user = user_plan(db, t).await?;
+    let plan = billing.plan(user.plan_id.as_deref());
+    if plan.credits.is_positive() {
+        let key = period_key(t, &plan.id, user.credit_period(now_ms()));
+        if !seen.contains(&key) {
+            grant_period_credits(db, t, billing, &user, &plan).await?;
+            seen.insert(key);
+        }
+    }
+    Ok((user, plan))
+}
+
 /// One grant per user, plan and period: an upgrade mid-period grants the new plan's credits
 /// too; switching back and forth grants each plan's at most once.
 pub fn period_key(t: Target, plan_id: &str, period: Period) -> String {

@@ -1,0 +1,371 @@
+//! Group commit for the AI call path: the holds and settlements of concurrent calls are
+//! written together by one task per process, one transaction per batch, instead of one
+//! transaction each.
+//!
+//! Why: every ledger write takes the user's account lock (SQLite: the only writer), so one
+//! user's concurrent calls queue behind each other, and each call cost two transactions of
+//! 7–11 statements. A batch locks each user's account once, checks every hold against the
+//! balance in memory in arrival order, and writes the entries and usage records of all its
+//! calls in one multi-row statement each: the same rows and invariants as [`super::reserve`]
+//! and [`super::close_call`], with a fraction of the statements (docs/decisions.md).
+//!
+//! A caller waits for the batch's commit, so a hold is durable before its provider call and a
+//! charge before the call's answer ends. If a batch fails, it is rolled back and its calls are
+//! written one by one with the ordinary functions: a batch never loses or doubles a write.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::holds::{self, Resolution};
+use super::{
+    Account, INSERT_ENTRIES, LedgerError, Note, Target, consume, expire_due, lock, metrics, save,
+};
+use crate::store::scope::{self, Scope};
+use crate::store::usage::{self, NewUsage};
+use crate::store::{Db, Tx, now_ms, values_placeholders};
+use crate::tx_run;
+
+/// The most calls one transaction writes.
+const MAX_BATCH: usize = 256;
+
+/// The reason written on an AI call's hold entry.
+const HOLD_REASON: &str = "ai call";
+
+/// Sends the call path's ledger writes to this process's batch writer. Cheap to clone.
+#[derive(Clone)]
+pub struct Batcher {
+    db: Db,
+    ops: mpsc::Sender<Op>,
+    /// Period credits known granted (see [`super::refresh_for_charge`]).
+    pub granted: std::sync::Arc<super::GrantedKeys>,
+}
+
+enum Op {
+    Reserve(CallHold, oneshot::Sender<Result<i64, LedgerError>>),
+    Close(CallClose, oneshot::Sender<Result<(), LedgerError>>),
+}
+
+/// A hold for an AI call (see [`super::reserve`]).
+pub struct CallHold {
+    pub t: Target,
+    pub amount: i64,
+    pub overdraft: i64,
+    pub expires_at: i64,
+    /// The call's request id.
+    pub reference: String,
+}
+
+/// How a call's hold ends: settled at `charged` (released at 0), with the call's usage record.
+pub struct CallClose {
+    pub t: Target,
+    pub hold_id: i64,
+    pub charged: i64,
+    pub reason: &'static str,
+    pub usage: Option<NewUsage>,
+}
+
+impl Op {
+    fn target(&self) -> Target {
+        match self {
+            Op::Reserve(r, _) => r.t,
+            Op::Close(c, _) => c.t,
+        }
+    }
+}
+
+/// What a batch did with one call's write.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Held(i64),
+    Insufficient {
+        available: i64,
+        needed: i64,
+    },
+    Closed,
+    /// Written alone after the batch: the batch failed, or the hold was not open (expired by
+    /// the job meanwhile, or not this user's) and the ordinary close answers with the precise
+    /// conflict.
+    Retry,
+}
+
+impl Batcher {
+    /// Starts the writer task (it ends when the last `Batcher` is dropped).
+    pub fn start(db: Db) -> Batcher {
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(write_batches(db.clone(), rx));
+        Batcher {
+            db,
+            ops: tx,
+            granted: Default::default(),
+        }
+    }
+
+    /// Reserves an AI call's hold: its id, or [`LedgerError::Insufficient`].
+    pub async fn reserve(&self, reserve: CallHold) -> Result<i64, LedgerError> {
+        debug_assert!(reserve.amount > 0);
+        let (reply, answer) = oneshot::channel();
+        match self.ops.send(Op::Reserve(reserve, reply)).await {
+            Ok(()) => answer.await.unwrap_or_else(|_| Err(writer_gone())),
+            Err(mpsc::error::SendError(Op::Reserve(reserve, _))) => {
+                alone_reserve(&self.db, &reserve).await
+            }
+            Err(_) => unreachable!("a reserve was sent"),
+        }
+    }
+
+    /// Settles or releases a call's hold and writes its usage record, in one transaction.
+    pub async fn close(&self, close: CallClose) -> Result<(), LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        match self.ops.send(Op::Close(close, reply)).await {
+            Ok(()) => answer.await.unwrap_or_else(|_| Err(writer_gone())),
+            Err(mpsc::error::SendError(Op::Close(close, _))) => alone_close(&self.db, &close).await,
+            Err(_) => unreachable!("a close was sent"),
+        }
+    }
+}
+
+fn writer_gone() -> LedgerError {
+    LedgerError::Db(sqlx::Error::WorkerCrashed)
+}
+
+async fn write_batches(db: Db, mut rx: mpsc::Receiver<Op>) {
+    let mut ops = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut ops, MAX_BATCH).await > 0 {
+        commit(&db, std::mem::take(&mut ops)).await;
+    }
+}
+
+/// Writes one batch and answers its callers.
+async fn commit(db: &Db, ops: Vec<Op>) {
+    let outcomes = match write(db, &ops).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            tracing::warn!(error = %e, calls = ops.len(), "a ledger batch failed; writing its calls one by one");
+            vec![Outcome::Retry; ops.len()]
+        }
+    };
+    for (op, outcome) in ops.into_iter().zip(outcomes) {
+        match op {
+            Op::Reserve(r, reply) => {
+                let answer = match outcome {
+                    Outcome::Held(id) => Ok(id),
+                    Outcome::Insufficient { available, needed } => {
+                        Err(LedgerError::Insufficient { available, needed })
+                    }
+                    _ => alone_reserve(db, &r).await,
+                };
+                if let Err(Ok(id)) = reply.send(answer) {
+                    // The caller left (its client disconnected) while the hold was written.
+                    release_orphan(db, r.t, id).await;
+                }
+            }
+            Op::Close(close, reply) => {
+                let answer = match outcome {
+                    Outcome::Closed => Ok(()),
+                    _ => alone_close(db, &close).await,
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    }
+}
+
+async fn alone_reserve(db: &Db, r: &CallHold) -> Result<i64, LedgerError> {
+    let note = Note {
+        reason: Some(HOLD_REASON),
+        reference: Some(&r.reference),
+        key: None,
+    };
+    super::reserve(db, r.t, r.amount, r.overdraft, r.expires_at, note)
+        .await
+        .map(|w| w.into_inner().id)
+}
+
+async fn alone_close(db: &Db, c: &CallClose) -> Result<(), LedgerError> {
+    let how = if c.charged > 0 {
+        Resolution::Settle(c.charged)
+    } else {
+        Resolution::Release
+    };
+    let state = if c.charged > 0 { "settled" } else { "released" };
+    holds::resolve_with(
+        db,
+        c.t.app_id,
+        Some(c.t.user_id),
+        c.hold_id,
+        how,
+        state,
+        Some(c.reason),
+        c.usage.as_ref(),
+    )
+    .await
+    .map(|_| ())
+}
+
+async fn release_orphan(db: &Db, t: Target, hold_id: i64) {
+    let why = Some("ai call: the client left before the call started");
+    if let Err(e) = super::release(db, t.app_id, hold_id, why).await {
+        tracing::warn!(hold_id, error = %e, "releasing an orphaned hold failed; the expiry job will");
+    }
+}
+
+/// An entry the batch appends (holds and their settlements: no grant, no source).
+struct BatchEntry {
+    t: Target,
+    kind: &'static str,
+    amount: i64,
+    held: i64,
+    balance_after: i64,
+    hold_id: i64,
+    reason: &'static str,
+    reference: Option<String>,
+    key: Option<String>,
+}
+
+/// The batch in one transaction: each user's account locked once, their writes applied in
+/// arrival order against it, then saved.
+async fn write(db: &Db, ops: &[Op]) -> Result<Vec<Outcome>, LedgerError> {
+    let mut tx = db.begin().await?;
+    let mut outcomes = vec![Outcome::Retry; ops.len()];
+    let mut users: Vec<Target> = Vec::new();
+    for op in ops {
+        if !users.contains(&op.target()) {
+            users.push(op.target());
+        }
+    }
+    let mut usages: Vec<(Target, &NewUsage)> = Vec::new();
+    let mut scoped = None;
+    for t in users {
+        if scoped != Some(t.app_id) {
+            scope::apply_tx(&mut tx, Scope::App(t.app_id)).await?;
+            scoped = Some(t.app_id);
+        }
+        let mine = || {
+            ops.iter()
+                .enumerate()
+                .filter(move |(_, op)| op.target() == t)
+        };
+        let mut account = lock(&mut tx, t).await?;
+        if mine().any(|(_, op)| matches!(op, Op::Reserve(..))) {
+            expire_due(&mut tx, t, &mut account).await?;
+        }
+        let mut entries = Vec::new();
+        let mut charged = 0;
+        for (i, op) in mine() {
+            outcomes[i] = match op {
+                Op::Reserve(r, _) => hold_one(&mut tx, &mut account, r, &mut entries).await?,
+                Op::Close(close, _) => {
+                    let closed = close_one(&mut tx, &mut account, close, &mut entries).await?;
+                    if matches!(closed, Outcome::Closed) {
+                        charged += close.charged;
+                        usages.extend(close.usage.as_ref().map(|u| (t, u)));
+                    }
+                    closed
+                }
+            };
+        }
+        consume(&mut tx, t, charged).await?;
+        append_many(&mut tx, &entries).await?;
+        if mine().any(|(_, op)| matches!(op, Op::Close(..))) {
+            // What the closed holds covered of expired buckets can expire now.
+            expire_due(&mut tx, t, &mut account).await?;
+        }
+        save(&mut tx, t, account).await?;
+    }
+    usage::insert_tx(&mut tx, &usages).await?;
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// One reserve: checked against the account as the batch left it so far.
+async fn hold_one(
+    tx: &mut Tx,
+    account: &mut Account,
+    h: &CallHold,
+    entries: &mut Vec<BatchEntry>,
+) -> Result<Outcome, sqlx::Error> {
+    let available = account.balance - account.held;
+    if available - h.amount < -h.overdraft {
+        metrics::refused("hold");
+        return Ok(Outcome::Insufficient {
+            available,
+            needed: h.amount,
+        });
+    }
+    let t = h.t;
+    let id: i64 = tx_run!(&mut *tx, c => sqlx::query_scalar(
+        "INSERT INTO credit_holds (app_id, user_id, amount, state, reference, expires_at, created_at) \
+         VALUES ($1, $2, $3, 'open', $4, $5, $6) RETURNING id")
+        .bind(t.app_id).bind(t.user_id).bind(h.amount).bind(&h.reference)
+        .bind(h.expires_at).bind(now_ms()).fetch_one(&mut **c).await)?;
+    account.held += h.amount;
+    entries.push(BatchEntry {
+        t,
+        kind: "hold",
+        amount: 0,
+        held: h.amount,
+        balance_after: account.balance,
+        hold_id: id,
+        reason: HOLD_REASON,
+        reference: Some(h.reference.clone()),
+        key: None,
+    });
+    Ok(Outcome::Held(id))
+}
+
+/// One settlement: the hold moves from open to settled/released in one conditional update.
+async fn close_one(
+    tx: &mut Tx,
+    account: &mut Account,
+    c: &CallClose,
+    entries: &mut Vec<BatchEntry>,
+) -> Result<Outcome, sqlx::Error> {
+    let state = if c.charged > 0 { "settled" } else { "released" };
+    let closed: Option<(i64, Option<String>)> = tx_run!(&mut *tx, x => sqlx::query_as(
+        "UPDATE credit_holds SET state = $1, charged = $2, resolved_at = $3 \
+         WHERE app_id = $4 AND id = $5 AND user_id = $6 AND state = 'open' AND $2 <= amount \
+         RETURNING amount, reference")
+        .bind(state).bind(c.charged).bind(now_ms()).bind(c.t.app_id).bind(c.hold_id)
+        .bind(c.t.user_id).fetch_optional(&mut **x).await)?;
+    let Some((amount, reference)) = closed else {
+        return Ok(Outcome::Retry);
+    };
+    account.held -= amount;
+    account.balance -= c.charged;
+    entries.push(BatchEntry {
+        t: c.t,
+        kind: if c.charged > 0 { "settle" } else { "release" },
+        amount: -c.charged,
+        held: -amount,
+        balance_after: account.balance,
+        hold_id: c.hold_id,
+        reason: c.reason,
+        reference,
+        key: Some(format!("hold:{}:close", c.hold_id)),
+    });
+    Ok(Outcome::Closed)
+}
+
+/// Appends the entries in one statement.
+async fn append_many(tx: &mut Tx, entries: &[BatchEntry]) -> Result<(), sqlx::Error> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "{INSERT_ENTRIES} {}",
+        values_placeholders(entries.len(), 13)
+    );
+    let now = now_ms();
+    tx_run!(tx, c => {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in entries {
+            q = q.bind(e.t.app_id).bind(e.t.user_id).bind(e.kind).bind(e.amount).bind(e.held)
+                .bind(e.balance_after).bind(None::<i64>).bind(e.hold_id).bind(None::<&str>)
+                .bind(e.reason).bind(e.reference.as_deref()).bind(e.key.as_deref()).bind(now);
+        }
+        q.execute(&mut **c).await.map(|_| ())
+    })?;
+    for e in entries {
+        metrics::entry(e.kind, e.amount);
+    }
+    Ok(())
+}
