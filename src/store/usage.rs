@@ -69,7 +69,8 @@ pub async fn insert_tx(tx: &mut Tx, rows: &[(Target, &NewUsage)]) -> Result<(), 
     );
     let now = now_ms();
     tx_run!(tx, c => {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let keep = crate::store::ledger::keep_prepared(rows.len());
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(keep);
         for (t, u) in rows {
             q = q.bind(t.app_id).bind(t.user_id).bind(&u.request_id).bind(&u.model)
                 .bind(u.provider).bind(&u.upstream_model).bind(u.input_tokens as i64)

@@ -28,6 +28,7 @@ mod jobs;
 mod jobs_processes;
 mod jobs_telemetry;
 mod jwt;
+mod ledger_batch;
 mod metrics;
 mod migrations;
 mod openapi;

@@ -345,6 +345,12 @@ async fn close_one(
     Ok(Outcome::Closed)
 }
 
+/// Whether a multi-row statement of `rows` rows stays prepared in the connection's cache: the
+/// small ones recur; the large ones, one per batch size, would fill it with big statements.
+pub(crate) fn keep_prepared(rows: usize) -> bool {
+    rows <= 8
+}
+
 /// Appends the entries in one statement.
 async fn append_many(tx: &mut Tx, entries: &[BatchEntry]) -> Result<(), sqlx::Error> {
     if entries.is_empty() {
@@ -356,7 +362,7 @@ async fn append_many(tx: &mut Tx, entries: &[BatchEntry]) -> Result<(), sqlx::Er
     );
     let now = now_ms();
     tx_run!(tx, c => {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(keep_prepared(entries.len()));
         for e in entries {
             q = q.bind(e.t.app_id).bind(e.t.user_id).bind(e.kind).bind(e.amount).bind(e.held)
                 .bind(e.balance_after).bind(None::<i64>).bind(e.hold_id).bind(None::<&str>)

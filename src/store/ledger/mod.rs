@@ -15,6 +15,7 @@ mod period;
 mod read;
 mod snapshot;
 
+pub(crate) use batch::keep_prepared;
 pub use batch::{Batcher, CallClose, CallHold};
 pub use clawback::{Clawback, Refunded, claw_back};
 pub use holds::{

@@ -1,0 +1,233 @@
+//! The AI call path's group commit (`store::ledger::Batcher`): the holds and charges of
+//! concurrent calls, of several users and apps, written in one transaction keep every ledger
+//! invariant; holds are checked against the balance in arrival order; a charge on a hold closed
+//! meanwhile is refused as alone; a batch that fails is written call by call.
+//!
+//! `#[tokio::test]` runs on one thread: `join_all` queues every call before the writer task
+//! runs, so the calls of one `join_all` are one batch.
+
+use futures_util::future::join_all;
+use tollgate::store::identity;
+use tollgate::store::ledger::{
+    self, Batcher, CallClose, CallHold, Credit, LedgerError, Note, Target,
+};
+use tollgate::store::usage::{self, NewUsage};
+use tollgate::store::{Db, now_ms};
+
+use crate::helpers::{TestApp, spawn_app};
+
+const CREDIT: i64 = 1_000_000;
+
+/// A user of app `slug` (both created if missing) with `credits` credits.
+async fn funded(app: &TestApp, slug: &str, user: &str, credits: i64) -> Target {
+    let a = match identity::app_by_slug(&app.db, slug).await.unwrap() {
+        Some(a) => a,
+        None => identity::create_app(&app.db, slug, slug)
+            .await
+            .unwrap()
+            .unwrap(),
+    };
+    let (u, _) = identity::find_or_create_user(&app.db, a.id, user)
+        .await
+        .unwrap();
+    let t = Target {
+        app_id: a.id,
+        user_id: u.id,
+    };
+    let credit = Credit {
+        kind: "grant",
+        amount: credits,
+        source: "promo",
+        expires_at: None,
+        note: Note::default(),
+    };
+    ledger::credit(&app.db, t, &credit, None).await.unwrap();
+    t
+}
+
+fn hold(t: Target, amount: i64, reference: &str) -> CallHold {
+    CallHold {
+        t,
+        amount,
+        overdraft: 0,
+        expires_at: now_ms() + 60_000,
+        reference: reference.to_string(),
+    }
+}
+
+fn charge(t: Target, hold_id: i64, charged: i64) -> CallClose {
+    CallClose {
+        t,
+        hold_id,
+        charged,
+        reason: "ai call",
+        usage: Some(NewUsage {
+            request_id: format!("req-{hold_id}"),
+            model: "gpt".into(),
+            provider: "openai",
+            upstream_model: "gpt-4o-mini".into(),
+            input_tokens: 10,
+            cached_input_tokens: 0,
+            output_tokens: charged as u64,
+            cost: charged,
+            hold_id: Some(hold_id),
+            status: "ok",
+            estimated: false,
+            stream: false,
+            latency_ms: 1,
+            ttft_ms: None,
+        }),
+    }
+}
+
+async fn balance_and_held(db: &Db, t: Target) -> (i64, i64) {
+    let b = ledger::balances(db, t).await.unwrap();
+    (b.balance, b.held)
+}
+
+async fn assert_ledger_verifies(db: &Db) {
+    let (checked, mismatches) = ledger::verify(db).await.unwrap();
+    assert!(checked > 0);
+    assert!(mismatches.is_empty(), "{mismatches:?}");
+}
+
+#[tokio::test]
+async fn a_batch_of_holds_and_charges_for_several_users_and_apps_keeps_the_ledger_exact() {
+    let app = spawn_app().await;
+    let mut users = Vec::new();
+    for (slug, user) in [
+        ("one", "alice"),
+        ("one", "bob"),
+        ("two", "alice"),
+        ("two", "carol"),
+    ] {
+        users.push(funded(&app, slug, user, 100 * CREDIT).await);
+    }
+    let batcher = Batcher::start(app.db.clone());
+
+    // Five holds of 10 credits per user, interleaved, in one batch.
+    let holds: Vec<(Target, CallHold)> = (0..5)
+        .flat_map(|i| {
+            users
+                .iter()
+                .map(move |t| (*t, hold(*t, 10 * CREDIT, &format!("r{i}"))))
+        })
+        .collect();
+    let held = join_all(holds.into_iter().map(|(t, h)| {
+        let batcher = &batcher;
+        async move { (t, batcher.reserve(h).await.unwrap()) }
+    }))
+    .await;
+    for t in &users {
+        assert_eq!(
+            balance_and_held(&app.db, *t).await,
+            (100 * CREDIT, 50 * CREDIT)
+        );
+    }
+
+    // Each hold charged a different amount, one released (charged 0), in one batch.
+    let closes = held.iter().enumerate().map(|(i, (t, id))| {
+        let batcher = &batcher;
+        let charged = (i as i64 % 5) * CREDIT;
+        async move { batcher.close(charge(*t, *id, charged)).await.unwrap() }
+    });
+    join_all(closes).await;
+    let mut expected: std::collections::HashMap<i64, i64> = Default::default();
+    for (i, (t, _)) in held.iter().enumerate() {
+        *expected.entry(t.user_id).or_default() += (i as i64 % 5) * CREDIT;
+    }
+    for t in &users {
+        let spent = expected[&t.user_id];
+        assert_eq!(
+            balance_and_held(&app.db, *t).await,
+            (100 * CREDIT - spent, 0)
+        );
+        let records = usage::list(&app.db, *t, None, 100).await.unwrap();
+        assert_eq!(records.len(), 5, "one usage record per call");
+        assert_eq!(records.iter().map(|r| r.cost_micros).sum::<i64>(), spent);
+    }
+    let entries = ledger::entries(&app.db, users[0], None, 100).await.unwrap();
+    let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "hold").count(), 5);
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "settle" || **k == "release")
+            .count(),
+        5
+    );
+    assert_ledger_verifies(&app.db).await;
+}
+
+#[tokio::test]
+async fn holds_in_one_batch_are_checked_against_the_balance_in_arrival_order() {
+    let app = spawn_app().await;
+    let t = funded(&app, "shop", "alice", 100 * CREDIT).await;
+    let batcher = Batcher::start(app.db.clone());
+    let answers =
+        join_all((0..12).map(|i| batcher.reserve(hold(t, 10 * CREDIT, &format!("r{i}"))))).await;
+    for (i, answer) in answers.iter().enumerate() {
+        match (i < 10, answer) {
+            (true, Ok(_)) => {}
+            (false, Err(LedgerError::Insufficient { available, needed })) => {
+                assert_eq!((*available, *needed), (0, 10 * CREDIT));
+            }
+            other => panic!("hold {i}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        balance_and_held(&app.db, t).await,
+        (100 * CREDIT, 100 * CREDIT)
+    );
+    assert_ledger_verifies(&app.db).await;
+}
+
+#[tokio::test]
+async fn a_charge_on_a_hold_released_meanwhile_is_a_conflict_and_changes_nothing() {
+    let app = spawn_app().await;
+    let t = funded(&app, "shop", "alice", 100 * CREDIT).await;
+    let batcher = Batcher::start(app.db.clone());
+    let id = batcher.reserve(hold(t, 10 * CREDIT, "r")).await.unwrap();
+    ledger::release(&app.db, t.app_id, id, Some("the expiry job"))
+        .await
+        .unwrap();
+    let late = batcher.close(charge(t, id, 4 * CREDIT)).await;
+    assert!(matches!(late, Err(LedgerError::Conflict(_))), "{late:?}");
+    assert_eq!(balance_and_held(&app.db, t).await, (100 * CREDIT, 0));
+    assert!(usage::list(&app.db, t, None, 10).await.unwrap().is_empty());
+    assert_ledger_verifies(&app.db).await;
+}
+
+#[tokio::test]
+async fn a_batch_that_fails_is_written_call_by_call_and_only_the_bad_call_fails() {
+    let app = spawn_app().await;
+    let t = funded(&app, "shop", "alice", 100 * CREDIT).await;
+    // No such user: its account row breaks a foreign key, and with it the whole batch.
+    let ghost = Target {
+        app_id: t.app_id,
+        user_id: t.user_id + 1000,
+    };
+    let batcher = Batcher::start(app.db.clone());
+    let answers = join_all([
+        batcher.reserve(hold(t, 10 * CREDIT, "a")),
+        batcher.reserve(hold(ghost, 10 * CREDIT, "ghost")),
+        batcher.reserve(hold(t, 20 * CREDIT, "b")),
+    ])
+    .await;
+    assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
+    assert!(matches!(answers[1], Err(LedgerError::Db(_))), "{answers:?}");
+    assert_eq!(
+        balance_and_held(&app.db, t).await,
+        (100 * CREDIT, 30 * CREDIT)
+    );
+    let (a, b) = (answers[0].as_ref().unwrap(), answers[2].as_ref().unwrap());
+    join_all([
+        batcher.close(charge(t, *a, 10 * CREDIT)),
+        batcher.close(charge(t, *b, 5 * CREDIT)),
+    ])
+    .await
+    .into_iter()
+    .for_each(|r| r.unwrap());
+    assert_eq!(balance_and_held(&app.db, t).await, (85 * CREDIT, 0));
+    assert_ledger_verifies(&app.db).await;
+}
