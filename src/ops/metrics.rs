@@ -29,6 +29,11 @@ pub fn handle() -> PrometheusHandle {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .expect("latency buckets are non-empty")
+                .set_buckets_for_metric(
+                    Matcher::Full(crate::store::ledger::metrics::BATCH_CALLS.into()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+                )
+                .expect("batch buckets are non-empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
             describe();

@@ -136,7 +136,10 @@ async fn write_batches(db: Db, mut rx: mpsc::Receiver<Op>) {
 
 /// Writes one batch and answers its callers.
 async fn commit(db: &Db, ops: Vec<Op>) {
-    let outcomes = match write(db, &ops).await {
+    let started = std::time::Instant::now();
+    let written = write(db, &ops).await;
+    metrics::batch(ops.len(), started.elapsed(), written.is_err());
+    let outcomes = match written {
         Ok(outcomes) => outcomes,
         Err(e) => {
             tracing::warn!(error = %e, calls = ops.len(), "a ledger batch failed; writing its calls one by one");

@@ -5,6 +5,9 @@ pub const MICROS: &str = "tollgate_ledger_micros_total";
 pub const REFUSED: &str = "tollgate_ledger_insufficient_total";
 pub const QUOTA_REFUSED: &str = "tollgate_quota_exceeded_total";
 pub const IDEMPOTENCY: &str = "tollgate_idempotency_requests_total";
+pub const BATCH_CALLS: &str = "tollgate_ledger_batch_calls";
+pub const BATCH_SECONDS: &str = "tollgate_ledger_batch_duration_seconds";
+pub const BATCH_FAILED: &str = "tollgate_ledger_batch_failures_total";
 
 /// Registers the help texts (called once with the recorder).
 pub fn describe() {
@@ -21,6 +24,18 @@ pub fn describe() {
         QUOTA_REFUSED,
         "Requests refused by a plan quota, by metric."
     );
+    metrics::describe_histogram!(
+        BATCH_CALLS,
+        "AI calls' ledger writes (holds and charges) per group-committed transaction."
+    );
+    metrics::describe_histogram!(
+        BATCH_SECONDS,
+        "Time to write one batch of AI calls' ledger writes, commit included."
+    );
+    metrics::describe_counter!(
+        BATCH_FAILED,
+        "Batches rolled back and written call by call instead."
+    );
     metrics::describe_counter!(
         IDEMPOTENCY,
         "Requests with an Idempotency-Key, by outcome (fresh, replayed, in_flight, mismatch)."
@@ -34,4 +49,13 @@ pub(super) fn entry(kind: &'static str, amount: i64) {
 
 pub(super) fn refused(operation: &'static str) {
     metrics::counter!(REFUSED, "operation" => operation).increment(1);
+}
+
+/// One batch of the call path's writer: its size, how long it took, whether it failed.
+pub(super) fn batch(calls: usize, took: std::time::Duration, failed: bool) {
+    metrics::histogram!(BATCH_CALLS).record(calls as f64);
+    metrics::histogram!(BATCH_SECONDS).record(took.as_secs_f64());
+    if failed {
+        metrics::counter!(BATCH_FAILED).increment(1);
+    }
 }
