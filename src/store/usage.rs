@@ -65,11 +65,11 @@ pub async fn insert_tx(tx: &mut Tx, rows: &[(Target, &NewUsage)]) -> Result<(), 
         "INSERT INTO usage_records (app_id, user_id, request_id, model, provider, upstream_model, \
          input_tokens, cached_input_tokens, output_tokens, cost, hold_id, status, estimated, \
          stream, latency_ms, ttft_ms, created_at) VALUES {}",
-        crate::store::values_placeholders(rows.len(), INSERT_COLUMNS)
+        crate::store::values_placeholders(1, rows.len(), INSERT_COLUMNS)
     );
     let now = now_ms();
     tx_run!(tx, c => {
-        let keep = crate::store::ledger::keep_prepared(rows.len());
+        let keep = crate::store::keep_prepared(rows.len());
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(keep);
         for (t, u) in rows {
             q = q.bind(t.app_id).bind(t.user_id).bind(&u.request_id).bind(&u.model)

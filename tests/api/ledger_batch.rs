@@ -231,3 +231,24 @@ async fn a_batch_that_fails_is_written_call_by_call_and_only_the_bad_call_fails(
     assert_eq!(balance_and_held(&app.db, t).await, (85 * CREDIT, 0));
     assert_ledger_verifies(&app.db).await;
 }
+
+#[tokio::test]
+async fn a_hold_closed_twice_in_one_batch_is_charged_once() {
+    let app = spawn_app().await;
+    let t = funded(&app, "shop", "alice", 100 * CREDIT).await;
+    let batcher = Batcher::start(app.db.clone());
+    let id = batcher.reserve(hold(t, 10 * CREDIT, "r")).await.unwrap();
+    let answers = join_all([
+        batcher.close(charge(t, id, 4 * CREDIT)),
+        batcher.close(charge(t, id, 6 * CREDIT)),
+    ])
+    .await;
+    assert!(answers[0].is_ok(), "{answers:?}");
+    assert!(
+        matches!(answers[1], Err(LedgerError::Conflict(_))),
+        "{answers:?}"
+    );
+    assert_eq!(balance_and_held(&app.db, t).await, (96 * CREDIT, 0));
+    assert_eq!(usage::list(&app.db, t, None, 10).await.unwrap().len(), 1);
+    assert_ledger_verifies(&app.db).await;
+}

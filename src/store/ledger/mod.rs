@@ -15,7 +15,6 @@ mod period;
 mod read;
 mod snapshot;
 
-pub(crate) use batch::keep_prepared;
 pub use batch::{Batcher, CallClose, CallHold};
 pub use clawback::{Clawback, Refunded, claw_back};
 pub use holds::{
@@ -264,18 +263,24 @@ async fn finish<T>(
 }
 
 /// Takes `amount` from the buckets, soonest-expiring first (never-expiring last). Stops when
-/// they are empty: what is left is overdraft, owed and paid back by the next credit.
-async fn consume(tx: &mut Tx, t: Target, amount: i64) -> Result<(), sqlx::Error> {
+/// they are empty: what is left is overdraft, owed and paid back by the next credit. Returns
+/// whether a bucket it read is past its expiry (false: none is, as it reads soonest first).
+async fn consume(tx: &mut Tx, t: Target, amount: i64) -> Result<bool, sqlx::Error> {
     let mut left = amount;
+    let mut due = false;
+    let now = now_ms();
     while left > 0 {
-        let buckets: Vec<(i64, i64)> = tx_run!(&mut *tx, c => sqlx::query_as(
-            "SELECT id, remaining FROM credit_grants WHERE user_id = $1 AND app_id = $2 \
+        let buckets: Vec<(i64, i64, Option<i64>)> = tx_run!(&mut *tx, c => sqlx::query_as(
+            "SELECT id, remaining, expires_at FROM credit_grants WHERE user_id = $1 AND app_id = $2 \
              AND remaining > 0 ORDER BY expires_at IS NULL, expires_at, id LIMIT 100")
             .bind(t.user_id).bind(t.app_id).fetch_all(&mut **c).await)?;
         if buckets.is_empty() {
             break;
         }
-        for (id, remaining) in buckets {
+        due |= buckets
+            .iter()
+            .any(|(_, _, at)| at.is_some_and(|at| at <= now));
+        for (id, remaining, _) in buckets {
             let take = remaining.min(left);
             tx_run!(&mut *tx, c => sqlx::query(
                 "UPDATE credit_grants SET remaining = remaining - $1 WHERE id = $2")
@@ -286,7 +291,7 @@ async fn consume(tx: &mut Tx, t: Target, amount: i64) -> Result<(), sqlx::Error>
             }
         }
     }
-    Ok(())
+    Ok(due)
 }
 
 /// Removes what is left of expired buckets with `expire` entries — except the part open holds

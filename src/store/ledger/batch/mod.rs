@@ -15,14 +15,13 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+mod write;
+
 use super::holds::{self, Resolution};
-use super::{
-    Account, INSERT_ENTRIES, LedgerError, Note, Target, consume, expire_due, lock, metrics, save,
-};
-use crate::store::scope::{self, Scope};
-use crate::store::usage::{self, NewUsage};
-use crate::store::{Db, Tx, now_ms, values_placeholders};
-use crate::tx_run;
+use super::{LedgerError, Note, Target, metrics};
+use crate::store::Db;
+use crate::store::usage::NewUsage;
+use write::write;
 
 /// The most calls one transaction writes.
 const MAX_BATCH: usize = 256;
@@ -74,7 +73,7 @@ impl Op {
 
 /// What a batch did with one call's write.
 #[derive(Debug, Clone, Copy)]
-enum Outcome {
+pub(super) enum Outcome {
     Held(i64),
     Insufficient {
         available: i64,
@@ -209,172 +208,4 @@ async fn release_orphan(db: &Db, t: Target, hold_id: i64) {
     if let Err(e) = super::release(db, t.app_id, hold_id, why).await {
         tracing::warn!(hold_id, error = %e, "releasing an orphaned hold failed; the expiry job will");
     }
-}
-
-/// An entry the batch appends (holds and their settlements: no grant, no source).
-struct BatchEntry {
-    t: Target,
-    kind: &'static str,
-    amount: i64,
-    held: i64,
-    balance_after: i64,
-    hold_id: i64,
-    reason: &'static str,
-    reference: Option<String>,
-    key: Option<String>,
-}
-
-/// The batch in one transaction: each user's account locked once, their writes applied in
-/// arrival order against it, then saved.
-async fn write(db: &Db, ops: &[Op]) -> Result<Vec<Outcome>, LedgerError> {
-    let mut tx = db.begin().await?;
-    let mut outcomes = vec![Outcome::Retry; ops.len()];
-    let mut users: Vec<Target> = Vec::new();
-    for op in ops {
-        if !users.contains(&op.target()) {
-            users.push(op.target());
-        }
-    }
-    let mut usages: Vec<(Target, &NewUsage)> = Vec::new();
-    let mut scoped = None;
-    for t in users {
-        if scoped != Some(t.app_id) {
-            scope::apply_tx(&mut tx, Scope::App(t.app_id)).await?;
-            scoped = Some(t.app_id);
-        }
-        let mine = || {
-            ops.iter()
-                .enumerate()
-                .filter(move |(_, op)| op.target() == t)
-        };
-        let mut account = lock(&mut tx, t).await?;
-        if mine().any(|(_, op)| matches!(op, Op::Reserve(..))) {
-            expire_due(&mut tx, t, &mut account).await?;
-        }
-        let mut entries = Vec::new();
-        let mut charged = 0;
-        for (i, op) in mine() {
-            outcomes[i] = match op {
-                Op::Reserve(r, _) => hold_one(&mut tx, &mut account, r, &mut entries).await?,
-                Op::Close(close, _) => {
-                    let closed = close_one(&mut tx, &mut account, close, &mut entries).await?;
-                    if matches!(closed, Outcome::Closed) {
-                        charged += close.charged;
-                        usages.extend(close.usage.as_ref().map(|u| (t, u)));
-                    }
-                    closed
-                }
-            };
-        }
-        consume(&mut tx, t, charged).await?;
-        append_many(&mut tx, &entries).await?;
-        if mine().any(|(_, op)| matches!(op, Op::Close(..))) {
-            // What the closed holds covered of expired buckets can expire now.
-            expire_due(&mut tx, t, &mut account).await?;
-        }
-        save(&mut tx, t, account).await?;
-    }
-    usage::insert_tx(&mut tx, &usages).await?;
-    tx.commit().await?;
-    Ok(outcomes)
-}
-
-/// One reserve: checked against the account as the batch left it so far.
-async fn hold_one(
-    tx: &mut Tx,
-    account: &mut Account,
-    h: &CallHold,
-    entries: &mut Vec<BatchEntry>,
-) -> Result<Outcome, sqlx::Error> {
-    let available = account.balance - account.held;
-    if available - h.amount < -h.overdraft {
-        metrics::refused("hold");
-        return Ok(Outcome::Insufficient {
-            available,
-            needed: h.amount,
-        });
-    }
-    let t = h.t;
-    let id: i64 = tx_run!(&mut *tx, c => sqlx::query_scalar(
-        "INSERT INTO credit_holds (app_id, user_id, amount, state, reference, expires_at, created_at) \
-         VALUES ($1, $2, $3, 'open', $4, $5, $6) RETURNING id")
-        .bind(t.app_id).bind(t.user_id).bind(h.amount).bind(&h.reference)
-        .bind(h.expires_at).bind(now_ms()).fetch_one(&mut **c).await)?;
-    account.held += h.amount;
-    entries.push(BatchEntry {
-        t,
-        kind: "hold",
-        amount: 0,
-        held: h.amount,
-        balance_after: account.balance,
-        hold_id: id,
-        reason: HOLD_REASON,
-        reference: Some(h.reference.clone()),
-        key: None,
-    });
-    Ok(Outcome::Held(id))
-}
-
-/// One settlement: the hold moves from open to settled/released in one conditional update.
-async fn close_one(
-    tx: &mut Tx,
-    account: &mut Account,
-    c: &CallClose,
-    entries: &mut Vec<BatchEntry>,
-) -> Result<Outcome, sqlx::Error> {
-    let state = if c.charged > 0 { "settled" } else { "released" };
-    let closed: Option<(i64, Option<String>)> = tx_run!(&mut *tx, x => sqlx::query_as(
-        "UPDATE credit_holds SET state = $1, charged = $2, resolved_at = $3 \
-         WHERE app_id = $4 AND id = $5 AND user_id = $6 AND state = 'open' AND $2 <= amount \
-         RETURNING amount, reference")
-        .bind(state).bind(c.charged).bind(now_ms()).bind(c.t.app_id).bind(c.hold_id)
-        .bind(c.t.user_id).fetch_optional(&mut **x).await)?;
-    let Some((amount, reference)) = closed else {
-        return Ok(Outcome::Retry);
-    };
-    account.held -= amount;
-    account.balance -= c.charged;
-    entries.push(BatchEntry {
-        t: c.t,
-        kind: if c.charged > 0 { "settle" } else { "release" },
-        amount: -c.charged,
-        held: -amount,
-        balance_after: account.balance,
-        hold_id: c.hold_id,
-        reason: c.reason,
-        reference,
-        key: Some(format!("hold:{}:close", c.hold_id)),
-    });
-    Ok(Outcome::Closed)
-}
-
-/// Whether a multi-row statement of `rows` rows stays prepared in the connection's cache: the
-/// small ones recur; the large ones, one per batch size, would fill it with big statements.
-pub(crate) fn keep_prepared(rows: usize) -> bool {
-    rows <= 8
-}
-
-/// Appends the entries in one statement.
-async fn append_many(tx: &mut Tx, entries: &[BatchEntry]) -> Result<(), sqlx::Error> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "{INSERT_ENTRIES} {}",
-        values_placeholders(entries.len(), 13)
-    );
-    let now = now_ms();
-    tx_run!(tx, c => {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(keep_prepared(entries.len()));
-        for e in entries {
-            q = q.bind(e.t.app_id).bind(e.t.user_id).bind(e.kind).bind(e.amount).bind(e.held)
-                .bind(e.balance_after).bind(None::<i64>).bind(e.hold_id).bind(None::<&str>)
-                .bind(e.reason).bind(e.reference.as_deref()).bind(e.key.as_deref()).bind(now);
-        }
-        q.execute(&mut **c).await.map(|_| ())
-    })?;
-    for e in entries {
-        metrics::entry(e.kind, e.amount);
-    }
-    Ok(())
 }
