@@ -56,6 +56,10 @@ pub enum Error {
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// An AI call was priced on a plan the user left meanwhile (retried once before a client
+    /// sees it).
+    #[error("the user's plan changed while the call was being prepared; retry")]
+    PlanChanged,
     /// The body exceeds the configured limit.
     #[error("the request body is larger than this server accepts (http.body_limit_bytes)")]
     PayloadTooLarge,
@@ -111,6 +115,7 @@ impl From<crate::store::ledger::LedgerError> for Error {
             },
             L::NotFound(m) => Error::NotFound(m),
             L::Conflict(m) => Error::Conflict(m),
+            L::PlanChanged => Error::PlanChanged,
             L::Db(e) => Error::Internal(e.into()),
         }
     }
@@ -152,7 +157,7 @@ impl Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Conflict(_) | Error::PlanChanged => StatusCode::CONFLICT,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::UpgradeRequired { .. } => StatusCode::UPGRADE_REQUIRED,
@@ -174,7 +179,7 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not-found",
             Error::MethodNotAllowed => "method-not-allowed",
-            Error::Conflict(_) => "conflict",
+            Error::Conflict(_) | Error::PlanChanged => "conflict",
             Error::PayloadTooLarge => "payload-too-large",
             Error::RateLimited { .. } => "rate-limited",
             Error::UpgradeRequired { .. } => "upgrade-required",

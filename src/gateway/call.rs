@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::domain::plans::Plan;
 use crate::domain::pricing::{Conversion, Tokens};
 use crate::error::{Error, Result};
-use crate::store::ledger::{self, CallClose, CallHold, Target};
+use crate::store::ledger::{self, CallClose, CallHold, PlanColumns, Target};
 use crate::store::usage::NewUsage;
 use crate::store::{Db, now_ms};
 
@@ -91,6 +91,7 @@ impl Meter {
         amount: i64,
         slot: Slot,
         tokens: TokenWindows,
+        priced_on: Option<PlanColumns>,
     ) -> Result<Meter> {
         let request_id = crate::http::request_id::current().unwrap_or_default();
         let expires = now_ms() + config.ledger.hold_timeout_secs as i64 * 1000;
@@ -101,6 +102,7 @@ impl Meter {
                 overdraft: plan.overdraft.0,
                 expires_at: expires,
                 reference: request_id.clone(),
+                plan: priced_on,
             })
             .await?;
         Ok(Meter {

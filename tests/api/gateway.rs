@@ -11,6 +11,7 @@ use tollgate::config::{AppConfig, Config, ModelConfig};
 use tollgate::domain::money::Micros;
 use tollgate::domain::pricing::Price;
 use tollgate::store::identity;
+use tollgate::store::ledger::{self, Target, UserPlan};
 
 use crate::fake_openai::{self, API_KEY, FakeOpenAi};
 use crate::helpers::{TestApp, problem, spawn_app_with};
@@ -406,6 +407,47 @@ async fn a_retry_with_the_same_idempotency_key_replays_without_a_second_call_or_
     assert_eq!(again.text().await.unwrap(), first_body);
     assert_eq!(fake.received().len(), 1);
     assert_eq!(balance(&app, &key).await, start - GPT_CALL);
+}
+
+#[tokio::test]
+async fn a_plan_changed_by_another_process_applies_to_the_next_call() {
+    let (app, _fake) = gateway_app_with(|c| {
+        c.apps = vec![
+            serde_json::from_value(json!({
+                "slug": "ai", "credit_usd": "0.01", "markup": "1.3", "default_plan": "free",
+                "plans": [
+                    { "id": "free", "name": "Free", "credits": "10", "models": ["gpt"] },
+                    { "id": "basic", "name": "Basic", "credits": "10", "models": ["secret"] }
+                ]
+            }))
+            .unwrap(),
+        ];
+    })
+    .await;
+    let key = app.user_key("ai", "alice").await;
+    assert_eq!(chat(&app, &key, hello("gpt")).await.status(), 200);
+    // As the worker applying a store's webhook would: the serving process is not told.
+    let a = identity::app_by_slug(&app.db, "ai").await.unwrap().unwrap();
+    let (alice, _) = identity::find_or_create_user(&app.db, a.id, "alice")
+        .await
+        .unwrap();
+    let t = Target {
+        app_id: a.id,
+        user_id: alice.id,
+    };
+    let basic = UserPlan {
+        plan_id: Some("basic".into()),
+        ..UserPlan::default()
+    };
+    assert!(ledger::set_plan(&app.db, t, &basic, None).await.unwrap());
+    problem(chat(&app, &key, hello("gpt")).await, 403).await;
+    assert_eq!(
+        usage(&app, &key).await.len(),
+        1,
+        "the refused call was not charged"
+    );
+    assert_eq!(chat(&app, &key, hello("secret")).await.status(), 200);
+    assert_eq!(usage(&app, &key).await.len(), 2);
 }
 
 #[tokio::test]

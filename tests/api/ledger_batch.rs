@@ -52,6 +52,7 @@ fn hold(t: Target, amount: i64, reference: &str) -> CallHold {
         overdraft: 0,
         expires_at: now_ms() + 60_000,
         reference: reference.to_string(),
+        plan: None,
     }
 }
 
@@ -250,5 +251,28 @@ async fn a_hold_closed_twice_in_one_batch_is_charged_once() {
     );
     assert_eq!(balance_and_held(&app.db, t).await, (96 * CREDIT, 0));
     assert_eq!(usage::list(&app.db, t, None, 10).await.unwrap().len(), 1);
+    assert_ledger_verifies(&app.db).await;
+}
+
+#[tokio::test]
+async fn a_hold_priced_on_a_plan_the_user_left_is_refused_and_writes_nothing() {
+    let app = spawn_app().await;
+    let t = funded(&app, "shop", "alice", 100 * CREDIT).await;
+    let batcher = Batcher::start(app.db.clone());
+    let now = ledger::plan_columns(&app.db, t).await.unwrap();
+    let mut stale = hold(t, 10 * CREDIT, "stale");
+    stale.plan = Some((Some("gone".into()), None, None, None));
+    let mut current = hold(t, 10 * CREDIT, "current");
+    current.plan = now;
+    let answers = join_all([batcher.reserve(stale), batcher.reserve(current)]).await;
+    assert!(
+        matches!(answers[0], Err(LedgerError::PlanChanged)),
+        "{answers:?}"
+    );
+    assert!(answers[1].is_ok(), "{answers:?}");
+    assert_eq!(
+        balance_and_held(&app.db, t).await,
+        (100 * CREDIT, 10 * CREDIT)
+    );
     assert_ledger_verifies(&app.db).await;
 }

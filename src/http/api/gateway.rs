@@ -205,11 +205,53 @@ async fn serve_call(
     body_len: usize,
     anthropic_headers: &[(HeaderName, HeaderValue)],
 ) -> Result<Response> {
+    let call = Incoming {
+        format,
+        map,
+        request,
+        body_len,
+        anthropic_headers,
+    };
+    // Priced on this process's last reading of the user's plan; the hold checks it against the
+    // database, and a call priced on a plan the user has left is priced again, once, on a
+    // fresh reading.
+    match serve_priced(state, auth, &call, false).await {
+        Err(Error::PlanChanged) => serve_priced(state, auth, &call, true).await,
+        other => other,
+    }
+}
+
+/// A call as the client sent it.
+struct Incoming<'a> {
+    format: Format,
+    map: &'a Map<String, Value>,
+    request: &'a ChatRequest,
+    body_len: usize,
+    anthropic_headers: &'a [(HeaderName, HeaderValue)],
+}
+
+async fn serve_priced(
+    state: &AppState,
+    auth: &UserAuth,
+    call: &Incoming<'_>,
+    fresh_plan: bool,
+) -> Result<Response> {
+    let Incoming {
+        format,
+        map,
+        request,
+        body_len,
+        anthropic_headers,
+    } = *call;
     let t = auth.target();
     let config = &state.config;
-    let granted = &state.upstream.ledger.granted;
-    let (user, plan) = ledger::refresh_for_charge(&state.db, t, &auth.billing, granted).await?;
-    let resolved = models::resolve(config, &plan, &request.model, format)?;
+    let priced = state
+        .upstream
+        .ledger
+        .plan(t, &auth.billing, fresh_plan)
+        .await?;
+    let (user, plan) = (&priced.user, &priced.plan);
+    let resolved = models::resolve(config, plan, &request.model, format)?;
     // Each route's body, translated where needed, before anything is charged. The first
     // model's untranslatable fields are the client's to fix; a fallback that cannot take the
     // request is skipped.
@@ -228,12 +270,13 @@ async fn serve_call(
             }
         }
     }
-    let counted = consume_quota(&state.db, t, &user, &plan, REQUESTS_METRIC, 1, now_ms()).await?;
+    let counted = consume_quota(&state.db, t, user, plan, REQUESTS_METRIC, 1, now_ms()).await?;
     let started = start_call(
         state,
         auth,
         t,
-        &plan,
+        plan,
+        priced.columns.clone(),
         request,
         format,
         &routes,
@@ -277,6 +320,7 @@ async fn start_call(
     auth: &UserAuth,
     t: Target,
     plan: &crate::domain::plans::Plan,
+    priced_on: Option<ledger::PlanColumns>,
     request: &ChatRequest,
     format: Format,
     routes: &[crate::gateway::models::Route],
@@ -318,6 +362,7 @@ async fn start_call(
         amount,
         slot,
         state.upstream.tokens.clone(),
+        priced_on,
     )
     .await?;
     let outgoing = Outgoing {

@@ -21,8 +21,8 @@ pub use holds::{
     HoldRow, Resolution, close_call, expire_holds, record_usage, release, reserve, settle,
 };
 pub use period::{
-    GrantedKeys, UserPlan, existing_keys, grant_period_credits, period_key, refresh,
-    refresh_for_charge, set_plan, user_plan, users_page,
+    CallPlan, GrantedKeys, PlanCache, PlanColumns, UserPlan, existing_keys, grant_period_credits,
+    period_key, plan_columns, refresh, refresh_for_charge, set_plan, user_plan, users_page,
 };
 pub use read::{Balances, Bucket, Mismatch, balances, entries, has_expired_grants, verify};
 pub use snapshot::{Snapshot, snapshot};
@@ -62,6 +62,9 @@ pub enum LedgerError {
     /// The write contradicts the ledger's state (a hold already resolved another way, …).
     #[error("{0}")]
     Conflict(String),
+    /// An AI call's hold was priced on plan columns the user no longer has.
+    #[error("the user's plan changed while the call was being prepared")]
+    PlanChanged,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }

@@ -23,7 +23,7 @@ pub struct UserPlan {
 pub(crate) const PLAN_COLUMNS: &str = "plan_id, period_start, period_end, plan_until";
 
 /// Those columns as read.
-pub(crate) type PlanColumns = (Option<String>, Option<i64>, Option<i64>, Option<i64>);
+pub type PlanColumns = (Option<String>, Option<i64>, Option<i64>, Option<i64>);
 
 impl UserPlan {
     /// The plan the stored columns give at `now`: the default plan (and no billing period) once
@@ -49,12 +49,16 @@ impl UserPlan {
 }
 
 pub async fn user_plan(db: &Db, t: Target) -> Result<UserPlan, sqlx::Error> {
-    let sql = format!("SELECT {PLAN_COLUMNS} FROM users WHERE app_id = $1 AND id = $2");
-    let row: Option<PlanColumns> = scoped_run!(db, Scope::App(t.app_id), c => sqlx::query_as(
-        sqlx::AssertSqlSafe(sql.clone()))
-        .bind(t.app_id).bind(t.user_id).fetch_optional(c).await)?;
+    let row = plan_columns(db, t).await?;
     let now = now_ms();
     Ok(row.map(|r| UserPlan::read(r, now)).unwrap_or_default())
+}
+
+/// The user's plan columns as stored (`None`: no such user).
+pub async fn plan_columns(db: &Db, t: Target) -> Result<Option<PlanColumns>, sqlx::Error> {
+    let sql = format!("SELECT {PLAN_COLUMNS} FROM users WHERE app_id = $1 AND id = $2");
+    scoped_run!(db, Scope::App(t.app_id), c => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+        .bind(t.app_id).bind(t.user_id).fetch_optional(c).await)
 }
 
 /// Puts a user on a plan (`None`: the default), with an optional billing period, and writes
@@ -167,8 +171,8 @@ pub async fn refresh(
 #[derive(Debug, Default)]
 pub struct GrantedKeys(std::sync::Mutex<std::collections::HashSet<String>>);
 
-/// Beyond this many keys the set starts over (bounded memory; a miss costs one read).
-const GRANTED_KEYS_MAX: usize = 100_000;
+/// Beyond this many entries a cache starts over (bounded memory; a miss costs one read).
+const CACHE_MAX: usize = 100_000;
 
 impl GrantedKeys {
     fn contains(&self, key: &str) -> bool {
@@ -177,32 +181,81 @@ impl GrantedKeys {
 
     fn insert(&self, key: String) {
         let mut keys = self.0.lock().expect("granted keys");
-        if keys.len() >= GRANTED_KEYS_MAX {
+        if keys.len() >= CACHE_MAX {
             keys.clear();
         }
         keys.insert(key);
     }
 }
 
-/// [`refresh`] for a charge that expires buckets itself (an AI call's hold does, under the
-/// account lock): reads the user's plan and grants this period's credits unless `seen` knows
-/// them granted.
+/// Each user's plan columns as this process last read them, for the AI call path. A call priced
+/// on them carries them to its hold, and the hold's batch refuses it if the database says
+/// otherwise ([`super::LedgerError::PlanChanged`]): a plan change is never missed, and the
+/// call path reads no user row while nothing changes.
+#[derive(Debug, Default)]
+pub struct PlanCache(std::sync::Mutex<std::collections::HashMap<(i64, i64), PlanColumns>>);
+
+impl PlanCache {
+    fn get(&self, t: Target) -> Option<PlanColumns> {
+        let plans = self.0.lock().expect("plan cache");
+        plans.get(&(t.app_id, t.user_id)).cloned()
+    }
+
+    fn put(&self, t: Target, columns: PlanColumns) {
+        let mut plans = self.0.lock().expect("plan cache");
+        if plans.len() >= CACHE_MAX {
+            plans.clear();
+        }
+        plans.insert((t.app_id, t.user_id), columns);
+    }
+}
+
+/// What an AI call is priced on: the user's plan, and the columns it was read from.
+pub struct CallPlan {
+    pub user: UserPlan,
+    pub plan: Plan,
+    /// `None`: no such user row (nothing to check at the hold).
+    pub columns: Option<PlanColumns>,
+}
+
+/// [`refresh`] for an AI call, whose hold expires buckets itself under the account lock: the
+/// user's plan (from `plans` unless `fresh`), and this period's credits granted unless `seen`
+/// knows them granted.
 pub async fn refresh_for_charge(
     db: &Db,
     t: Target,
     billing: &BillingSettings,
-    seen: &GrantedKeys,
-) -> Result<(UserPlan, Plan), LedgerError> {
-    let user = user_plan(db, t).await?;
+    (seen, plans): (&GrantedKeys, &PlanCache),
+    fresh: bool,
+) -> Result<CallPlan, LedgerError> {
+    let columns = match plans.get(t).filter(|_| !fresh) {
+        Some(c) => Some(c),
+        None => {
+            let read = plan_columns(db, t).await?;
+            if let Some(c) = &read {
+                plans.put(t, c.clone());
+            }
+            read
+        }
+    };
+    let now = now_ms();
+    let user = columns
+        .clone()
+        .map(|c| UserPlan::read(c, now))
+        .unwrap_or_default();
     let plan = billing.plan(user.plan_id.as_deref());
     if plan.credits.is_positive() {
-        let key = period_key(t, &plan.id, user.credit_period(now_ms()));
+        let key = period_key(t, &plan.id, user.credit_period(now));
         if !seen.contains(&key) {
             grant_period_credits(db, t, billing, &user, &plan).await?;
             seen.insert(key);
         }
     }
-    Ok((user, plan))
+    Ok(CallPlan {
+        user,
+        plan,
+        columns,
+    })
 }
 
 /// One grant per user, plan and period: an upgrade mid-period grants the new plan's credits

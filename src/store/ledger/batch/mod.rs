@@ -34,8 +34,9 @@ const HOLD_REASON: &str = "ai call";
 pub struct Batcher {
     db: Db,
     ops: mpsc::Sender<Op>,
-    /// Period credits known granted (see [`super::refresh_for_charge`]).
-    pub granted: std::sync::Arc<super::GrantedKeys>,
+    /// Period credits known granted and plans last read (see [`super::refresh_for_charge`]).
+    granted: std::sync::Arc<super::GrantedKeys>,
+    plans: std::sync::Arc<super::PlanCache>,
 }
 
 enum Op {
@@ -51,6 +52,9 @@ pub struct CallHold {
     pub expires_at: i64,
     /// The call's request id.
     pub reference: String,
+    /// The plan columns the call was priced on, checked against the user's row in the hold's
+    /// transaction (`None`: not checked).
+    pub plan: Option<super::period::PlanColumns>,
 }
 
 /// How a call's hold ends: settled at `charged` (released at 0), with the call's usage record.
@@ -79,6 +83,8 @@ pub(super) enum Outcome {
         available: i64,
         needed: i64,
     },
+    /// Priced on plan columns the user's row no longer has.
+    PlanChanged,
     Closed,
     /// Written alone after the batch: the batch failed, or the hold was not open (expired by
     /// the job meanwhile, or not this user's) and the ordinary close answers with the precise
@@ -95,10 +101,24 @@ impl Batcher {
             db,
             ops: tx,
             granted: Default::default(),
+            plans: Default::default(),
         }
     }
 
-    /// Reserves an AI call's hold: its id, or [`LedgerError::Insufficient`].
+    /// The plan an AI call is priced on: this process's last reading unless `fresh` (see
+    /// [`super::refresh_for_charge`]).
+    pub async fn plan(
+        &self,
+        t: Target,
+        billing: &crate::domain::plans::BillingSettings,
+        fresh: bool,
+    ) -> Result<super::CallPlan, LedgerError> {
+        let caches = (&*self.granted, &*self.plans);
+        super::refresh_for_charge(&self.db, t, billing, caches, fresh).await
+    }
+
+    /// Reserves an AI call's hold: its id, [`LedgerError::Insufficient`], or
+    /// [`LedgerError::PlanChanged`] when the plan it was priced on is not the user's any more.
     pub async fn reserve(&self, reserve: CallHold) -> Result<i64, LedgerError> {
         debug_assert!(reserve.amount > 0);
         let (reply, answer) = oneshot::channel();
@@ -153,6 +173,7 @@ async fn commit(db: &Db, ops: Vec<Op>) {
                     Outcome::Insufficient { available, needed } => {
                         Err(LedgerError::Insufficient { available, needed })
                     }
+                    Outcome::PlanChanged => Err(LedgerError::PlanChanged),
                     _ => alone_reserve(db, &r).await,
                 };
                 if let Err(Ok(id)) = reply.send(answer) {

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use super::{CallClose, CallHold, Op, Outcome};
+use crate::store::ledger::period::{PLAN_COLUMNS, PlanColumns};
 use crate::store::ledger::{
     INSERT_ENTRIES, LedgerError, Target, consume, expire_due, lock, metrics, save,
 };
@@ -59,6 +60,13 @@ pub(super) async fn write(db: &crate::store::Db, ops: &[Op]) -> Result<Vec<Outco
         let mut seen = std::collections::HashSet::new();
         closes.retain(|c| seen.insert(c.hold_id));
         let mut account = lock(&mut tx, t).await?;
+        let plan_now = match mine
+            .iter()
+            .any(|&i| matches!(&ops[i], Op::Reserve(r, _) if r.plan.is_some()))
+        {
+            true => plan_columns_in(&mut tx, t).await?,
+            false => None,
+        };
         if reserves {
             expire_due(&mut tx, t, &mut account).await?;
         }
@@ -70,6 +78,10 @@ pub(super) async fn write(db: &crate::store::Db, ops: &[Op]) -> Result<Vec<Outco
         for &i in &mine {
             match &ops[i] {
                 Op::Reserve(r, _) => {
+                    if r.plan.is_some() && r.plan != plan_now {
+                        outcomes[i] = Outcome::PlanChanged;
+                        continue;
+                    }
                     let available = account.balance - account.held;
                     if available - r.amount < -r.overdraft {
                         metrics::refused("hold");
@@ -122,6 +134,13 @@ pub(super) async fn write(db: &crate::store::Db, ops: &[Op]) -> Result<Vec<Outco
     usage::insert_tx(&mut tx, &usages).await?;
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// The user's plan columns, read in the batch's transaction.
+async fn plan_columns_in(tx: &mut Tx, t: Target) -> Result<Option<PlanColumns>, sqlx::Error> {
+    let sql = format!("SELECT {PLAN_COLUMNS} FROM users WHERE app_id = $1 AND id = $2");
+    tx_run!(&mut *tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(t.app_id).bind(t.user_id).fetch_optional(&mut **c).await)
 }
 
 fn hold_entry(r: &CallHold, balance_after: i64) -> BatchEntry {
