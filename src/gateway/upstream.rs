@@ -37,6 +37,10 @@ impl Upstream {
             .connect_timeout(config.gateway.connect_timeout())
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
+            // A provider answering with a redirect is an error, not a new address to send the
+            // key to; retries and fallbacks are this module's, counted and charged as such.
+            .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never())
             .build()
             .expect("the HTTP client builds");
         Upstream {
