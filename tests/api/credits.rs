@@ -126,7 +126,7 @@ async fn grant(db: &Db, t: Target, amount: i64, expires_at: Option<i64>, key: Op
         .unwrap()
 }
 
-async fn assert_ledger_verifies(db: &Db) {
+pub async fn assert_ledger_verifies(db: &Db) {
     let (checked, mismatches) = ledger::verify(db).await.unwrap();
     assert!(checked > 0);
     assert!(mismatches.is_empty(), "{mismatches:?}");

@@ -11,7 +11,7 @@ use tollgate::config::{AppConfig, Config, ModelConfig};
 use tollgate::domain::money::Micros;
 use tollgate::domain::pricing::Price;
 use tollgate::store::identity;
-use tollgate::store::ledger::{self, Target, UserPlan};
+use tollgate::store::ledger::{self, UserPlan};
 
 use crate::fake_openai::{self, API_KEY, FakeOpenAi};
 use crate::helpers::{TestApp, problem, spawn_app_with};
@@ -427,14 +427,7 @@ async fn a_plan_changed_by_another_process_applies_to_the_next_call() {
     let key = app.user_key("ai", "alice").await;
     assert_eq!(chat(&app, &key, hello("gpt")).await.status(), 200);
     // As the worker applying a store's webhook would: the serving process is not told.
-    let a = identity::app_by_slug(&app.db, "ai").await.unwrap().unwrap();
-    let (alice, _) = identity::find_or_create_user(&app.db, a.id, "alice")
-        .await
-        .unwrap();
-    let t = Target {
-        app_id: a.id,
-        user_id: alice.id,
-    };
+    let t = app.user_target("ai", "alice").await;
     let basic = UserPlan {
         plan_id: Some("basic".into()),
         ..UserPlan::default()

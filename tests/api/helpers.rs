@@ -10,6 +10,7 @@ use tollgate::config::Config;
 use tollgate::http::AppState;
 use tollgate::startup::{Application, Role, ServeOptions};
 use tollgate::store::Db;
+use tollgate::store::ledger::Target;
 
 /// Redis used by tests that configure one.
 pub fn redis_url() -> String {
@@ -231,10 +232,10 @@ impl TestApp {
             .expect("request sent")
     }
 
-    /// A user key for `external_id` in app `slug`, creating the app and the user if missing.
-    pub async fn user_key(&self, slug: &str, external_id: &str) -> String {
-        use tollgate::domain::identity::KeyKind;
-        use tollgate::store::identity::{self, KeySpec};
+    /// The ledger target of `external_id` in app `slug`, creating the app and the user if
+    /// missing.
+    pub async fn user_target(&self, slug: &str, external_id: &str) -> Target {
+        use tollgate::store::identity;
         let app = match identity::app_by_slug(&self.db, slug).await.unwrap() {
             Some(app) => app,
             None => identity::create_app(&self.db, slug, slug)
@@ -245,9 +246,20 @@ impl TestApp {
         let (user, _) = identity::find_or_create_user(&self.db, app.id, external_id)
             .await
             .unwrap();
+        Target {
+            app_id: app.id,
+            user_id: user.id,
+        }
+    }
+
+    /// A user key for `external_id` in app `slug`, creating the app and the user if missing.
+    pub async fn user_key(&self, slug: &str, external_id: &str) -> String {
+        use tollgate::domain::identity::KeyKind;
+        use tollgate::store::identity::{self, KeySpec};
+        let t = self.user_target(slug, external_id).await;
         let spec = KeySpec {
-            app_id: Some(app.id),
-            user_id: Some(user.id),
+            app_id: Some(t.app_id),
+            user_id: Some(t.user_id),
             ..Default::default()
         };
         identity::create_key(&self.db, KeyKind::User, &spec)

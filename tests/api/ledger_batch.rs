@@ -7,33 +7,20 @@
 //! runs, so the calls of one `join_all` are one batch.
 
 use futures_util::future::join_all;
-use tollgate::store::identity;
 use tollgate::store::ledger::{
     self, Batcher, CallClose, CallHold, Credit, LedgerError, Note, Target,
 };
 use tollgate::store::usage::{self, NewUsage};
 use tollgate::store::{Db, now_ms};
 
+use crate::credits::assert_ledger_verifies;
 use crate::helpers::{TestApp, spawn_app};
 
 const CREDIT: i64 = 1_000_000;
 
 /// A user of app `slug` (both created if missing) with `credits` credits.
 async fn funded(app: &TestApp, slug: &str, user: &str, credits: i64) -> Target {
-    let a = match identity::app_by_slug(&app.db, slug).await.unwrap() {
-        Some(a) => a,
-        None => identity::create_app(&app.db, slug, slug)
-            .await
-            .unwrap()
-            .unwrap(),
-    };
-    let (u, _) = identity::find_or_create_user(&app.db, a.id, user)
-        .await
-        .unwrap();
-    let t = Target {
-        app_id: a.id,
-        user_id: u.id,
-    };
+    let t = app.user_target(slug, user).await;
     let credit = Credit {
         kind: "grant",
         amount: credits,
@@ -84,12 +71,6 @@ fn charge(t: Target, hold_id: i64, charged: i64) -> CallClose {
 async fn balance_and_held(db: &Db, t: Target) -> (i64, i64) {
     let b = ledger::balances(db, t).await.unwrap();
     (b.balance, b.held)
-}
-
-async fn assert_ledger_verifies(db: &Db) {
-    let (checked, mismatches) = ledger::verify(db).await.unwrap();
-    assert!(checked > 0);
-    assert!(mismatches.is_empty(), "{mismatches:?}");
 }
 
 #[tokio::test]
