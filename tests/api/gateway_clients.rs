@@ -1,6 +1,6 @@
-//! Real clients against the gateway: the official `openai` Python package (installed by
-//! `.ci/run`), pointed at tollgate in front of the fake OpenAI. Checks what the SDK parses and
-//! that every call was charged exactly once, at the right amount.
+//! Real clients against the gateway: the official `openai` and `anthropic` Python packages
+//! (installed by `.ci/run`), pointed at tollgate in front of the fake providers. Checks what the
+//! SDKs parse and that every call was charged exactly once, at the right amount.
 
 use serde_json::Value;
 
@@ -67,4 +67,56 @@ async fn the_official_openai_python_package_works_and_each_call_is_charged_once(
     // no provider.
     assert_eq!(fake.received().len(), 4);
     assert_eq!(balance(&app, &key).await, start - 4 * GPT_CALL);
+}
+
+#[tokio::test]
+async fn the_official_anthropic_python_package_works_through_the_pass_through() {
+    if !python_has("anthropic") {
+        return;
+    }
+    let (app, fake, _) = crate::gateway_native::native_app().await;
+    let key = app.user_key("ai", "alice").await;
+    let start = balance(&app, &key).await;
+    // A user whose credits are spent: the hold is refused before any provider call.
+    let poor = app.user_key("ai", "bob").await;
+    let t = app.user_target("ai", "bob").await;
+    let all = balance(&app, &poor).await;
+    let note = tollgate::store::ledger::Note::default();
+    tollgate::store::ledger::charge(&app.db, t, "adjustment", all, 0, note, None)
+        .await
+        .unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/anthropic_client.py"
+    );
+    let output = tokio::process::Command::new("python3")
+        .arg(script)
+        .env("TOLLGATE_BASE_URL", app.url("/anthropic"))
+        .env("TOLLGATE_KEY", &key)
+        .env("TOLLGATE_POOR_KEY", &poor)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(out["plain"]["text"], "Hello", "{out}");
+    assert_eq!(out["plain"]["stop_reason"], "end_turn");
+    assert_eq!(out["plain"]["output_tokens"], 15);
+    assert_eq!(out["stream"]["text"], "Hello", "{out}");
+    assert_eq!(out["stream"]["output_tokens"], 15);
+    assert_eq!(out["empty_balance"]["status"], 402, "{out}");
+    assert_eq!(
+        out["empty_balance"]["type"],
+        "urn:tollgate:problem:insufficient-credits"
+    );
+    // Two calls, two provider requests, two charges.
+    assert_eq!(fake.received().len(), 2);
+    assert_eq!(
+        balance(&app, &key).await,
+        start - 2 * crate::gateway_native::CLAUDE_CALL
+    );
 }

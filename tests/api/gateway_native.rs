@@ -14,12 +14,12 @@ use crate::helpers::{TestApp, problem, spawn_app_with};
 
 /// Anthropic: 25 input + 5 cache-write (priced as input) + 10 cache-read + 15 output tokens
 /// = 30 × $2 + 10 × $1 + 15 × $8 = $0.00019 per 1M-scaled; × 1.3 at $0.01 a credit.
-const CLAUDE_CALL: i64 = 24_700;
+pub const CLAUDE_CALL: i64 = 24_700;
 /// Gemini: 12 prompt of which 4 cached, 3 candidates + 7 thoughts = 8 × $2 + 4 × $1 + 10 × $8
 /// = $0.0001; × 1.3 at $0.01 a credit.
 const GEMINI_CALL: i64 = 13_000;
 
-async fn native_app() -> (TestApp, FakeAnthropic, FakeGemini) {
+pub async fn native_app() -> (TestApp, FakeAnthropic, FakeGemini) {
     let (anthropic, anthropic_url) = fake_anthropic::start().await;
     let (gemini, gemini_url) = fake_gemini::start().await;
     let app = spawn_app_with(|c: &mut Config| {
