@@ -1,10 +1,13 @@
-//! Real clients against the gateway: the official `openai` and `anthropic` Python packages
+//! Real clients against the gateway: the official `openai`, `anthropic` and `google-genai` Python
+//! packages
 //! (installed by `.ci/run`), pointed at tollgate in front of the fake providers. Checks what the
 //! SDKs parse and that every call was charged exactly once, at the right amount.
 
 use serde_json::Value;
 
 use crate::gateway::{GPT_CALL, balance, gateway_app};
+use crate::gateway_native::{CLAUDE_CALL, GEMINI_CALL, native_app};
+use crate::helpers::TestApp;
 
 /// True when `python3 -c "import <module>"` works. Without it the test fails in CI and is
 /// skipped, loudly, elsewhere (a fresh machine runs `cargo nextest run` without pip installs).
@@ -69,31 +72,27 @@ async fn the_official_openai_python_package_works_and_each_call_is_charged_once(
     assert_eq!(balance(&app, &key).await, start - 4 * GPT_CALL);
 }
 
-#[tokio::test]
-async fn the_official_anthropic_python_package_works_through_the_pass_through() {
-    if !python_has("anthropic") {
-        return;
-    }
-    let (app, fake, _) = crate::gateway_native::native_app().await;
-    let key = app.user_key("ai", "alice").await;
-    let start = balance(&app, &key).await;
-    // A user whose credits are spent: the hold is refused before any provider call.
-    let poor = app.user_key("ai", "bob").await;
-    let t = app.user_target("ai", "bob").await;
-    let all = balance(&app, &poor).await;
+/// A user key of app `slug` whose credits are all spent.
+async fn spent_user(app: &TestApp, slug: &str, external_id: &str) -> String {
+    let key = app.user_key(slug, external_id).await;
+    let t = app.user_target(slug, external_id).await;
+    let all = balance(app, &key).await;
     let note = tollgate::store::ledger::Note::default();
     tollgate::store::ledger::charge(&app.db, t, "adjustment", all, 0, note, None)
         .await
         .unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/anthropic_client.py"
-    );
+    key
+}
+
+/// Runs tests/clients/`script` against `base_url` with a funded and a spent key; the JSON it
+/// printed.
+async fn run_client(script: &str, base_url: &str, key: &str, poor: &str) -> Value {
+    let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
     let output = tokio::process::Command::new("python3")
-        .arg(script)
-        .env("TOLLGATE_BASE_URL", app.url("/anthropic"))
-        .env("TOLLGATE_KEY", &key)
-        .env("TOLLGATE_POOR_KEY", &poor)
+        .arg(path)
+        .env("TOLLGATE_BASE_URL", base_url)
+        .env("TOLLGATE_KEY", key)
+        .env("TOLLGATE_POOR_KEY", poor)
         .output()
         .await
         .unwrap();
@@ -102,7 +101,19 @@ async fn the_official_anthropic_python_package_works_through_the_pass_through() 
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_official_anthropic_python_package_works_through_the_pass_through() {
+    if !python_has("anthropic") {
+        return;
+    }
+    let (app, fake, _) = native_app().await;
+    let key = app.user_key("ai", "alice").await;
+    let start = balance(&app, &key).await;
+    let poor = spent_user(&app, "ai", "bob").await;
+    let out = run_client("anthropic_client.py", &app.url("/anthropic"), &key, &poor).await;
     assert_eq!(out["plain"]["text"], "Hello", "{out}");
     assert_eq!(out["plain"]["stop_reason"], "end_turn");
     assert_eq!(out["plain"]["output_tokens"], 15);
@@ -113,10 +124,27 @@ async fn the_official_anthropic_python_package_works_through_the_pass_through() 
         out["empty_balance"]["type"],
         "urn:tollgate:problem:insufficient-credits"
     );
-    // Two calls, two provider requests, two charges.
+    // Two calls, two provider requests, two charges; the refused one reached no provider.
     assert_eq!(fake.received().len(), 2);
-    assert_eq!(
-        balance(&app, &key).await,
-        start - 2 * crate::gateway_native::CLAUDE_CALL
-    );
+    assert_eq!(balance(&app, &key).await, start - 2 * CLAUDE_CALL);
+}
+
+#[tokio::test]
+async fn the_official_google_genai_python_package_works_through_the_pass_through() {
+    if !python_has("google.genai") {
+        return;
+    }
+    let (app, _, fake) = native_app().await;
+    let key = app.user_key("ai", "alice").await;
+    let start = balance(&app, &key).await;
+    let poor = spent_user(&app, "ai", "bob").await;
+    let out = run_client("genai_client.py", &app.url("/gemini"), &key, &poor).await;
+    assert_eq!(out["plain"]["text"], "Hi there", "{out}");
+    assert_eq!(out["plain"]["prompt_tokens"], 12);
+    assert_eq!(out["plain"]["candidates_tokens"], 3);
+    assert_eq!(out["stream"]["text"], "Hi there", "{out}");
+    assert_eq!(out["stream"]["chunks"], 2);
+    assert_eq!(out["empty_balance"]["status"], 402, "{out}");
+    assert_eq!(fake.received().len(), 2);
+    assert_eq!(balance(&app, &key).await, start - 2 * GEMINI_CALL);
 }

@@ -17,7 +17,7 @@ use crate::helpers::{TestApp, problem, spawn_app_with};
 pub const CLAUDE_CALL: i64 = 24_700;
 /// Gemini: 12 prompt of which 4 cached, 3 candidates + 7 thoughts = 8 × $2 + 4 × $1 + 10 × $8
 /// = $0.0001; × 1.3 at $0.01 a credit.
-const GEMINI_CALL: i64 = 13_000;
+pub const GEMINI_CALL: i64 = 13_000;
 
 pub async fn native_app() -> (TestApp, FakeAnthropic, FakeGemini) {
     let (anthropic, anthropic_url) = fake_anthropic::start().await;

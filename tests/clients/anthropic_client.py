@@ -41,10 +41,9 @@ def main():
         "output_tokens": final.usage.output_tokens,
     }
 
+    poor = client(os.environ["TOLLGATE_POOR_KEY"])
     try:
-        client(os.environ["TOLLGATE_POOR_KEY"]).messages.create(
-            model="claude", max_tokens=256, messages=MESSAGES
-        )
+        poor.messages.create(model="claude", max_tokens=256, messages=MESSAGES)
         out["empty_balance"] = {"status": 200}
     except anthropic.APIStatusError as e:
         body = e.body if isinstance(e.body, dict) else {}

@@ -34,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(embeddings))
         .routes(routes!(anthropic_messages))
         .routes(routes!(gemini_generate))
+        .routes(routes!(gemini_generate_v1))
         .routes(routes!(list_models))
         .routes(routes!(my_usage))
 }
@@ -188,6 +189,27 @@ pub async fn gemini_generate(
         &[],
     )
     .await
+}
+
+/// The same under Gemini's `v1` path, which newer Google GenAI SDKs call by default. It is
+/// served as `v1beta` upstream: `v1beta` takes every `v1` request.
+#[utoipa::path(post, path = "/gemini/v1/models/{target}", tag = "gateway",
+    security(("api_key" = [])),
+    params(("target" = String, Path, description = "`{model}:generateContent` or `{model}:streamGenerateContent`"), GeminiQuery),
+    request_body(content = Object, description = "A Gemini GenerateContentRequest"),
+    responses(
+        (status = 200, description = "The provider's answer (JSON, or SSE when streaming)", body = Object),
+        (status = 402, description = "The user's credits do not cover the call's maximum cost", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or a model of another provider", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn gemini_generate_v1(
+    state: State<AppState>,
+    auth: InvitedUser,
+    target: Path<String>,
+    q: Query<GeminiQuery>,
+    body: Bytes,
+) -> Result<Response> {
+    gemini_generate(state, auth, target, q, body).await
 }
 
 fn json_object(body: &[u8]) -> Result<Map<String, Value>> {
