@@ -81,15 +81,48 @@ async fn run(state: AppState, req: Request, next: Next) -> Result<Response, Erro
     };
     let req = Request::from_parts(parts, Body::from(body));
     let rid = request_id::current();
+    let locked = KeepLocked::start(state.db.clone(), app_id, id, lock_ms);
     let task = tokio::spawn(
         request_id::scope(rid, async move {
             let response = next.run(req).await;
-            finish(&state, app_id, id, response).await
+            finish(&state, app_id, id, response, locked).await
         })
         .in_current_span(),
     );
     task.await
         .map_err(|e| Error::Internal(anyhow::anyhow!("idempotent request task failed: {e}")))?
+}
+
+/// Keeps a claimed key's lock fresh while its request runs — a stream can outlast
+/// `ledger.idempotency_lock_secs` — so a retry meanwhile gets 409 instead of running the call a
+/// second time. Renews every third of the lock; stops when dropped (the answer stored or
+/// forgotten). A process that dies stops renewing, and its claim is taken over once the lock
+/// expires.
+struct KeepLocked(tokio::task::JoinHandle<()>);
+
+impl KeepLocked {
+    fn start(db: crate::store::Db, app_id: Option<i64>, id: i64, lock_ms: i64) -> KeepLocked {
+        let every = std::time::Duration::from_millis((lock_ms / 3).max(100) as u64);
+        KeepLocked(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await; // the first tick is now; the claim was just made
+            loop {
+                tick.tick().await;
+                let until = crate::store::now_ms() + lock_ms;
+                match idempotency::extend(&db, app_id, id, until).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => tracing::warn!(error = %e, "renewing an Idempotency-Key lock failed"),
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for KeepLocked {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn parse_key(headers: &HeaderMap) -> Result<String, Error> {
@@ -147,6 +180,7 @@ async fn finish(
     app_id: Option<i64>,
     id: i64,
     response: Response,
+    locked: KeepLocked,
 ) -> Result<Response, Error> {
     let status = response.status();
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
@@ -158,7 +192,7 @@ async fn finish(
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     if streaming {
-        return Ok(tee_stream(state.clone(), app_id, id, response));
+        return Ok(tee_stream(state.clone(), app_id, id, response, locked));
     }
     let (parts, body) = response.into_parts();
     let body = to_bytes(body, MAX_STORED_BODY)
@@ -188,7 +222,13 @@ fn stored_headers(headers: &HeaderMap) -> String {
 /// ends only after the copy is stored, so a retry right after the last byte replays it. A
 /// stream larger than the stored-answer limit, or one that fails, is not stored: its retry
 /// runs again.
-fn tee_stream(state: AppState, app_id: Option<i64>, id: i64, response: Response) -> Response {
+fn tee_stream(
+    state: AppState,
+    app_id: Option<i64>,
+    id: i64,
+    response: Response,
+    locked: KeepLocked,
+) -> Response {
     use futures_util::StreamExt;
     let (parts, body) = response.into_parts();
     let headers = stored_headers(&parts.headers);
@@ -230,6 +270,7 @@ fn tee_stream(state: AppState, app_id: Option<i64>, id: i64, response: Response)
         if let Err(e) = saved {
             tracing::error!(error = %e, "storing a streamed answer for its Idempotency-Key failed");
         }
+        drop(locked);
         drop(client);
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {

@@ -99,6 +99,19 @@ pub async fn complete(
         .execute(c).await.map(|_| ()))
 }
 
+/// Moves a running request's lock to `until` (its request is still alive). False when the row
+/// was completed or forgotten meanwhile.
+pub async fn extend(
+    db: &Db,
+    app_id: Option<i64>,
+    id: i64,
+    until: i64,
+) -> Result<bool, sqlx::Error> {
+    scoped_run!(db, Scope::of(app_id), c => sqlx::query(
+        "UPDATE idempotency_keys SET locked_until = $1 WHERE id = $2 AND status IS NULL")
+        .bind(until).bind(id).execute(c).await.map(|r| r.rows_affected() == 1))
+}
+
 /// Forgets a claim whose request failed in a way a retry may fix (a 5xx): nothing was stored.
 pub async fn abandon(db: &Db, app_id: Option<i64>, id: i64) -> Result<(), sqlx::Error> {
     scoped_run!(db, Scope::of(app_id), c => sqlx::query("DELETE FROM idempotency_keys WHERE id = $1")

@@ -519,6 +519,21 @@ async fn the_built_in_mock_serves_new_development_apps_for_a_visible_charge() {
 #[tokio::test]
 async fn a_retried_stream_is_replayed_whole_and_charged_once_and_409_while_running() {
     let (app, fake) = gateway_app().await;
+    retried_stream_runs_once(app, fake).await;
+}
+
+#[tokio::test]
+async fn a_stream_longer_than_the_idempotency_lock_keeps_its_key_locked_until_it_ends() {
+    // The stream takes ~4 s; without renewal the 1 s lock would expire and a retry would run
+    // the call again.
+    let (app, fake) = gateway_app_with(|c| c.ledger.idempotency_lock_secs = 1).await;
+    retried_stream_runs_once(app, fake).await;
+}
+
+/// A keyed stream of the slow model (~4 s), left by its client after the first chunk and
+/// retried every 100 ms: 409 while it runs, then the whole stream replayed; one provider call,
+/// one charge.
+async fn retried_stream_runs_once(app: TestApp, fake: FakeOpenAi) {
     let key = app.user_key("ai", "alice").await;
     let start = balance(&app, &key).await;
     let mut body = hello("slow");
