@@ -113,6 +113,8 @@ pub struct StreamState {
     pub start: Option<Usage>,
     /// From the last `message_delta`: the output tokens, cumulative.
     pub output: Option<u64>,
+    /// `message_stop` arrived: the message is complete.
+    pub stopped: bool,
 }
 
 impl StreamState {
@@ -124,6 +126,10 @@ impl StreamState {
         match v.get("type").and_then(Value::as_str) {
             Some("message_start") => {
                 self.start = v.pointer("/message/usage").and_then(usage_in);
+                0
+            }
+            Some("message_stop") => {
+                self.stopped = true;
                 0
             }
             Some("message_delta") => {

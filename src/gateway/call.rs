@@ -332,6 +332,12 @@ async fn pump(
     'read: loop {
         let chunk = match reply.body.next(idle).await {
             Ok(Some(c)) => c,
+            Ok(None) if !tally.finished() => {
+                metrics::upstream_error(&reply.route, "broken");
+                tracing::warn!(model = %reply.route.model, "the provider's stream closed before its end marker");
+                status = "upstream_broken";
+                break;
+            }
             Ok(None) => {
                 let end = translator
                     .as_mut()

@@ -158,6 +158,9 @@ pub struct Tally {
     pub chars: usize,
     usage: Option<Usage>,
     anthropic: anthropic::StreamState,
+    /// The provider's own end marker was seen (OpenAI `finish_reason`, Gemini
+    /// `finishReason`, Anthropic `message_stop`).
+    finished: bool,
 }
 
 /// What one event carried.
@@ -176,6 +179,7 @@ impl Tally {
             chars: 0,
             usage: None,
             anthropic: anthropic::StreamState::default(),
+            finished: false,
         }
     }
 
@@ -187,6 +191,7 @@ impl Tally {
                     if c.usage.is_some() {
                         self.usage = c.usage;
                     }
+                    self.finished |= c.finished;
                     Observed {
                         chars: c.chars,
                         usage_only: c.usage_only,
@@ -203,6 +208,10 @@ impl Tally {
                     if let Some(u) = gemini::usage_of(&v) {
                         self.usage = Some(u);
                     }
+                    self.finished |= v
+                        .get("candidates")
+                        .and_then(Value::as_array)
+                        .is_some_and(|cs| cs.iter().any(|c| c.get("finishReason").is_some()));
                     Observed {
                         chars: gemini::response_chars(&v),
                         usage_only: false,
@@ -213,6 +222,12 @@ impl Tally {
         };
         self.chars += seen.chars;
         seen
+    }
+
+    /// Whether the stream reached the provider's end marker: a stream that closes before it
+    /// was cut, whatever the connection says.
+    pub fn finished(&self) -> bool {
+        self.finished || self.anthropic.stopped
     }
 
     /// The provider's usage if it reported it; else what it reported in part with the rest

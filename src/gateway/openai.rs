@@ -255,6 +255,8 @@ pub struct Chunk {
     pub usage: Option<Usage>,
     /// The extra chunk `include_usage` adds: usage and no choices.
     pub usage_only: bool,
+    /// A choice ended (`finish_reason` set): the answer is complete.
+    pub finished: bool,
 }
 
 pub fn parse_chunk(data: &str) -> Option<Chunk> {
@@ -269,7 +271,12 @@ pub fn parse_chunk(data: &str) -> Option<Chunk> {
         })
         .unwrap_or(0);
     let usage = usage_of(&v);
+    let finished = choices.is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+    });
     Some(Chunk {
+        finished,
         chars,
         usage_only: usage.is_some() && choices.is_none_or(|c| c.is_empty()),
         usage,

@@ -142,12 +142,33 @@ async fn an_anthropic_stream_cut_before_its_output_count_is_charged_on_an_estima
     r.text().await.unwrap();
     let u = &usage(&app, &key).await[0];
     assert_eq!(u["estimated"], true);
+    // The connection closed cleanly, but before `message_stop`: a cut stream.
+    assert_eq!(u["status"], "upstream_broken");
     // Input from message_start as reported; output estimated from "Hel".
     assert_eq!(
         (u["input_tokens"].as_i64(), u["output_tokens"].as_i64()),
         (Some(30), Some(1))
     );
     assert!(u["cost_micros"].as_i64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn a_cut_anthropic_stream_served_as_chat_chunks_ends_with_an_error_and_done() {
+    let (app, _, _) = native_app().await;
+    let key = app.user_key("ai", "alice").await;
+    let body = json!({"model": "claude-cut", "stream": true,
+                      "messages": [{"role": "user", "content": "Say hello"}]});
+    let r = chat(&app, &key, body).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let data: Vec<&str> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{text}");
+    let error: Value = serde_json::from_str(data[data.len() - 2]).unwrap();
+    assert_eq!(error["error"]["code"], "upstream_broken", "{text}");
+    assert_eq!(usage(&app, &key).await[0]["status"], "upstream_broken");
 }
 
 #[tokio::test]
