@@ -524,9 +524,9 @@ async fn a_retried_stream_is_replayed_whole_and_charged_once_and_409_while_runni
 
 #[tokio::test]
 async fn a_stream_longer_than_the_idempotency_lock_keeps_its_key_locked_until_it_ends() {
-    // The stream takes ~4 s; without renewal the 1 s lock would expire and a retry would run
-    // the call again.
-    let (app, fake) = gateway_app_with(|c| c.ledger.idempotency_lock_secs = 1).await;
+    // The stream takes ~4 s; without renewal the 2 s lock would expire and a retry would run
+    // the call again. (2 s, not 1: renewals every ~0.7 s leave a busy test machine margin.)
+    let (app, fake) = gateway_app_with(|c| c.ledger.idempotency_lock_secs = 2).await;
     retried_stream_runs_once(app, fake).await;
 }
 
