@@ -35,24 +35,7 @@ async fn the_official_openai_python_package_works_and_each_call_is_charged_once(
     let key = app.user_key("ai", "alice").await;
     let poor = app.user_key("poor", "bob").await;
     let start = balance(&app, &key).await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/openai_client.py"
-    );
-    let output = tokio::process::Command::new("python3")
-        .arg(script)
-        .env("TOLLGATE_BASE_URL", app.url("/v1"))
-        .env("TOLLGATE_KEY", &key)
-        .env("TOLLGATE_POOR_KEY", &poor)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let out = run_client("openai_client.py", &app.url("/v1"), &key, &poor).await;
     assert_eq!(out["plain"]["content"], "Hello");
     assert_eq!(out["plain"]["completion_tokens"], 30);
     assert_eq!(out["stream"]["text"], "Hello");

@@ -190,14 +190,22 @@ async fn a_batch_that_fails_is_written_call_by_call_and_only_the_bad_call_fails(
         user_id: t.user_id + 1000,
     };
     let batcher = Batcher::start(app.db.clone());
+    // Written alone, a hold priced on a plan the user left is still refused.
+    let mut stale = hold(t, 10 * CREDIT, "stale");
+    stale.plan = Some((Some("gone".into()), None, None, None));
     let answers = join_all([
         batcher.reserve(hold(t, 10 * CREDIT, "a")),
         batcher.reserve(hold(ghost, 10 * CREDIT, "ghost")),
         batcher.reserve(hold(t, 20 * CREDIT, "b")),
+        batcher.reserve(stale),
     ])
     .await;
     assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
     assert!(matches!(answers[1], Err(LedgerError::Db(_))), "{answers:?}");
+    assert!(
+        matches!(answers[3], Err(LedgerError::PlanChanged)),
+        "{answers:?}"
+    );
     assert_eq!(
         balance_and_held(&app.db, t).await,
         (100 * CREDIT, 30 * CREDIT)

@@ -21,7 +21,7 @@ use crate::gateway::upstream::Outgoing;
 use crate::gateway::{anthropic, call, gemini, models, openai};
 use crate::http::AppState;
 use crate::http::auth::{InvitedUser, UserAuth};
-use crate::store::ledger::{self, Target};
+use crate::store::ledger;
 use crate::store::now_ms;
 use crate::store::usage::{self, UsageRecord};
 
@@ -262,8 +262,7 @@ async fn serve_priced(
         format,
         map,
         request,
-        body_len,
-        anthropic_headers,
+        ..
     } = *call;
     let t = auth.target();
     let config = &state.config;
@@ -293,20 +292,7 @@ async fn serve_priced(
         }
     }
     let counted = consume_quota(&state.db, t, user, plan, REQUESTS_METRIC, 1, now_ms()).await?;
-    let started = start_call(
-        state,
-        auth,
-        t,
-        plan,
-        priced.columns.clone(),
-        request,
-        format,
-        &routes,
-        &bodies,
-        body_len,
-        anthropic_headers,
-    )
-    .await;
+    let started = start_call(state, auth, &priced, call, &routes, &bodies).await;
     let (meter, reply) = match started {
         Ok(started) => started,
         Err(e) => {
@@ -336,21 +322,16 @@ async fn serve_priced(
 
 /// The call's limits, hold and provider call: the open meter and the provider's reply, or why
 /// not (nothing is charged then).
-#[allow(clippy::too_many_arguments)]
 async fn start_call(
     state: &AppState,
     auth: &UserAuth,
-    t: Target,
-    plan: &crate::domain::plans::Plan,
-    priced_on: Option<ledger::PlanColumns>,
-    request: &ChatRequest,
-    format: Format,
+    priced: &ledger::CallPlan,
+    call: &Incoming<'_>,
     routes: &[crate::gateway::models::Route],
     bodies: &[Vec<u8>],
-    body_len: usize,
-    anthropic_headers: &[(HeaderName, HeaderValue)],
 ) -> Result<(call::Meter, crate::gateway::upstream::Reply)> {
     let config = &state.config;
+    let (t, plan, request, format) = (auth.target(), &priced.plan, call.request, call.format);
     let slot = state
         .upstream
         .slots
@@ -370,7 +351,7 @@ async fn start_call(
         return Err(Error::RateLimited { retry_after_secs });
     }
     let conversion = auth.billing.conversion();
-    let amount = call::hold_amount(routes, request, body_len, config, &conversion)?;
+    let amount = call::hold_amount(routes, request, call.body_len, config, &conversion)?;
     let meter = call::Meter::open(
         &state.db,
         &state.upstream.ledger,
@@ -384,14 +365,14 @@ async fn start_call(
         amount,
         slot,
         state.upstream.tokens.clone(),
-        priced_on,
+        priced.columns.clone(),
     )
     .await?;
     let outgoing = Outgoing {
         format,
         bodies,
         request,
-        anthropic_headers,
+        anthropic_headers: call.anthropic_headers,
     };
     match state.upstream.send(config, routes, &outgoing).await {
         Ok(reply) => Ok((meter, reply)),

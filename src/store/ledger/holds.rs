@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use super::batch::CallClose;
 use super::{
     LedgerError, NewEntry, Note, Target, Written, append, by_key, consume, expire_due, lock, open,
     save,
@@ -176,30 +177,32 @@ pub async fn release(
     resolve(db, app_id, hold_id, Resolution::Release, "released", reason).await
 }
 
-/// Settles an AI call's hold at `charged` (releases it at 0) and writes the call's usage
-/// record in the same transaction: the charge and its record exist together or not at all.
-/// `t` is the hold's user, known to the caller (one read fewer than [`settle`]).
-pub async fn close_call(
-    db: &Db,
-    t: Target,
-    hold_id: i64,
-    charged: i64,
-    usage: &crate::store::usage::NewUsage,
-) -> Result<Written<HoldRow>, LedgerError> {
-    let (how, state, reason) = if charged > 0 {
-        (Resolution::Settle(charged), "settled", "ai call")
+/// The state an AI call's hold ends in: settled when something is charged, else released.
+pub(super) fn closed_state(charged: i64) -> &'static str {
+    if charged > 0 { "settled" } else { "released" }
+}
+
+/// Closes an AI call's hold by itself — settled at `charged`, released at 0 — and writes the
+/// call's usage record in the same transaction: the charge and its record exist together or
+/// not at all. The call path batches these ([`super::Batcher`]); this is its fallback.
+pub async fn close_call(db: &Db, c: &CallClose) -> Result<Written<HoldRow>, LedgerError> {
+    let how = if c.charged > 0 {
+        Resolution::Settle(c.charged)
     } else {
-        (Resolution::Release, "released", "ai call: nothing used")
+        Resolution::Release
     };
+    let state = closed_state(c.charged);
+    let (app_id, user_id) = (c.t.app_id, Some(c.t.user_id));
+    let usage = c.usage.as_ref();
     resolve_with(
         db,
-        t.app_id,
-        Some(t.user_id),
-        hold_id,
+        app_id,
+        user_id,
+        c.hold_id,
         how,
         state,
-        Some(reason),
-        Some(usage),
+        Some(c.reason),
+        usage,
     )
     .await
 }
@@ -216,7 +219,7 @@ async fn resolve(
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn resolve_with(
+async fn resolve_with(
     db: &Db,
     app_id: i64,
     user_id: Option<i64>,

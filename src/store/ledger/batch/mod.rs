@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 mod write;
 
-use super::holds::{self, Resolution};
+use super::holds;
 use super::{LedgerError, Note, Target, metrics};
 use crate::store::Db;
 use crate::store::usage::NewUsage;
@@ -193,6 +193,11 @@ async fn commit(db: &Db, ops: Vec<Op>) {
 }
 
 async fn alone_reserve(db: &Db, r: &CallHold) -> Result<i64, LedgerError> {
+    // Alone, the plan is checked just before the hold rather than in its transaction: as
+    // fresh as the gateway read it before batching existed.
+    if r.plan.is_some() && r.plan != super::plan_columns(db, r.t).await? {
+        return Err(LedgerError::PlanChanged);
+    }
     let note = Note {
         reason: Some(HOLD_REASON),
         reference: Some(&r.reference),
@@ -204,24 +209,7 @@ async fn alone_reserve(db: &Db, r: &CallHold) -> Result<i64, LedgerError> {
 }
 
 async fn alone_close(db: &Db, c: &CallClose) -> Result<(), LedgerError> {
-    let how = if c.charged > 0 {
-        Resolution::Settle(c.charged)
-    } else {
-        Resolution::Release
-    };
-    let state = if c.charged > 0 { "settled" } else { "released" };
-    holds::resolve_with(
-        db,
-        c.t.app_id,
-        Some(c.t.user_id),
-        c.hold_id,
-        how,
-        state,
-        Some(c.reason),
-        c.usage.as_ref(),
-    )
-    .await
-    .map(|_| ())
+    holds::close_call(db, c).await.map(|_| ())
 }
 
 async fn release_orphan(db: &Db, t: Target, hold_id: i64) {

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use super::{CallClose, CallHold, Op, Outcome};
+use crate::store::ledger::holds;
 use crate::store::ledger::period::{PLAN_COLUMNS, PlanColumns};
 use crate::store::ledger::{
     INSERT_ENTRIES, LedgerError, Target, consume, expire_due, lock, metrics, save,
@@ -60,20 +61,21 @@ pub(super) async fn write(db: &crate::store::Db, ops: &[Op]) -> Result<Vec<Outco
         let mut seen = std::collections::HashSet::new();
         closes.retain(|c| seen.insert(c.hold_id));
         let mut account = lock(&mut tx, t).await?;
-        let plan_now = match mine
+        let checks_plan = mine
             .iter()
-            .any(|&i| matches!(&ops[i], Op::Reserve(r, _) if r.plan.is_some()))
-        {
-            true => plan_columns_in(&mut tx, t).await?,
-            false => None,
+            .any(|&i| matches!(&ops[i], Op::Reserve(r, _) if r.plan.is_some()));
+        let plan_now = if checks_plan {
+            plan_columns_in(&mut tx, t).await?
+        } else {
+            None
         };
         if reserves {
             expire_due(&mut tx, t, &mut account).await?;
         }
         let mut closed = close_holds(&mut tx, t, &closes).await?;
         let mut entries = Vec::new();
-        // The holds to insert: (op index, entry index).
-        let mut new_holds: Vec<(usize, usize)> = Vec::new();
+        // The holds to insert: (op index, entry index, hold).
+        let mut new_holds: Vec<(usize, usize, &CallHold)> = Vec::new();
         let mut charged = 0;
         for &i in &mine {
             match &ops[i] {
@@ -92,7 +94,7 @@ pub(super) async fn write(db: &crate::store::Db, ops: &[Op]) -> Result<Vec<Outco
                         continue;
                     }
                     account.held += r.amount;
-                    new_holds.push((i, entries.len()));
+                    new_holds.push((i, entries.len(), r));
                     entries.push(hold_entry(r, account.balance));
                 }
                 Op::Close(c, _) => {
@@ -109,15 +111,9 @@ pub(super) async fn write(db: &crate::store::Db, ops: &[Op]) -> Result<Vec<Outco
                 }
             }
         }
-        let holds: Vec<&CallHold> = new_holds
-            .iter()
-            .map(|&(i, _)| match &ops[i] {
-                Op::Reserve(r, _) => r,
-                Op::Close(..) => unreachable!("new holds come from reserves"),
-            })
-            .collect();
+        let holds: Vec<&CallHold> = new_holds.iter().map(|h| h.2).collect();
         let ids = insert_holds(&mut tx, t, &holds).await?;
-        for (&(i, e), id) in new_holds.iter().zip(ids) {
+        for (&(i, e, _), id) in new_holds.iter().zip(ids) {
             outcomes[i] = Outcome::Held(id);
             entries[e].hold_id = id;
         }
@@ -177,10 +173,6 @@ fn close_entry(
     }
 }
 
-fn closed_state(charged: i64) -> &'static str {
-    if charged > 0 { "settled" } else { "released" }
-}
-
 /// Moves the user's holds named by `closes` from open to settled/released in one conditional
 /// update; returns those it moved. A hold not open any more (the expiry job closed it) or
 /// charged above its amount is left out, and written alone after the batch.
@@ -198,7 +190,7 @@ async fn close_holds(
             "UPDATE credit_holds SET state = $1, charged = $2, resolved_at = $3 \
              WHERE app_id = $4 AND id = $5 AND user_id = $6 AND state = 'open' AND $2 <= amount \
              RETURNING id, amount, reference")
-            .bind(closed_state(c.charged)).bind(c.charged).bind(now).bind(t.app_id)
+            .bind(holds::closed_state(c.charged)).bind(c.charged).bind(now).bind(t.app_id)
             .bind(c.hold_id).bind(t.user_id).fetch_all(&mut **x).await)?
     } else {
         // VALUES columns are named column1, column2, … on both databases.
@@ -215,7 +207,7 @@ async fn close_holds(
                 .persistent(keep_prepared(closes.len()))
                 .bind(now).bind(t.app_id).bind(t.user_id);
             for c in closes {
-                q = q.bind(c.hold_id).bind(closed_state(c.charged)).bind(c.charged);
+                q = q.bind(c.hold_id).bind(holds::closed_state(c.charged)).bind(c.charged);
             }
             q.fetch_all(&mut **x).await
         })?
