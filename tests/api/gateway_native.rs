@@ -237,6 +237,19 @@ async fn gemini_generate_content_passes_through_streamed_or_not() {
     )
     .await;
     assert_eq!(p["errors"][0]["field"], "alt");
+    // An API version Google does not have is no route, and reaches no provider.
+    let p = problem(
+        send("/gemini/v2/models/gemini:generateContent")
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("v1beta or v1"),
+        "{p}"
+    );
+    assert_eq!(fake.received().len(), 2);
     assert_eq!(usage(&app, &key).await[0]["output_tokens"], 10);
 }
 

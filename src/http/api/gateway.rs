@@ -34,7 +34,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(embeddings))
         .routes(routes!(anthropic_messages))
         .routes(routes!(gemini_generate))
-        .routes(routes!(gemini_generate_v1))
         .routes(routes!(list_models))
         .routes(routes!(my_usage))
 }
@@ -142,24 +141,33 @@ pub struct GeminiQuery {
 }
 
 /// Gemini's `generateContent` and `streamGenerateContent` (with `alt=sse`), passed through:
-/// the path names the model and the method (`gemini-2.5-flash:generateContent`). The Google
-/// GenAI SDKs work with the base URL `…/gemini` and a tollgate user key as the API key.
-#[utoipa::path(post, path = "/gemini/v1beta/models/{target}", tag = "gateway",
+/// the path names the API version and the model and method
+/// (`v1beta/models/gemini-2.5-flash:generateContent`). The Google GenAI SDKs work with the base
+/// URL `…/gemini` and a tollgate user key as the API key; newer ones call `v1`, which is served
+/// by the provider's `v1beta` (it takes every `v1` request).
+#[utoipa::path(post, path = "/gemini/{version}/models/{target}", tag = "gateway",
     security(("api_key" = [])),
-    params(("target" = String, Path, description = "`{model}:generateContent` or `{model}:streamGenerateContent`"), GeminiQuery),
+    params(("version" = String, Path, description = "`v1beta` or `v1`"),
+        ("target" = String, Path, description = "`{model}:generateContent` or `{model}:streamGenerateContent`"), GeminiQuery),
     request_body(content = Object, description = "A Gemini GenerateContentRequest"),
     responses(
         (status = 200, description = "The provider's answer (JSON, or SSE when streaming)", body = Object),
+        (status = 404, description = "No such API version or method", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 402, description = "The user's credits do not cover the call's maximum cost", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, or a model of another provider", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn gemini_generate(
     State(state): State<AppState>,
     InvitedUser(auth): InvitedUser,
-    Path(target): Path<String>,
+    Path((version, target)): Path<(String, String)>,
     Query(q): Query<GeminiQuery>,
     body: Bytes,
 ) -> Result<Response> {
+    if version != "v1beta" && version != "v1" {
+        return Err(Error::NotFound(format!(
+            "no Gemini API version {version:?}: v1beta or v1"
+        )));
+    }
     let (model, stream) = match target.rsplit_once(':') {
         Some((m, "generateContent")) => (m, false),
         Some((m, "streamGenerateContent")) => {
@@ -189,27 +197,6 @@ pub async fn gemini_generate(
         &[],
     )
     .await
-}
-
-/// The same under Gemini's `v1` path, which newer Google GenAI SDKs call by default. It is
-/// served as `v1beta` upstream: `v1beta` takes every `v1` request.
-#[utoipa::path(post, path = "/gemini/v1/models/{target}", tag = "gateway",
-    security(("api_key" = [])),
-    params(("target" = String, Path, description = "`{model}:generateContent` or `{model}:streamGenerateContent`"), GeminiQuery),
-    request_body(content = Object, description = "A Gemini GenerateContentRequest"),
-    responses(
-        (status = 200, description = "The provider's answer (JSON, or SSE when streaming)", body = Object),
-        (status = 402, description = "The user's credits do not cover the call's maximum cost", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, or a model of another provider", body = crate::error::Problem, content_type = "application/problem+json"),
-    ))]
-pub async fn gemini_generate_v1(
-    state: State<AppState>,
-    auth: InvitedUser,
-    target: Path<String>,
-    q: Query<GeminiQuery>,
-    body: Bytes,
-) -> Result<Response> {
-    gemini_generate(state, auth, target, q, body).await
 }
 
 fn json_object(body: &[u8]) -> Result<Map<String, Value>> {
