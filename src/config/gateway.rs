@@ -90,6 +90,9 @@ pub struct ModelConfig {
     /// Models tried in order when this one answers 429/5xx or times out before its first byte.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// The most output tokens the model may write in one call: sent upstream (and held) when
+    /// the client sets no cap. `gateway.default_max_output_tokens` when unset.
+    pub max_output_tokens: Option<u32>,
 }
 
 impl ModelConfig {
@@ -189,6 +192,14 @@ pub fn validate(
             p.push(Problem::new(
                 &key,
                 format!("no price: add [prices.\"{name}\"]"),
+            ));
+        }
+        if m.max_output_tokens
+            .is_some_and(|n| !(1..=10_000_000).contains(&n))
+        {
+            p.push(Problem::new(
+                format!("{key}.max_output_tokens"),
+                "expected 1 to 10000000",
             ));
         }
         for (i, f) in m.fallbacks.iter().enumerate() {

@@ -27,17 +27,13 @@ use crate::store::usage::NewUsage;
 use crate::store::{Db, now_ms};
 
 /// The most a call can cost on any of its routes: every byte of the request a prompt token
-/// (tokenizers give at most one token per byte of text) plus the output cap.
+/// (tokenizers give at most one token per byte of text) plus `output` tokens, the call's cap.
 pub fn hold_amount(
     routes: &[Route],
-    request: &ChatRequest,
     body_bytes: usize,
-    config: &Config,
+    output: u64,
     conversion: &Conversion,
 ) -> Result<i64> {
-    let output = request
-        .max_output_tokens
-        .unwrap_or(config.gateway.default_max_output_tokens as u64);
     let tokens = Tokens {
         input: body_bytes as u64,
         cached_input: 0,
@@ -75,50 +71,57 @@ pub struct Meter {
     tokens: TokenWindows,
 }
 
+/// What opening a call's meter needs: who pays, on which plan, how much to hold.
+pub struct Opening<'a> {
+    pub db: &'a Db,
+    pub batcher: &'a ledger::Batcher,
+    pub config: &'a Config,
+    pub t: Target,
+    pub app_slug: &'a str,
+    pub plan: &'a Plan,
+    pub conversion: Conversion,
+    pub request: &'a ChatRequest,
+    pub format: Format,
+    pub amount: i64,
+    pub tokens: TokenWindows,
+    /// The plan columns the call was priced on (checked in the hold's transaction).
+    pub priced_on: Option<PlanColumns>,
+    /// The request's `Idempotency-Key` effect key, written on the hold's entry.
+    pub key: Option<String>,
+    pub request_id: String,
+}
+
 impl Meter {
-    /// Reserves `amount` for the call (402 when the user's credits do not cover it).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn open(
-        db: &Db,
-        batcher: &ledger::Batcher,
-        config: &Config,
-        t: Target,
-        app_slug: &str,
-        plan: &Plan,
-        conversion: Conversion,
-        request: &ChatRequest,
-        format: Format,
-        amount: i64,
-        slot: Slot,
-        tokens: TokenWindows,
-        priced_on: Option<PlanColumns>,
-    ) -> Result<Meter> {
-        let request_id = crate::http::request_id::current().unwrap_or_default();
-        let expires = now_ms() + config.ledger.hold_timeout_secs as i64 * 1000;
-        let hold_id = batcher
+    /// Reserves the call's hold (402 when the user's credits do not cover it; 409 when the
+    /// request's Idempotency-Key already made this call before a crash).
+    pub async fn open(o: Opening<'_>, slot: Slot) -> Result<Meter> {
+        let expires = now_ms() + o.config.ledger.hold_timeout_secs as i64 * 1000;
+        let hold_id = o
+            .batcher
             .reserve(CallHold {
-                t,
-                amount,
-                overdraft: plan.overdraft.0,
+                t: o.t,
+                amount: o.amount,
+                overdraft: o.plan.overdraft.0,
                 expires_at: expires,
-                reference: request_id.clone(),
-                plan: priced_on,
+                reference: o.request_id.clone(),
+                key: o.key,
+                plan: o.priced_on,
             })
             .await?;
         Ok(Meter {
-            db: db.clone(),
-            ledger: batcher.clone(),
-            t,
-            app_slug: app_slug.to_string(),
-            request_id,
+            db: o.db.clone(),
+            ledger: o.batcher.clone(),
+            t: o.t,
+            app_slug: o.app_slug.to_string(),
+            request_id: o.request_id,
             hold_id,
-            hold: amount,
-            conversion,
-            prompt_chars: request.prompt_chars,
-            stream: request.stream,
-            format,
+            hold: o.amount,
+            conversion: o.conversion,
+            prompt_chars: o.request.prompt_chars,
+            stream: o.request.stream,
+            format: o.format,
             _slot: slot,
-            tokens,
+            tokens: o.tokens,
         })
     }
 

@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value};
 
+use super::cap::OutputCap;
 use super::models::{Provider, Route};
 use super::usage::Usage;
 use super::{anthropic, chat_to_anthropic, chat_to_gemini, gemini, openai};
@@ -46,31 +47,49 @@ impl Format {
     }
 
     /// The body to send to `route` for a call made in this format: the client's with the
-    /// model mapped, or its translation; the fields that cannot be translated otherwise.
+    /// model mapped, or its translation, carrying the call's output cap in the provider's own
+    /// field when the client set none; the fields that cannot be translated otherwise.
     pub fn upstream_body(
         self,
         route: &Route,
         body: &Map<String, Value>,
         stream: bool,
-        default_max_tokens: u64,
+        cap: OutputCap,
     ) -> Result<Vec<u8>, Vec<FieldError>> {
         let json = |m: &Map<String, Value>| serde_json::to_vec(m).expect("a JSON map serializes");
+        // Ours to add only when the client set none (theirs is already in the body).
+        let ours = (!cap.from_client).then_some(cap.tokens);
         Ok(match (self, route.provider) {
             (_, Provider::Mock) => Vec::new(),
             (Format::OpenAiChat, Provider::Anthropic) => {
-                let mut translated =
-                    chat_to_anthropic::request(body, &route.upstream, default_max_tokens)?;
+                // Anthropic requires max_tokens: the translation always sets the cap.
+                let mut translated = chat_to_anthropic::request(body, &route.upstream, cap.tokens)?;
                 translated.remove("stream");
                 if stream {
                     translated.insert("stream".into(), Value::Bool(true));
                 }
                 json(&translated)
             }
-            (Format::OpenAiChat, Provider::Gemini) => json(&chat_to_gemini::request(body)?),
-            (Format::OpenAiChat, _) => openai::upstream_body(body, &route.upstream, stream),
+            (Format::OpenAiChat, Provider::Gemini) => {
+                let mut translated = chat_to_gemini::request(body)?;
+                if let Some(tokens) = ours {
+                    gemini::set_max_output_tokens(&mut translated, tokens);
+                }
+                json(&translated)
+            }
+            (Format::OpenAiChat, _) => openai::upstream_body(body, &route.upstream, stream, ours),
             (Format::Anthropic, _) => anthropic::upstream_body(body, &route.upstream),
-            (Format::Gemini, _) => json(body),
-            (Format::OpenAiEmbeddings, _) => openai::upstream_body(body, &route.upstream, false),
+            (Format::Gemini, _) => match ours {
+                Some(tokens) => {
+                    let mut body = body.clone();
+                    gemini::set_max_output_tokens(&mut body, tokens);
+                    json(&body)
+                }
+                None => json(body),
+            },
+            (Format::OpenAiEmbeddings, _) => {
+                openai::upstream_body(body, &route.upstream, false, None)
+            }
         })
     }
 

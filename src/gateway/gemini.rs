@@ -53,6 +53,19 @@ pub fn parse_request(
     })
 }
 
+/// Sets `generationConfig.maxOutputTokens` (creating `generationConfig` if missing).
+pub fn set_max_output_tokens(body: &mut Map<String, Value>, tokens: u64) {
+    let config = body
+        .entry("generationConfig")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !config.is_object() {
+        *config = Value::Object(Map::new());
+    }
+    if let Value::Object(c) = config {
+        c.insert("maxOutputTokens".into(), Value::from(tokens));
+    }
+}
+
 /// Characters of text in a `Content` (`{"parts": [{"text": …}]}`).
 fn parts_chars(content: &Value) -> usize {
     content

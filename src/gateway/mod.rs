@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 pub mod call;
+pub mod cap;
 pub mod chat_request;
 pub mod chat_to_anthropic;
 pub mod chat_to_gemini;

@@ -61,6 +61,9 @@ pub struct Route {
     /// The provider's name for it.
     pub upstream: String,
     pub price: Price,
+    /// The most output tokens one call may ask of it (`models.<name>.max_output_tokens`, else
+    /// `gateway.default_max_output_tokens`).
+    pub max_output_tokens: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,6 +119,9 @@ fn route(config: &Config, plan: &Plan, name: &str) -> Result<Route, ResolveError
         provider,
         upstream: m.upstream_name(name).to_string(),
         price,
+        max_output_tokens: m
+            .max_output_tokens
+            .unwrap_or(config.gateway.default_max_output_tokens) as u64,
     })
 }
 
@@ -194,6 +200,7 @@ mod tests {
                     provider: provider.into(),
                     upstream: upstream.map(String::from),
                     fallbacks: fallbacks.into_iter().map(String::from).collect(),
+                    max_output_tokens: None,
                 },
             );
             c.prices.insert(

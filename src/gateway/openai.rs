@@ -199,9 +199,20 @@ fn tool_call_chars(call: &Value) -> usize {
 
 /// The body sent upstream: the client's, with the provider's model name and, for streams,
 /// `stream_options.include_usage` forced on so the provider reports usage.
-pub fn upstream_body(client: &Map<String, Value>, upstream_model: &str, stream: bool) -> Vec<u8> {
+/// The body sent to OpenAI: the client's, with the provider's model name, the usage chunk
+/// asked for when streaming, and `max_completion_tokens` when the gateway sets the cap
+/// (`max_tokens` is deprecated and refused by reasoning models).
+pub fn upstream_body(
+    client: &Map<String, Value>,
+    upstream_model: &str,
+    stream: bool,
+    cap: Option<u64>,
+) -> Vec<u8> {
     let mut body = client.clone();
     body.insert("model".into(), Value::String(upstream_model.to_string()));
+    if let Some(tokens) = cap {
+        body.insert("max_completion_tokens".into(), Value::from(tokens));
+    }
     if stream {
         let options = body
             .entry("stream_options")
@@ -324,12 +335,22 @@ mod tests {
     fn the_upstream_body_asks_for_usage_and_names_the_upstream_model() {
         let client = map(json!({"model": "alias", "stream": true, "messages": [],
                                 "stream_options": {"include_usage": false}, "temperature": 0.2}));
-        let body: Value = serde_json::from_slice(&upstream_body(&client, "gpt-4o", true)).unwrap();
+        let body: Value =
+            serde_json::from_slice(&upstream_body(&client, "gpt-4o", true, None)).unwrap();
         assert_eq!(body["model"], "gpt-4o");
         assert_eq!(body["stream_options"]["include_usage"], true);
         assert_eq!(body["temperature"], 0.2);
-        let plain: Value = serde_json::from_slice(&upstream_body(&client, "x", false)).unwrap();
+        assert!(
+            body.get("max_completion_tokens").is_none(),
+            "the client's own cap, or none"
+        );
+        let plain: Value =
+            serde_json::from_slice(&upstream_body(&client, "x", false, Some(700))).unwrap();
         assert_eq!(plain["stream_options"]["include_usage"], false);
+        assert_eq!(
+            plain["max_completion_tokens"], 700,
+            "the gateway's cap, in OpenAI's field"
+        );
     }
 
     #[test]

@@ -8,6 +8,14 @@
 //!
 //! The request runs in its own task: a client that hangs up mid-request does not cancel it, so
 //! the stored answer always matches what was committed.
+//!
+//! The stored answer is written after the request's effect commits, so a crash between the two
+//! leaves a claim with no answer, taken over by the retry once its lock expires. That retry
+//! must not repeat the effect: every claimed request carries its [`EffectKey`], which the
+//! handlers write on the effect's own rows (the ledger entry's unique `idempotency_key`) in
+//! the effect's transaction. The retry runs the handler again, the handler finds the effect
+//! under that key and answers it (a hold, a debit, a grant) or reports it (an AI call whose
+//! answer was lost) instead of doing it twice.
 
 use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{Request, State};
@@ -15,7 +23,6 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
-use tracing::Instrument;
 
 use super::AppState;
 use super::auth::{UserAuth, bearer_token};
@@ -31,6 +38,24 @@ pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 const MAX_KEY_LEN: usize = 255;
 /// Largest answer stored for replay.
 const MAX_STORED_BODY: usize = 4 * 1024 * 1024;
+
+/// The key a request made with an `Idempotency-Key` writes on its effect's rows, in the
+/// effect's own transaction (a request extension; handlers take `Option<Extension<EffectKey>>`).
+/// One per claim — the same for a retry that takes over a claim whose process died — and
+/// unique across principals, so a ledger entry written under it exists once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectKey(pub String);
+
+impl EffectKey {
+    /// The key of a request's extension, if it was made with an `Idempotency-Key`.
+    pub fn of(extension: &Option<axum::Extension<EffectKey>>) -> Option<&str> {
+        extension.as_ref().map(|axum::Extension(k)| k.0.as_str())
+    }
+
+    fn of_claim(id: i64) -> EffectKey {
+        EffectKey(format!("idem:{id}"))
+    }
+}
 
 pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if req.method() != Method::POST || !req.headers().contains_key(&HEADER) {
@@ -79,16 +104,13 @@ async fn run(state: AppState, req: Request, next: Next) -> Result<Response, Erro
         }
         Claim::Done(stored) => return Ok(replay(stored)),
     };
+    parts.extensions.insert(EffectKey::of_claim(id));
     let req = Request::from_parts(parts, Body::from(body));
-    let rid = request_id::current();
     let locked = KeepLocked::start(state.db.clone(), app_id, id, lock_ms);
-    let task = tokio::spawn(
-        request_id::scope(rid, async move {
-            let response = next.run(req).await;
-            finish(&state, app_id, id, response, locked).await
-        })
-        .in_current_span(),
-    );
+    let task = request_id::spawn(async move {
+        let response = next.run(req).await;
+        finish(&state, app_id, id, response, locked).await
+    });
     task.await
         .map_err(|e| Error::Internal(anyhow::anyhow!("idempotent request task failed: {e}")))?
 }
@@ -203,6 +225,7 @@ async fn finish(
         headers: stored_headers(&parts.headers),
         body: body.to_vec(),
     };
+    crate::ops::fault::point(crate::ops::fault::BEFORE_IDEMPOTENT_ANSWER);
     idempotency::complete(&state.db, app_id, id, &stored).await?;
     Ok(Response::from_parts(parts, Body::from(body)))
 }
@@ -263,6 +286,7 @@ fn tee_stream(
                     headers,
                     body,
                 };
+                crate::ops::fault::point(crate::ops::fault::BEFORE_IDEMPOTENT_ANSWER);
                 idempotency::complete(&state.db, app_id, id, &stored).await
             }
             None => idempotency::abandon(&state.db, app_id, id).await,

@@ -30,6 +30,18 @@ pub async fn scope<F: std::future::Future>(id: Option<String>, fut: F) -> F::Out
     }
 }
 
+/// Spawns `fut` as a task of its own that keeps the current request id and tracing span: work
+/// that must run to its end even if the client hangs up (the caller awaits the handle; dropping
+/// it does not cancel the task).
+pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use tracing::Instrument;
+    tokio::spawn(scope(current(), fut).in_current_span())
+}
+
 /// An incoming id is kept only if it is short and made of characters that are safe in logs
 /// and headers: letters, digits and `-_.:`.
 pub fn is_sane(id: &str) -> bool {

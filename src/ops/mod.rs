@@ -2,5 +2,6 @@
 //! and error reporting.
 
 pub mod checks;
+pub mod fault;
 pub mod metrics;
 pub mod sentry;

@@ -30,6 +30,7 @@ pub fn provider_model(provider: &str, upstream: &str, fallbacks: &[&str]) -> Mod
         provider: provider.into(),
         upstream: Some(upstream.into()),
         fallbacks: fallbacks.iter().map(|f| f.to_string()).collect(),
+        max_output_tokens: None,
     }
 }
 

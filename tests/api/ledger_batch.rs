@@ -39,6 +39,7 @@ fn hold(t: Target, amount: i64, reference: &str) -> CallHold {
         overdraft: 0,
         expires_at: now_ms() + 60_000,
         reference: reference.to_string(),
+        key: None,
         plan: None,
     }
 }

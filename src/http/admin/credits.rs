@@ -1,9 +1,9 @@
 //! A user's credits for operators: balances, ledger, grants, adjustments, refunds and the
 //! user's plan. Every change is audited in the same transaction as the ledger entry.
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -19,6 +19,7 @@ use crate::http::api::money::{
     positive, quotas_of,
 };
 use crate::http::auth::OperatorAuth;
+use crate::http::idempotency::EffectKey;
 use crate::http::{AppState, extract, request_id};
 use crate::store::identity::{self, AppRow, NewAudit};
 use crate::store::ledger::{self, Credit, GRANT_SOURCES, Note, Target, UserPlan};
@@ -165,6 +166,7 @@ pub async fn create_grant(
     State(state): State<AppState>,
     op: OperatorAuth,
     Path((slug, external_id)): UserPath,
+    effect: Option<Extension<EffectKey>>,
     extract::Json(body): extract::Json<GrantIn>,
 ) -> Result<(StatusCode, Json<EntryOut>)> {
     op.require(Role::Admin)?;
@@ -187,7 +189,7 @@ pub async fn create_grant(
         note: Note {
             reason: body.reason.as_deref(),
             reference: Some(&op.actor()),
-            key: None,
+            key: EffectKey::of(&effect),
         },
     };
     let entry = write_credit(&state, &op, "credits.grant", &external_id, t, &credit).await?;
@@ -203,6 +205,7 @@ pub async fn create_refund(
     State(state): State<AppState>,
     op: OperatorAuth,
     Path((slug, external_id)): UserPath,
+    effect: Option<Extension<EffectKey>>,
     extract::Json(body): extract::Json<RefundIn>,
 ) -> Result<(StatusCode, Json<EntryOut>)> {
     op.require(Role::Admin)?;
@@ -219,7 +222,7 @@ pub async fn create_refund(
         note: Note {
             reason: body.reason.as_deref(),
             reference: Some(&reference),
-            key: None,
+            key: EffectKey::of(&effect),
         },
     };
     let entry = write_credit(&state, &op, "credits.refund", &external_id, t, &credit).await?;
@@ -263,6 +266,7 @@ pub async fn create_adjustment(
     State(state): State<AppState>,
     op: OperatorAuth,
     Path((slug, external_id)): UserPath,
+    effect: Option<Extension<EffectKey>>,
     extract::Json(body): extract::Json<AdjustmentIn>,
 ) -> Result<(StatusCode, Json<EntryOut>)> {
     op.require(Role::Admin)?;
@@ -287,7 +291,7 @@ pub async fn create_adjustment(
             note: Note {
                 reason: Some(reason),
                 reference: Some(&op.actor()),
-                key: None,
+                key: EffectKey::of(&effect),
             },
         };
         let entry = write_credit(&state, &op, "credits.adjust", &external_id, t, &credit).await?;
@@ -307,7 +311,7 @@ pub async fn create_adjustment(
     let note = Note {
         reason: Some(reason),
         reference: Some(&actor),
-        key: None,
+        key: EffectKey::of(&effect),
     };
     let entry = ledger::charge(
         &state.db,

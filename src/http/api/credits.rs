@@ -4,9 +4,9 @@
 //! server (app secret keys): holds (reserve → settle | release), direct debits and quota
 //! counting for its users — the same calls the AI gateway makes around each request.
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -20,6 +20,7 @@ use crate::domain::plans::BillingSettings;
 use crate::error::{Error, Result};
 use crate::http::AppState;
 use crate::http::auth::{AppAuth, UserAuth};
+use crate::http::idempotency::EffectKey;
 use crate::http::{extract, request_id};
 use crate::store::identity;
 use crate::store::ledger::{self, Note, Target};
@@ -162,6 +163,7 @@ pub async fn reserve_hold(
     State(state): State<AppState>,
     app: AppAuth,
     Path(external_id): Path<String>,
+    effect: Option<Extension<EffectKey>>,
     extract::Json(body): extract::Json<HoldIn>,
 ) -> Result<(StatusCode, Json<HoldOut>)> {
     let amount = positive("amount_micros", body.amount_micros)?;
@@ -177,7 +179,7 @@ pub async fn reserve_hold(
     let note = Note {
         reason: None,
         reference: reference.as_deref(),
-        key: None,
+        key: EffectKey::of(&effect),
     };
     let hold = ledger::reserve(
         &state.db,
@@ -276,6 +278,7 @@ pub async fn debit_user(
     State(state): State<AppState>,
     app: AppAuth,
     Path(external_id): Path<String>,
+    effect: Option<Extension<EffectKey>>,
     extract::Json(body): extract::Json<DebitIn>,
 ) -> Result<(StatusCode, Json<EntryOut>)> {
     let amount = positive("amount_micros", body.amount_micros)?;
@@ -286,7 +289,7 @@ pub async fn debit_user(
     let note = Note {
         reason: body.reason.as_deref(),
         reference: reference.as_deref(),
-        key: None,
+        key: EffectKey::of(&effect),
     };
     let entry = ledger::charge(&state.db, t, "debit", amount, plan.overdraft.0, note, None).await?;
     Ok((StatusCode::CREATED, Json(entry.into_inner().into())))

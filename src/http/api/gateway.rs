@@ -2,6 +2,7 @@
 //! caller's usage records (`GET /v1/me/usage`). The billing around each call is in
 //! [`crate::gateway::call`]; see docs/gateway.md.
 
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -15,12 +16,15 @@ use utoipa_axum::routes;
 
 use super::money::{PageQuery, consume_quota, invalid};
 use crate::error::{Error, Result};
+use crate::gateway::cap::OutputCap;
 use crate::gateway::format::Format;
+use crate::gateway::models::Route;
 use crate::gateway::openai::ChatRequest;
 use crate::gateway::upstream::Outgoing;
 use crate::gateway::{anthropic, call, gemini, models, openai};
 use crate::http::AppState;
 use crate::http::auth::{InvitedUser, UserAuth};
+use crate::http::idempotency::EffectKey;
 use crate::store::ledger;
 use crate::store::now_ms;
 use crate::store::usage::{self, UsageRecord};
@@ -58,20 +62,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub async fn chat_completions(
     State(state): State<AppState>,
     InvitedUser(auth): InvitedUser,
+    effect: Option<Extension<EffectKey>>,
     body: Bytes,
 ) -> Result<Response> {
     let map = json_object(&body)?;
     let request = openai::parse_request(&map).map_err(Error::Validation)?;
-    serve_call(
-        &state,
-        &auth,
-        Format::OpenAiChat,
-        &map,
-        &request,
-        body.len(),
-        &[],
-    )
-    .await
+    let call = Incoming::new(Format::OpenAiChat, map, request, body.len(), &effect);
+    serve_call(&state, &auth, call).await
 }
 
 /// OpenAI embeddings through the gateway (OpenAI and the mock), charged on the provider's
@@ -87,12 +84,13 @@ pub async fn chat_completions(
 pub async fn embeddings(
     State(state): State<AppState>,
     InvitedUser(auth): InvitedUser,
+    effect: Option<Extension<EffectKey>>,
     body: Bytes,
 ) -> Result<Response> {
     let map = json_object(&body)?;
     let request = openai::parse_embeddings(&map).map_err(Error::Validation)?;
-    let format = Format::OpenAiEmbeddings;
-    serve_call(&state, &auth, format, &map, &request, body.len(), &[]).await
+    let call = Incoming::new(Format::OpenAiEmbeddings, map, request, body.len(), &effect);
+    serve_call(&state, &auth, call).await
 }
 
 /// Anthropic's Messages API, passed through: the body and the answer are Anthropic's (the
@@ -109,6 +107,7 @@ pub async fn embeddings(
 pub async fn anthropic_messages(
     State(state): State<AppState>,
     InvitedUser(auth): InvitedUser,
+    effect: Option<Extension<EffectKey>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
@@ -122,16 +121,9 @@ pub async fn anthropic_messages(
                 .map(|v| (HeaderName::from_static(n), v.clone()))
         })
         .collect();
-    serve_call(
-        &state,
-        &auth,
-        Format::Anthropic,
-        &map,
-        &request,
-        body.len(),
-        &passed,
-    )
-    .await
+    let mut call = Incoming::new(Format::Anthropic, map, request, body.len(), &effect);
+    call.anthropic_headers = passed;
+    serve_call(&state, &auth, call).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -159,6 +151,7 @@ pub struct GeminiQuery {
 pub async fn gemini_generate(
     State(state): State<AppState>,
     InvitedUser(auth): InvitedUser,
+    effect: Option<Extension<EffectKey>>,
     Path((version, target)): Path<(String, String)>,
     Query(q): Query<GeminiQuery>,
     body: Bytes,
@@ -187,16 +180,8 @@ pub async fn gemini_generate(
     };
     let map = json_object(&body)?;
     let request = gemini::parse_request(model, stream, &map).map_err(Error::Validation)?;
-    serve_call(
-        &state,
-        &auth,
-        Format::Gemini,
-        &map,
-        &request,
-        body.len(),
-        &[],
-    )
-    .await
+    let call = Incoming::new(Format::Gemini, map, request, body.len(), &effect);
+    serve_call(&state, &auth, call).await
 }
 
 fn json_object(body: &[u8]) -> Result<Map<String, Value>> {
@@ -204,70 +189,100 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>> {
         .map_err(|e| Error::BadRequest(format!("the body is not a JSON object: {e}")))
 }
 
+/// A call as the client sent it, owned: it runs in a task of its own.
+struct Incoming {
+    format: Format,
+    map: Map<String, Value>,
+    request: ChatRequest,
+    body_len: usize,
+    anthropic_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The request's `Idempotency-Key` effect key, written on the call's hold.
+    key: Option<String>,
+}
+
+impl Incoming {
+    fn new(
+        format: Format,
+        map: Map<String, Value>,
+        request: ChatRequest,
+        body_len: usize,
+        effect: &Option<Extension<EffectKey>>,
+    ) -> Incoming {
+        Incoming {
+            format,
+            map,
+            request,
+            body_len,
+            anthropic_headers: Vec::new(),
+            key: EffectKey::of(effect).map(str::to_string),
+        }
+    }
+}
+
 /// One metered call in any format: plan → quota → hold → provider (with fallbacks) → settle.
-async fn serve_call(
+///
+/// The call runs in its own task: a client that hangs up does not cancel it half-way, so its
+/// hold is always settled or released when the call ends (a non-streamed answer is read and
+/// charged to its end; a stream's pump settles by itself).
+async fn serve_call(state: &AppState, auth: &UserAuth, call: Incoming) -> Result<Response> {
+    let (state, auth) = (state.clone(), auth.clone());
+    crate::http::request_id::spawn(async move { serve_on_fresh_plan(&state, &auth, &call).await })
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("the AI call's task failed: {e}")))?
+}
+
+/// Priced on this process's last reading of the user's plan. A refusal that a plan change could
+/// lift (model not in the plan, quota, tokens per minute, credits) or a hold that found the plan
+/// changed is checked against a fresh reading, and the call priced again on it, once: a user
+/// who just paid is let in on this call, whichever process applied the purchase.
+async fn serve_on_fresh_plan(
     state: &AppState,
     auth: &UserAuth,
-    format: Format,
-    map: &Map<String, Value>,
-    request: &ChatRequest,
-    body_len: usize,
-    anthropic_headers: &[(HeaderName, HeaderValue)],
+    call: &Incoming,
 ) -> Result<Response> {
-    let call = Incoming {
-        format,
-        map,
-        request,
-        body_len,
-        anthropic_headers,
-    };
-    // Priced on this process's last reading of the user's plan; the hold checks it against the
-    // database, and a call priced on a plan the user has left is priced again, once, on a
-    // fresh reading.
-    match serve_priced(state, auth, &call, false).await {
-        Err(Error::PlanChanged) => serve_priced(state, auth, &call, true).await,
+    let ledger = &state.upstream.ledger;
+    let t = auth.target();
+    let cached = ledger.plan(t, &auth.billing, false).await?;
+    match serve_priced(state, auth, call, &cached).await {
+        Err(e) if may_follow_a_stale_plan(&e) => {
+            let fresh = ledger.plan(t, &auth.billing, true).await?;
+            if matches!(e, Error::PlanChanged) || fresh.columns != cached.columns {
+                serve_priced(state, auth, call, &fresh).await
+            } else {
+                Err(e)
+            }
+        }
         other => other,
     }
 }
 
-/// A call as the client sent it.
-struct Incoming<'a> {
-    format: Format,
-    map: &'a Map<String, Value>,
-    request: &'a ChatRequest,
-    body_len: usize,
-    anthropic_headers: &'a [(HeaderName, HeaderValue)],
+/// Refusals decided on the user's plan, which a purchase processed elsewhere may have changed.
+fn may_follow_a_stale_plan(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::PlanChanged
+            | Error::Forbidden(_)
+            | Error::QuotaExceeded { .. }
+            | Error::RateLimited { .. }
+            | Error::InsufficientCredits { .. }
+    )
 }
 
-async fn serve_priced(
-    state: &AppState,
-    auth: &UserAuth,
-    call: &Incoming<'_>,
-    fresh_plan: bool,
-) -> Result<Response> {
-    let Incoming {
-        format,
-        map,
-        request,
-        ..
-    } = *call;
-    let t = auth.target();
-    let config = &state.config;
-    let priced = state
-        .upstream
-        .ledger
-        .plan(t, &auth.billing, fresh_plan)
-        .await?;
-    let (user, plan) = (&priced.user, &priced.plan);
-    let resolved = models::resolve(config, plan, &request.model, format)?;
-    // Each route's body, translated where needed, before anything is charged. The first
-    // model's untranslatable fields are the client's to fix; a fallback that cannot take the
-    // request is skipped.
-    let default_max = config.gateway.default_max_output_tokens as u64;
+/// Each route's body, translated where needed and carrying the output cap. The first model's
+/// untranslatable fields are the client's to fix; a fallback that cannot take the request is
+/// skipped.
+fn upstream_bodies(
+    call: &Incoming,
+    resolved: Vec<Route>,
+    cap: OutputCap,
+) -> Result<(Vec<Route>, Vec<Vec<u8>>)> {
     let mut routes = Vec::new();
     let mut bodies = Vec::new();
     for (i, route) in resolved.into_iter().enumerate() {
-        match format.upstream_body(&route, map, request.stream, default_max) {
+        match call
+            .format
+            .upstream_body(&route, &call.map, call.request.stream, cap)
+        {
             Ok(body) => {
                 routes.push(route);
                 bodies.push(body);
@@ -278,8 +293,23 @@ async fn serve_priced(
             }
         }
     }
+    Ok((routes, bodies))
+}
+
+async fn serve_priced(
+    state: &AppState,
+    auth: &UserAuth,
+    call: &Incoming,
+    priced: &ledger::CallPlan,
+) -> Result<Response> {
+    let t = auth.target();
+    let config = &state.config;
+    let (user, plan) = (&priced.user, &priced.plan);
+    let resolved = models::resolve(config, plan, &call.request.model, call.format)?;
+    let cap = OutputCap::of(&call.request, &resolved);
+    let (routes, bodies) = upstream_bodies(call, resolved, cap)?;
     let counted = consume_quota(&state.db, t, user, plan, REQUESTS_METRIC, 1, now_ms()).await?;
-    let started = start_call(state, auth, &priced, call, &routes, &bodies).await;
+    let started = start_call(state, auth, priced, call, routes, bodies, cap).await;
     let (meter, reply) = match started {
         Ok(started) => started,
         Err(e) => {
@@ -300,36 +330,46 @@ async fn serve_priced(
         }
     };
     let idle = config.gateway.idle_timeout();
-    if request.stream {
-        Ok(call::stream(meter, reply, request.client_wants_usage, idle))
+    if call.request.stream {
+        Ok(call::stream(
+            meter,
+            reply,
+            call.request.client_wants_usage,
+            idle,
+        ))
     } else {
         call::complete(meter, reply, idle).await
     }
 }
 
 /// The call's limits, hold and provider call: the open meter and the provider's reply, or why
-/// not (nothing is charged then).
+/// not (nothing is charged then). When the user's credits do not cover the hold of the cap
+/// tollgate chose, the cap is lowered to what they do cover (the answer is cut there).
 async fn start_call(
     state: &AppState,
     auth: &UserAuth,
     priced: &ledger::CallPlan,
-    call: &Incoming<'_>,
-    routes: &[crate::gateway::models::Route],
-    bodies: &[Vec<u8>],
+    call: &Incoming,
+    mut routes: Vec<Route>,
+    mut bodies: Vec<Vec<u8>>,
+    cap: OutputCap,
 ) -> Result<(call::Meter, crate::gateway::upstream::Reply)> {
     let config = &state.config;
-    let (t, plan, request, format) = (auth.target(), &priced.plan, call.request, call.format);
-    let slot = state
-        .upstream
-        .slots
-        .take(auth.user_id, config.gateway.max_concurrent_calls_per_user)
-        .ok_or_else(|| {
-            metrics::counter!(crate::gateway::metrics::CONCURRENCY_REFUSED, "app" => auth.app_slug.clone())
-                .increment(1);
-            Error::RateLimited {
-                retry_after_secs: 1,
-            }
-        })?;
+    let (t, plan, request, format) = (auth.target(), &priced.plan, &call.request, call.format);
+    let take_slot = || {
+        state
+            .upstream
+            .slots
+            .take(auth.user_id, config.gateway.max_concurrent_calls_per_user)
+            .ok_or_else(|| {
+                metrics::counter!(crate::gateway::metrics::CONCURRENCY_REFUSED, "app" => auth.app_slug.clone())
+                    .increment(1);
+                Error::RateLimited {
+                    retry_after_secs: 1,
+                }
+            })
+    };
+    let slot = take_slot()?;
     if let Some(limit) = plan.tokens_per_minute
         && let Err(retry_after_secs) = state.upstream.tokens.admit(auth.user_id, limit, now_ms())
     {
@@ -338,30 +378,46 @@ async fn start_call(
         return Err(Error::RateLimited { retry_after_secs });
     }
     let conversion = auth.billing.conversion();
-    let amount = call::hold_amount(routes, request, call.body_len, config, &conversion)?;
-    let meter = call::Meter::open(
-        &state.db,
-        &state.upstream.ledger,
+    let mut amount = call::hold_amount(&routes, call.body_len, cap.tokens, &conversion)?;
+    let opening = |amount: i64| call::Opening {
+        db: &state.db,
+        batcher: &state.upstream.ledger,
         config,
         t,
-        &auth.app_slug,
+        app_slug: &auth.app_slug,
         plan,
         conversion,
         request,
         format,
         amount,
-        slot,
-        state.upstream.tokens.clone(),
-        priced.columns.clone(),
-    )
-    .await?;
+        tokens: state.upstream.tokens.clone(),
+        priced_on: priced.columns.clone(),
+        key: call.key.clone(),
+        request_id: crate::http::request_id::current().unwrap_or_default(),
+    };
+    let meter = match call::Meter::open(opening(amount), slot).await {
+        Err(Error::InsufficientCredits { available, needed }) => {
+            let budget = available.0.saturating_add(plan.overdraft.0);
+            let hold_of =
+                |tokens| call::hold_amount(&routes, call.body_len, tokens, &conversion).ok();
+            let Some(lowered) = cap.lowered_to(budget, hold_of) else {
+                return Err(Error::InsufficientCredits { available, needed });
+            };
+            amount = hold_of(lowered.tokens).unwrap_or(amount);
+            let resolved = std::mem::take(&mut routes);
+            (routes, bodies) = upstream_bodies(call, resolved, lowered)?;
+            // The refused hold freed the user's slot; the call takes one again.
+            call::Meter::open(opening(amount), take_slot()?).await?
+        }
+        other => other?,
+    };
     let outgoing = Outgoing {
         format,
-        bodies,
+        bodies: &bodies,
         request,
-        anthropic_headers: call.anthropic_headers,
+        anthropic_headers: &call.anthropic_headers,
     };
-    match state.upstream.send(config, routes, &outgoing).await {
+    match state.upstream.send(config, &routes, &outgoing).await {
         Ok(reply) => Ok((meter, reply)),
         Err(e) => {
             meter.release("ai call: the provider failed").await;

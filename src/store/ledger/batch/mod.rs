@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 mod write;
 
 use super::holds;
-use super::{LedgerError, Note, Target, metrics};
+use super::{LedgerError, Note, Target, Written, metrics};
 use crate::store::Db;
 use crate::store::usage::NewUsage;
 use write::write;
@@ -52,6 +52,10 @@ pub struct CallHold {
     pub expires_at: i64,
     /// The call's request id.
     pub reference: String,
+    /// The request's `Idempotency-Key` effect key, written on the hold's entry: a retry of a
+    /// call that already took its hold (its process died before the answer was stored) finds
+    /// it and is refused instead of being run and charged again.
+    pub key: Option<String>,
     /// The plan columns the call was priced on, checked against the user's row in the hold's
     /// transaction (`None`: not checked).
     pub plan: Option<super::period::PlanColumns>,
@@ -201,11 +205,26 @@ async fn alone_reserve(db: &Db, r: &CallHold) -> Result<i64, LedgerError> {
     let note = Note {
         reason: Some(HOLD_REASON),
         reference: Some(&r.reference),
-        key: None,
+        key: r.key.as_deref(),
     };
-    super::reserve(db, r.t, r.amount, r.overdraft, r.expires_at, note)
-        .await
-        .map(|w| w.into_inner().id)
+    match super::reserve(db, r.t, r.amount, r.overdraft, r.expires_at, note).await? {
+        Written::New(hold) => Ok(hold.id),
+        Written::Replayed(first) => Err(LedgerError::Conflict(already_ran(&first))),
+    }
+}
+
+/// Why a call whose key already holds credits is not run again.
+fn already_ran(first: &holds::HoldRow) -> String {
+    let charged = first
+        .charged
+        .map(|c| format!(", charged {c} micro-credits"))
+        .unwrap_or_default();
+    format!(
+        "the first request with this Idempotency-Key already made this AI call (hold {}, {}{charged}) \
+         and its answer was lost when the server stopped; it is not run or charged again. \
+         Send a new Idempotency-Key to make a new call",
+        first.id, first.state
+    )
 }
 
 async fn alone_close(db: &Db, c: &CallClose) -> Result<(), LedgerError> {

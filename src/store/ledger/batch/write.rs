@@ -150,7 +150,7 @@ fn hold_entry(r: &CallHold, balance_after: i64) -> BatchEntry {
         hold_id: 0,
         reason: super::HOLD_REASON,
         reference: Some(r.reference.clone()),
-        key: None,
+        key: r.key.clone(),
     }
 }
 
