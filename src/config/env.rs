@@ -47,7 +47,7 @@ const TEXT_KEYS: &[&str] = &[
 
 const PREFIX: &str = "TOLLGATE_";
 /// Variables read by the command line itself (the file to load, the role to run), not keys.
-const NOT_KEYS: &[&str] = &["TOLLGATE_CONFIG", "TOLLGATE_ROLE"];
+const NOT_KEYS: &[&str] = &["TOLLGATE_CONFIG", "TOLLGATE_ROLE", crate::ops::fault::ENV];
 
 pub fn process_env() -> Vec<(String, String)> {
     std::env::vars().collect()

@@ -49,6 +49,15 @@ pub fn spawn_worker(test_db: &TestDb, extra: &[(&str, &str)]) -> Child {
 /// A `serve --role api` process (with `args` before `serve`) on a free port, answering /health;
 /// returns it and its base URL.
 pub async fn spawn_api(test_db: &TestDb, args: &[&str]) -> (Child, String) {
+    spawn_api_env(test_db, args, &[]).await
+}
+
+/// [`spawn_api`] with more environment variables.
+pub async fn spawn_api_env(
+    test_db: &TestDb,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -59,6 +68,7 @@ pub async fn spawn_api(test_db: &TestDb, args: &[&str]) -> (Child, String) {
     let mut vars = as_refs(&vars);
     vars.extend_from_slice(FAST);
     vars.push(("TOLLGATE_LISTEN", &listen));
+    vars.extend_from_slice(extra);
     let mut argv = args.to_vec();
     argv.extend(["serve", "--role", "api"]);
     let api = tollgate(&argv, &vars)

@@ -22,6 +22,7 @@ mod gateway_native;
 mod health;
 mod helpers;
 mod idempotency;
+mod idempotency_crash;
 mod identity;
 mod invites;
 mod jobs;
