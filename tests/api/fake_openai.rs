@@ -7,6 +7,9 @@
 //! - `no-usage`: never reports usage (as some OpenAI-compatible servers do);
 //! - `slow`: 200 content chunks 20 ms apart (to disconnect from mid-stream);
 //! - `tools`: a streamed tool call;
+//! - `long`: writes 6,000 completion tokens, or stops at the request's `max_completion_tokens`
+//!   / `max_tokens` with `finish_reason: length`, as OpenAI does;
+//! - `slow-answer`: a whole (non-streamed) answer after 1.5 s;
 //! - anything else: "Hello" with usage 12 prompt (2 cached) + 30 completion tokens.
 
 use std::sync::{Arc, Mutex};
@@ -56,6 +59,9 @@ fn error(status: StatusCode, kind: &str, message: &str, param: Option<&str>) -> 
     )
         .into_response()
 }
+
+/// What the `long` model writes when nothing stops it.
+pub const LONG_ANSWER_TOKENS: u64 = 6_000;
 
 pub fn usage() -> Value {
     json!({"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42,
@@ -109,14 +115,32 @@ async fn chat(State(fake): State<FakeOpenAi>, headers: HeaderMap, body: Bytes) -
     }
     let with_usage = model != "no-usage";
     if request["stream"] != json!(true) {
+        if model == "slow-answer" {
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+        }
+        let (written, finish) = match model.as_str() {
+            "long" => {
+                let cap = ["max_completion_tokens", "max_tokens"]
+                    .iter()
+                    .find_map(|f| request[*f].as_u64());
+                match cap {
+                    Some(cap) if cap < LONG_ANSWER_TOKENS => (cap, "length"),
+                    _ => (LONG_ANSWER_TOKENS, "stop"),
+                }
+            }
+            _ => (30, "stop"),
+        };
         let mut answer = json!({
             "id": "chatcmpl-fake", "object": "chat.completion", "created": 1_700_000_000,
             "model": model, "system_fingerprint": "fp_fake",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello",
-                "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
+                "refusal": null}, "logprobs": null, "finish_reason": finish}],
         });
         if with_usage {
-            answer["usage"] = usage();
+            let mut u = usage();
+            u["completion_tokens"] = json!(written);
+            u["total_tokens"] = json!(12 + written);
+            answer["usage"] = u;
         }
         return (
             StatusCode::OK,

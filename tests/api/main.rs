@@ -17,6 +17,7 @@ mod fake_gemini;
 mod fake_openai;
 mod fake_stripe;
 mod gateway;
+mod gateway_access;
 mod gateway_clients;
 mod gateway_native;
 mod health;
