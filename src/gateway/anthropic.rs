@@ -16,6 +16,7 @@ pub fn parse_request(body: &Map<String, Value>) -> Result<ChatRequest, Vec<Field
     let mut errors = Vec::new();
     let model = openai::required_model(body, &mut errors);
     let messages = openai::required_messages(body, &mut errors);
+    super::messages::check_anthropic(messages, &mut errors);
     let max_tokens = match body.get("max_tokens").and_then(Value::as_u64) {
         Some(n) if n >= 1 => n,
         _ => {

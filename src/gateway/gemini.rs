@@ -23,6 +23,7 @@ pub fn parse_request(
             &[]
         }
     };
+    super::messages::check_gemini(contents, &mut errors);
     let max = body
         .get("generationConfig")
         .and_then(|g| g.get("maxOutputTokens"));

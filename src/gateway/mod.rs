@@ -11,6 +11,7 @@ pub mod chat_to_gemini;
 pub mod format;
 pub mod gemini;
 pub mod limits;
+pub mod messages;
 pub mod metrics;
 pub mod mock;
 pub mod models;

@@ -65,6 +65,7 @@ pub fn parse_request(body: &Map<String, Value>) -> Result<ChatRequest, Vec<Field
     let mut errors = Vec::new();
     let model = required_model(body, &mut errors);
     let messages = required_messages(body, &mut errors);
+    super::messages::check_openai(messages, &mut errors);
     let stream = stream_flag(body, &mut errors);
     if let Some(n) = body.get("n")
         && !n.is_null()

@@ -342,6 +342,18 @@ impl OperatorAuth {
         }
     }
 
+    /// Refuses (403) unless the operator's role is at least `role` and the operator is not
+    /// limited to some apps: for what spans apps (jobs, creating apps, operator tokens).
+    pub fn require_unrestricted(&self, role: Role, what: &str) -> Result<(), Error> {
+        self.require(role)?;
+        if self.apps.is_some() {
+            return Err(Error::Forbidden(format!(
+                "{what}: this needs an operator not limited to some apps"
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether this operator may see `slug` (an app outside the scope answers 404, so its
     /// existence does not leak).
     pub fn can_see(&self, slug: &str) -> bool {

@@ -44,8 +44,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     }
 }
 
-/// Deserializes `bytes`, turning serde's error into a field error or a syntax error.
+/// Deserializes `bytes`, turning serde's error into a field error or a syntax error. A body is
+/// an object: serde would read a struct from an array too (`[5]` as its first field), so
+/// anything else is refused before it is read.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|&b| b != b'{') {
+        return Err(Error::BadRequest("the body must be a JSON object".into()));
+    }
+    if super::sanitize::json_has_nul(bytes) {
+        return Err(Error::BadRequest(
+            "the body contains a NUL character (\\u0000), which no field accepts".into(),
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -107,6 +118,16 @@ mod tests {
         match parse::<Order>(body.as_bytes()) {
             Err(Error::Validation(mut fields)) => fields.remove(0),
             other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused_before_it_is_read() {
+        for body in ["[null,null]", " [5]", "5", "\"x\"", "null"] {
+            match parse::<Order>(body.as_bytes()) {
+                Err(Error::BadRequest(m)) => assert!(m.contains("JSON object"), "{m}"),
+                other => panic!("{body}: {other:?}"),
+            }
         }
     }
 

@@ -13,6 +13,7 @@ pub mod openapi;
 mod problems;
 pub mod rate_limit;
 pub mod request_id;
+mod sanitize;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -58,7 +59,7 @@ pub fn routes(role: Role) -> Router<AppState> {
 }
 
 /// Wraps `routes` in the middleware stack and binds the state. Outermost first: request id,
-/// logging and metrics, problem+json for framework errors, CORS, rate limit, Idempotency-Key,
+/// logging and metrics, problem+json for framework errors, control characters refused, CORS, rate limit, Idempotency-Key,
 /// timeout, body limit, panics.
 pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let http = &state.config.http;
@@ -81,6 +82,7 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
             rate_limit::middleware,
         ))
         .layer(cors(&http.cors_origins))
+        .layer(middleware::from_fn(sanitize::middleware))
         .layer(middleware::from_fn(problems::bare_errors_as_problems))
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -555,3 +555,75 @@ async fn the_cli_creates_apps_keys_and_tokens_and_its_revocation_reaches_a_runni
     problem(app.get_as("/v1/users/user_123", &app_key).await, 404).await;
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_owner_limited_to_one_app_cannot_revoke_operator_tokens_or_act_across_apps() {
+    let app = spawn_app().await;
+    let s = seed(&app).await;
+    let operator = |role, scope: Option<Vec<String>>| {
+        key(
+            &app,
+            KeyKind::Operator,
+            KeySpec {
+                role: Some(role),
+                app_scope: scope,
+                ..Default::default()
+            },
+        )
+    };
+    let (global_id, global) = operator(Role::Owner, None).await;
+    let (_, scoped) = operator(Role::Owner, Some(vec!["app-a".into()])).await;
+    let revoke = |id: i64, token: String| {
+        let app = &app;
+        async move {
+            app.send_as(
+                reqwest::Method::POST,
+                &format!("/admin/v1/keys/{id}/revoke"),
+                &token,
+                None,
+            )
+            .await
+        }
+    };
+    let p = problem(revoke(global_id, scoped.clone()).await, 403).await;
+    assert!(p["detail"].as_str().unwrap().contains("not limited"), "{p}");
+    assert_eq!(
+        app.get_as("/admin/v1/apps", &global).await.status(),
+        200,
+        "the global owner's token still works"
+    );
+    // Nor anything else that spans apps.
+    let body = json!({"slug": "app-z"});
+    problem(
+        app.send_as(reqwest::Method::POST, "/admin/v1/apps", &scoped, Some(body))
+            .await,
+        403,
+    )
+    .await;
+    problem(app.get_as("/admin/v1/jobs", &scoped).await, 403).await;
+    problem(app.get_as("/admin/v1/audit", &scoped).await, 422).await;
+    problem(app.get_as("/admin/v1/audit?app=app-b", &scoped).await, 404).await;
+    // Its own app's keys it may revoke; the other app's it cannot see.
+    let (a_key, _) = key(
+        &app,
+        KeyKind::App,
+        KeySpec {
+            app_id: Some(s.a_id),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (b_key, _) = key(
+        &app,
+        KeyKind::App,
+        KeySpec {
+            app_id: Some(s.b_id),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(revoke(a_key, scoped.clone()).await.status(), 200);
+    problem(revoke(b_key, scoped.clone()).await, 404).await;
+    // The unrestricted owner may revoke operator tokens.
+    assert_eq!(revoke(global_id, global.clone()).await.status(), 200);
+}

@@ -12,6 +12,7 @@ mod compat;
 mod cors;
 mod credits;
 mod credits_processes;
+mod edge_input;
 mod fake_anthropic;
 mod fake_gemini;
 mod fake_openai;

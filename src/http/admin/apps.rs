@@ -161,12 +161,7 @@ pub async fn create_app(
     op: OperatorAuth,
     extract::Json(body): extract::Json<AppIn>,
 ) -> Result<(StatusCode, Json<AppRow>)> {
-    op.require(Role::Admin)?;
-    if op.apps.is_some() {
-        return Err(Error::Forbidden(
-            "an operator limited to some apps cannot create apps".into(),
-        ));
-    }
+    op.require_unrestricted(Role::Admin, "creating an app")?;
     let slug = AppSlug::parse(&body.slug).map_err(|m| invalid("slug", m))?;
     let name = body.name.unwrap_or_else(|| slug.to_string());
     let settings = state.config.new_app_settings();
@@ -269,7 +264,8 @@ pub async fn revoke_key(
     let key = identity::find_key(&state.db, Some(id), None, None)
         .await?
         .ok_or_else(|| Error::NotFound(format!("no key {id}")))?;
-    // Operator tokens belong to no app: only an unrestricted owner revokes them here.
+    // Operator tokens belong to no app: only an owner limited to no app revokes them (one
+    // limited to an app would otherwise revoke the global owner's token).
     match key.app_id {
         Some(app_id) => {
             let app = identity::app_by_id(&state.db, app_id).await?;
@@ -277,7 +273,7 @@ pub async fn revoke_key(
                 return Err(Error::NotFound(format!("no key {id}")));
             }
         }
-        None => op.require(Role::Owner)?,
+        None => op.require_unrestricted(Role::Owner, "revoking an operator token")?,
     }
     let revoked = identity::revoke_key(&state.db, key.id).await?;
     state.keys.forget(&key.prefix);

@@ -281,6 +281,7 @@ pub async fn create_adjustment(
             "must be a non-zero integer of micro-credits",
         ));
     }
+    positive("amount_micros", body.amount_micros.abs())?;
     let (_, t) = target(&state, &op, &slug, &external_id).await?;
     if body.amount_micros > 0 {
         let credit = Credit {

@@ -64,13 +64,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 fn unrestricted(op: &OperatorAuth, role: Role) -> Result<()> {
-    op.require(role)?;
-    if op.apps.is_some() {
-        return Err(Error::Forbidden(
-            "jobs span apps: this needs an operator not limited to some apps".into(),
-        ));
-    }
-    Ok(())
+    op.require_unrestricted(role, "jobs span apps")
 }
 
 /// Counts per queue and state, oldest due job, pauses and switches.

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use super::money::{
     EntriesPage, EntryOut, HoldOut, PageQuery, PlanOut, QuotaOut, consume_quota, entries_page,
-    invalid, note, positive,
+    invalid, non_negative, note, positive,
 };
 use crate::domain::plans::BillingSettings;
 use crate::error::{Error, Result};
@@ -208,10 +208,8 @@ pub async fn settle_hold(
     Path(id): Path<i64>,
     extract::Json(body): extract::Json<SettleIn>,
 ) -> Result<Json<HoldOut>> {
-    if body.amount_micros < 0 {
-        return Err(invalid("amount_micros", "must not be negative"));
-    }
-    let hold = ledger::settle(&state.db, app.app_id, id, body.amount_micros, None).await?;
+    let amount = non_negative("amount_micros", body.amount_micros)?;
+    let hold = ledger::settle(&state.db, app.app_id, id, amount, None).await?;
     Ok(Json(hold.into_inner().into()))
 }
 
@@ -238,9 +236,7 @@ pub async fn record_hold_usage(
     Path(id): Path<i64>,
     extract::Json(body): extract::Json<UsageIn>,
 ) -> Result<StatusCode> {
-    if body.used_micros < 0 {
-        return Err(invalid("used_micros", "must not be negative"));
-    }
+    non_negative("used_micros", body.used_micros)?;
     if !ledger::record_usage(&state.db, app.app_id, id, body.used_micros).await? {
         return Err(Error::Conflict(format!(
             "hold {id} is not open in this app, or {} exceeds it",

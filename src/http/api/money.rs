@@ -328,10 +328,15 @@ pub fn invalid(field: &str, message: &str) -> Error {
     Error::Validation(vec![crate::error::FieldError::new(field, message)])
 }
 
-/// A positive `_micros` amount from a request body.
+/// The largest amount one request may move: 10^15 micro-credits (a billion credits). Far
+/// above any real grant or charge, and far enough below `i64::MAX` (≈ 9.2 × 10^18) that sums of
+/// such amounts stay exact. A balance that would pass `i64::MAX` is refused by the ledger.
+pub const MAX_AMOUNT_MICROS: i64 = 1_000_000_000_000_000;
+
+/// A positive `_micros` amount from a request body, at most [`MAX_AMOUNT_MICROS`].
 pub fn positive(field: &str, micros: i64) -> Result<i64> {
     if micros > 0 {
-        Ok(micros)
+        at_most_max(field, micros)
     } else {
         Err(invalid(
             field,
@@ -340,16 +345,38 @@ pub fn positive(field: &str, micros: i64) -> Result<i64> {
     }
 }
 
+/// A non-negative `_micros` amount from a request body, at most [`MAX_AMOUNT_MICROS`].
+pub fn non_negative(field: &str, micros: i64) -> Result<i64> {
+    if micros < 0 {
+        return Err(invalid(field, "must not be negative"));
+    }
+    at_most_max(field, micros)
+}
+
+fn at_most_max(field: &str, micros: i64) -> Result<i64> {
+    if micros > MAX_AMOUNT_MICROS {
+        return Err(invalid(
+            field,
+            &format!("at most {MAX_AMOUNT_MICROS} micro-credits in one request"),
+        ));
+    }
+    Ok(micros)
+}
+
 /// Longest `reason` or `reference` accepted.
 pub const MAX_NOTE_LEN: usize = 500;
 
-/// An optional free-text field of a ledger entry, at most [`MAX_NOTE_LEN`] characters.
+/// An optional free-text field of a ledger entry: at most [`MAX_NOTE_LEN`] characters, none of
+/// them a control character (a reference is an id; a reason is one line).
 pub fn note(field: &str, text: Option<&str>) -> Result<()> {
     match text {
         Some(t) if t.chars().count() > MAX_NOTE_LEN => Err(invalid(
             field,
             &format!("at most {MAX_NOTE_LEN} characters"),
         )),
+        Some(t) if t.chars().any(char::is_control) => {
+            Err(invalid(field, "must not contain control characters"))
+        }
         _ => Ok(()),
     }
 }

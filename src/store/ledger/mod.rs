@@ -382,11 +382,14 @@ pub async fn credit(
     if let Some(first) = by_key(&mut tx, t.app_id, c.note.key).await? {
         return Ok(Written::Replayed(first));
     }
+    let Some(balance) = account.balance.checked_add(c.amount) else {
+        return Err(LedgerError::Conflict(format!(
+            "the balance would pass the largest amount a ledger keeps ({} micro-credits)",
+            i64::MAX
+        )));
+    };
     let result = async {
-        account.balance = account
-            .balance
-            .checked_add(c.amount)
-            .ok_or_else(|| sqlx::Error::Protocol("balance overflow".into()))?;
+        account.balance = balance;
         let remaining = c.amount.min(account.balance.max(0));
         let grant_id: i64 = tx_run!(&mut tx, x => sqlx::query_scalar(
             "INSERT INTO credit_grants (app_id, user_id, source, amount, remaining, expires_at, created_at) \
