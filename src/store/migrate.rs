@@ -54,6 +54,11 @@ const SQLITE: Embedded = &[
         "billing",
         include_str!("../../migrations/sqlite/0008_billing.sql"),
     ),
+    (
+        9,
+        "exactly_once",
+        include_str!("../../migrations/sqlite/0009_exactly_once.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -95,6 +100,11 @@ const POSTGRES: Embedded = &[
         8,
         "billing",
         include_str!("../../migrations/postgres/0008_billing.sql"),
+    ),
+    (
+        9,
+        "exactly_once",
+        include_str!("../../migrations/postgres/0009_exactly_once.sql"),
     ),
 ];
 

@@ -167,3 +167,68 @@ async fn checkout_problems_are_named_and_stripe_refusals_are_502() {
     let other = app.user_key("elsewhere", "dan").await;
     problem(checkout(&app, &other, "price_pro").await, 404).await;
 }
+
+#[tokio::test]
+async fn concurrent_checkouts_for_one_user_and_price_share_one_session() {
+    let (app, fake) = app_with_fake_stripe().await;
+    let key = app.user_key("shop", "erin").await;
+    let answers =
+        futures_util::future::join_all((0..5).map(|_| checkout(&app, &key, "price_pro"))).await;
+    let mut ids = std::collections::BTreeSet::new();
+    let mut created = 0;
+    for r in answers {
+        assert_eq!(r.status(), 200);
+        let out: Value = r.json().await.unwrap();
+        ids.insert(out["id"].as_str().unwrap().to_string());
+        if out["reused"] == false {
+            created += 1;
+        }
+    }
+    assert_eq!(ids.len(), 1, "one session: {ids:?}");
+    assert_eq!(created, 1, "created once, reused by the other four");
+    assert_eq!(fake.received("/v1/checkout/sessions").len(), 1);
+    assert_eq!(fake.customers(), 1);
+}
+
+#[tokio::test]
+async fn a_live_subscriber_is_sent_to_the_portal_instead_of_a_second_subscription() {
+    use tollgate::billing::{Provider, SubscriptionFacts};
+    use tollgate::domain::plans::Period;
+    use tollgate::domain::subscriptions::{Status, Version};
+    use tollgate::store::billing::{SubscriptionWrite, put_subscription};
+    let (app, fake) = app_with_fake_stripe().await;
+    let key = app.user_key("shop", "fay").await;
+    let t = app.user_target("shop", "fay").await;
+    let now = tollgate::store::now_ms();
+    let facts = SubscriptionFacts {
+        id: "sub_live".into(),
+        status: Status::Active,
+        product: Some("price_pro".into()),
+        period: Some(Period {
+            start: now - 1_000,
+            end: now + 30 * 86_400_000,
+        }),
+        cancel_at_period_end: false,
+    };
+    let version = Version {
+        time_ms: now,
+        event_id: "evt_1".into(),
+    };
+    let write = SubscriptionWrite {
+        provider: Provider::Stripe,
+        facts: &facts,
+        plan_id: Some("pro"),
+        environment: None,
+        store: None,
+        version: &version,
+    };
+    assert!(put_subscription(&app.db, t, &write).await.unwrap());
+    let p = problem(checkout(&app, &key, "price_pro").await, 409).await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("/v1/billing/portal"),
+        "{p}"
+    );
+    assert!(fake.received("/v1/checkout/sessions").is_empty());
+    // A top-up pack is still for sale to a subscriber.
+    assert_eq!(checkout(&app, &key, "price_pack").await.status(), 200);
+}

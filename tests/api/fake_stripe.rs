@@ -64,6 +64,7 @@ pub async fn start(prices: &[&str]) -> (FakeStripe, String) {
         .route("/v1/customers", post(create_customer))
         .route("/v1/checkout/sessions", post(create_session))
         .route("/v1/checkout/sessions", get(list_sessions))
+        .route("/v1/checkout/sessions/{id}", get(get_session))
         .route("/v1/billing_portal/sessions", post(create_portal))
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -187,9 +188,17 @@ async fn create_session(
             );
         }
     }
+    // Stripe takes a moment to create a session: concurrent requests overlap here.
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
     let n = fake.state.lock().unwrap().sessions.len() + 1;
     let id = format!("cs_test_fake{n}");
+    let expires_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 86_400;
     let session = json!({ "id": id, "object": "checkout.session", "status": "open",
+        "expires_at": expires_at,
         "mode": fields["mode"], "customer": fields.get("customer"),
         "client_reference_id": fields.get("client_reference_id"),
         "url": format!("https://checkout.stripe.com/c/pay/{id}"),
@@ -233,6 +242,27 @@ async fn list_sessions(
     ok(
         &json!({ "object": "list", "url": "/v1/checkout/sessions", "has_more": false, "data": data }),
     )
+}
+
+/// `GET /v1/checkout/sessions/{id}`: the session, or Stripe's 404 for an unknown id.
+async fn get_session(
+    State(fake): State<FakeStripe>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let path = format!("GET /v1/checkout/sessions/{id}");
+    if let Err(r) = admit(&fake, &path, &headers, b"") {
+        return *r;
+    }
+    let books = fake.state.lock().unwrap();
+    match books.sessions.iter().find(|s| s["id"] == id.as_str()) {
+        Some(s) => ok(s),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &format!("No such checkout.session: '{id}'"),
+            Some("id"),
+        ),
+    }
 }
 
 async fn create_portal(

@@ -136,13 +136,15 @@ async fn customer(state: &AppState, api: &StripeApi<'_>, auth: &UserAuth) -> Res
         .unwrap_or(id))
 }
 
-/// Starts (or resumes) a Stripe Checkout for a subscription or a top-up pack.
+/// Starts (or resumes) a Stripe Checkout for a subscription or a top-up pack: one open session
+/// per user and price however many requests race, and no second subscription for a subscriber.
 #[utoipa::path(post, path = "/v1/billing/checkout", tag = "billing",
     security(("api_key" = [])),
     request_body = CheckoutIn,
     responses(
         (status = 200, description = "A Checkout URL", body = CheckoutOut),
         (status = 404, description = "The app does not sell through Stripe", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The user already has a live subscription (use the portal), or a concurrent request is still creating this checkout", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown product or bad URLs", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 502, description = "Stripe failed or refused", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
@@ -172,27 +174,10 @@ pub async fn create_checkout(
     } else {
         "payment"
     };
-    let customer = customer(&state, &api, &auth).await?;
-
-    // The user's open session for this price, if any, rather than a duplicate.
-    let open = api
-        .get(
-            "/v1/checkout/sessions",
-            &[
-                ("customer", &customer),
-                ("status", "open"),
-                ("limit", "100"),
-            ],
-        )
-        .await
-        .map_err(store_failed)?;
-    let existing = open["data"].as_array().and_then(|list| {
-        list.iter()
-            .find(|s| s["metadata"]["tollgate_product"].as_str() == Some(product.id.as_str()))
-    });
-    if let Some(s) = existing {
-        return Ok(Json(session_out(s, mode, true)?));
+    if mode == "subscription" {
+        refuse_a_second_subscription(&state, &auth).await?;
     }
+    let customer = customer(&state, &api, &auth).await?;
     let user = auth.external_id.as_str();
     let mut form: Vec<(&str, &str)> = vec![
         ("mode", mode),
@@ -211,12 +196,129 @@ pub async fn create_checkout(
     } else {
         form.push(("payment_intent_data[metadata][tollgate_user]", user));
     }
-    let key = format!("tollgate-checkout-{}", uuid::Uuid::now_v7());
-    let created = api
-        .post("/v1/checkout/sessions", &form, &key)
-        .await
-        .map_err(store_failed)?;
-    Ok(Json(session_out(&created, mode, false)?))
+    let session = Session {
+        state: &state,
+        api: &api,
+        t: auth.target(),
+        price: &product.id,
+        mode,
+        form: &form,
+    };
+    Ok(Json(session.open_one().await?))
+}
+
+/// A subscriber changes plan in the portal: a second subscription checkout would bill them
+/// twice.
+async fn refuse_a_second_subscription(state: &AppState, auth: &UserAuth) -> Result<()> {
+    let now = crate::store::now_ms();
+    let subs = store::subscriptions(&state.db, auth.target()).await?;
+    let live = subs.iter().find(|s| {
+        s.provider == Provider::Stripe.as_str()
+            && crate::domain::subscriptions::Status::parse(&s.status)
+                .is_some_and(|st| st.gives_access())
+            && s.period_end.is_none_or(|end| end > now)
+    });
+    match live {
+        Some(s) => Err(Error::Conflict(format!(
+            "the user already has a live Stripe subscription ({}, {}): change plan in the \
+             Customer Portal (POST /v1/billing/portal) instead of a second checkout",
+            s.provider_id, s.status
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// How long a request waits for a concurrent one creating the same session.
+const WAIT_FOR_SESSION: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The user's one Checkout Session for a price (store/billing/checkouts.rs): created by the
+/// request that claims it, reused by every other while Stripe keeps it open.
+struct Session<'a> {
+    state: &'a AppState,
+    api: &'a StripeApi<'a>,
+    t: crate::store::ledger::Target,
+    price: &'a str,
+    mode: &'a str,
+    form: &'a [(&'a str, &'a str)],
+}
+
+impl Session<'_> {
+    async fn open_one(&self) -> Result<CheckoutOut> {
+        use store::checkouts::{self, Claim};
+        let db = &self.state.db;
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_SESSION;
+        loop {
+            let generation = match checkouts::claim(db, self.t, self.price).await? {
+                Claim::Create(generation) => generation,
+                Claim::Recorded(row) => {
+                    if let Some(open) = self.still_open(&row).await? {
+                        return Ok(open);
+                    }
+                    match checkouts::renew(db, self.t, self.price, &row).await? {
+                        Some(generation) => generation,
+                        None => continue,
+                    }
+                }
+                Claim::Wait if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+                Claim::Wait => {
+                    return Err(Error::Conflict(
+                        "another request is creating this checkout; retry in a moment".into(),
+                    ));
+                }
+            };
+            return self.create(generation).await;
+        }
+    }
+
+    /// The recorded session, if Stripe still has it open.
+    async fn still_open(&self, row: &store::checkouts::CheckoutRow) -> Result<Option<CheckoutOut>> {
+        let now_secs = crate::store::now_ms() / 1000;
+        let Some(id) = row.session_id.as_deref() else {
+            return Ok(None);
+        };
+        if row.expires_at.is_some_and(|at| at <= now_secs) {
+            return Ok(None);
+        }
+        let s = self
+            .api
+            .get(&format!("/v1/checkout/sessions/{id}"), &[])
+            .await
+            .map_err(store_failed)?;
+        if s["status"] != "open" {
+            return Ok(None);
+        }
+        session_out(&s, self.mode, true).map(Some)
+    }
+
+    async fn create(&self, generation: i64) -> Result<CheckoutOut> {
+        let db = &self.state.db;
+        let key = format!(
+            "tollgate-checkout-{}-{}-{}-{generation}",
+            self.t.app_id, self.t.user_id, self.price
+        );
+        let created = match self
+            .api
+            .post("/v1/checkout/sessions", self.form, &key)
+            .await
+        {
+            Ok(created) => created,
+            Err(e) => {
+                store::checkouts::abandon(db, self.t, self.price, generation).await?;
+                return Err(store_failed(e));
+            }
+        };
+        let out = session_out(&created, self.mode, false)?;
+        let session = (
+            out.id.as_str(),
+            out.url.as_str(),
+            created["expires_at"].as_i64(),
+        );
+        store::checkouts::record(db, self.t, self.price, generation, session).await?;
+        Ok(out)
+    }
 }
 
 fn session_out(s: &Value, mode: &str, reused: bool) -> Result<CheckoutOut> {

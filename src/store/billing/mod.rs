@@ -2,6 +2,7 @@
 //! transaction), subscriptions as the newest event left them, the stores' customer ids, the
 //! grants each purchase made, and payment outcomes for the recovery feature.
 
+pub mod checkouts;
 mod purchases;
 mod subscriptions;
 mod webhooks;
