@@ -11,7 +11,7 @@ use crate::store::billing::{self as store, PaymentEvent, SubscriptionWrite};
 use crate::store::ledger::{self, Credit, Note, Refunded, Target, UserPlan};
 use crate::store::{Db, identity, now_ms};
 
-use super::{Change, Normalized, Provider};
+use super::{Change, Normalized, Provider, SubscriptionFacts};
 
 /// Where an event comes from: a stored delivery, or a sync with the store's API.
 #[derive(Debug, Clone, Copy)]
@@ -54,7 +54,19 @@ impl Effects<'_> {
         if let Some(customer) = &n.customer {
             store::remember_customer(self.db, t, self.provider, customer).await?;
         }
+        let adopted = self.stored_id(t).await?;
         if let Some(facts) = &n.subscription {
+            let adopted_facts;
+            let facts = match adopted {
+                Some(id) => {
+                    adopted_facts = SubscriptionFacts {
+                        id,
+                        ..facts.clone()
+                    };
+                    &adopted_facts
+                }
+                None => facts,
+            };
             let plan = self.plan_of(facts.product.as_deref(), facts.status.gives_access())?;
             let version = Version {
                 time_ms: self.source.time_ms,
@@ -172,14 +184,34 @@ impl Effects<'_> {
 
     /// Puts the user on the plan of their deciding subscription (the default plan when none is
     /// live), with its period and, for one set to cancel, when it lapses.
+    /// RevenueCat names one subscription two ways — its webhooks by the original transaction,
+    /// its REST API (the "sync now") by nothing but the product — so a user's subscription to a
+    /// product keeps the id under which it was first stored, whichever path stored it: a
+    /// refund or expiry seen by one path then ends the row the other wrote. (A subscriber has
+    /// one subscription per product at RevenueCat.)
+    async fn stored_id(&self, t: Target) -> anyhow::Result<Option<String>> {
+        let Some(facts) = &self.n.subscription else {
+            return Ok(None);
+        };
+        if self.provider != Provider::RevenueCat {
+            return Ok(None);
+        }
+        let Some(product) = facts.product.as_deref() else {
+            return Ok(None);
+        };
+        let stored = store::subscription_for_product(self.db, t, self.provider, product).await?;
+        Ok(stored.filter(|id| *id != facts.id))
+    }
+
     async fn settle_plan(&self, t: Target) -> anyhow::Result<String> {
         let subs = store::subscriptions(self.db, t).await?;
         let standings: Vec<_> = subs.iter().map(|s| s.standing()).collect();
-        let plan = match deciding(&standings, now_ms()) {
+        let grace = self.billing.grace_ms();
+        let plan = match deciding(&standings, now_ms(), grace) {
             Some(s) => UserPlan {
                 plan_id: s.plan_id.clone(),
                 billing: s.period,
-                until: s.until(),
+                until: s.until(grace),
             },
             None => UserPlan::default(),
         };

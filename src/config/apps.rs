@@ -30,6 +30,9 @@ pub struct AppConfig {
     pub default_plan: Option<String>,
     #[serde(default)]
     pub plans: Vec<Plan>,
+    /// Hours a store subscription keeps its plan past its paid period with no renewal seen
+    /// (default 72); then it lapses by itself.
+    pub subscription_grace_hours: Option<u32>,
     /// Billing stores the app sells through (docs/billing.md); each optional.
     pub stripe: Option<StripeConfig>,
     pub revenuecat: Option<RevenueCatConfig>,
@@ -57,6 +60,9 @@ impl AppConfig {
             markup: self.markup.unwrap_or(d.markup),
             default_plan: self.default_plan.clone().unwrap_or(d.default_plan),
             plans: self.plans.clone(),
+            subscription_grace_hours: self
+                .subscription_grace_hours
+                .unwrap_or(d.subscription_grace_hours),
         }
     }
 }
@@ -139,6 +145,12 @@ pub(super) fn billing(key: &str, b: &BillingSettings, p: &mut Vec<Problem>) {
         p.push(Problem::new(
             format!("{key}.markup"),
             "must be greater than 0",
+        ));
+    }
+    if b.subscription_grace_hours > 24 * 90 {
+        p.push(Problem::new(
+            format!("{key}.subscription_grace_hours"),
+            "expected 0 to 2160 (90 days)",
         ));
     }
     if !b.plans.is_empty() && !b.plans.iter().any(|plan| plan.id == b.default_plan) {

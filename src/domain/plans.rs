@@ -24,6 +24,25 @@ pub struct BillingSettings {
     pub default_plan: String,
     #[serde(default)]
     pub plans: Vec<Plan>,
+    /// How long a store subscription keeps its plan after its paid period ended with no
+    /// renewal seen (a late or lost webhook): then it lapses by itself.
+    #[serde(default = "default_grace_hours")]
+    pub subscription_grace_hours: u32,
+}
+
+/// Three days: longer than the stores' usual renewal delays, short enough that access never
+/// outlives payment by much.
+pub const DEFAULT_GRACE_HOURS: u32 = 72;
+
+fn default_grace_hours() -> u32 {
+    DEFAULT_GRACE_HOURS
+}
+
+impl BillingSettings {
+    /// [`Self::subscription_grace_hours`] in milliseconds.
+    pub fn grace_ms(&self) -> i64 {
+        self.subscription_grace_hours as i64 * 3_600_000
+    }
 }
 
 fn default_credit_usd() -> Micros {
@@ -43,6 +62,7 @@ impl Default for BillingSettings {
             markup: default_markup(),
             default_plan: default_plan_id(),
             plans: Vec::new(),
+            subscription_grace_hours: DEFAULT_GRACE_HOURS,
         }
     }
 }

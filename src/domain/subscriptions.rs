@@ -75,30 +75,34 @@ pub struct Standing {
 }
 
 impl Standing {
-    /// Whether it gives its plan at `now`: a live status, and not past the end of a period it
-    /// was set to cancel at.
-    pub fn live_at(&self, now: i64) -> bool {
+    /// Whether it gives its plan at `now`: a live status, and not past [`Self::until`] — the
+    /// end of a period it was set to cancel at, or `grace_ms` past the end of a period whose
+    /// renewal never came.
+    pub fn live_at(&self, now: i64, grace_ms: i64) -> bool {
         self.status.gives_access()
             && self.plan_id.is_some()
-            && !(self.cancel_at_period_end && self.period.is_some_and(|p| p.end <= now))
+            && self.until(grace_ms).is_none_or(|until| now < until)
     }
 
     /// When its plan stops applying unless the store says otherwise: the period's end for a
-    /// subscription set to cancel, never for one that renews.
-    pub fn until(&self) -> Option<i64> {
-        if self.cancel_at_period_end {
-            self.period.map(|p| p.end)
+    /// subscription set to cancel; for one that renews, `grace_ms` after it (a renewal moves
+    /// the period, and this with it). Access never outlives payment by more than the grace,
+    /// even when the store's expiry event is lost. None without a known period.
+    pub fn until(&self, grace_ms: i64) -> Option<i64> {
+        let end = self.period?.end;
+        Some(if self.cancel_at_period_end {
+            end
         } else {
-            None
-        }
+            end.saturating_add(grace_ms)
+        })
     }
 }
 
 /// The subscription that decides the user's plan: of those live at `now`, the one whose period
 /// ends last (ties: the last listed). `None`: the app's default plan.
-pub fn deciding(subs: &[Standing], now: i64) -> Option<&Standing> {
+pub fn deciding(subs: &[Standing], now: i64, grace_ms: i64) -> Option<&Standing> {
     subs.iter()
-        .filter(|s| s.live_at(now))
+        .filter(|s| s.live_at(now, grace_ms))
         .max_by_key(|s| s.period.map_or(i64::MAX, |p| p.end))
 }
 
@@ -137,12 +141,22 @@ mod tests {
     #[test]
     fn a_cancellation_at_period_end_keeps_access_until_the_end() {
         let s = standing(Status::Active, 100, true);
-        assert!(s.live_at(99));
-        assert!(!s.live_at(100));
-        assert_eq!(s.until(), Some(100));
+        assert!(s.live_at(99, 50));
+        assert!(!s.live_at(100, 50));
+        assert_eq!(s.until(50), Some(100));
+    }
+
+    #[test]
+    fn a_renewal_that_never_comes_lapses_after_the_grace() {
         let renewing = standing(Status::Active, 100, false);
-        assert!(renewing.live_at(1_000));
-        assert_eq!(renewing.until(), None);
+        assert!(renewing.live_at(149, 50), "within the grace");
+        assert!(!renewing.live_at(150, 50), "past it, with no event");
+        assert_eq!(renewing.until(50), Some(150));
+        let unknown_period = Standing {
+            period: None,
+            ..renewing
+        };
+        assert!(unknown_period.live_at(i64::MAX - 1, 50));
     }
 
     #[test]
@@ -156,7 +170,7 @@ mod tests {
             (Status::Expired, false),
         ] {
             assert_eq!(
-                standing(status, 100, false).live_at(50),
+                standing(status, 100, false).live_at(50, 0),
                 access,
                 "{status:?}"
             );
@@ -173,9 +187,9 @@ mod tests {
             standing(Status::Active, 50, true),
         ];
         assert_eq!(
-            deciding(&subs, 60).unwrap().plan_id.as_deref(),
+            deciding(&subs, 60, 0).unwrap().plan_id.as_deref(),
             Some("plan-300")
         );
-        assert!(deciding(&subs[1..2], 60).is_none());
+        assert!(deciding(&subs[1..2], 60, 0).is_none());
     }
 }

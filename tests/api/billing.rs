@@ -684,3 +684,99 @@ async fn a_refunded_invoice_claws_back_its_periods_credits_whoever_granted_them(
     );
     assert_eq!(me(&app, &key).await["credits"]["balance_micros"], 0);
 }
+
+/// A RevenueCat subscription event for bob's `pro_monthly` over `[start, end]`.
+fn rc_event(id: &str, kind: &str, at: i64, start: i64, end: i64) -> Value {
+    json!({ "id": id, "type": kind, "app_user_id": "bob", "original_app_user_id": "bob",
+        "product_id": "pro_monthly", "original_transaction_id": "otx_bob",
+        "transaction_id": format!("tx_{id}"), "purchased_at_ms": start, "expiration_at_ms": end,
+        "event_timestamp_ms": at, "environment": "SANDBOX", "store": "APP_STORE",
+        "period_type": "NORMAL", "entitlement_ids": ["pro"] })
+}
+
+#[tokio::test]
+async fn a_subscription_whose_renewal_never_comes_lapses_after_the_grace() {
+    let app = spawn_store_app().await;
+    let now = tollgate::store::now_ms();
+    let hour = 3_600_000;
+    // Renewing, paid until 4 days ago; the expiry (or the renewal) was never delivered.
+    let lost = rc_event(
+        "rc_old",
+        "RENEWAL",
+        now - 34 * 24 * hour,
+        now - 34 * 24 * hour,
+        now - 96 * hour,
+    );
+    assert_eq!(post_revenuecat(&app, RC_AUTH, lost).await.status(), 200);
+    settled(&app).await;
+    let key = app.user_key("shop", "bob").await;
+    assert_eq!(
+        me(&app, &key).await["plan"]["id"],
+        "free",
+        "past the 72 h grace"
+    );
+
+    // Paid until an hour ago: still pro, until 72 h after that end with no further event.
+    let late = rc_event(
+        "rc_late",
+        "RENEWAL",
+        now - 30 * 24 * hour,
+        now - 30 * 24 * hour,
+        now - hour,
+    );
+    post_revenuecat(&app, RC_AUTH, late).await;
+    settled(&app).await;
+    assert_eq!(
+        me(&app, &key).await["plan"]["id"],
+        "pro",
+        "within the grace"
+    );
+    let t = app.user_target("shop", "bob").await;
+    let (_, _, _, until) = tollgate::store::ledger::plan_columns(&app.db, t)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        until,
+        Some(now - hour + 72 * hour),
+        "the plan lapses by itself then"
+    );
+}
+
+#[tokio::test]
+async fn a_late_renewal_grants_its_paid_period_once_and_no_calendar_month_beside_it() {
+    let app = spawn_store_app().await;
+    let now = tollgate::store::now_ms();
+    let hour = 3_600_000;
+    let first = rc_event(
+        "rc_p1",
+        "INITIAL_PURCHASE",
+        now - 30 * 24 * hour,
+        now - 30 * 24 * hour,
+        now - hour,
+    );
+    post_revenuecat(&app, RC_AUTH, first).await;
+    settled(&app).await;
+    let key = app.user_key("shop", "bob").await;
+    // Between the period's end and its renewal webhook: the user calls in.
+    let m = me(&app, &key).await;
+    assert_eq!(m["plan"]["id"], "pro");
+    assert_eq!(
+        m["credits"]["balance_micros"], 0,
+        "no calendar month granted meanwhile"
+    );
+    let renewal = rc_event("rc_p2", "RENEWAL", now, now - hour, now + 30 * 24 * hour);
+    post_revenuecat(&app, RC_AUTH, renewal).await;
+    settled(&app).await;
+    let m = me(&app, &key).await;
+    assert_eq!(
+        m["credits"]["balance_micros"],
+        100 * CREDIT,
+        "the paid period, once: {m}"
+    );
+    // Read again (and refreshed again): still once.
+    assert_eq!(
+        me(&app, &key).await["credits"]["balance_micros"],
+        100 * CREDIT
+    );
+}

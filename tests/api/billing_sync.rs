@@ -148,3 +148,49 @@ async fn sync_needs_an_api_key_and_reports_revenuecat_refusals() {
         .await;
     problem(r, 404).await;
 }
+
+#[tokio::test]
+async fn a_purchase_seen_by_the_sync_and_then_by_the_webhooks_is_one_subscription() {
+    let (app, subs) = app_with_fake_revenuecat(RC_KEY).await;
+    let now = tollgate::store::now_ms();
+    let end = now + 30 * 86_400_000;
+    *subs.lock().unwrap() = json!({ "bob": {
+        "original_app_user_id": "bob", "entitlements": {},
+        "subscriptions": { "pro_monthly": {
+            "purchase_date": iso(now - 60_000), "expires_date": iso(end),
+            "period_type": "normal", "store": "app_store", "is_sandbox": true,
+            "unsubscribe_detected_at": null, "billing_issues_detected_at": null,
+            "refunded_at": null } },
+        "non_subscriptions": {} }});
+    let key = app.user_key("shop", "bob").await;
+    assert_eq!(sync(&app, &key).await["plan_id"], "pro");
+    let post = |event: Value| {
+        let app = &app;
+        async move {
+            app.client
+                .post(app.url("/webhooks/shop/revenuecat"))
+                .header("authorization", RC_AUTH)
+                .json(&json!({ "api_version": "1.0", "event": event }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let event = |id: &str, kind: &str, at: i64| {
+        json!({ "id": id, "type": kind, "app_user_id": "bob", "product_id": "pro_monthly",
+            "original_transaction_id": "otx_bob", "transaction_id": format!("tx_{id}"),
+            "purchased_at_ms": now - 60_000, "expiration_at_ms": end, "event_timestamp_ms": at,
+            "environment": "SANDBOX", "store": "APP_STORE", "period_type": "NORMAL" })
+    };
+    // The purchase's own webhook arrives after the sync: the same subscription.
+    post(event("rc_buy", "INITIAL_PURCHASE", now + 1)).await;
+    settled(&app).await;
+    let out = sync(&app, &key).await;
+    assert_eq!(out["subscriptions"].as_array().unwrap().len(), 1, "{out}");
+    // Its expiry through the webhook ends the one row: the user is not entitled for ever.
+    let later = tollgate::store::now_ms() + 1_000;
+    post(event("rc_end", "EXPIRATION", later)).await;
+    settled(&app).await;
+    let me: Value = app.get_as("/v1/me", &key).await.json().await.unwrap();
+    assert_eq!(me["plan"]["id"], "free", "{me}");
+}

@@ -444,16 +444,7 @@ pub async fn sync_revenuecat(
     let event_id = format!("sync-{time_ms}");
     let t = auth.target();
     let mut outcomes = Vec::new();
-    for mut n in revenuecat_api::normalize(&subscriber, &auth.external_id, now) {
-        // The webhooks key a subscription by its original transaction; use theirs if stored.
-        if let Some(facts) = n.subscription.as_mut()
-            && let Some(product) = facts.product.clone()
-            && let Some(id) =
-                store::subscription_for_product(&state.db, t, Provider::RevenueCat, &product)
-                    .await?
-        {
-            facts.id = id;
-        }
+    for n in revenuecat_api::normalize(&subscriber, &auth.external_id, now) {
         let effects = Effects {
             db: &state.db,
             app,

@@ -81,14 +81,14 @@ impl Job for PeriodCredits {
                 let now = crate::store::now_ms();
                 let wanted: Vec<(Target, ledger::UserPlan, Plan, String)> = page
                     .into_iter()
-                    .map(|(user_id, user)| {
+                    .filter_map(|(user_id, user)| {
                         let t = Target {
                             app_id: app.id,
                             user_id,
                         };
                         let plan = billing.plan(user.plan_id.as_deref());
-                        let key = ledger::period_key(t, &plan.id, user.credit_period(now));
-                        (t, user, plan, key)
+                        let key = user.credit_key(t, &plan.id, now)?;
+                        Some((t, user, plan, key))
                     })
                     .filter(|(_, _, plan, _)| plan.credits.is_positive())
                     .collect();

@@ -39,12 +39,21 @@ impl UserPlan {
         }
     }
 
-    /// The period whose credits the user gets at `now`: the billing period while it lasts,
-    /// else the calendar month (UTC).
-    pub fn credit_period(&self, now: i64) -> Period {
-        self.billing
-            .filter(|b| b.start <= now && now < b.end)
-            .unwrap_or_else(|| Period::month_of(now))
+    /// The period whose credits the user gets at `now`: the calendar month (UTC) for a plan
+    /// without a billing period; the paid period while it lasts for one with a period (a store
+    /// subscription). Between a paid period's end and its renewal — a late webhook, the grace
+    /// before a lapse — none: the renewal grants the next paid period, so a calendar month is
+    /// never granted beside it.
+    pub fn credit_period(&self, now: i64) -> Option<Period> {
+        match self.billing {
+            Some(b) => (b.start <= now && now < b.end).then_some(b),
+            None => Some(Period::month_of(now)),
+        }
+    }
+
+    /// The ledger key of the period credits due at `now`, if any are ([`period_key`]).
+    pub fn credit_key(&self, t: Target, plan_id: &str, now: i64) -> Option<String> {
+        self.credit_period(now).map(|p| period_key(t, plan_id, p))
     }
 }
 
@@ -98,7 +107,9 @@ pub async fn grant_period_credits(
     if !plan.credits.is_positive() {
         return Ok(false);
     }
-    let period = user.credit_period(now_ms());
+    let Some(period) = user.credit_period(now_ms()) else {
+        return Ok(false);
+    };
     let key = period_key(t, &plan.id, period);
     let source = if plan.id == billing.default_plan {
         "monthly_free"
@@ -141,8 +152,10 @@ pub async fn refresh(
             .bind(t.app_id).bind(t.user_id).fetch_optional(&mut *c).await?;
         let user = row.map(|r| UserPlan::read(r, now)).unwrap_or_default();
         let plan = billing.plan(user.plan_id.as_deref());
-        let granted = if plan.credits.is_positive() {
-            let key = period_key(t, &plan.id, user.credit_period(now));
+        let granted = if let Some(key) = user
+            .credit_key(t, &plan.id, now)
+            .filter(|_| plan.credits.is_positive())
+        {
             let found: Option<i64> = sqlx::query_scalar(
                 "SELECT id FROM ledger_entries WHERE app_id = $1 AND idempotency_key = $2")
                 .bind(t.app_id).bind(&key).fetch_optional(&mut *c).await?;
@@ -244,8 +257,10 @@ pub async fn refresh_for_charge(
         .map(|c| UserPlan::read(c, now))
         .unwrap_or_default();
     let plan = billing.plan(user.plan_id.as_deref());
-    if plan.credits.is_positive() {
-        let key = period_key(t, &plan.id, user.credit_period(now));
+    if let Some(key) = user
+        .credit_key(t, &plan.id, now)
+        .filter(|_| plan.credits.is_positive())
+    {
         if !seen.contains(&key) {
             grant_period_credits(db, t, billing, &user, &plan).await?;
             seen.insert(key);

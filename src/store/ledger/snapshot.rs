@@ -7,7 +7,7 @@ use crate::scoped_conn;
 use crate::store::scope::Scope;
 use crate::store::{Db, now_ms};
 
-use super::{Balances, Bucket, Target, UserPlan, period_key};
+use super::{Balances, Bucket, Target, UserPlan};
 
 /// A user as `/v1/me` shows them.
 #[derive(Debug, Clone)]
@@ -105,8 +105,10 @@ pub async fn snapshot(
                 balances.buckets.push(Bucket { grant_id, source, amount, remaining, expires_at, created_at });
             }
         }
-        let period_granted = if plan.credits.is_positive() {
-            let key = period_key(t, &plan.id, user_plan.credit_period(now));
+        let period_granted = if let Some(key) = user_plan
+            .credit_key(t, &plan.id, now)
+            .filter(|_| plan.credits.is_positive())
+        {
             let found: Option<i64> = sqlx::query_scalar(
                 "SELECT id FROM ledger_entries WHERE app_id = $1 AND idempotency_key = $2")
                 .bind(t.app_id).bind(&key).fetch_optional(&mut *conn).await?;
