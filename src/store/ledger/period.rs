@@ -259,12 +259,10 @@ pub async fn refresh_for_charge(
     let plan = billing.plan(user.plan_id.as_deref());
     if let Some(key) = user
         .credit_key(t, &plan.id, now)
-        .filter(|_| plan.credits.is_positive())
+        .filter(|k| plan.credits.is_positive() && !seen.contains(k))
     {
-        if !seen.contains(&key) {
-            grant_period_credits(db, t, billing, &user, &plan).await?;
-            seen.insert(key);
-        }
+        grant_period_credits(db, t, billing, &user, &plan).await?;
+        seen.insert(key);
     }
     Ok(CallPlan {
         user,
