@@ -232,6 +232,9 @@ pub struct Normalized {
     pub environment: Option<String>,
     /// The storefront (RevenueCat: APP_STORE, PLAY_STORE, STRIPE, …).
     pub store: Option<String>,
+    /// A Stripe Checkout Session whose product must be read from its line items (a Payment
+    /// Link, or a session the app created without `tollgate_product` metadata).
+    pub unresolved_checkout: Option<String>,
 }
 
 /// A header's value as text, if present.

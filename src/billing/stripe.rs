@@ -117,6 +117,9 @@ pub fn normalize(v: &Value) -> Result<Option<Normalized>, String> {
                 }
                 n.change = Some(Change::OneTimePurchase);
                 n.product = text(o, "/metadata/tollgate_product");
+                if n.product.is_none() {
+                    n.unresolved_checkout = text(o, "/id");
+                }
                 n.reference = text(o, "/payment_intent").or_else(|| text(o, "/id"));
                 n.also_known_as = text(o, "/id").into_iter().collect();
                 n.amount_minor = int(o, "/amount_total");

@@ -72,6 +72,25 @@ impl StripeApi<'_> {
     }
 }
 
+impl StripeApi<'_> {
+    /// The price of a Checkout Session's first line item
+    /// (`GET /v1/checkout/sessions/{id}/line_items`): what a Payment Link or a session the app
+    /// created itself sold, when it carries no `tollgate_product` metadata.
+    pub async fn session_price(&self, session_id: &str) -> Result<Option<String>, StoreError> {
+        let id: String = url::form_urlencoded::byte_serialize(session_id.as_bytes()).collect();
+        let items = self
+            .get(
+                &format!("/v1/checkout/sessions/{id}/line_items"),
+                &[("limit", "1")],
+            )
+            .await?;
+        Ok(items
+            .pointer("/data/0/price/id")
+            .and_then(Value::as_str)
+            .map(str::to_string))
+    }
+}
+
 async fn answer(sent: reqwest::Result<reqwest::Response>) -> Result<Value, StoreError> {
     let (status, body) = read_json(STORE, sent).await?;
     if (200..300).contains(&status) {

@@ -232,3 +232,59 @@ async fn a_live_subscriber_is_sent_to_the_portal_instead_of_a_second_subscriptio
     // A top-up pack is still for sale to a subscriber.
     assert_eq!(checkout(&app, &key, "price_pack").await.status(), 200);
 }
+
+/// A Payment Link's `checkout.session.completed`: paid, with no tollgate metadata.
+fn payment_link_paid(session: &str) -> Value {
+    let now = tollgate::store::now_ms() / 1000;
+    crate::billing::stripe_event(
+        &format!("evt_{session}"),
+        "checkout.session.completed",
+        now,
+        json!({ "id": session, "object": "checkout.session", "mode": "payment",
+            "payment_status": "paid", "status": "complete", "client_reference_id": "gus",
+            "customer": "cus_gus", "payment_intent": format!("pi_{session}"),
+            "amount_total": 500, "currency": "usd", "metadata": {} }),
+    )
+}
+
+#[tokio::test]
+async fn a_payment_link_purchase_is_read_from_its_line_items_and_granted() {
+    let (app, fake) = app_with_fake_stripe().await;
+    let key = app.user_key("shop", "gus").await;
+    fake.add_payment_link_session("cs_link_1", "price_pack");
+    let r = crate::billing::post_stripe(&app, &payment_link_paid("cs_link_1")).await;
+    assert_eq!(r.status(), 200);
+    let rows = crate::billing::settled(&app).await;
+    assert_eq!(rows[0].status, "processed", "{rows:?}");
+    assert_eq!(
+        fake.received("GET /v1/checkout/sessions/cs_link_1/line_items")
+            .len(),
+        1
+    );
+    let me: Value = app.get_as("/v1/me", &key).await.json().await.unwrap();
+    let packs = me["credits"]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["source"] == "top_up")
+        .count();
+    assert_eq!(packs, 1, "the pack's credits: {me}");
+}
+
+#[tokio::test]
+async fn a_payment_link_purchase_without_a_secret_key_fails_visibly_with_the_reason() {
+    let mut shop = crate::billing::store_config();
+    shop.stripe.as_mut().unwrap().secret_key = None;
+    let app = spawn_app_with(|c| c.apps = vec![shop]).await;
+    let r = crate::billing::post_stripe(&app, &payment_link_paid("cs_link_2")).await;
+    assert_eq!(r.status(), 200, "stored, then processed by the job");
+    let rows = crate::billing::settled(&app).await;
+    assert_eq!(rows[0].status, "failed");
+    let error = rows[0].last_error.as_deref().unwrap_or_default();
+    assert!(error.contains("secret_key"), "{error}");
+    let metrics = app.get_metrics(None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("tollgate_billing_unresolved_checkouts_total{reason=\"no_secret_key\"} 1"),
+        "{metrics}"
+    );
+}

@@ -30,6 +30,8 @@ struct Books {
     sessions: Vec<Value>,
     /// Prices Stripe knows.
     prices: Vec<String>,
+    /// The price each session sold (its line items).
+    session_prices: HashMap<String, String>,
 }
 
 impl FakeStripe {
@@ -49,6 +51,18 @@ impl FakeStripe {
     }
 
     /// Completes a session: no longer open.
+    /// A session Stripe made without tollgate (a Payment Link) for `price`.
+    pub fn add_payment_link_session(&self, id: &str, price: &str) {
+        let mut books = self.state.lock().unwrap();
+        books
+            .sessions
+            .push(json!({ "id": id, "object": "checkout.session",
+            "status": "complete", "mode": "payment", "metadata": {} }));
+        books
+            .session_prices
+            .insert(id.to_string(), price.to_string());
+    }
+
     pub fn complete(&self, id: &str) {
         let mut books = self.state.lock().unwrap();
         for s in books.sessions.iter_mut().filter(|s| s["id"] == id) {
@@ -65,6 +79,10 @@ pub async fn start(prices: &[&str]) -> (FakeStripe, String) {
         .route("/v1/checkout/sessions", post(create_session))
         .route("/v1/checkout/sessions", get(list_sessions))
         .route("/v1/checkout/sessions/{id}", get(get_session))
+        .route(
+            "/v1/checkout/sessions/{id}/line_items",
+            get(session_line_items),
+        )
         .route("/v1/billing_portal/sessions", post(create_portal))
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -203,7 +221,10 @@ async fn create_session(
         "client_reference_id": fields.get("client_reference_id"),
         "url": format!("https://checkout.stripe.com/c/pay/{id}"),
         "metadata": metadata(&fields, "metadata[") });
-    fake.state.lock().unwrap().sessions.push(session.clone());
+    let mut books = fake.state.lock().unwrap();
+    books.sessions.push(session.clone());
+    books.session_prices.insert(id.clone(), price);
+    drop(books);
     remember(&fake, key, &session);
     ok(&session)
 }
@@ -263,6 +284,32 @@ async fn get_session(
             Some("id"),
         ),
     }
+}
+
+/// `GET /v1/checkout/sessions/{id}/line_items`: a list of the session's one item.
+async fn session_line_items(
+    State(fake): State<FakeStripe>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let path = format!("GET /v1/checkout/sessions/{id}/line_items");
+    if let Err(r) = admit(&fake, &path, &headers, b"") {
+        return *r;
+    }
+    let books = fake.state.lock().unwrap();
+    let Some(price) = books.session_prices.get(&id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("No such checkout.session: '{id}'"),
+            Some("id"),
+        );
+    };
+    let item = json!({ "id": format!("li_{id}"), "object": "item", "quantity": 1,
+        "price": { "id": price, "object": "price" } });
+    ok(
+        &json!({ "object": "list", "url": format!("/v1/checkout/sessions/{id}/line_items"),
+        "has_more": false, "data": [item] }),
+    )
 }
 
 async fn create_portal(

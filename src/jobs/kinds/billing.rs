@@ -83,6 +83,50 @@ impl Job for ProcessWebhook {
     }
 }
 
+/// The price a Stripe Checkout Session sold, read from its line items with the app's secret
+/// key. Without the key the delivery fails with the reason (an operator sets the key, then
+/// replays); Stripe unreachable is retried; Stripe refusing is final.
+async fn checkout_product(app: &crate::config::AppConfig, session: &str) -> anyhow::Result<String> {
+    use crate::billing::store_http::StoreError;
+    let Some((stripe, key)) = app
+        .stripe
+        .as_ref()
+        .and_then(|s| s.secret_key.as_ref().map(|k| (s, k)))
+    else {
+        metrics::counter!("tollgate_billing_unresolved_checkouts_total", "reason" => "no_secret_key")
+            .increment(1);
+        return Err(Permanent::error(format!(
+            "Checkout Session {session} has no tollgate_product metadata (a Payment Link or a \
+             session the app created): tollgate reads its line items with [apps.stripe] \
+             secret_key, which this app does not set; set it, then replay"
+        )));
+    };
+    let http = crate::billing::store_http::http_client();
+    let api = crate::billing::stripe_api::StripeApi {
+        http: &http,
+        base: &stripe.api_base,
+        key,
+    };
+    match api.session_price(session).await {
+        Ok(Some(price)) => Ok(price),
+        Ok(None) => {
+            metrics::counter!("tollgate_billing_unresolved_checkouts_total", "reason" => "no_line_items")
+                .increment(1);
+            Err(Permanent::error(format!(
+                "Checkout Session {session} lists no line item with a price"
+            )))
+        }
+        Err(e @ StoreError::Refused { status, .. }) if status < 500 => {
+            metrics::counter!("tollgate_billing_unresolved_checkouts_total", "reason" => "refused")
+                .increment(1);
+            Err(Permanent::error(format!(
+                "reading the line items of {session}: {e}"
+            )))
+        }
+        Err(e) => Err(anyhow::anyhow!("reading the line items of {session}: {e}")),
+    }
+}
+
 /// What processing did.
 struct Done {
     user_id: Option<i64>,
@@ -99,13 +143,16 @@ async fn process(ctx: &JobContext, row: &WebhookRow) -> anyhow::Result<Done> {
     let app_config = ctx.config.app(&app.slug).ok_or_else(|| {
         Permanent::error(format!("app {:?} is no longer in the config", app.slug))
     })?;
-    let Some(n) = billing::normalize(provider, &row.body).map_err(Permanent::error)? else {
+    let Some(mut n) = billing::normalize(provider, &row.body).map_err(Permanent::error)? else {
         return Ok(Done {
             user_id: None,
             change: None,
             outcome: format!("{} is not an event tollgate acts on", row.event_type),
         });
     };
+    if let Some(session) = n.unresolved_checkout.take() {
+        n.product = Some(checkout_product(app_config, &session).await?);
+    }
     let source = Source {
         time_ms: row.event_time,
         event_id: &row.event_id,
