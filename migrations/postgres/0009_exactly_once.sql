@@ -18,3 +18,15 @@ ALTER TABLE checkout_sessions ENABLE ROW LEVEL SECURITY;
 ALTER TABLE checkout_sessions FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON checkout_sessions
     USING (tollgate_tenant_visible(app_id)) WITH CHECK (tollgate_tenant_visible(app_id));
+
+-- Every app at once only for the schema's owner: a role that merely reads and writes the
+-- tables (database.url, when database.owner_url names the owner) can set tollgate.all_apps and
+-- still sees only the app named in tollgate.app_id. The owner is the owner of `users`, the
+-- role that ran the migrations.
+CREATE OR REPLACE FUNCTION tollgate_tenant_visible(row_app_id BIGINT) RETURNS BOOLEAN
+LANGUAGE sql STABLE AS $$
+    SELECT row_app_id = nullif(current_setting('tollgate.app_id', true), '')::BIGINT
+        OR (coalesce(current_setting('tollgate.all_apps', true), '') = 'on'
+            AND pg_has_role(current_user,
+                (SELECT relowner FROM pg_class WHERE oid = 'users'::regclass), 'MEMBER'))
+$$;

@@ -10,6 +10,7 @@ use super::{Config, Problem};
 /// Names platforms and users already set, and the key each one fills.
 const CONVENTIONAL: &[(&str, &str)] = &[
     ("DATABASE_URL", "database.url"),
+    ("DATABASE_OWNER_URL", "database.owner_url"),
     ("REDIS_URL", "redis.url"),
     ("PUBLIC_URL", "public_url"),
     ("CORS_ORIGINS", "http.cors_origins"),

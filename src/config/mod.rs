@@ -98,6 +98,11 @@ pub struct Config {
 pub struct DatabaseConfig {
     /// `sqlite://…` or `postgres://…`; `None` means a SQLite file in the data directory.
     pub url: Option<String>,
+    /// PostgreSQL: the role that owns the schema (`DATABASE_OWNER_URL`). When set, migrations
+    /// and the few cross-app statements (key lookup, sweeps) run as it, and `url`'s role —
+    /// granted read and write on the tables, owning none — cannot see past row-level security
+    /// even by setting `tollgate.all_apps` itself. Unset: `url`'s role does everything.
+    pub owner_url: Option<String>,
     pub max_connections: u32,
     pub min_connections: u32,
     pub acquire_timeout_ms: u64,
@@ -116,6 +121,7 @@ impl fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseConfig")
             .field("url", &self.url.as_deref().map(redact_url))
+            .field("owner_url", &self.owner_url.as_deref().map(redact_url))
             .field("max_connections", &self.max_connections)
             .field("min_connections", &self.min_connections)
             .field("acquire_timeout_ms", &self.acquire_timeout_ms)

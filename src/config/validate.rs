@@ -177,6 +177,15 @@ fn database(c: &Config, prod: bool, p: &mut Vec<Problem>) {
         ));
     }
     let d = &c.database;
+    if let Some(owner) = &d.owner_url {
+        let pg = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
+        if !pg(owner) || !pg(&url) {
+            p.push(Problem::new(
+                "database.owner_url",
+                "only for PostgreSQL: a postgres:// URL beside a postgres:// database.url",
+            ));
+        }
+    }
     if d.max_connections == 0 {
         p.push(Problem::new(
             "database.max_connections",

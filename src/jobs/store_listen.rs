@@ -12,7 +12,7 @@ use crate::store::Db;
 use crate::store::jobs::queue::NOTIFY_CHANNEL;
 
 pub(crate) async fn wake_on_notify(db: Db, wakers: Arc<Wakers>, stop: CancellationToken) {
-    let Db::Postgres(pool) = db else { return };
+    let Db::Postgres(pool, _) = db else { return };
     while !stop.is_cancelled() {
         let mut listener = match listen(&pool).await {
             Ok(l) => l,

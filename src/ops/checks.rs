@@ -108,7 +108,7 @@ pub async fn all(db: &Db, redis_url: Option<&str>) -> Vec<Check> {
 /// `None` on SQLite or when it cannot be told.
 pub async fn database_superuser(db: &Db) -> Option<bool> {
     match db {
-        Db::Postgres(pool) => {
+        Db::Postgres(pool, _) => {
             sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
                 .fetch_one(pool)
                 .await

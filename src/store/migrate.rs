@@ -178,16 +178,51 @@ fn migrator(backend: Backend) -> Migrator {
     )
 }
 
-/// Applies every pending migration; returns the versions applied now.
+/// Applies every pending migration, as the schema's owner when one is configured, then grants
+/// the serving role what it needs on the tables (read and write, never ownership). Returns
+/// the versions applied now.
 pub async fn run(db: &Db) -> anyhow::Result<Vec<i64>> {
     let before = status(db).await?;
+    let owner = db.as_owner();
     let m = migrator(db.backend());
-    crate::db_run!(db, pool => m.run(pool).await)?;
+    crate::db_run!(&owner, pool => m.run(pool).await)?;
+    grant_to_serving_role(db).await?;
     Ok(before.pending.into_iter().map(|(v, _)| v).collect())
 }
 
-/// Compares the database with the embedded migrations without changing anything.
+/// With a separate owner: lets `database.url`'s role read and write every table and sequence
+/// of the schema (idempotent; run after each migration).
+async fn grant_to_serving_role(db: &Db) -> Result<(), sqlx::Error> {
+    let Db::Postgres(serving, Some(owner)) = db else {
+        return Ok(());
+    };
+    let role: String = sqlx::query_scalar("SELECT quote_ident(current_user)")
+        .fetch_one(serving)
+        .await?;
+    let (owner_role, schema): (String, String) =
+        sqlx::query_as("SELECT quote_ident(current_user), quote_ident(current_schema())")
+            .fetch_one(owner)
+            .await?;
+    if role == owner_role {
+        return Ok(());
+    }
+    // Identifiers come quoted from the server itself (quote_ident), never from input.
+    for grant in [
+        format!("GRANT USAGE ON SCHEMA {schema} TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}"),
+        format!("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(grant))
+            .execute(owner)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Compares the database with the embedded migrations without changing anything (read as the
+/// owner when one is configured: the serving role may not be granted anything yet).
 pub async fn status(db: &Db) -> Result<Status, sqlx::Error> {
+    let db = &db.as_owner();
     let exists: bool = match db {
         Db::Sqlite(pool) => {
             sqlx::query("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = $1")
@@ -196,7 +231,7 @@ pub async fn status(db: &Db) -> Result<Status, sqlx::Error> {
                 .await?
                 .try_get(0)?
         }
-        Db::Postgres(pool) => sqlx::query("SELECT to_regclass($1) IS NOT NULL")
+        Db::Postgres(pool, _) => sqlx::query("SELECT to_regclass($1) IS NOT NULL")
             .bind(TABLE)
             .fetch_one(pool)
             .await?

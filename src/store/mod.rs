@@ -30,7 +30,7 @@ macro_rules! db_run {
     ($db:expr, $conn:ident => $body:expr) => {
         match $db {
             $crate::store::Db::Sqlite($conn) => $body,
-            $crate::store::Db::Postgres($conn) => $body,
+            $crate::store::Db::Postgres($conn, _) => $body,
         }
     };
 }

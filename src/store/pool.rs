@@ -26,11 +26,13 @@ impl Backend {
     }
 }
 
-/// The live connection pool, SQLite or PostgreSQL. Cheap to clone.
+/// The live connection pool, SQLite or PostgreSQL. Cheap to clone. On PostgreSQL, the second
+/// pool connects as the schema's owner when `database.owner_url` is set: migrations and
+/// cross-app statements use it (see [`crate::store::scope`]).
 #[derive(Debug, Clone)]
 pub enum Db {
     Sqlite(SqlitePool),
-    Postgres(PgPool),
+    Postgres(PgPool, Option<PgPool>),
 }
 
 /// Pool occupancy, exported as metrics.
@@ -71,7 +73,18 @@ impl Db {
                 options =
                     options.options([("statement_timeout", cfg.statement_timeout_ms.to_string())]);
             }
-            Db::Postgres(pool_options(cfg).connect_with(options).await?)
+            let owner = match &cfg.owner_url {
+                Some(owner_url) => {
+                    let owner = PgConnectOptions::from_str(owner_url)
+                        .context("invalid database.owner_url")?;
+                    let few = PoolOptions::new()
+                        .max_connections(cfg.max_connections.clamp(1, 4))
+                        .acquire_timeout(Duration::from_millis(cfg.acquire_timeout_ms));
+                    Some(few.connect_with(owner).await?)
+                }
+                None => None,
+            };
+            Db::Postgres(pool_options(cfg).connect_with(options).await?, owner)
         } else {
             bail!("unsupported database URL scheme (expected sqlite: or postgres://)");
         };
@@ -81,7 +94,7 @@ impl Db {
     pub fn backend(&self) -> Backend {
         match self {
             Db::Sqlite(_) => Backend::Sqlite,
-            Db::Postgres(_) => Backend::Postgres,
+            Db::Postgres(..) => Backend::Postgres,
         }
     }
 

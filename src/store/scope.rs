@@ -34,11 +34,18 @@ pub async fn apply(conn: &mut PgConnection, scope: Scope) -> Result<(), sqlx::Er
         .map(|_| ())
 }
 
-/// A PostgreSQL transaction with its scope set.
+/// A PostgreSQL transaction with its scope set. Every app at once is asked for on the owner's
+/// pool when there is one: there the policies let `tollgate.all_apps` through (migration
+/// 0009), and the serving role, which owns no table, cannot use it.
 pub async fn begin(
     pool: &sqlx::PgPool,
+    owner: Option<&sqlx::PgPool>,
     scope: Scope,
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let pool = match (scope, owner) {
+        (Scope::AllApps, Some(owner)) => owner,
+        _ => pool,
+    };
     let mut tx = pool.begin().await?;
     apply(&mut tx, scope).await?;
     Ok(tx)
@@ -51,8 +58,8 @@ macro_rules! scoped_run {
     ($db:expr, $scope:expr, $conn:ident => $body:expr) => {
         match $db {
             $crate::store::Db::Sqlite($conn) => $body,
-            $crate::store::Db::Postgres(pool) => {
-                let mut tx = $crate::store::scope::begin(pool, $scope).await?;
+            $crate::store::Db::Postgres(pool, owner) => {
+                let mut tx = $crate::store::scope::begin(pool, owner.as_ref(), $scope).await?;
                 let result = {
                     let $conn = &mut *tx;
                     $body
@@ -79,8 +86,8 @@ macro_rules! scoped_conn {
                 let $conn: &mut sqlx::SqliteConnection = &mut *pooled;
                 $body
             }
-            $crate::store::Db::Postgres(pool) => {
-                let mut tx = $crate::store::scope::begin(pool, $scope).await?;
+            $crate::store::Db::Postgres(pool, owner) => {
+                let mut tx = $crate::store::scope::begin(pool, owner.as_ref(), $scope).await?;
                 let result = {
                     let $conn: &mut sqlx::PgConnection = &mut *tx;
                     $body
@@ -94,7 +101,8 @@ macro_rules! scoped_conn {
     };
 }
 
-/// Sets the scope on a transaction opened with `Db::begin` (no-op on SQLite).
+/// Sets the scope on a transaction opened with `Db::begin` (no-op on SQLite). For every app,
+/// begin with [`super::Db::begin_in`] instead: it picks the owner's pool.
 pub async fn apply_tx(tx: &mut super::Tx, scope: Scope) -> Result<(), sqlx::Error> {
     match tx {
         super::Tx::Postgres(t) => apply(t, scope).await,

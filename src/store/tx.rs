@@ -82,8 +82,28 @@ impl Db {
                 let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 Tx::Sqlite(SqliteTx { tx, _turn: turn })
             }
-            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Db::Postgres(pool, _) => Tx::Postgres(pool.begin().await?),
         })
+    }
+
+    /// Begins a transaction scoped to `scope` (on the owner's pool for every app, when there is
+    /// one; see [`super::scope::begin`]).
+    pub async fn begin_in(&self, scope: super::scope::Scope) -> Result<Tx, sqlx::Error> {
+        match self {
+            Db::Sqlite(_) => self.begin().await,
+            Db::Postgres(pool, owner) => Ok(Tx::Postgres(
+                super::scope::begin(pool, owner.as_ref(), scope).await?,
+            )),
+        }
+    }
+
+    /// The database as the schema's owner sees it: for migrations. The same database when no
+    /// owner is configured.
+    pub fn as_owner(&self) -> Db {
+        match self {
+            Db::Postgres(_, Some(owner)) => Db::Postgres(owner.clone(), None),
+            other => other.clone(),
+        }
     }
 
     /// Runs `f` inside a transaction: commits if it returns `Ok`, rolls back if it returns `Err`.

@@ -65,10 +65,14 @@ async fn check_lists_config_problems_before_anything_else() {
 }
 
 pub fn db_vars(db: &TestDb) -> Vec<(&'static str, String)> {
-    vec![
+    let mut vars = vec![
         ("TOLLGATE_DATA_DIR", db.data_dir.display().to_string()),
         ("DATABASE_URL", db.effective_url()),
-    ]
+    ];
+    if let Some(owner) = &db.owner_url {
+        vars.push(("DATABASE_OWNER_URL", owner.clone()));
+    }
+    vars
 }
 
 pub fn as_refs<'a>(vars: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
@@ -87,7 +91,7 @@ async fn check_fails_on_pending_migrations_and_passes_after_migrate() {
     assert!(stdout.contains("[pass] database reachable"), "{stdout}");
     assert!(stdout.contains("[FAIL] migrations applied"), "{stdout}");
     assert!(
-        stdout.contains("pending migrations [1, 2, 3, 4, 5, 6, 7, 8]"),
+        stdout.contains("pending migrations [1, 2, 3, 4, 5, 6, 7, 8, 9]"),
         "{stdout}"
     );
 
@@ -97,7 +101,7 @@ async fn check_fails_on_pending_migrations_and_passes_after_migrate() {
     let (code, stdout, stderr) = run(&["migrate"], &vars).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8]"),
+        stdout.contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9]"),
         "{stdout}"
     );
 

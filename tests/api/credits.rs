@@ -752,10 +752,7 @@ async fn the_cli_grants_shows_and_verifies_and_verify_fails_on_a_tampered_balanc
 
 /// Adds one micro-credit to a cached balance behind the ledger's back.
 async fn tamper(db: &Db, user_id: i64) {
-    let mut tx = db.begin().await.unwrap();
-    scope::apply_tx(&mut tx, scope::Scope::AllApps)
-        .await
-        .unwrap();
+    let mut tx = db.begin_in(scope::Scope::AllApps).await.unwrap();
     tx_run!(&mut tx, c => sqlx::query("UPDATE credit_accounts SET balance = balance + 1 WHERE user_id = $1")
         .bind(user_id).execute(&mut **c).await.map(|_| ()))
     .unwrap();

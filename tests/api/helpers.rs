@@ -26,11 +26,39 @@ pub struct TestDb {
     pub data_dir: PathBuf,
     /// `None` on SQLite: the app uses its default file inside `data_dir`.
     pub url: Option<String>,
+    /// PostgreSQL with a separate owner ([`TestDb::with_separate_owner`]).
+    pub owner_url: Option<String>,
     postgres: Option<(String, String)>,
 }
 
+/// The role that owns the schema in [`TestDb::with_separate_owner`].
+pub const OWNER_ROLE: &str = "tollgate_owner";
+
 impl TestDb {
+    /// With `TEST_DATABASE_OWNER=separate`, [`TestDb::with_separate_owner`]: the whole suite
+    /// then runs as a serving role that owns nothing (CI runs it that way too).
     pub async fn new() -> TestDb {
+        if std::env::var("TEST_DATABASE_OWNER").as_deref() == Ok("separate") {
+            return TestDb::with_separate_owner().await;
+        }
+        TestDb::create(APP_ROLE).await
+    }
+
+    /// On PostgreSQL: the schema owned by another role ([`OWNER_ROLE`]), which migrates it and
+    /// runs the cross-app statements (`database.owner_url`); the app's role owns nothing and is
+    /// granted read and write by the migration. On SQLite: [`TestDb::new`].
+    pub async fn with_separate_owner() -> TestDb {
+        let mut db = TestDb::create(OWNER_ROLE).await;
+        if let Some(owner_url) = db.url.clone() {
+            let serving = owner_url.replacen(OWNER_ROLE, APP_ROLE, 1);
+            db.owner_url = Some(owner_url);
+            db.url = Some(serving);
+        }
+        db
+    }
+
+    /// A fresh database whose schema (on PostgreSQL) `role` owns and connects as.
+    async fn create(role: &str) -> TestDb {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let data_dir = std::env::temp_dir().join(format!("tollgate-test-{id}"));
         std::fs::create_dir_all(&data_dir).expect("create the test data directory");
@@ -38,6 +66,7 @@ impl TestDb {
             return TestDb {
                 data_dir,
                 url: None,
+                owner_url: None,
                 postgres: None,
             };
         };
@@ -45,15 +74,17 @@ impl TestDb {
         let mut admin = connect_admin(&admin_url).await;
         // The app connects as an ordinary role, as in production: superusers ignore
         // row-level security, so only then do the tests exercise it.
+        for r in [APP_ROLE, role] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DO $$ BEGIN CREATE ROLE {r} LOGIN; \
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+            )))
+            .execute(&mut admin)
+            .await
+            .expect("create the app role");
+        }
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DO $$ BEGIN CREATE ROLE {APP_ROLE} LOGIN; \
-             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
-        )))
-        .execute(&mut admin)
-        .await
-        .expect("create the app role");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "CREATE SCHEMA {schema} AUTHORIZATION {APP_ROLE}"
+            "CREATE SCHEMA {schema} AUTHORIZATION {role}"
         )))
         .execute(&mut admin)
         .await
@@ -61,7 +92,7 @@ impl TestDb {
         // The app sees only its schema: `search_path` is set on every connection it opens.
         let mut app_url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
         app_url
-            .set_username(APP_ROLE)
+            .set_username(role)
             .expect("the URL takes a user name");
         let app_url = app_url.to_string();
         let sep = if app_url.contains('?') { '&' } else { '?' };
@@ -69,6 +100,7 @@ impl TestDb {
         TestDb {
             data_dir,
             url: Some(url),
+            owner_url: None,
             postgres: Some((admin_url, schema)),
         }
     }
@@ -90,6 +122,7 @@ impl TestDb {
         c.listen = "127.0.0.1:0".into();
         c.data_dir = self.data_dir.clone();
         c.database.url = self.url.clone();
+        c.database.owner_url = self.owner_url.clone();
         c.database.max_connections = 5;
         c.http.shutdown_timeout_ms = 5_000;
         c
@@ -177,7 +210,16 @@ pub async fn spawn_app_full(
     role: Role,
     extra_routes: Router<AppState>,
 ) -> TestApp {
-    let test_db = TestDb::new().await;
+    spawn_app_on(TestDb::new().await, configure, role, extra_routes).await
+}
+
+/// [`spawn_app_full`] on a database the test prepared.
+pub async fn spawn_app_on(
+    test_db: TestDb,
+    configure: impl FnOnce(&mut Config),
+    role: Role,
+    extra_routes: Router<AppState>,
+) -> TestApp {
     let mut config = test_db.config();
     configure(&mut config);
     if std::env::var("TEST_LOG").is_ok() || config.sentry_dsn.is_some() {

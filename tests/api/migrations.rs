@@ -37,15 +37,19 @@ async fn migrations_apply_once_on_a_fresh_database() {
             (5, "tenant_rls".to_string()),
             (6, "ledger".to_string()),
             (7, "usage".to_string()),
-            (8, "billing".to_string())
+            (8, "billing".to_string()),
+            (9, "exactly_once".to_string())
         ]
     );
     assert!(!before.is_current());
 
-    assert_eq!(migrate::run(&db).await.unwrap(), [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(
+        migrate::run(&db).await.unwrap(),
+        [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    );
     let after = migrate::status(&db).await.unwrap();
     assert!(after.is_current(), "{after:?}");
-    assert_eq!(after.applied, [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(after.applied, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     assert_eq!(migrate::run(&db).await.unwrap(), Vec::<i64>::new());
 }
 
@@ -111,7 +115,7 @@ async fn production_refuses_to_start_with_pending_migrations_unless_told_to_migr
     .await;
     let message = format!("{:#}", refused.err().expect("start is refused"));
     assert!(
-        message.contains("8 pending migration(s) [1, 2, 3, 4, 5, 6, 7, 8]"),
+        message.contains("9 pending migration(s) [1, 2, 3, 4, 5, 6, 7, 8, 9]"),
         "{message}"
     );
     assert!(message.contains("tollgate serve --migrate"), "{message}");

@@ -37,7 +37,7 @@ async fn a_query_that_forgets_its_app_sees_nothing_of_any_app() {
             .await
             .unwrap();
     }
-    let tollgate::store::Db::Postgres(pool) = db else {
+    let tollgate::store::Db::Postgres(pool, _) = db else {
         unreachable!()
     };
     let superuser: bool =
@@ -91,4 +91,100 @@ async fn a_query_that_forgets_its_app_sees_nothing_of_any_app() {
         .unwrap()
         .rows_affected();
     assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn a_serving_role_that_owns_nothing_cannot_see_past_row_level_security_by_itself() {
+    use crate::helpers::{TestDb, spawn_app_on};
+    let test_db = TestDb::with_separate_owner().await;
+    if !test_db.is_postgres() {
+        // SQLite has no roles: an owner URL there is a configuration mistake, refused by name.
+        let mut c = test_db.config();
+        c.database.owner_url = Some("postgres://owner@127.0.0.1/db".into());
+        let problems = tollgate::config::validate(&c);
+        assert!(
+            problems.iter().any(|p| p.key == "database.owner_url"),
+            "{problems:?}"
+        );
+        return;
+    }
+    let app = spawn_app_on(
+        test_db,
+        |_| {},
+        tollgate::startup::Role::All,
+        axum::Router::new(),
+    )
+    .await;
+    let db = &app.db;
+    let a = identity::create_app(db, "app-a", "A")
+        .await
+        .unwrap()
+        .unwrap();
+    let b = identity::create_app(db, "app-b", "B")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut keys = Vec::new();
+    for (app_id, user) in [(a.id, "alice"), (b.id, "bob")] {
+        let (u, _) = identity::find_or_create_user(db, app_id, user)
+            .await
+            .unwrap();
+        let spec = KeySpec {
+            app_id: Some(app_id),
+            user_id: Some(u.id),
+            ..Default::default()
+        };
+        keys.push(
+            identity::create_key(db, KeyKind::User, &spec)
+                .await
+                .unwrap()
+                .1
+                .secret,
+        );
+    }
+    // The cross-app statements still work, on the owner's pool: a key finds its app.
+    let me: serde_json::Value = app.get_as("/v1/me", &keys[1]).await.json().await.unwrap();
+    assert_eq!(me["app"]["slug"], "app-b");
+
+    // What SQL run as the serving role (an injection, a stolen password) could try.
+    let tollgate::store::Db::Postgres(serving, Some(_)) = db else {
+        panic!("two pools")
+    };
+    let role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(serving)
+        .await
+        .unwrap();
+    assert_eq!(role, crate::helpers::APP_ROLE);
+    let mut tx = serving.begin().await.unwrap();
+    sqlx::query("SET LOCAL tollgate.all_apps = 'on'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for table in ["users", "api_keys"] {
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        assert_eq!(
+            n, 0,
+            "{table}: tollgate.all_apps opens nothing to the serving role"
+        );
+    }
+    sqlx::query("SELECT set_config('tollgate.app_id', $1, true)")
+        .bind(a.id.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "only the app it names");
+    tx.rollback().await.unwrap();
+    // Nor can it take the wall down: it owns no table.
+    let disabled = sqlx::query("ALTER TABLE users DISABLE ROW LEVEL SECURITY")
+        .execute(serving)
+        .await;
+    assert!(disabled.is_err(), "only the owner may alter the table");
 }

@@ -38,6 +38,7 @@ pub struct AdminKeyIn {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Only this app's entries.
     pub app: Option<String>,

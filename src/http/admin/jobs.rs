@@ -21,6 +21,7 @@ use crate::store::jobs::{JobRow, admin, state};
 use crate::store::now_ms;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JobsQuery {
     pub state: Option<String>,
     pub queue: Option<String>,

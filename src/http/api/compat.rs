@@ -15,6 +15,7 @@ use crate::http::auth::bearer_token;
 use crate::store::identity;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CompatQuery {
     /// `desktop`, `ios`, `cli`, … as configured for the app.
     pub platform: String,

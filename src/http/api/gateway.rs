@@ -127,6 +127,7 @@ pub async fn anthropic_messages(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct GeminiQuery {
     /// `sse` (required for `streamGenerateContent`).
     pub alt: Option<String>,

@@ -121,6 +121,7 @@ pub struct EntriesPage {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

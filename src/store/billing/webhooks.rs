@@ -189,8 +189,7 @@ pub async fn finish(db: &Db, app_id: i64, id: i64, p: &Processed<'_>) -> Result<
 /// Puts a delivery back to `pending` and enqueues `job` for it, in one transaction. False when
 /// there is no such delivery.
 pub async fn replay<J: Job>(db: &Db, jobs: &Client, id: i64, job: J) -> anyhow::Result<bool> {
-    let mut tx = db.begin().await?;
-    scope::apply_tx(&mut tx, Scope::AllApps).await?;
+    let mut tx = db.begin_in(Scope::AllApps).await?;
     let found = tx_run!(&mut tx, c => sqlx::query(
         "UPDATE webhook_events SET status = 'pending', last_error = NULL WHERE id = $1")
         .bind(id).execute(&mut **c).await.map(|r| r.rows_affected() == 1))?;

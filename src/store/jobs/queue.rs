@@ -107,7 +107,7 @@ pub async fn claim(
     const DUE: &str = "SELECT id FROM jobs WHERE state IN ('available', 'retryable') \
          AND NOT parked AND queue = $4 AND run_at <= $1 ORDER BY priority, run_at, id LIMIT $5";
     let sql = match db {
-        Db::Postgres(_) => format!(
+        Db::Postgres(..) => format!(
             "WITH next AS ({DUE} FOR UPDATE SKIP LOCKED) \
              UPDATE jobs {SET} FROM next WHERE jobs.id = next.id {RETURNING}"
         ),
@@ -130,7 +130,7 @@ pub async fn complete_many(
 ) -> Result<u64, sqlx::Error> {
     const SET: &str = "UPDATE jobs SET state = 'completed', finalized_at = $1, locked_until = NULL";
     let done = match db {
-        Db::Postgres(pool) => sqlx::query(sqlx::AssertSqlSafe(format!(
+        Db::Postgres(pool, _) => sqlx::query(sqlx::AssertSqlSafe(format!(
             "{SET} WHERE id = ANY($2) AND state = 'running' AND attempted_by = $3"
         )))
         .bind(now)
