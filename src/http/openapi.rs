@@ -64,7 +64,9 @@ pub fn routes(role: Role) -> Router<AppState> {
         .merge(admin::router())
         .merge(webhooks::router())
         .split_for_parts();
-    let json = serde_json::to_string_pretty(&spec).expect("the OpenAPI document serializes");
+    let mut doc = serde_json::to_value(&spec).expect("the OpenAPI document serializes");
+    document_common_answers(&mut doc);
+    let json = serde_json::to_string_pretty(&doc).expect("the OpenAPI document serializes");
     router.route(
         "/openapi.json",
         get(move || async move {
@@ -74,4 +76,106 @@ pub fn routes(role: Role) -> Router<AppState> {
             )
         }),
     )
+}
+
+/// A problem+json answer with `description`.
+fn problem(description: &str) -> serde_json::Value {
+    serde_json::json!({
+        "description": description,
+        "content": { "application/problem+json": {
+            "schema": { "$ref": "#/components/schemas/Problem" } } }
+    })
+}
+
+/// Adds, to every operation, the answers the middleware and extractors give whatever the
+/// handler (so the document lists every status a route can return, as a client and
+/// schemathesis check it): 400, 401 and 429 everywhere (a malformed request; a credential that
+/// is sent must be valid, even where none is needed; the rate limit); 403 where a credential
+/// is required; 404 where the path names something; 413, 415 and
+/// 422 for bodies and queries; and, on every POST, the `Idempotency-Key` header with its 409
+/// (the first request with the key still runs) and 422 (the key was used with another
+/// request). A handler's own description of a status is kept.
+fn document_common_answers(doc: &mut serde_json::Value) {
+    use serde_json::{Value, json};
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in item.iter_mut() {
+            let Some(op) = op.as_object_mut() else {
+                continue;
+            };
+            let params: Vec<Value> = op
+                .get("parameters")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let has = |place: &str| params.iter().any(|p| p["in"] == place);
+            let secured = op
+                .get("security")
+                .and_then(Value::as_array)
+                .is_some_and(|s| !s.is_empty());
+            let body = op.contains_key("requestBody");
+            // Webhooks are signed by the store, not keyed by the client.
+            let post = method == "post" && !path.starts_with("/webhooks/");
+            let mut add: Vec<(&str, &str)> = vec![
+                (
+                    "400",
+                    "Malformed request: a control character in the path or query, a body that is not a JSON object, a bad header",
+                ),
+                ("401", "Missing, unknown, expired or revoked credential"),
+                ("429", "Rate limited; Retry-After says when to try again"),
+            ];
+            if secured {
+                add.push((
+                    "403",
+                    "The credential may not do this (role, app, plan or invite)",
+                ));
+            }
+            if path.contains('{') {
+                add.push((
+                    "404",
+                    "Nothing of that name here (or not visible to this caller)",
+                ));
+            }
+            if body {
+                add.push(("413", "The body is larger than http.body_limit_bytes"));
+                add.push(("415", "The body is not application/json"));
+            }
+            if body || has("query") || post {
+                add.push((
+                    "422",
+                    "Invalid fields, each named; or an Idempotency-Key reused with another request",
+                ));
+            }
+            if post {
+                add.push(("409", "A request with this Idempotency-Key is still running, or a conflict with the current state"));
+            }
+            let responses = op
+                .entry("responses")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .expect("responses is an object");
+            for (status, description) in add {
+                responses
+                    .entry(status)
+                    .or_insert_with(|| problem(description));
+            }
+            if post {
+                let params = op
+                    .entry("parameters")
+                    .or_insert_with(|| json!([]))
+                    .as_array_mut()
+                    .expect("parameters is an array");
+                params.push(json!({
+                    "name": "Idempotency-Key", "in": "header", "required": false,
+                    "description": "Makes a retry replay the first answer instead of acting again (1-255 visible ASCII characters)",
+                    "schema": { "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$" }
+                }));
+            }
+        }
+    }
 }

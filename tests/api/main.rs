@@ -35,6 +35,7 @@ mod ledger_batch;
 mod metrics;
 mod migrations;
 mod openapi;
+mod openapi_fuzz;
 mod problems;
 mod rate_limits;
 mod request_id;

@@ -22,6 +22,8 @@ use crate::store::invites::{self, InviteRow};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppIn {
+    /// 2-63 characters of a-z, 0-9 and '-', starting with a letter, not ending with '-'.
+    #[schema(min_length = 2, max_length = 63, pattern = "^[a-z][a-z0-9-]*[a-z0-9]$")]
     pub slug: String,
     pub name: Option<String>,
 }
@@ -341,7 +343,10 @@ pub async fn delete_user(
 /// The audit log, newest first (admin).
 #[utoipa::path(get, path = "/admin/v1/audit", tag = "admin", security(("operator_token" = [])),
     params(AuditQuery),
-    responses((status = 200, description = "Entries", body = [AuditEntry])))]
+    responses(
+        (status = 200, description = "Entries", body = [AuditEntry]),
+        (status = 404, description = "No app of that slug visible to this operator", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn list_audit(
     State(state): State<AppState>,
     op: OperatorAuth,

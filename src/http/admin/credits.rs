@@ -45,29 +45,36 @@ pub struct CreditsOut {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantIn {
+    #[schema(minimum = 1, maximum = 1000000000000000.0)]
     pub amount_micros: i64,
     /// `monthly_free`, `subscription`, `top_up`, `promo`, `incentive` or `manual` (default).
     pub source: Option<String>,
     /// ms since the epoch; never when omitted.
     pub expires_at: Option<i64>,
+    #[schema(max_length = 500)]
     pub reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustmentIn {
-    /// Positive adds credits, negative removes them (never below what is available).
+    /// Positive adds credits, negative removes them (never below what is available); not 0.
+    #[schema(minimum = -1000000000000000.0, maximum = 1000000000000000.0)]
     pub amount_micros: i64,
     /// Required: why the balance is corrected.
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefundIn {
+    #[schema(minimum = 1, maximum = 1000000000000000.0)]
     pub amount_micros: i64,
+    #[schema(max_length = 500)]
     pub reason: Option<String>,
     /// What is refunded (a request id, a charge's entry id, …).
+    #[schema(max_length = 500)]
     pub reference: Option<String>,
 }
 

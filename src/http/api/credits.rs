@@ -93,11 +93,14 @@ pub async fn check_entitlement(
 #[serde(deny_unknown_fields)]
 pub struct HoldIn {
     /// The most the work may cost.
+    #[schema(minimum = 1, maximum = 1000000000000000.0)]
     pub amount_micros: i64,
     /// Seconds until the expiry job resolves the hold if it is neither settled nor released
     /// (default `ledger.hold_timeout_secs`).
+    #[schema(minimum = 1, maximum = 86400)]
     pub expires_in_secs: Option<i64>,
     /// Your reference (request id, job id, …).
+    #[schema(max_length = 500)]
     pub reference: Option<String>,
 }
 
@@ -105,14 +108,18 @@ pub struct HoldIn {
 #[serde(deny_unknown_fields)]
 pub struct SettleIn {
     /// What the work cost: at most the hold; the rest is released.
+    #[schema(minimum = 0, maximum = 1000000000000000.0)]
     pub amount_micros: i64,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DebitIn {
+    #[schema(minimum = 1, maximum = 1000000000000000.0)]
     pub amount_micros: i64,
+    #[schema(max_length = 500)]
     pub reason: Option<String>,
+    #[schema(max_length = 500)]
     pub reference: Option<String>,
 }
 
@@ -120,6 +127,7 @@ pub struct DebitIn {
 #[serde(deny_unknown_fields)]
 pub struct QuotaIn {
     /// How much to count (default 1).
+    #[schema(minimum = 1, maximum = 1000000000)]
     pub quantity: Option<i64>,
 }
 
@@ -218,6 +226,7 @@ pub async fn settle_hold(
 pub struct UsageIn {
     /// What the work has cost so far (at most the hold). If the hold is never settled, the
     /// expiry job charges this instead of releasing it for free.
+    #[schema(minimum = 0, maximum = 1000000000000000.0)]
     pub used_micros: i64,
 }
 
