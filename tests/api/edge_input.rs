@@ -5,11 +5,11 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 use tollgate::domain::identity::{KeyKind, Role};
-use tollgate::store::identity::{self, KeySpec};
+use tollgate::store::identity::KeySpec;
 use tollgate::store::ledger;
 
 use crate::gateway::{chat, gateway_app, usage};
-use crate::helpers::{TestApp, problem, spawn_app};
+use crate::helpers::{TestApp, new_key, problem, seed_app_user, spawn_app};
 
 fn fields(p: &Value) -> Vec<String> {
     p["errors"]
@@ -57,48 +57,28 @@ struct Admin {
     app: TestApp,
     operator: String,
     app_key: String,
+    /// `u1` of `acme`.
+    t: ledger::Target,
 }
 
 async fn admin() -> Admin {
     let app = spawn_app().await;
-    let settings = tollgate::config::Config::defaults().new_app_settings();
-    let row = identity::create_app_with(&app.db, "acme", "Acme", &settings)
-        .await
-        .unwrap()
-        .unwrap();
-    identity::find_or_create_user(&app.db, row.id, "u1")
-        .await
-        .unwrap();
-    let key = |kind, spec| {
-        let db = app.db.clone();
-        async move {
-            identity::create_key(&db, kind, &spec)
-                .await
-                .unwrap()
-                .1
-                .secret
-        }
+    let t = seed_app_user(&app.db, "acme", "u1").await;
+    let owner = KeySpec {
+        role: Some(Role::Owner),
+        ..Default::default()
     };
-    let operator = key(
-        KeyKind::Operator,
-        KeySpec {
-            role: Some(Role::Owner),
-            ..Default::default()
-        },
-    )
-    .await;
-    let app_key = key(
-        KeyKind::App,
-        KeySpec {
-            app_id: Some(row.id),
-            ..Default::default()
-        },
-    )
-    .await;
+    let operator = new_key(&app.db, KeyKind::Operator, owner).await;
+    let of_app = KeySpec {
+        app_id: Some(t.app_id),
+        ..Default::default()
+    };
+    let app_key = new_key(&app.db, KeyKind::App, of_app).await;
     Admin {
         app,
         operator,
         app_key,
+        t,
     }
 }
 
@@ -139,18 +119,7 @@ async fn amounts_past_the_maximum_are_422_and_the_balance_is_untouched() {
         assert_eq!(fields(&problem(r, 422).await), ["amount_micros"], "{path}");
     }
     // Past i64 itself (only reachable by many maximal grants): a conflict, never a 500.
-    let row = identity::app_by_slug(&a.app.db, "acme")
-        .await
-        .unwrap()
-        .unwrap();
-    let u1 = identity::user_by_external_id(&a.app.db, row.id, "u1")
-        .await
-        .unwrap()
-        .unwrap();
-    let t = ledger::Target {
-        app_id: row.id,
-        user_id: u1.id,
-    };
+    let t = a.t;
     let credit = |amount| ledger::Credit {
         kind: "grant",
         amount,

@@ -394,3 +394,33 @@ pub async fn problem(response: reqwest::Response, status: u16) -> serde_json::Va
     }
     body
 }
+
+/// An app created the way `tollgate apps create` makes one (the `[new_app_billing]` plans:
+/// the mock model, monthly credits) and one user in it.
+pub async fn seed_app_user(db: &Db, slug: &str, external_id: &str) -> Target {
+    let settings = Config::defaults().new_app_settings();
+    let app = tollgate::store::identity::create_app_with(db, slug, slug, &settings)
+        .await
+        .unwrap()
+        .expect("a new slug");
+    let (user, _) = tollgate::store::identity::find_or_create_user(db, app.id, external_id)
+        .await
+        .unwrap();
+    Target {
+        app_id: app.id,
+        user_id: user.id,
+    }
+}
+
+/// The secret of a new key of `kind` (a user key when `spec.user_id` is set).
+pub async fn new_key(
+    db: &Db,
+    kind: tollgate::domain::identity::KeyKind,
+    spec: tollgate::store::identity::KeySpec,
+) -> String {
+    tollgate::store::identity::create_key(db, kind, &spec)
+        .await
+        .unwrap()
+        .1
+        .secret
+}

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tollgate::domain::identity::KeyKind;
-use tollgate::store::identity::{self, KeySpec};
+use tollgate::store::identity::KeySpec;
 use tollgate::store::ledger::{self, Credit, Note, Target};
 use tollgate::store::{Db, migrate};
 
-use crate::helpers::TestDb;
+use crate::helpers::{TestDb, new_key, seed_app_user};
 use crate::jobs_processes::{spawn_api_env, terminate};
 
 const CREDIT: i64 = 1_000_000;
@@ -31,18 +31,7 @@ async fn fixture() -> Fixture {
     let test_db = TestDb::new().await;
     let db = test_db.connect().await;
     migrate::run(&db).await.unwrap();
-    let settings = tollgate::config::Config::defaults().new_app_settings();
-    let app = identity::create_app_with(&db, "crashy", "Crashy", &settings)
-        .await
-        .unwrap()
-        .unwrap();
-    let (alice, _) = identity::find_or_create_user(&db, app.id, "alice")
-        .await
-        .unwrap();
-    let t = Target {
-        app_id: app.id,
-        user_id: alice.id,
-    };
+    let t = seed_app_user(&db, "crashy", "alice").await;
     let credit = Credit {
         kind: "grant",
         amount: 1_000 * CREDIT,
@@ -51,23 +40,13 @@ async fn fixture() -> Fixture {
         note: Note::default(),
     };
     ledger::credit(&db, t, &credit, None).await.unwrap();
-    let key = |kind, user_id| {
-        let spec = KeySpec {
-            app_id: Some(app.id),
-            user_id,
-            ..Default::default()
-        };
-        let db = db.clone();
-        async move {
-            identity::create_key(&db, kind, &spec)
-                .await
-                .unwrap()
-                .1
-                .secret
-        }
+    let spec = |user_id| KeySpec {
+        app_id: Some(t.app_id),
+        user_id,
+        ..Default::default()
     };
-    let app_key = key(KeyKind::App, None).await;
-    let user_key = key(KeyKind::User, Some(alice.id)).await;
+    let app_key = new_key(&db, KeyKind::App, spec(None)).await;
+    let user_key = new_key(&db, KeyKind::User, spec(Some(t.user_id))).await;
     Fixture {
         test_db,
         db,

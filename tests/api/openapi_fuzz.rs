@@ -4,10 +4,10 @@
 //! that does not match its documented schema or content type.
 
 use tollgate::domain::identity::{KeyKind, Role};
-use tollgate::store::identity::{self, KeySpec};
+use tollgate::store::identity::KeySpec;
 
 use crate::gateway_clients::python_has;
-use crate::helpers::spawn_app_with;
+use crate::helpers::{new_key, seed_app_user, spawn_app_with};
 
 /// Seconds of generated traffic per credential (loopback only).
 const SECONDS_PER_CREDENTIAL: &str = "25";
@@ -29,50 +29,18 @@ async fn schemathesis_finds_no_server_error_undocumented_status_or_schema_violat
         }
     })
     .await;
-    let settings = tollgate::config::Config::defaults().new_app_settings();
-    let acme = identity::create_app_with(&app.db, "acme", "Acme", &settings)
-        .await
-        .unwrap()
-        .unwrap();
-    let (user, _) = identity::find_or_create_user(&app.db, acme.id, "user_1")
-        .await
-        .unwrap();
-    let key = |kind, spec: KeySpec| {
-        let db = app.db.clone();
-        async move {
-            identity::create_key(&db, kind, &spec)
-                .await
-                .unwrap()
-                .1
-                .secret
-        }
+    let t = seed_app_user(&app.db, "acme", "user_1").await;
+    let spec = |user_id, role: Option<Role>| KeySpec {
+        app_id: role.is_none().then_some(t.app_id),
+        user_id,
+        role,
+        ..Default::default()
     };
     let credentials = [
-        key(
-            KeyKind::User,
-            KeySpec {
-                app_id: Some(acme.id),
-                user_id: Some(user.id),
-                ..Default::default()
-            },
-        )
-        .await,
-        key(
-            KeyKind::App,
-            KeySpec {
-                app_id: Some(acme.id),
-                ..Default::default()
-            },
-        )
-        .await,
-        key(
-            KeyKind::Operator,
-            KeySpec {
-                role: Some(Role::Owner),
-                ..Default::default()
-            },
-        )
-        .await,
+        new_key(&app.db, KeyKind::User, spec(Some(t.user_id), None)).await,
+        new_key(&app.db, KeyKind::App, spec(None, None)).await,
+        // Last: its run may revoke keys, its own included.
+        new_key(&app.db, KeyKind::Operator, spec(None, Some(Role::Owner))).await,
     ];
     let schema = app.url("/openapi.json");
     for credential in &credentials {
