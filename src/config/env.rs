@@ -48,7 +48,12 @@ const TEXT_KEYS: &[&str] = &[
 
 const PREFIX: &str = "TOLLGATE_";
 /// Variables read by the command line itself (the file to load, the role to run), not keys.
-const NOT_KEYS: &[&str] = &["TOLLGATE_CONFIG", "TOLLGATE_ROLE", crate::ops::fault::ENV];
+const NOT_KEYS: &[&str] = &[
+    "TOLLGATE_CONFIG",
+    "TOLLGATE_ROLE",
+    crate::ops::fault::ENV,
+    crate::ops::fault::PAUSE_ENV,
+];
 
 pub fn process_env() -> Vec<(String, String)> {
     std::env::vars().collect()

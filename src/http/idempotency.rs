@@ -225,7 +225,7 @@ async fn finish(
         headers: stored_headers(&parts.headers),
         body: body.to_vec(),
     };
-    crate::ops::fault::point(crate::ops::fault::BEFORE_IDEMPOTENT_ANSWER);
+    crate::ops::fault::point(crate::ops::fault::BEFORE_IDEMPOTENT_ANSWER).await;
     idempotency::complete(&state.db, app_id, id, &stored).await?;
     Ok(Response::from_parts(parts, Body::from(body)))
 }
@@ -286,7 +286,7 @@ fn tee_stream(
                     headers,
                     body,
                 };
-                crate::ops::fault::point(crate::ops::fault::BEFORE_IDEMPOTENT_ANSWER);
+                crate::ops::fault::point(crate::ops::fault::BEFORE_IDEMPOTENT_ANSWER).await;
                 idempotency::complete(&state.db, app_id, id, &stored).await
             }
             None => idempotency::abandon(&state.db, app_id, id).await,

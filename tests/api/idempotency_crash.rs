@@ -18,6 +18,10 @@ const CREDIT: i64 = 1_000_000;
 /// A lock short enough that a retry takes over a dead process's claim within a second.
 const SHORT_LOCK: (&str, &str) = ("TOLLGATE_LEDGER__IDEMPOTENCY_LOCK_SECS", "1");
 const ABORT_BEFORE_ANSWER: (&str, &str) = ("TOLLGATE_FAULT_ABORT_AT", "idempotency.before_answer");
+/// 40 ms between an effect's commit and its stored answer: a kill at a random instant lands
+/// there often, instead of almost never.
+const PAUSE_BEFORE_ANSWER: (&str, &str) =
+    ("TOLLGATE_FAULT_PAUSE_AT", "idempotency.before_answer:40");
 
 struct Fixture {
     test_db: TestDb,
@@ -136,6 +140,18 @@ async fn entries_with(db: &Db, t: Target, kind: &str, reference: &str) -> usize 
         .count()
 }
 
+/// Whether the app's request with `key` has its answer stored.
+async fn answer_stored(db: &Db, app_id: i64, key: &str) -> bool {
+    let status: Option<Option<i32>> = async {
+        tollgate::scoped_run!(db, tollgate::store::scope::Scope::App(app_id), c => sqlx::query_scalar(
+            "SELECT status FROM idempotency_keys WHERE app_id = $1 AND key = $2")
+            .bind(app_id).bind(key).fetch_optional(c).await)
+    }
+    .await
+    .unwrap();
+    status.flatten().is_some()
+}
+
 async fn ai_charges(db: &Db, t: Target) -> usize {
     ledger::entries(db, t, None, 10_000)
         .await
@@ -246,7 +262,7 @@ async fn requests_killed_at_random_instants_and_retried_take_effect_at_most_once
     let trials = trials();
     let seed = fastrand::u64(..);
     let mut rng = fastrand::Rng::with_seed(seed);
-    let (mut keyed, mut doubled, mut chats) = (0, 0, 0);
+    let (mut keyed, mut doubled, mut chats, mut in_window) = (0, 0, 0, 0);
     for trial in 0..trials {
         let calls: Vec<Call> = (0..6)
             .map(|i| match i % 3 {
@@ -255,7 +271,8 @@ async fn requests_killed_at_random_instants_and_retried_take_effect_at_most_once
                 _ => Call::chat(&format!("t{trial}-chat-{i}"), i % 2 == 0),
             })
             .collect();
-        let (mut doomed, base) = spawn_api_env(&f.test_db, &[], &[SHORT_LOCK]).await;
+        let (mut doomed, base) =
+            spawn_api_env(&f.test_db, &[], &[SHORT_LOCK, PAUSE_BEFORE_ANSWER]).await;
         let mut sent = tokio::task::JoinSet::new();
         for call in calls.clone() {
             let (f_key, a_key, base) = (f.user_key.clone(), f.app_key.clone(), base.clone());
@@ -275,6 +292,19 @@ async fn requests_killed_at_random_instants_and_retried_take_effect_at_most_once
         doomed.start_kill().unwrap();
         doomed.wait().await.unwrap();
         while sent.join_next().await.is_some() {}
+        // The instant that matters: an effect committed, its key's answer not stored.
+        for call in calls.iter().filter(|c| !c.user) {
+            let kind = if call.path.ends_with("debits") {
+                "debit"
+            } else {
+                "hold"
+            };
+            if entries_with(&f.db, f.t, kind, &call.key).await > 0
+                && !answer_stored(&f.db, f.t.app_id, &call.key).await
+            {
+                in_window += 1;
+            }
+        }
 
         let (api, base) = spawn_api_env(&f.test_db, &[], &[SHORT_LOCK]).await;
         for call in &calls {
@@ -303,8 +333,9 @@ async fn requests_killed_at_random_instants_and_retried_take_effect_at_most_once
     // Each chat key took at most one hold, whether its first run finished or not.
     let ai_doubled = ai_charges(&f.db, f.t).await.saturating_sub(chats);
     eprintln!(
-        "kill -9 trials: {trials} (seed {seed}), keyed requests: {keyed}, \
-         double effects: {} (ledger {doubled}, AI calls {ai_doubled})",
+        "kill -9 trials: {trials} (seed {seed}), keyed requests: {keyed}, killed after the \
+         effect and before the stored answer: {in_window}, double effects: {} (ledger \
+         {doubled}, AI calls {ai_doubled})",
         doubled + ai_doubled
     );
     assert_eq!(doubled + ai_doubled, 0, "an effect happened twice");
