@@ -287,8 +287,9 @@ async fn requests_killed_at_random_instants_and_retried_take_effect_at_most_once
                     .await;
             });
         }
-        // SIGKILL somewhere in the requests' lives: before, during or after their commits.
-        tokio::time::sleep(Duration::from_millis(rng.u64(0..=150))).await;
+        // SIGKILL somewhere in the requests' lives: before, during or after their commits (a new
+        // PostgreSQL connection takes ~100 ms, hence the range).
+        tokio::time::sleep(Duration::from_millis(rng.u64(0..=400))).await;
         doomed.start_kill().unwrap();
         doomed.wait().await.unwrap();
         while sent.join_next().await.is_some() {}
