@@ -12,6 +12,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use crate::config::FailMode;
 use crate::ops::checks::{self, Check};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -28,7 +29,8 @@ pub struct HealthOut {
 /// Readiness: every dependency and its observed latency.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadyOut {
-    /// `pass` or `fail`.
+    /// `pass`; `warn` when a dependency the process can serve without is down (Redis with
+    /// `rate_limits.on_redis_error = "open"`; still 200); `fail` (503).
     pub status: &'static str,
     pub version: &'static str,
     /// One entry per dependency: `database`, `migrations`, and `redis` when configured.
@@ -91,16 +93,31 @@ pub async fn get_health() -> Response {
             content_type = "application/health+json")))]
 pub async fn get_ready(State(state): State<AppState>) -> Response {
     let results = checks::all(&state.db, state.config.redis.url.as_deref()).await;
-    let ok = results.iter().all(|c| c.ok);
+    // Redis only backs the rate limits: set to fail open, its loss degrades them, it does not
+    // make the replica unable to serve.
+    let tolerated =
+        |c: &Check| c.name == "redis" && state.config.rate_limits.on_redis_error == FailMode::Open;
+    let ok = results.iter().all(|c| c.ok || tolerated(c));
+    let degraded = results.iter().any(|c| !c.ok);
     for failed in results.iter().filter(|c| !c.ok) {
         tracing::warn!(check = failed.name, output = ?failed.output, "readiness check failed");
     }
     let body = ReadyOut {
-        status: if ok { "pass" } else { "fail" },
+        status: match (ok, degraded) {
+            (true, false) => "pass",
+            (true, true) => "warn",
+            (false, _) => "fail",
+        },
         version: VERSION,
         checks: results
             .iter()
-            .map(|c| (c.name, vec![CheckOut::from(c)]))
+            .map(|c| {
+                let mut out = CheckOut::from(c);
+                if !c.ok && tolerated(c) {
+                    out.status = "warn";
+                }
+                (c.name, vec![out])
+            })
             .collect(),
     };
     let status = if ok {

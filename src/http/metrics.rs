@@ -10,6 +10,16 @@ use crate::crypto::constant_time_eq;
 use crate::error::{Error, Result};
 use crate::ops;
 
+/// Whether the request carries the configured metrics token (compared in constant time); false
+/// when none is configured.
+pub fn has_token(config: &crate::config::Config, headers: &HeaderMap) -> bool {
+    let Some(token) = &config.metrics_token else {
+        return false;
+    };
+    let given = super::auth::bearer_token(headers).unwrap_or_default();
+    constant_time_eq(given.as_bytes(), token.expose_secret().as_bytes())
+}
+
 /// Prometheus exposition text. Requires `Authorization: Bearer <metrics_token>` when set.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     security((), ("metrics_token" = [])),
@@ -19,13 +29,10 @@ use crate::ops;
         (status = 401, description = "Missing or wrong metrics token", body = crate::error::Problem,
             content_type = "application/problem+json")))]
 pub async fn get_metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
-    if let Some(token) = &state.config.metrics_token {
-        let given = super::auth::bearer_token(&headers).unwrap_or_default();
-        if !constant_time_eq(given.as_bytes(), token.expose_secret().as_bytes()) {
-            return Err(Error::Unauthorized(
-                "/metrics requires Authorization: Bearer <metrics_token>".into(),
-            ));
-        }
+    if state.config.metrics_token.is_some() && !has_token(&state.config, &headers) {
+        return Err(Error::Unauthorized(
+            "/metrics requires Authorization: Bearer <metrics_token>".into(),
+        ));
     }
     let body = ops::metrics::render(&state.metrics, &state.db);
     let mut response = body.into_response();

@@ -252,10 +252,21 @@ fn local_now_us() -> i64 {
         .unwrap_or_default()
 }
 
-/// The middleware. `/health` is never limited (orchestrators poll it).
+/// Probes and authenticated scrapes, which are never limited: `/health` and `/ready`
+/// (orchestrators and load balancers poll them; a shared bucket drained by anonymous traffic
+/// would take every replica out), and `/metrics` with the configured metrics token.
+fn exempt(state: &AppState, req: &Request) -> bool {
+    match req.uri().path() {
+        "/health" | "/ready" => true,
+        "/metrics" => super::metrics::has_token(&state.config, req.headers()),
+        _ => false,
+    }
+}
+
+/// The middleware.
 pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let limiter = state.limiter.clone();
-    if !limiter.inner.enabled || req.uri().path() == "/health" {
+    if !limiter.inner.enabled || exempt(&state, &req) {
         return next.run(req).await;
     }
     let peer = req

@@ -280,3 +280,56 @@ async fn a_plan_picks_its_rate_limit_tier_for_its_users_keys() {
     let r = app.get_as("/v1/compat", &s.app_key).await;
     assert_eq!(header(&r, "ratelimit-policy"), "\"key\";q=600;w=60");
 }
+
+#[tokio::test]
+async fn probes_and_authenticated_scrapes_are_never_limited_by_anonymous_traffic() {
+    let app = spawn_app_with(|c| {
+        c.rate_limits.ip = limit(5);
+        c.metrics_token = Some("m".repeat(32).into());
+    })
+    .await;
+    // Anonymous traffic from this address spends its whole budget.
+    let mut limited = 0;
+    for _ in 0..10 {
+        if app
+            .get("/v1/compat?platform=ios&version=1.0.0")
+            .await
+            .status()
+            == 429
+        {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 5, "the address is limited ({limited})");
+    for _ in 0..10 {
+        assert_eq!(app.get_health().await.status(), 200);
+        assert_eq!(app.get_ready().await.status(), 200);
+        let token = "m".repeat(32);
+        assert_eq!(app.get_metrics(Some(&token)).await.status(), 200);
+    }
+    // A scrape without the token is anonymous traffic like any other.
+    assert_eq!(app.get_metrics(None).await.status(), 429);
+}
+
+#[tokio::test]
+async fn ready_reports_a_lost_redis_as_degraded_and_stays_200_when_limits_fail_open() {
+    let open = spawn_app_with(|c| c.redis.url = Some("redis://127.0.0.1:1".into())).await;
+    let r = open.get_ready().await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "warn", "{body}");
+    assert_eq!(body["checks"]["redis"][0]["status"], "warn");
+    assert_eq!(body["checks"]["database"][0]["status"], "pass");
+
+    let closed = spawn_app_with(|c| {
+        c.redis.url = Some("redis://127.0.0.1:1".into());
+        c.rate_limits.on_redis_error = FailMode::Closed;
+    })
+    .await;
+    let r = closed.get_ready().await;
+    assert_eq!(
+        r.status(),
+        503,
+        "Redis down with limits failing closed: not ready"
+    );
+}
