@@ -12,12 +12,16 @@ use crate::store::{Db, now_ms};
 
 #[derive(Debug, Subcommand)]
 pub enum CreditsCommand {
-    /// Grants credits to a user (created if the app has not seen them yet).
+    /// Grants credits to a user of the app (an unknown user is refused unless --create).
     Grant {
         #[arg(long)]
         app: String,
         #[arg(long)]
         user: String,
+        /// Create the user if the app has not seen them yet (a typo would otherwise make a new
+        /// user, who then also gets the plan's monthly credits).
+        #[arg(long)]
+        create: bool,
         /// Credits, as an exact decimal (e.g. 100 or 2.5).
         #[arg(long)]
         credits: String,
@@ -64,6 +68,7 @@ pub async fn credits(db: &Db, command: CreditsCommand) -> anyhow::Result<()> {
         CreditsCommand::Grant {
             app: slug,
             user,
+            create,
             credits,
             expires_at,
             reason,
@@ -81,7 +86,16 @@ pub async fn credits(db: &Db, command: CreditsCommand) -> anyhow::Result<()> {
                 bail!("--expires-at is in the past");
             }
             let app = app(db, &slug).await?;
-            let (u, _) = identity::find_or_create_user(db, app.id, &user).await?;
+            let known = identity::user_by_external_id(db, app.id, &user)
+                .await?
+                .filter(|u| u.deleted_at.is_none());
+            let u = match known {
+                Some(u) => u,
+                None if create => identity::find_or_create_user(db, app.id, &user).await?.0,
+                None => bail!(
+                    "no user {user:?} in app {slug:?}; check the id, or pass --create to create them"
+                ),
+            };
             let t = Target {
                 app_id: app.id,
                 user_id: u.id,

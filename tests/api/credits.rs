@@ -908,3 +908,54 @@ async fn over_long_notes_and_bad_amounts_are_refused_field_by_field_and_change_n
         .unwrap();
     assert!(entries.is_empty());
 }
+
+#[tokio::test]
+async fn the_cli_refuses_to_grant_to_an_unknown_user_unless_told_to_create_them() {
+    let app = spawn_app().await;
+    let s = seed(&app, "plain").await;
+    let vars = db_vars(&app._test_db);
+    let vars = as_refs(&vars);
+    let grant = |user: &'static str, create: bool| {
+        let vars = vars.clone();
+        async move {
+            let mut args = vec![
+                "credits",
+                "grant",
+                "--app",
+                "plain",
+                "--user",
+                user,
+                "--credits",
+                "3",
+            ];
+            if create {
+                args.push("--create");
+            }
+            run(&args, &vars).await
+        }
+    };
+    let (code, _, err) = grant("alcie", false).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no user \"alcie\"") && err.contains("--create"),
+        "{err}"
+    );
+    let app_id = s.target().app_id;
+    assert!(
+        identity::user_by_external_id(&app.db, app_id, "alcie")
+            .await
+            .unwrap()
+            .is_none(),
+        "the typo made no user"
+    );
+    let (code, out, err) = grant("alice", false).await;
+    assert_eq!(code, 0, "a known user: {out}{err}");
+    let (code, out, err) = grant("bob", true).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        identity::user_by_external_id(&app.db, app_id, "bob")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
