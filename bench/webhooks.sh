@@ -43,7 +43,7 @@ TOML
 
 export TOLLGATE_CONFIG="$WORK/tollgate.toml" TOLLGATE_DATA_DIR="$WORK" DATABASE_URL="$URL" \
   TOLLGATE_LOG__LEVEL=warn TOLLGATE_LOG__FORMAT=json TOLLGATE_LISTEN=127.0.0.1:18097 \
-  TOLLGATE_RATE_LIMITS__IP__REQUESTS=1000000000
+  TOLLGATE_RATE_LIMITS__IP__REQUESTS=1000000000 TOLLGATE_RATE_LIMITS__WEBHOOKS__REQUESTS=1000000000
 "$BIN" migrate >/dev/null
 "$BIN" serve --role api 2>"$WORK/api.log" &
 for _ in $(seq 1 100); do curl -sf localhost:18097/health >/dev/null && break; sleep 0.1; done

@@ -71,6 +71,7 @@ pub enum Error {
     UpgradeRequired {
         version: String,
         min_version: String,
+        latest_version: Option<String>,
         update_url: Option<String>,
     },
     /// The user's credits do not cover the request (402).
@@ -142,6 +143,9 @@ pub struct Problem {
     /// 426 only: the minimum supported client version.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_version: Option<String>,
+    /// 426 only: the newest client version, when the app declares it (what to update to).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_version: Option<String>,
     /// 426 only: where to get a supported client.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update_url: Option<String>,
@@ -213,6 +217,10 @@ impl Error {
             },
             min_version: match self {
                 Error::UpgradeRequired { min_version, .. } => Some(min_version.clone()),
+                _ => None,
+            },
+            latest_version: match self {
+                Error::UpgradeRequired { latest_version, .. } => latest_version.clone(),
                 _ => None,
             },
             update_url: match self {

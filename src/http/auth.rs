@@ -387,6 +387,7 @@ pub fn check_client_version(parts: &Parts, rules: &CompatRules) -> Result<(), Er
             Err(Error::UpgradeRequired {
                 version: version.as_str().to_string(),
                 min_version: rule.min_version.clone().unwrap_or_default(),
+                latest_version: rule.latest_version.clone(),
                 update_url: rule.update_url.clone(),
             })
         }

@@ -97,6 +97,18 @@ impl RedisStore {
     }
 }
 
+/// Describes the limiter's metrics (HELP lines), once at start.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        REQUESTS,
+        "Requests checked against a rate limit, by policy, outcome (allowed, limited) and app."
+    );
+    metrics::describe_counter!(
+        BACKEND_ERRORS,
+        "Rate limit checks that could not reach their store (Redis), answered by the fail mode."
+    );
+}
+
 /// The limiter of one process. Cheap to clone.
 #[derive(Clone)]
 pub struct RateLimiter {

@@ -97,6 +97,7 @@ async fn a_client_below_the_minimum_gets_426_with_the_update_url() {
     assert_eq!(body["type"], "urn:tollgate:problem:upgrade-required");
     assert_eq!(body["update_url"], "https://acme.example/download");
     assert_eq!(body["min_version"], "1.2.0");
+    assert_eq!(body["latest_version"], "1.5.0", "what to update to: {body}");
     assert_eq!(
         me("1.3.0").await.unwrap().status(),
         200,

@@ -57,3 +57,13 @@ async fn a_configured_token_is_required() {
     problem(app.get_metrics(Some(prefix)).await, 401).await;
     assert_eq!(app.get_metrics(Some(TOKEN)).await.status(), 200);
 }
+
+#[tokio::test]
+async fn the_rate_limit_counters_have_help_lines() {
+    let app = spawn_app().await;
+    app.get("/v1/compat?platform=ios&version=1.0.0").await;
+    let text = app.get_metrics(None).await.text().await.unwrap();
+    let name = "tollgate_rate_limit_requests_total";
+    assert!(text.contains(&format!("{name}{{")), "counted: {text}");
+    assert!(text.contains(&format!("# HELP {name} ")), "{name}: {text}");
+}
