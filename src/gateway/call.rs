@@ -273,11 +273,8 @@ pub async fn complete(meter: Meter, mut reply: Reply, idle: Duration) -> Result<
 /// leaves — in a task of its own, so settling never depends on the client.
 pub fn stream(meter: Meter, reply: Reply, client_wants_usage: bool, idle: Duration) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
-    let request_id = crate::http::request_id::current();
-    tokio::spawn(crate::http::request_id::scope(
-        request_id,
-        pump(meter, reply, client_wants_usage, idle, tx),
-    ));
+    // In the request's span too: the settle's log line carries its request id.
+    crate::http::request_id::spawn(pump(meter, reply, client_wants_usage, idle, tx));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await

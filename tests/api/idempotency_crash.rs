@@ -23,15 +23,16 @@ const ABORT_BEFORE_ANSWER: (&str, &str) = ("TOLLGATE_FAULT_ABORT_AT", "idempoten
 const PAUSE_BEFORE_ANSWER: (&str, &str) =
     ("TOLLGATE_FAULT_PAUSE_AT", "idempotency.before_answer:40");
 
-struct Fixture {
-    test_db: TestDb,
-    db: Db,
-    t: Target,
-    app_key: String,
-    user_key: String,
+/// A database with app `crashy`, its user `alice` (1,000 credits), an app key and her key.
+pub struct Fixture {
+    pub test_db: TestDb,
+    pub db: Db,
+    pub t: Target,
+    pub app_key: String,
+    pub user_key: String,
 }
 
-async fn fixture() -> Fixture {
+pub async fn fixture() -> Fixture {
     let test_db = TestDb::new().await;
     let db = test_db.connect().await;
     migrate::run(&db).await.unwrap();

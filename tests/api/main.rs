@@ -20,6 +20,7 @@ mod fake_stripe;
 mod gateway;
 mod gateway_access;
 mod gateway_clients;
+mod gateway_logs;
 mod gateway_native;
 mod health;
 mod helpers;
