@@ -71,11 +71,16 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
             .next()
             .unwrap_or(&message)
             .to_string();
-        // The path already ends with the name of an unknown field.
-        let field = if path == "." {
-            "(body)".to_string()
-        } else {
-            path
+        // The path already ends with the name of an unknown field, or of a wrong type's; a
+        // missing one is named by serde only in its message: it is appended to the parent's.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'));
+        let field = match (path.as_str(), missing) {
+            (".", Some(name)) => name.to_string(),
+            (_, Some(name)) => format!("{path}.{name}"),
+            (".", None) => "(body)".to_string(),
+            _ => path,
         };
         Error::Validation(vec![FieldError::new(field, message)])
     })
@@ -152,10 +157,11 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_field_points_at_its_parent() {
+    fn a_missing_field_is_named_as_a_wrong_type_is() {
         let e = field_error(r#"{"items":[{"name":"a"}]}"#);
-        assert_eq!(e.field, "items[0]");
+        assert_eq!(e.field, "items[0].price");
         assert_eq!(e.message, "missing field `price`");
+        assert_eq!(field_error("{}").field, "items");
     }
 
     #[test]

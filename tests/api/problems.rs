@@ -105,6 +105,9 @@ async fn invalid_fields_are_listed_one_by_one() {
     )
     .await;
     assert_eq!(body["errors"][0]["field"], "coupon");
+    // A missing field under its own name, as a wrong type is (was "(body)").
+    let missing = problem(app.post_json("/test/orders", r#"{"sku":"a"}"#).await, 422).await;
+    assert_eq!(missing["errors"][0]["field"], "quantity", "{missing}");
     assert!(
         body["errors"][0]["message"]
             .as_str()
