@@ -151,6 +151,20 @@ impl super::AppConfig {
 
 /// Every malformed or missing store setting of app `key`, and products that name unknown plans.
 pub fn validate(key: &str, b: &super::AppConfig, prod: bool, p: &mut Vec<Problem>) {
+    if prod {
+        // Every store secret, as for tollgate's own: a short one is a typo or a placeholder.
+        let min = super::validate::MIN_SECRET_LEN;
+        for (field, secret) in b.clone().secrets_mut() {
+            let text = secret.expose_secret();
+            let len = text.chars().count();
+            if !text.starts_with(crate::crypto::SEALED_PREFIX) && len < min {
+                p.push(Problem::new(
+                    format!("{key}.{field}"),
+                    format!("must be at least {min} characters in production, got {len}"),
+                ));
+            }
+        }
+    }
     let plan_ids: Vec<&str> = b.plans.iter().map(|p| p.id.as_str()).collect();
     let mut need = |ok: bool, field: String, message: &str| {
         if !ok {

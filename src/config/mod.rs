@@ -5,6 +5,7 @@
 
 mod apps;
 pub mod billing;
+pub mod database_url;
 mod env;
 mod gateway;
 mod jobs;

@@ -530,3 +530,66 @@ fn billing_store_secrets_may_be_sealed() {
         ["apps.0.stripe.webhook_secrets.0"]
     );
 }
+
+#[test]
+fn production_refuses_short_store_secrets_as_it_does_its_own() {
+    let file = TempToml::new(
+        r#"
+[[apps]]
+slug = "shop"
+[apps.stripe]
+webhook_secrets = ["whsec_abcd"]
+secret_key = "sk_live_ab"
+[apps.revenuecat]
+webhook_authorization = "Bearer 20-characters"
+[apps.paddle]
+webhook_secrets = ["pdl_ntfset_short"]
+"#,
+    );
+    let text = load_from(Some(&file.0), &production())
+        .unwrap_err()
+        .to_string();
+    for key in [
+        "apps.0.stripe.webhook_secrets.0: must be at least 32 characters in production, got 10",
+        "apps.0.stripe.secret_key: must be at least 32 characters in production, got 10",
+        "apps.0.revenuecat.webhook_authorization.0: must be at least 32 characters in production",
+        "apps.0.paddle.webhook_secrets.0: must be at least 32 characters in production",
+    ] {
+        assert!(text.contains(key), "{key} missing in {text}");
+    }
+    assert!(
+        !text.contains("sk_live_ab"),
+        "secrets are never printed: {text}"
+    );
+    // Outside production the same file loads.
+    assert!(load_from(Some(&file.0), &[]).is_ok());
+}
+
+#[test]
+fn database_url_parameters_that_cannot_be_honoured_are_each_refused() {
+    let env = vars(&[(
+        "DATABASE_URL",
+        "postgres://a@db/app?connection_limit=20&connect_timeout=5&pgbouncer=true",
+    )]);
+    let text = load_from(None, &env).unwrap_err().to_string();
+    assert!(
+        text.contains("database.url: connect_timeout is not supported"),
+        "{text}"
+    );
+    assert!(
+        text.contains("database.url: unknown parameter \"pgbouncer\""),
+        "{text}"
+    );
+    assert!(
+        text.starts_with("the configuration has 2 problems:"),
+        "{text}"
+    );
+    let ok = vars(&[(
+        "DATABASE_URL",
+        "postgres://a@db/app?connection_limit=20&pool_timeout=3",
+    )]);
+    assert!(
+        load_from(None, &ok).is_ok(),
+        "connection_limit and pool_timeout are honoured"
+    );
+}

@@ -177,6 +177,19 @@ fn database(c: &Config, prod: bool, p: &mut Vec<Problem>) {
         ));
     }
     let d = &c.database;
+    let pg = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
+    for (key, u) in [
+        ("database.url", Some(url.as_str())),
+        ("database.owner_url", d.owner_url.as_deref()),
+    ] {
+        if let Some(u) = u.filter(|u| pg(u))
+            && let Err(problems) = super::database_url::split(u)
+        {
+            for m in problems {
+                p.push(Problem::new(key, m));
+            }
+        }
+    }
     if let Some(owner) = &d.owner_url {
         let pg = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
         if !pg(owner) || !pg(&url) {

@@ -68,14 +68,25 @@ impl Db {
             let pool = pool_options(cfg).test_before_acquire(false);
             Db::Sqlite(pool.connect_with(options).await?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let mut options = PgConnectOptions::from_str(url).context("invalid PostgreSQL URL")?;
+            // Pool settings in the URL (`connection_limit`, `pool_timeout`) win over [database].
+            let split = crate::config::database_url::split(url)
+                .map_err(|p| anyhow::anyhow!("DATABASE_URL: {}", p.join("; ")))?;
+            let mut cfg = cfg.clone();
+            cfg.max_connections = split.max_connections.unwrap_or(cfg.max_connections);
+            cfg.acquire_timeout_ms = split.acquire_timeout_ms.unwrap_or(cfg.acquire_timeout_ms);
+            let cfg = &cfg;
+            let mut options =
+                PgConnectOptions::from_str(&split.url).context("invalid PostgreSQL URL")?;
             if cfg.statement_timeout_ms > 0 {
                 options =
                     options.options([("statement_timeout", cfg.statement_timeout_ms.to_string())]);
             }
             let owner = match &cfg.owner_url {
                 Some(owner_url) => {
-                    let owner = PgConnectOptions::from_str(owner_url)
+                    let owner_url = crate::config::database_url::split(owner_url)
+                        .map_err(|p| anyhow::anyhow!("database.owner_url: {}", p.join("; ")))?
+                        .url;
+                    let owner = PgConnectOptions::from_str(&owner_url)
                         .context("invalid database.owner_url")?;
                     let few = PoolOptions::new()
                         .max_connections(cfg.max_connections.clamp(1, 4))
