@@ -15,6 +15,11 @@ use crate::config::{CatchUp, Config, ScheduleConfig};
 use crate::store::jobs::cron as slots;
 use crate::store::now_ms;
 
+/// The priority of a cron slot's job: ahead of every ordinary job (lower runs first), so a
+/// schedule never waits behind a backlog on its queue — a drain of 20,000 jobs used to delay a
+/// 5-second schedule until it was through.
+pub const CRON_PRIORITY: i64 = -100;
+
 /// Most missed slots `catch_up = "all"` enqueues at once.
 const MAX_CATCH_UP: usize = 100;
 
@@ -223,7 +228,9 @@ impl Scheduler {
             .registry
             .defaults(s.kind)
             .expect("schedules only name registered kinds");
-        let mut options = EnqueueOptions::default().unique(format!("cron:{}:{slot}", s.name));
+        let mut options = EnqueueOptions::default()
+            .unique(format!("cron:{}:{slot}", s.name))
+            .priority(CRON_PRIORITY.min(defaults.priority));
         options.queue = s.queue.clone();
         let spec = Spec::new(defaults, options);
         let mut tx = self.client.db().begin().await?;

@@ -632,3 +632,43 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A schedule does not starve behind a backlog: its slot's job is the next one claimed on its
+/// queue, however many ordinary jobs wait there.
+#[tokio::test]
+async fn a_cron_slot_runs_before_a_backlog_on_its_queue() {
+    use tollgate::jobs::kinds::maintenance::Noop;
+    let h = harness().await;
+    for _ in 0..500 {
+        h.enqueue(Noop { sleep_ms: 0 }).await;
+    }
+    let schedule = Schedule {
+        name: "every-5s".into(),
+        cron: CronExpr::parse("*/5 * * * * *").unwrap(),
+        kind: "noop",
+        args: "{}".into(),
+        queue: None,
+        catch_up: CatchUp::Once,
+    };
+    let mut s = Scheduler::new(
+        h.rt.client.clone(),
+        h.rt.registry.clone(),
+        vec![schedule],
+        Duration::from_secs(1),
+    );
+    let now = now_ms() / 5_000 * 5_000 + 1;
+    assert_eq!(s.run_due(now).await, 1);
+    let queue = tollgate::jobs::DEFAULT_QUEUE;
+    let later = now_ms() + 1_000;
+    let next = tollgate::store::jobs::queue::claim(&h.db, queue, "test", 1, later, later + 60_000)
+        .await
+        .unwrap();
+    let job = admin::get(&h.db, next[0].id).await.unwrap().unwrap();
+    assert!(
+        job.unique_key
+            .as_deref()
+            .is_some_and(|k| k.starts_with("cron:every-5s:")),
+        "the slot's job first, not backlog job {}",
+        job.id
+    );
+}
