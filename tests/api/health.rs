@@ -59,8 +59,14 @@ async fn ready_checks_redis_when_it_is_configured() {
     let body: serde_json::Value = app.get_ready().await.json().await.unwrap();
     assert_eq!(body["checks"]["redis"][0]["status"], "pass", "{body}");
 
-    // Nothing listens on port 1: Redis is down, and readiness says so.
-    let app = spawn_app_with(|c| c.redis.url = Some("redis://127.0.0.1:1".into())).await;
+    // Nothing listens on port 1: Redis is down, and readiness says so. With the rate limits
+    // failing closed the replica cannot serve: 503. (Failing open, the default, it still
+    // serves: 200 with `warn`, tested in rate_limits.rs.)
+    let app = spawn_app_with(|c| {
+        c.redis.url = Some("redis://127.0.0.1:1".into());
+        c.rate_limits.on_redis_error = tollgate::config::FailMode::Closed;
+    })
+    .await;
     let response = app.get_ready().await;
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await.unwrap();
