@@ -27,6 +27,11 @@ const DRIVER: &[&str] = &[
     "options",
 ];
 
+/// Whether `url` names a PostgreSQL server (`postgres://` or `postgresql://`).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// A PostgreSQL URL with the pool settings it carried taken out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgUrl {

@@ -6,6 +6,7 @@ use std::path::Path;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+use super::database_url::is_postgres;
 use super::{Config, Problem};
 
 /// Shortest secret accepted in production.
@@ -170,19 +171,18 @@ fn database(c: &Config, prod: bool, p: &mut Vec<Problem>) {
                 format!("the database must not live in memory or a temporary directory in production, got {path:?}"),
             ));
         }
-    } else if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+    } else if !is_postgres(&url) {
         p.push(Problem::new(
             "database.url",
             "unsupported scheme: expected sqlite://path/to/file.db or postgres://user:pass@host/db",
         ));
     }
     let d = &c.database;
-    let pg = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
     for (key, u) in [
         ("database.url", Some(url.as_str())),
         ("database.owner_url", d.owner_url.as_deref()),
     ] {
-        if let Some(u) = u.filter(|u| pg(u))
+        if let Some(u) = u.filter(|u| is_postgres(u))
             && let Err(problems) = super::database_url::split(u)
         {
             for m in problems {
@@ -190,14 +190,13 @@ fn database(c: &Config, prod: bool, p: &mut Vec<Problem>) {
             }
         }
     }
-    if let Some(owner) = &d.owner_url {
-        let pg = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
-        if !pg(owner) || !pg(&url) {
-            p.push(Problem::new(
-                "database.owner_url",
-                "only for PostgreSQL: a postgres:// URL beside a postgres:// database.url",
-            ));
-        }
+    if let Some(owner) = &d.owner_url
+        && !(is_postgres(owner) && is_postgres(&url))
+    {
+        p.push(Problem::new(
+            "database.owner_url",
+            "only for PostgreSQL: a postgres:// URL beside a postgres:// database.url",
+        ));
     }
     if d.max_connections == 0 {
         p.push(Problem::new(

@@ -67,7 +67,7 @@ impl Db {
             // a thread hand-off per acquire (decisions.md, "The AI call path's ledger").
             let pool = pool_options(cfg).test_before_acquire(false);
             Db::Sqlite(pool.connect_with(options).await?)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        } else if crate::config::database_url::is_postgres(url) {
             // Pool settings in the URL (`connection_limit`, `pool_timeout`) win over [database].
             let split = crate::config::database_url::split(url)
                 .map_err(|p| anyhow::anyhow!("DATABASE_URL: {}", p.join("; ")))?;

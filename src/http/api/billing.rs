@@ -210,14 +210,12 @@ pub async fn create_checkout(
 /// A subscriber changes plan in the portal: a second subscription checkout would bill them
 /// twice.
 async fn refuse_a_second_subscription(state: &AppState, auth: &UserAuth) -> Result<()> {
-    let now = crate::store::now_ms();
+    let (now, grace) = (crate::store::now_ms(), auth.billing.grace_ms());
     let subs = store::subscriptions(&state.db, auth.target()).await?;
-    let live = subs.iter().find(|s| {
-        s.provider == Provider::Stripe.as_str()
-            && crate::domain::subscriptions::Status::parse(&s.status)
-                .is_some_and(|st| st.gives_access())
-            && s.period_end.is_none_or(|end| end > now)
-    });
+    // The same rule that gives the plan: live status, not past its cancel date or grace.
+    let live = subs
+        .iter()
+        .find(|s| s.provider == Provider::Stripe.as_str() && s.standing().live_at(now, grace));
     match live {
         Some(s) => Err(Error::Conflict(format!(
             "the user already has a live Stripe subscription ({}, {}): change plan in the \
