@@ -41,32 +41,58 @@ pub async fn run(path: Option<PathBuf>) -> ExitCode {
         }
         println!("[{}] {text}", if ok { "pass" } else { "FAIL" });
     };
-    match Db::connect(&config.database_url(), &config.database).await {
-        Err(e) => line(false, format!("database reachable: {e:#}")),
-        Ok(db) => {
-            for c in checks::all(&db, config.redis.url.as_deref()).await {
-                let latency = format!("{:.1} ms", c.latency.as_secs_f64() * 1000.0);
-                let output = c.output.map(|o| format!(": {o}")).unwrap_or_default();
-                let label = match c.name {
-                    "database" => format!("database reachable ({})", db.backend().as_str()),
-                    "migrations" => "migrations applied".to_string(),
-                    other => format!("{other} reachable"),
-                };
-                line(c.ok, format!("{label} [{latency}]{output}"));
-            }
-            match checks::database_superuser(&db).await {
-                Some(true) if config.is_production() => line(
-                    false,
-                    "database role: a superuser, which bypasses row-level security; connect as an ordinary role (docs/auth.md)".into(),
+    let url = config.database_url();
+    // A checklist only looks: connecting would create the SQLite file it checks.
+    let missing_file = Db::sqlite_file(&url).filter(|file| !file.exists());
+    let (db, found) = match missing_file {
+        Some(file) => {
+            line(
+                false,
+                format!(
+                    "database: {} does not exist yet; `tollgate migrate` (or `tollgate serve`) creates it",
+                    file.display()
                 ),
-                Some(true) => println!(
-                    "[warn] database role: a superuser, which bypasses row-level security; use an ordinary role in production"
-                ),
-                Some(false) => line(true, "database role: not a superuser (row-level security applies)".into()),
-                None => {}
-            }
-            db.close().await;
+            );
+            let redis = match config.redis.url.as_deref() {
+                Some(url) => vec![checks::redis(url).await],
+                None => Vec::new(),
+            };
+            (None, redis)
         }
+        None => match Db::connect(&url, &config.database).await {
+            Err(e) => {
+                line(false, format!("database reachable: {e:#}"));
+                (None, Vec::new())
+            }
+            Ok(db) => {
+                let found = checks::all(&db, config.redis.url.as_deref()).await;
+                (Some(db), found)
+            }
+        },
+    };
+    for c in found {
+        let latency = format!("{:.1} ms", c.latency.as_secs_f64() * 1000.0);
+        let output = c.output.map(|o| format!(": {o}")).unwrap_or_default();
+        let label = match (c.name, &db) {
+            ("database", Some(db)) => format!("database reachable ({})", db.backend().as_str()),
+            ("migrations", _) => "migrations applied".to_string(),
+            (other, _) => format!("{other} reachable"),
+        };
+        line(c.ok, format!("{label} [{latency}]{output}"));
+    }
+    if let Some(db) = db {
+        match checks::database_superuser(&db).await {
+            Some(true) if config.is_production() => line(
+                false,
+                "database role: a superuser, which bypasses row-level security; connect as an ordinary role (docs/auth.md)".into(),
+            ),
+            Some(true) => println!(
+                "[warn] database role: a superuser, which bypasses row-level security; use an ordinary role in production"
+            ),
+            Some(false) => line(true, "database role: not a superuser (row-level security applies)".into()),
+            None => {}
+        }
+        db.close().await;
     }
     if config.redis.url.is_none() {
         println!("[skip] redis: not configured (optional with one replica)");

@@ -105,12 +105,34 @@ fn insert(dict: &mut Dict, key: &str, raw: &str) {
     }
 }
 
+/// How the environment layer is named in figment's metadata.
+pub const METADATA_NAME: &str = "environment variable";
+
+/// The variable that set `key` (`a.b`): its `TOLLGATE_` name if that is set, else the
+/// conventional name that was. For a whole table, the first variable under it.
+pub fn variable_for(key: &str, vars: &[(String, String)]) -> String {
+    let own = format!("{PREFIX}{}", key.replace('.', "__").to_ascii_uppercase());
+    let is_set = |name: &str| vars.iter().any(|(n, _)| n == name);
+    if is_set(&own) {
+        return own;
+    }
+    if let Some((name, _)) = CONVENTIONAL.iter().find(|(n, k)| *k == key && is_set(n)) {
+        return name.to_string();
+    }
+    let under = format!("{own}__");
+    vars.iter()
+        .map(|(n, _)| n)
+        .find(|n| n.starts_with(&under))
+        .cloned()
+        .unwrap_or(own)
+}
+
 /// Environment variables (already collected) as a figment provider.
 pub struct EnvVars(Dict);
 
 impl Provider for EnvVars {
     fn metadata(&self) -> Metadata {
-        Metadata::named("environment variable")
+        Metadata::named(METADATA_NAME)
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {

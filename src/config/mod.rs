@@ -324,17 +324,18 @@ pub fn load_from(file: Option<&Path>, vars: &[(String, String)]) -> Result<Confi
                 format!("{} does not exist or is not a file", path.display()),
             )]));
         }
-        figment = figment.merge(Toml::file(path));
+        figment = figment.merge(Toml::file_exact(path));
     }
     let figment = figment.merge(env::provider(vars));
-    let mut config: Config = figment.extract().map_err(|e| {
-        ConfigErrors(
-            e.into_iter()
-                .map(|e| Problem::new(error_key(&e), error_message(&e)))
-                .collect(),
-        )
-    })?;
-    let mut problems = Vec::new();
+    let sources = Sources {
+        figment: &figment,
+        file,
+        vars,
+    };
+    let (config, mut problems) = extract_all(&sources)?;
+    let Some(mut config) = config else {
+        return Err(ConfigErrors(problems));
+    };
     env::apply_port(&mut config, vars, &mut problems);
     open_sealed(&mut config, &mut problems);
     problems.extend(validate(&config));
@@ -345,6 +346,118 @@ pub fn load_from(file: Option<&Path>, vars: &[(String, String)]) -> Result<Confi
     }
 }
 
+/// The merged layers, and the file path as the operator gave it, to say where a value came from.
+struct Sources<'a> {
+    figment: &'a Figment,
+    file: Option<&'a Path>,
+    vars: &'a [(String, String)],
+}
+
+/// Deserializes the merged layers, collecting every unknown key and wrongly typed value rather
+/// than stopping at the first (serde stops at one): each offending value is set back to its
+/// default (or dropped, where there is none) and the rest is read again. Returns the config
+/// only when nothing was wrong. A file that is not TOML at all is one problem.
+fn extract_all(sources: &Sources) -> Result<(Option<Config>, Vec<Problem>), ConfigErrors> {
+    /// More problems than this in one file is a wrong file; the list stays readable.
+    const MAX_PROBLEMS: usize = 50;
+    let mut value = sources.merged().map_err(|e| {
+        ConfigErrors(
+            e.into_iter()
+                .map(|e| Problem::new(error_key(&e), format!("{}", e.kind)))
+                .collect(),
+        )
+    })?;
+    let defaults = Figment::from(Toml::string(DEFAULT_TOML))
+        .find_value("")
+        .expect("the embedded default configuration is valid");
+    let mut problems = Vec::new();
+    let mut dropped: Vec<Vec<String>> = Vec::new();
+    while problems.len() < MAX_PROBLEMS {
+        let read = Figment::from(figment::providers::Serialized::defaults(&value)).extract();
+        let error = match read {
+            Ok(config) if problems.is_empty() => return Ok((Some(config), problems)),
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        let path = error.path.clone();
+        // A field made missing by dropping a bad value: already reported as that value.
+        if let figment::error::Kind::MissingField(name) = &error.kind {
+            let mut full = path.clone();
+            full.push(name.to_string());
+            if dropped.contains(&full) {
+                break;
+            }
+        }
+        problems.push(Problem::new(error_key(&error), sources.message(&error)));
+        if path.is_empty() || !replace_with_default(&mut value, &defaults, &path) {
+            break;
+        }
+        if lookup(&defaults, &path).is_none() {
+            dropped.push(path);
+        }
+    }
+    Ok((None, problems))
+}
+
+/// Sets the value at `path` to the default's value there, or removes it when there is none.
+/// False when `path` does not lead to a value (nothing more can be learned).
+fn replace_with_default(
+    value: &mut figment::value::Value,
+    defaults: &figment::value::Value,
+    path: &[String],
+) -> bool {
+    use figment::value::Value;
+    let (last, parents) = path.split_last().expect("path is not empty");
+    let mut node = value;
+    for key in parents {
+        node = match node {
+            Value::Dict(_, dict) => match dict.get_mut(key) {
+                Some(child) => child,
+                None => return false,
+            },
+            Value::Array(_, items) => {
+                match key.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                    Some(child) => child,
+                    None => return false,
+                }
+            }
+            _ => return false,
+        };
+    }
+    let default = lookup(defaults, path).cloned();
+    match node {
+        Value::Dict(_, dict) => match default {
+            Some(d) => dict.insert(last.clone(), d).is_some(),
+            None => dict.remove(last).is_some(),
+        },
+        Value::Array(_, items) => match last.parse::<usize>() {
+            Ok(i) if i < items.len() => {
+                match default {
+                    Some(d) => items[i] = d,
+                    None => {
+                        items.remove(i);
+                    }
+                }
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+fn lookup<'v>(
+    value: &'v figment::value::Value,
+    path: &[String],
+) -> Option<&'v figment::value::Value> {
+    use figment::value::Value;
+    path.iter().try_fold(value, |node, key| match node {
+        Value::Dict(_, dict) => dict.get(key),
+        Value::Array(_, items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    })
+}
+
 fn error_key(e: &figment::Error) -> String {
     if e.path.is_empty() {
         "(top level)".into()
@@ -353,17 +466,84 @@ fn error_key(e: &figment::Error) -> String {
     }
 }
 
-fn error_message(e: &figment::Error) -> String {
-    // figment's Display repeats the key; keep the kind, and say where the value came from.
-    let source = e
-        .metadata
-        .as_ref()
-        .map(|m| match &m.source {
-            Some(src) => format!(" (from {} {src})", m.name),
-            None => format!(" (from {})", m.name),
+/// figment's wording, except an unknown key, which gets the nearest known one and the list.
+fn describe(kind: &figment::error::Kind) -> String {
+    match kind {
+        figment::error::Kind::UnknownField(found, expected) => {
+            let nearest = expected
+                .iter()
+                .map(|known| (edit_distance(found, known), *known))
+                .filter(|(d, known)| *d <= 2.max(known.len() / 4))
+                .min()
+                .map(|(_, known)| format!("did you mean `{known}`? "))
+                .unwrap_or_default();
+            format!("unknown key; {nearest}known here: {}", expected.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Levenshtein distance, for suggesting the key a typo meant.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(above + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+impl Sources<'_> {
+    /// Every layer merged, each value still tagged with the layer it came from.
+    fn merged(&self) -> Result<figment::value::Value, figment::Error> {
+        // The empty path is the whole tree.
+        self.figment.find_value("")
+    }
+
+    /// The error's kind and where the value came from: the file as given, or the environment
+    /// variable by name. (figment's Display repeats the key, so only the kind is kept.)
+    fn message(&self, e: &figment::Error) -> String {
+        let from = self
+            .origin(&e.path)
+            .map(|o| format!(" (from {o})"))
+            .unwrap_or_default();
+        format!("{}{from}", describe(&e.kind))
+    }
+
+    fn origin(&self, path: &[String]) -> Option<String> {
+        let merged = self.merged().ok()?;
+        // The deepest value some layer set: an unknown key's own, or the table it sits in.
+        let mut at = path;
+        let meta = loop {
+            if let Some(meta) = lookup(&merged, at).and_then(|v| self.figment.get_metadata(v.tag()))
+            {
+                break meta;
+            }
+            at = at.split_last()?.1;
+        };
+        Some(match &meta.source {
+            Some(figment::Source::File(_)) => match self.file {
+                Some(given) => given.display().to_string(),
+                None => meta.name.to_string(),
+            },
+            _ if meta.name == env::METADATA_NAME => {
+                format!(
+                    "{} {}",
+                    env::METADATA_NAME,
+                    env::variable_for(&at.join("."), self.vars)
+                )
+            }
+            _ => meta.name.to_string(),
         })
-        .unwrap_or_default();
-    format!("{}{source}", e.kind)
+    }
 }
 
 #[cfg(test)]

@@ -237,7 +237,7 @@ fn a_file_overrides_defaults_and_env_overrides_the_file() {
 fn unknown_keys_and_wrong_types_are_refused_with_their_path() {
     let file = TempToml::new("[database]\nmax_conections = 3\n");
     let errors = load_from(Some(&file.0), &[]).unwrap_err();
-    assert!(errors.to_string().contains("unknown field"), "{errors}");
+    assert!(errors.to_string().contains("unknown key"), "{errors}");
     assert!(errors.to_string().contains("max_conections"), "{errors}");
 
     let env = vars(&[("TOLLGATE_DATABASE__MAX_CONNECTIONS", "many")]);
@@ -591,5 +591,88 @@ fn database_url_parameters_that_cannot_be_honoured_are_each_refused() {
     assert!(
         load_from(None, &ok).is_ok(),
         "connection_limit and pool_timeout are honoured"
+    );
+}
+
+#[test]
+fn every_unknown_key_and_bad_type_in_a_file_is_listed_at_once() {
+    let file = TempToml::new(
+        "[databse]\nurl = \"sqlite://x.db\"\n\n[http]\ncors_origin = [\"https://a.example\"]\nbody_limit_bytes = \"big\"\n\n[log]\nlevel = 3\n",
+    );
+    // The path as the operator typed it, not made absolute.
+    let given = std::path::Path::new(&file.0);
+    let errors = load_from(Some(given), &[]).expect_err("refused");
+    let mut keys: Vec<&str> = errors.0.iter().map(|p| p.key.as_str()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "databse",
+            "http.body_limit_bytes",
+            "http.cors_origin",
+            "log.level"
+        ],
+        "{errors}"
+    );
+    let typo = errors.0.iter().find(|p| p.key == "databse").unwrap();
+    assert!(
+        typo.message.contains("did you mean `database`?"),
+        "{typo:?}"
+    );
+    for problem in &errors.0 {
+        assert!(
+            problem
+                .message
+                .contains(&format!("(from {})", given.display())),
+            "{problem:?}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_value_from_the_environment_names_its_variable() {
+    let env = vars(&[
+        ("TOLLGATE_DATABASE__MAX_CONNECTIONS", "many"),
+        ("TOLLGATE_HTTP__BODY_LIMIT_BYTES", "-4"),
+        ("TOLLGATE_LOG__COLOUR", "yes"),
+    ]);
+    let errors = load_from(None, &env).expect_err("refused");
+    let found: Vec<(&str, &str)> = errors
+        .0
+        .iter()
+        .map(|p| (p.key.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(found.len(), 3, "{errors}");
+    for (key, var) in [
+        (
+            "database.max_connections",
+            "TOLLGATE_DATABASE__MAX_CONNECTIONS",
+        ),
+        ("http.body_limit_bytes", "TOLLGATE_HTTP__BODY_LIMIT_BYTES"),
+        ("log.colour", "TOLLGATE_LOG__COLOUR"),
+    ] {
+        let (_, message) = found
+            .iter()
+            .find(|(k, _)| *k == key)
+            .unwrap_or_else(|| panic!("{key} not reported: {errors}"));
+        assert!(
+            message.contains(&format!("(from environment variable {var})")),
+            "{key}: {message}"
+        );
+    }
+}
+
+#[test]
+fn a_value_is_traced_to_the_variable_that_set_it() {
+    assert_eq!(
+        env::variable_for("database.url", &vars(&[("DATABASE_URL", "x")])),
+        "DATABASE_URL"
+    );
+    assert_eq!(
+        env::variable_for(
+            "database.url",
+            &vars(&[("DATABASE_URL", "x"), ("TOLLGATE_DATABASE__URL", "y")])
+        ),
+        "TOLLGATE_DATABASE__URL"
     );
 }

@@ -102,6 +102,15 @@ impl Db {
         Ok(db)
     }
 
+    /// The file a `sqlite:` URL names, if it names one (not an in-memory database).
+    pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+        if !url.starts_with("sqlite:") || url.contains(":memory:") || url.contains("mode=memory") {
+            return None;
+        }
+        let options = SqliteConnectOptions::from_str(url).ok()?;
+        Some(options.get_filename().to_path_buf())
+    }
+
     pub fn backend(&self) -> Backend {
         match self {
             Db::Sqlite(_) => Backend::Sqlite,

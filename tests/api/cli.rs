@@ -84,6 +84,10 @@ async fn check_fails_on_pending_migrations_and_passes_after_migrate() {
     let db = TestDb::new().await;
     let vars = db_vars(&db);
     let vars = as_refs(&vars);
+    // A database that exists with nothing applied (check never creates a SQLite file).
+    if let Some(file) = tollgate::store::Db::sqlite_file(&db.effective_url()) {
+        std::fs::File::create(file).unwrap();
+    }
 
     let (code, stdout, _) = run(&["check"], &vars).await;
     assert_eq!(code, 1, "{stdout}");
@@ -269,4 +273,17 @@ fn tempfile_dir() -> String {
     let dir = std::env::temp_dir().join(format!("tollgate-seal-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.display().to_string()
+}
+
+#[tokio::test]
+async fn check_does_not_create_the_sqlite_file_it_checks() {
+    let data = std::env::temp_dir().join(format!("tollgate-check-{}", uuid::Uuid::now_v7()));
+    let data_dir = data.display().to_string();
+    let (code, stdout, _) = run(&["check"], &[("TOLLGATE_DATA_DIR", data_dir.as_str())]).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("tollgate.db does not exist yet; `tollgate migrate`"),
+        "{stdout}"
+    );
+    assert!(!data.exists(), "check created {}", data.display());
 }
