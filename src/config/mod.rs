@@ -360,7 +360,7 @@ struct Sources<'a> {
 fn extract_all(sources: &Sources) -> Result<(Option<Config>, Vec<Problem>), ConfigErrors> {
     /// More problems than this in one file is a wrong file; the list stays readable.
     const MAX_PROBLEMS: usize = 50;
-    let mut value = sources.merged().map_err(|e| {
+    let mut value = sources.figment.find_value("").map_err(|e| {
         ConfigErrors(
             e.into_iter()
                 .map(|e| Problem::new(error_key(&e), format!("{}", e.kind)))
@@ -503,9 +503,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 impl Sources<'_> {
     /// Every layer merged, each value still tagged with the layer it came from.
-    fn merged(&self) -> Result<figment::value::Value, figment::Error> {
+    fn merged(&self) -> Option<figment::value::Value> {
         // The empty path is the whole tree.
-        self.figment.find_value("")
+        self.figment.find_value("").ok()
     }
 
     /// The error's kind and where the value came from: the file as given, or the environment
@@ -519,7 +519,7 @@ impl Sources<'_> {
     }
 
     fn origin(&self, path: &[String]) -> Option<String> {
-        let merged = self.merged().ok()?;
+        let merged = self.merged()?;
         // The deepest value some layer set: an unknown key's own, or the table it sits in.
         let mut at = path;
         let meta = loop {
