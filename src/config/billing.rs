@@ -88,6 +88,36 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SecretStrin
         .collect())
 }
 
+impl Default for StripeConfig {
+    fn default() -> Self {
+        StripeConfig {
+            webhook_secrets: Vec::new(),
+            secret_key: None,
+            api_base: stripe_api(),
+            tolerance_secs: default_tolerance(),
+        }
+    }
+}
+
+impl Default for RevenueCatConfig {
+    fn default() -> Self {
+        RevenueCatConfig {
+            webhook_authorization: Vec::new(),
+            api_key: None,
+            api_base: revenuecat_api(),
+        }
+    }
+}
+
+impl Default for SignedWebhooks {
+    fn default() -> Self {
+        SignedWebhooks {
+            webhook_secrets: Vec::new(),
+            tolerance_secs: default_tolerance(),
+        }
+    }
+}
+
 fn stripe_api() -> String {
     "https://api.stripe.com".into()
 }

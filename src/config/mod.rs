@@ -11,6 +11,7 @@ mod gateway;
 mod jobs;
 mod ledger;
 mod limits;
+mod one_app;
 mod validate;
 
 use std::fmt;
@@ -337,6 +338,7 @@ pub fn load_from(file: Option<&Path>, vars: &[(String, String)]) -> Result<Confi
         return Err(ConfigErrors(problems));
     };
     env::apply_port(&mut config, vars, &mut problems);
+    one_app::apply(&mut config, vars, &mut problems);
     open_sealed(&mut config, &mut problems);
     problems.extend(validate(&config));
     if problems.is_empty() {

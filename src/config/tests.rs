@@ -676,3 +676,79 @@ fn a_value_is_traced_to_the_variable_that_set_it() {
         "TOLLGATE_DATABASE__URL"
     );
 }
+
+#[test]
+fn one_app_deployments_configure_their_stores_with_the_conventional_names() {
+    let file = TempToml::new(
+        "[[apps]]\nslug = \"shop\"\n[apps.stripe]\nsecret_key = \"sk_test_from_the_file\"\n",
+    );
+    let env = vars(&[
+        ("STRIPE_SECRET_KEY", "sk_test_from_the_environment"),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_old, whsec_new"),
+        ("REVENUECAT_WEBHOOK_SECRET", "Bearer rc-value,with-a-comma"),
+        ("REVENUECAT_API_KEY", "sk_revenuecat"),
+        ("PADDLE_WEBHOOK_SECRET", "pdl_ntfset_1"),
+        (
+            "WHOP_WEBHOOK_SECRET",
+            "ws_first_0123456789,ws_second_0123456789",
+        ),
+    ]);
+    let config = load_from(Some(&file.0), &env).expect("loads");
+    let app = &config.apps[0];
+    let text = |s: &SecretString| s.expose_secret().to_string();
+    let stripe = app.stripe.as_ref().expect("stripe configured");
+    assert_eq!(
+        stripe.secret_key.as_ref().map(text).as_deref(),
+        Some("sk_test_from_the_environment"),
+        "the environment wins over the file"
+    );
+    assert_eq!(
+        stripe.webhook_secrets.iter().map(text).collect::<Vec<_>>(),
+        ["whsec_old", "whsec_new"]
+    );
+    assert_eq!(stripe.api_base, "https://api.stripe.com");
+    let revenuecat = app.revenuecat.as_ref().expect("revenuecat configured");
+    assert_eq!(
+        revenuecat
+            .webhook_authorization
+            .iter()
+            .map(text)
+            .collect::<Vec<_>>(),
+        ["Bearer rc-value,with-a-comma"]
+    );
+    assert_eq!(
+        revenuecat.api_key.as_ref().map(text).as_deref(),
+        Some("sk_revenuecat")
+    );
+    let paddle = app.paddle.as_ref().expect("paddle configured");
+    assert_eq!(paddle.webhook_secrets.len(), 1);
+    assert_eq!(paddle.tolerance_secs, 300);
+    assert_eq!(app.whop.as_ref().expect("whop").webhook_secrets.len(), 2);
+}
+
+#[test]
+fn the_conventional_store_names_are_refused_without_exactly_one_app() {
+    let env = vars(&[
+        ("STRIPE_SECRET_KEY", "sk_test_x"),
+        ("WHOP_WEBHOOK_SECRET", "ws"),
+    ]);
+    assert_eq!(
+        keys(load_from(None, &env)),
+        ["STRIPE_SECRET_KEY", "WHOP_WEBHOOK_SECRET"]
+    );
+    let two = TempToml::new("[[apps]]\nslug = \"a\"\n[[apps]]\nslug = \"b\"\n");
+    let errors = load_from(Some(&two.0), &env).expect_err("refused");
+    assert!(
+        errors.to_string().contains("2 apps are declared"),
+        "{errors}"
+    );
+    // In production the usual length rule applies to them too.
+    let one = TempToml::new("[[apps]]\nslug = \"shop\"\n");
+    let mut env = production();
+    env.push(("STRIPE_SECRET_KEY".into(), "sk_live_ab".into()));
+    let refused = keys(load_from(Some(&one.0), &env));
+    assert!(
+        refused.contains(&"apps.0.stripe.secret_key".to_string()),
+        "{refused:?}"
+    );
+}

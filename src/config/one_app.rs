@@ -1,0 +1,80 @@
+//! The names one-app deployments already use for their stores' secrets (`STRIPE_SECRET_KEY`,
+//! `STRIPE_WEBHOOK_SECRET`, …). They configure the app when exactly one is declared in
+//! `[[apps]]`; with none or several they cannot say which app they mean, and are refused by name
+//! rather than ignored.
+
+use secrecy::SecretString;
+
+use super::billing::{RevenueCatConfig, SignedWebhooks, StripeConfig};
+use super::{AppConfig, Config, Problem};
+
+/// Each name, and where in the app its value goes. A list takes a comma-separated value (several
+/// secrets are accepted during a rotation).
+const NAMES: &[(&str, fn(&mut AppConfig, &str))] = &[
+    ("STRIPE_SECRET_KEY", |app, v| {
+        stripe(app).secret_key = Some(secret(v));
+    }),
+    ("STRIPE_WEBHOOK_SECRET", |app, v| {
+        stripe(app).webhook_secrets = list(v);
+    }),
+    ("REVENUECAT_WEBHOOK_SECRET", |app, v| {
+        // The Authorization header's exact value: one value, commas and all.
+        revenuecat(app).webhook_authorization = vec![secret(v)];
+    }),
+    ("REVENUECAT_API_KEY", |app, v| {
+        revenuecat(app).api_key = Some(secret(v));
+    }),
+    ("PADDLE_WEBHOOK_SECRET", |app, v| {
+        app.paddle
+            .get_or_insert_with(SignedWebhooks::default)
+            .webhook_secrets = list(v);
+    }),
+    ("WHOP_WEBHOOK_SECRET", |app, v| {
+        app.whop
+            .get_or_insert_with(SignedWebhooks::default)
+            .webhook_secrets = list(v);
+    }),
+];
+
+/// Applies the names set in `vars` over the file's values (the environment wins, as elsewhere).
+pub fn apply(config: &mut Config, vars: &[(String, String)], problems: &mut Vec<Problem>) {
+    for (name, set) in NAMES {
+        let Some((_, value)) = vars.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        if value.trim().is_empty() {
+            continue;
+        }
+        match config.apps.as_mut_slice() {
+            [app] => set(app, value),
+            apps => problems.push(Problem::new(
+                *name,
+                format!(
+                    "configures the one app of a one-app deployment, but {} apps are declared in [[apps]]; set the secret in that app's section instead",
+                    apps.len()
+                ),
+            )),
+        }
+    }
+}
+
+fn stripe(app: &mut AppConfig) -> &mut StripeConfig {
+    app.stripe.get_or_insert_with(StripeConfig::default)
+}
+
+fn revenuecat(app: &mut AppConfig) -> &mut RevenueCatConfig {
+    app.revenuecat.get_or_insert_with(RevenueCatConfig::default)
+}
+
+fn secret(value: &str) -> SecretString {
+    SecretString::from(value.trim().to_string())
+}
+
+fn list(value: &str) -> Vec<SecretString> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| SecretString::from(s.to_string()))
+        .collect()
+}
