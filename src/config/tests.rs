@@ -752,3 +752,10 @@ fn the_conventional_store_names_are_refused_without_exactly_one_app() {
         "{refused:?}"
     );
 }
+
+#[test]
+fn an_owner_url_beside_a_sqlite_database_is_refused_by_name() {
+    // SQLite has no roles: an owner URL there is a configuration mistake.
+    let env = vars(&[("DATABASE_OWNER_URL", "postgres://owner@127.0.0.1/db")]);
+    assert_eq!(keys(load_from(None, &env)), ["database.owner_url"]);
+}

@@ -8,34 +8,15 @@ use serde_json::Value;
 use crate::gateway::{GPT_CALL, balance, gateway_app};
 use crate::gateway_native::{CLAUDE_CALL, GEMINI_CALL, native_app};
 use crate::helpers::TestApp;
-
-/// True when `python3 -c "import <module>"` works. Without it the test fails in CI and is
-/// skipped, loudly, elsewhere (a fresh machine runs `cargo nextest run` without pip installs).
-pub fn python_has(module: &str) -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must install the Python package `{module}` (see .ci/run)"
-        );
-        eprintln!("SKIPPED: the Python package `{module}` is not installed (pip install {module})");
-    }
-    ok
-}
+use crate::python::python_with;
 
 #[tokio::test]
 async fn the_official_openai_python_package_works_and_each_call_is_charged_once() {
-    if !python_has("openai") {
-        return;
-    }
     let (app, fake) = gateway_app().await;
     let key = app.user_key("ai", "alice").await;
     let poor = app.user_key("poor", "bob").await;
     let start = balance(&app, &key).await;
-    let out = run_client("openai_client.py", &app.url("/v1"), &key, &poor).await;
+    let out = run_client("openai", "openai_client.py", &app.url("/v1"), &key, &poor).await;
     assert_eq!(out["plain"]["content"], "Hello");
     assert_eq!(out["plain"]["completion_tokens"], 30);
     assert_eq!(out["stream"]["text"], "Hello");
@@ -67,11 +48,11 @@ async fn spent_user(app: &TestApp, slug: &str, external_id: &str) -> String {
     key
 }
 
-/// Runs tests/clients/`script` against `base_url` with a funded and a spent key; the JSON it
+/// Runs tests/clients/`script` (which imports `module`) against `base_url` with a funded and a spent key; the JSON it
 /// printed.
-async fn run_client(script: &str, base_url: &str, key: &str, poor: &str) -> Value {
+async fn run_client(module: &str, script: &str, base_url: &str, key: &str, poor: &str) -> Value {
     let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
-    let output = tokio::process::Command::new("python3")
+    let output = python_with(module)
         .arg(path)
         .env("TOLLGATE_BASE_URL", base_url)
         .env("TOLLGATE_KEY", key)
@@ -89,14 +70,18 @@ async fn run_client(script: &str, base_url: &str, key: &str, poor: &str) -> Valu
 
 #[tokio::test]
 async fn the_official_anthropic_python_package_works_through_the_pass_through() {
-    if !python_has("anthropic") {
-        return;
-    }
     let (app, fake, _) = native_app().await;
     let key = app.user_key("ai", "alice").await;
     let start = balance(&app, &key).await;
     let poor = spent_user(&app, "ai", "bob").await;
-    let out = run_client("anthropic_client.py", &app.url("/anthropic"), &key, &poor).await;
+    let out = run_client(
+        "anthropic",
+        "anthropic_client.py",
+        &app.url("/anthropic"),
+        &key,
+        &poor,
+    )
+    .await;
     assert_eq!(out["plain"]["text"], "Hello", "{out}");
     assert_eq!(out["plain"]["stop_reason"], "end_turn");
     assert_eq!(out["plain"]["output_tokens"], 15);
@@ -114,14 +99,18 @@ async fn the_official_anthropic_python_package_works_through_the_pass_through() 
 
 #[tokio::test]
 async fn the_official_google_genai_python_package_works_through_the_pass_through() {
-    if !python_has("google.genai") {
-        return;
-    }
     let (app, _, fake) = native_app().await;
     let key = app.user_key("ai", "alice").await;
     let start = balance(&app, &key).await;
     let poor = spent_user(&app, "ai", "bob").await;
-    let out = run_client("genai_client.py", &app.url("/gemini"), &key, &poor).await;
+    let out = run_client(
+        "google.genai",
+        "genai_client.py",
+        &app.url("/gemini"),
+        &key,
+        &poor,
+    )
+    .await;
     assert_eq!(out["plain"]["text"], "Hi there", "{out}");
     assert_eq!(out["plain"]["prompt_tokens"], 12);
     assert_eq!(out["plain"]["candidates_tokens"], 3);

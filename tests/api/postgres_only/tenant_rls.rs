@@ -1,6 +1,6 @@
 //! PostgreSQL row-level security, the second wall of tenant isolation: through the app's own
 //! connection, a query that names no app sees no tenant row and cannot write one for another
-//! app. (SQLite has no row-level security; there this test has nothing to check.)
+//! app. (SQLite has no row-level security: these tests are not run there.)
 
 use tollgate::domain::identity::KeyKind;
 use tollgate::scoped_run;
@@ -12,9 +12,7 @@ use crate::helpers::spawn_app;
 #[tokio::test]
 async fn a_query_that_forgets_its_app_sees_nothing_of_any_app() {
     let app = spawn_app().await;
-    if !app._test_db.is_postgres() {
-        return;
-    }
+    super::require_postgres(&app._test_db);
     let db = &app.db;
     let a = identity::create_app(db, "app-a", "A")
         .await
@@ -97,17 +95,7 @@ async fn a_query_that_forgets_its_app_sees_nothing_of_any_app() {
 async fn a_serving_role_that_owns_nothing_cannot_see_past_row_level_security_by_itself() {
     use crate::helpers::{TestDb, spawn_app_on};
     let test_db = TestDb::with_separate_owner().await;
-    if !test_db.is_postgres() {
-        // SQLite has no roles: an owner URL there is a configuration mistake, refused by name.
-        let mut c = test_db.config();
-        c.database.owner_url = Some("postgres://owner@127.0.0.1/db".into());
-        let problems = tollgate::config::validate(&c);
-        assert!(
-            problems.iter().any(|p| p.key == "database.owner_url"),
-            "{problems:?}"
-        );
-        return;
-    }
+    super::require_postgres(&test_db);
     let app = spawn_app_on(
         test_db,
         |_| {},
