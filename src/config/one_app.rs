@@ -8,9 +8,12 @@ use secrecy::SecretString;
 use super::billing::{RevenueCatConfig, SignedWebhooks, StripeConfig};
 use super::{AppConfig, Config, Problem};
 
+/// Puts a variable's value where it belongs in the app.
+type Fill = fn(&mut AppConfig, &str);
+
 /// Each name, and where in the app its value goes. A list takes a comma-separated value (several
 /// secrets are accepted during a rotation).
-const NAMES: &[(&str, fn(&mut AppConfig, &str))] = &[
+const NAMES: &[(&str, Fill)] = &[
     ("STRIPE_SECRET_KEY", |app, v| {
         stripe(app).secret_key = Some(secret(v));
     }),
