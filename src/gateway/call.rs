@@ -23,7 +23,7 @@ use crate::domain::plans::Plan;
 use crate::domain::pricing::{Conversion, Tokens};
 use crate::error::{Error, Result};
 use crate::store::ledger::{self, CallClose, CallHold, PlanColumns, Target};
-use crate::store::usage::NewUsage;
+use crate::store::usage::{CallDetails, NewUsage};
 use crate::store::{Db, now_ms};
 
 /// The most a call can cost on any of its routes: every byte of the request a prompt token
@@ -89,6 +89,25 @@ pub struct Opening<'a> {
     /// The request's `Idempotency-Key` effect key, written on the hold's entry.
     pub key: Option<String>,
     pub request_id: String,
+    /// The route tried first: what the hold records of the call until it streams.
+    pub first_route: &'a Route,
+}
+
+/// What a hold records of its call: nothing produced yet, until [`Meter::progress`] says more.
+fn details_of(route: &Route, stream: bool, input_tokens: u64) -> CallDetails {
+    CallDetails {
+        model: route.model.clone(),
+        provider: route.provider.as_str().to_string(),
+        upstream_model: route.upstream.clone(),
+        stream,
+        input_tokens,
+        output_tokens: 0,
+    }
+}
+
+fn call_details(route: &Route, request: &ChatRequest) -> CallDetails {
+    let input = super::usage::estimate_tokens(request.prompt_chars);
+    details_of(route, request.stream, input)
 }
 
 impl Meter {
@@ -106,6 +125,7 @@ impl Meter {
                 reference: o.request_id.clone(),
                 key: o.key,
                 plan: o.priced_on,
+                call: Some(call_details(o.first_route, o.request).to_json()),
             })
             .await?;
         Ok(Meter {
@@ -151,10 +171,18 @@ impl Meter {
         }
     }
 
-    /// What the call has used so far, kept on the hold so a crash settles at it.
+    /// What the call has used so far, kept on the hold so a crash settles at it and the expiry
+    /// job writes its usage record.
     async fn progress(&self, route: &Route, output_chars: usize) {
-        let used = self.cost(route, &Usage::estimate(self.prompt_chars, output_chars));
-        if let Err(e) = ledger::record_usage(&self.db, self.t.app_id, self.hold_id, used).await {
+        let estimate = Usage::estimate(self.prompt_chars, output_chars);
+        let used = self.cost(route, &estimate);
+        let call = CallDetails {
+            output_tokens: estimate.output,
+            ..details_of(route, self.stream, estimate.input)
+        };
+        let (app_id, hold_id) = (self.t.app_id, self.hold_id);
+        if let Err(e) = ledger::record_progress(&self.db, app_id, hold_id, used, Some(&call)).await
+        {
             tracing::warn!(hold_id = self.hold_id, error = %e, "recording usage on a hold failed");
         }
     }
@@ -177,7 +205,7 @@ impl Meter {
         let record = NewUsage {
             request_id: self.request_id.clone(),
             model: reply.route.model.clone(),
-            provider: reply.route.provider.as_str(),
+            provider: reply.route.provider.as_str().into(),
             upstream_model: reply.route.upstream.clone(),
             input_tokens: usage.input,
             cached_input_tokens: usage.cached_input,

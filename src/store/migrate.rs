@@ -59,6 +59,11 @@ const SQLITE: Embedded = &[
         "exactly_once",
         include_str!("../../migrations/sqlite/0009_exactly_once.sql"),
     ),
+    (
+        10,
+        "call_on_hold",
+        include_str!("../../migrations/sqlite/0010_call_on_hold.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -105,6 +110,11 @@ const POSTGRES: Embedded = &[
         9,
         "exactly_once",
         include_str!("../../migrations/postgres/0009_exactly_once.sql"),
+    ),
+    (
+        10,
+        "call_on_hold",
+        include_str!("../../migrations/postgres/0010_call_on_hold.sql"),
     ),
 ];
 

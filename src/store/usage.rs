@@ -22,7 +22,8 @@ pub struct UsageRecord {
     /// Micro-credits charged.
     pub cost_micros: i64,
     pub hold_id: Option<i64>,
-    /// `ok`, `client_disconnected`, `upstream_broken`.
+    /// `ok`, `client_disconnected`, `upstream_broken`, or `expired` (the call's process died
+    /// and the expiry job settled its hold; its tokens are then estimated).
     pub status: String,
     /// Tokens were estimated because the provider reported no usage.
     pub estimated: bool,
@@ -33,13 +34,60 @@ pub struct UsageRecord {
     pub created_at: i64,
 }
 
+/// What an AI call's hold is for, kept on the hold (`credit_holds.call`) and brought up to date
+/// as the call streams, so that a call cut by a crash still leaves a usage record when the
+/// expiry job settles its hold. The tokens are estimates until the provider reports usage.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CallDetails {
+    pub model: String,
+    pub provider: String,
+    pub upstream_model: String,
+    pub stream: bool,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl CallDetails {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("plain fields serialize")
+    }
+
+    /// The record of a call whose hold the expiry job resolved at `cost`: its process died
+    /// before it could write its own.
+    pub fn expired_record(
+        &self,
+        request_id: String,
+        hold_id: i64,
+        cost: i64,
+        latency_ms: i64,
+    ) -> NewUsage {
+        NewUsage {
+            request_id,
+            model: self.model.clone(),
+            provider: self.provider.clone().into(),
+            upstream_model: self.upstream_model.clone(),
+            input_tokens: self.input_tokens,
+            cached_input_tokens: 0,
+            output_tokens: self.output_tokens,
+            cost,
+            hold_id: Some(hold_id),
+            status: "expired",
+            estimated: true,
+            stream: self.stream,
+            latency_ms,
+            ttft_ms: None,
+        }
+    }
+}
+
 /// A record to write; `id` and `created_at` are assigned. Owned: it travels to the ledger's
 /// batch writer.
 #[derive(Debug, Clone)]
 pub struct NewUsage {
     pub request_id: String,
     pub model: String,
-    pub provider: &'static str,
+    /// Borrowed on the hot path; owned when read back from a hold.
+    pub provider: std::borrow::Cow<'static, str>,
     pub upstream_model: String,
     pub input_tokens: u64,
     pub cached_input_tokens: u64,
@@ -73,7 +121,7 @@ pub async fn insert_tx(tx: &mut Tx, rows: &[(Target, &NewUsage)]) -> Result<(), 
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(keep);
         for (t, u) in rows {
             q = q.bind(t.app_id).bind(t.user_id).bind(&u.request_id).bind(&u.model)
-                .bind(u.provider).bind(&u.upstream_model).bind(u.input_tokens as i64)
+                .bind(u.provider.as_ref()).bind(&u.upstream_model).bind(u.input_tokens as i64)
                 .bind(u.cached_input_tokens as i64).bind(u.output_tokens as i64).bind(u.cost)
                 .bind(u.hold_id).bind(u.status).bind(u.estimated).bind(u.stream)
                 .bind(u.latency_ms).bind(u.ttft_ms).bind(now);

@@ -41,6 +41,7 @@ fn hold(t: Target, amount: i64, reference: &str) -> CallHold {
         reference: reference.to_string(),
         key: None,
         plan: None,
+        call: None,
     }
 }
 
@@ -53,7 +54,7 @@ fn charge(t: Target, hold_id: i64, charged: i64) -> CallClose {
         usage: Some(NewUsage {
             request_id: format!("req-{hold_id}"),
             model: "gpt".into(),
-            provider: "openai",
+            provider: "openai".into(),
             upstream_model: "gpt-4o-mini".into(),
             input_tokens: 10,
             cached_input_tokens: 0,

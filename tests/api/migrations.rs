@@ -45,11 +45,11 @@ async fn migrations_apply_once_on_a_fresh_database() {
 
     assert_eq!(
         migrate::run(&db).await.unwrap(),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     );
     let after = migrate::status(&db).await.unwrap();
     assert!(after.is_current(), "{after:?}");
-    assert_eq!(after.applied, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(after.applied, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     assert_eq!(migrate::run(&db).await.unwrap(), Vec::<i64>::new());
 }
 
@@ -115,7 +115,7 @@ async fn production_refuses_to_start_with_pending_migrations_unless_told_to_migr
     .await;
     let message = format!("{:#}", refused.err().expect("start is refused"));
     assert!(
-        message.contains("9 pending migration(s) [1, 2, 3, 4, 5, 6, 7, 8, 9]"),
+        message.contains("10 pending migration(s) [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"),
         "{message}"
     );
     assert!(message.contains("tollgate serve --migrate"), "{message}");

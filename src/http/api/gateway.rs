@@ -380,6 +380,10 @@ async fn start_call(
     }
     let conversion = auth.billing.conversion();
     let mut amount = call::hold_amount(&routes, call.body_len, cap.tokens, &conversion)?;
+    let first_route = routes
+        .first()
+        .cloned()
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("a call resolved to no route")))?;
     let opening = |amount: i64| call::Opening {
         db: &state.db,
         batcher: &state.upstream.ledger,
@@ -395,6 +399,7 @@ async fn start_call(
         priced_on: priced.columns.clone(),
         key: call.key.clone(),
         request_id: crate::http::request_id::current().unwrap_or_default(),
+        first_route: &first_route,
     };
     let meter = match call::Meter::open(opening(amount), slot).await {
         Err(Error::InsufficientCredits { available, needed }) => {

@@ -312,27 +312,65 @@ pub async fn record_usage(
     hold_id: i64,
     used: i64,
 ) -> Result<bool, sqlx::Error> {
+    record_progress(db, app_id, hold_id, used, None).await
+}
+
+/// [`record_usage`] for an AI call, with what it has produced so far: the expiry job writes the
+/// call's usage record from it if the call's process dies.
+pub async fn record_progress(
+    db: &Db,
+    app_id: i64,
+    hold_id: i64,
+    used: i64,
+    call: Option<&crate::store::usage::CallDetails>,
+) -> Result<bool, sqlx::Error> {
+    let call = call.map(|c| c.to_json());
     scoped_run!(db, Scope::App(app_id), c => sqlx::query(
-        "UPDATE credit_holds SET used = $1 WHERE app_id = $2 AND id = $3 AND state = 'open' \
-         AND $1 <= amount")
-        .bind(used).bind(app_id).bind(hold_id).execute(c).await
+        "UPDATE credit_holds SET used = $1, call = COALESCE($4, call) WHERE app_id = $2 \
+         AND id = $3 AND state = 'open' AND $1 <= amount")
+        .bind(used).bind(app_id).bind(hold_id).bind(&call).execute(c).await
         .map(|r| r.rows_affected() == 1))
 }
 
 /// Resolves up to `limit` holds past their expiry: each is settled at its recorded usage, or
 /// released when none was recorded. Returns how many were resolved.
 pub async fn expire_holds(db: &Db, limit: i64) -> Result<u32, LedgerError> {
-    let due: Vec<(i64, i64, Option<i64>)> = scoped_run!(db, Scope::AllApps, c => sqlx::query_as(
-        "SELECT app_id, id, used FROM credit_holds WHERE state = 'open' AND expires_at <= $1 \
-         ORDER BY expires_at LIMIT $2")
+    type Due = (i64, i64, Option<i64>, Option<String>, Option<String>, i64);
+    let due: Vec<Due> = scoped_run!(db, Scope::AllApps, c => sqlx::query_as(
+        "SELECT app_id, id, used, call, reference, created_at FROM credit_holds \
+         WHERE state = 'open' AND expires_at <= $1 ORDER BY expires_at LIMIT $2")
         .bind(now_ms()).bind(limit).fetch_all(c).await)?;
     let mut resolved = 0;
-    for (app_id, id, used) in due {
+    for (app_id, id, used, call, reference, created_at) in due {
         let how = match used {
             Some(u) if u > 0 => Resolution::Settle(u),
             _ => Resolution::Release,
         };
-        match resolve(db, app_id, id, how, "expired", Some("hold expired")).await {
+        // An AI call's process died before its own settle: its usage record is written with
+        // the charge, in the same transaction, from what the hold last knew of the call.
+        let record = call
+            .and_then(|c| serde_json::from_str::<crate::store::usage::CallDetails>(&c).ok())
+            .map(|c| {
+                let cost = match how {
+                    Resolution::Settle(u) => u,
+                    Resolution::Release => 0,
+                };
+                let request_id = reference.clone().unwrap_or_default();
+                c.expired_record(request_id, id, cost, now_ms() - created_at)
+            });
+        let reason = Some("hold expired");
+        match resolve_with(
+            db,
+            app_id,
+            None,
+            id,
+            how,
+            "expired",
+            reason,
+            record.as_ref(),
+        )
+        .await
+        {
             Ok(_) => resolved += 1,
             // Settled or released by its owner a moment ago.
             Err(LedgerError::Conflict(_)) => {}

@@ -18,7 +18,8 @@ mod snapshot;
 pub use batch::{Batcher, CallClose, CallHold};
 pub use clawback::{Clawback, Refunded, claw_back};
 pub use holds::{
-    HoldRow, Resolution, close_call, expire_holds, record_usage, release, reserve, settle,
+    HoldRow, Resolution, close_call, expire_holds, record_progress, record_usage, release, reserve,
+    settle,
 };
 pub use period::{
     CallPlan, GrantedKeys, PlanCache, PlanColumns, UserPlan, existing_keys, grant_period_credits,

@@ -59,6 +59,8 @@ pub struct CallHold {
     /// The plan columns the call was priced on, checked against the user's row in the hold's
     /// transaction (`None`: not checked).
     pub plan: Option<super::period::PlanColumns>,
+    /// What the call is, as JSON ([`crate::store::usage::CallDetails`]), kept on the hold.
+    pub call: Option<String>,
 }
 
 /// How a call's hold ends: settled at `charged` (released at 0), with the call's usage record.

@@ -230,9 +230,9 @@ async fn insert_holds(
         [h] => {
             let id: i64 = tx_run!(&mut *tx, c => sqlx::query_scalar(
                 "INSERT INTO credit_holds (app_id, user_id, amount, state, reference, expires_at, \
-                 created_at) VALUES ($1, $2, $3, 'open', $4, $5, $6) RETURNING id")
+                 created_at, call) VALUES ($1, $2, $3, 'open', $4, $5, $6, $7) RETURNING id")
                 .bind(t.app_id).bind(t.user_id).bind(h.amount).bind(&h.reference)
-                .bind(h.expires_at).bind(now).fetch_one(&mut **c).await)?;
+                .bind(h.expires_at).bind(now).bind(&h.call).fetch_one(&mut **c).await)?;
             Ok(vec![id])
         }
         _ => {
@@ -241,15 +241,15 @@ async fn insert_holds(
             let ids = next_hold_ids(tx, holds.len()).await?;
             let sql = format!(
                 "INSERT INTO credit_holds (id, app_id, user_id, amount, state, reference, \
-                 expires_at, created_at) VALUES {}",
-                values_placeholders(1, holds.len(), 8)
+                 expires_at, created_at, call) VALUES {}",
+                values_placeholders(1, holds.len(), 9)
             );
             tx_run!(&mut *tx, c => {
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .persistent(keep_prepared(holds.len()));
                 for (h, id) in holds.iter().zip(&ids) {
                     q = q.bind(id).bind(t.app_id).bind(t.user_id).bind(h.amount).bind("open")
-                        .bind(&h.reference).bind(h.expires_at).bind(now);
+                        .bind(&h.reference).bind(h.expires_at).bind(now).bind(&h.call);
                 }
                 q.execute(&mut **c).await.map(|_| ())
             })?;
