@@ -84,10 +84,11 @@ impl Application {
         let config = Arc::new(config);
         let jobs =
             jobs::Runtime::new(db.clone(), config.clone(), jobs::kinds::builtin().clone()).await;
+        let limiter = http::rate_limit::RateLimiter::new(&config);
         let state = AppState {
-            limiter: http::rate_limit::RateLimiter::new(&config),
+            upstream: crate::gateway::Upstream::new(&config, &db, limiter.store()),
+            limiter,
             jwt: http::jwt::JwtVerifier::new(&config),
-            upstream: crate::gateway::Upstream::new(&config, &db),
             stores: crate::billing::store_http::http_client(),
             config,
             db,

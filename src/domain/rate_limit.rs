@@ -1,7 +1,33 @@
 //! Rate limits as GCRA (the generic cell rate algorithm): each key keeps one number, its
 //! theoretical arrival time (TAT). A policy of `limit` requests per `period` admits a request
 //! when it would not push the TAT more than `period` ahead of now. The same arithmetic runs in
-//! process and, atomically, in Redis (see `http::rate_limit`). Times are microseconds.
+//! process and, atomically, in Redis (see `ops::limiter`). Times are microseconds.
+//!
+//! A step may weigh more than one (a call's tokens against tokens per minute), be a probe that
+//! stores nothing (may a call start?), or be forced (tokens already spent are counted even past
+//! the limit; a finished call gives its place back with a negative weight).
+
+/// What one step does to a key's TAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Admit `weight` if it fits, and count it.
+    Take(i64),
+    /// Would `weight` fit? Counts nothing.
+    Probe(i64),
+    /// Count `weight` whatever the limit (negative: give back); the TAT never falls below now.
+    Add(i64),
+}
+
+impl Step {
+    /// The wire form for the Redis script: (weight, mode).
+    pub fn wire(self) -> (i64, &'static str) {
+        match self {
+            Step::Take(w) => (w, "take"),
+            Step::Probe(w) => (w, "probe"),
+            Step::Add(w) => (w, "add"),
+        }
+    }
+}
 
 /// `limit` requests per `period_us`, bursting up to `limit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,14 +59,22 @@ impl Policy {
     /// Checks a request at `now` against the stored TAT; returns the decision and the TAT to
     /// store (unchanged when refused).
     pub fn check(&self, tat: Option<i64>, now: i64) -> (Decision, i64) {
+        self.step(tat, now, Step::Take(1))
+    }
+
+    /// Applies `step` at `now` to the stored TAT; returns the decision and the TAT to store.
+    /// The Redis script (`ops::limiter`) is this function, line for line.
+    pub fn step(&self, tat: Option<i64>, now: i64, step: Step) -> (Decision, i64) {
         let interval = self.interval_us();
         let tat = tat.unwrap_or(now).max(now);
-        let new_tat = tat + interval;
-        if new_tat - now > self.period_us {
-            let decision = self.decision_after(tat, now, false);
-            return (decision, tat);
+        let (weight, _) = step.wire();
+        let new_tat = (tat + interval.saturating_mul(weight)).max(now);
+        match step {
+            Step::Add(_) => (self.decision_after(new_tat, now, true), new_tat),
+            _ if new_tat - now > self.period_us => (self.decision_after(tat, now, false), tat),
+            Step::Probe(_) => (self.decision_after(tat, now, true), tat),
+            Step::Take(_) => (self.decision_after(new_tat, now, true), new_tat),
         }
-        (self.decision_after(new_tat, now, true), new_tat)
     }
 
     /// The decision implied by a TAT (used for what Redis returns).
@@ -134,6 +168,28 @@ mod tests {
         let (d, _) = p.check(Some(tat), now + 3_600 * SEC);
         assert!(d.allowed);
         assert_eq!(d.remaining, 2);
+    }
+
+    #[test]
+    fn weighted_steps_probe_take_and_give_back() {
+        let p = policy(100, 60); // 100 tokens a minute: 0.6 s each
+        let now = 1_000 * SEC;
+        // 90 tokens spent, counted whatever the limit.
+        let (_, tat) = p.step(None, now, Step::Add(90));
+        assert!(p.step(Some(tat), now, Step::Probe(10)).0.allowed);
+        let (refused, same) = p.step(Some(tat), now, Step::Probe(11));
+        assert!(!refused.allowed);
+        assert_eq!(same, tat, "a probe stores nothing");
+        // Past the limit by a forced add; then nothing fits until it drains.
+        let (_, over) = p.step(Some(tat), now, Step::Add(30));
+        assert!(!p.step(Some(over), now, Step::Probe(1)).0.allowed);
+        let later = now + 21 * SEC; // 35 tokens drained
+        assert!(p.step(Some(over), later, Step::Probe(1)).0.allowed);
+        // Giving back never takes the TAT below now.
+        let (_, back) = p.step(Some(tat), now, Step::Add(-1_000));
+        assert_eq!(back, now);
+        let (d, _) = p.step(Some(back), now, Step::Take(100));
+        assert!(d.allowed, "the whole minute is free again");
     }
 
     #[test]

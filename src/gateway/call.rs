@@ -69,6 +69,8 @@ pub struct Meter {
     _slot: Slot,
     /// Where the call's tokens are counted for tokens-per-minute limits.
     tokens: TokenWindows,
+    /// The plan's limit the call's tokens count against, if it has one.
+    tokens_per_minute: Option<u64>,
 }
 
 /// What opening a call's meter needs: who pays, on which plan, how much to hold.
@@ -142,6 +144,7 @@ impl Meter {
             format: o.format,
             _slot: slot,
             tokens: o.tokens,
+            tokens_per_minute: o.plan.tokens_per_minute,
         })
     }
 
@@ -196,11 +199,10 @@ impl Meter {
         ttft: Option<Duration>,
     ) -> i64 {
         let charged = self.cost(reply.route, &usage);
-        self.tokens.add(
-            self.t.user_id,
-            usage.input + usage.cached_input + usage.output,
-            now_ms(),
-        );
+        if let Some(limit) = self.tokens_per_minute {
+            let used = usage.input + usage.cached_input + usage.output;
+            self.tokens.add(self.t.user_id, limit, used).await;
+        }
         let duration = reply.sent_at.elapsed();
         let record = NewUsage {
             request_id: self.request_id.clone(),

@@ -1,156 +1,194 @@
-//! Runtime protections of the gateway, per process: a cap on each user's calls in flight, a
-//! plan's tokens per minute per user, and a circuit breaker per provider (after `breaker_failures` failures in a row — 5xx, timeouts,
-//! unreachable; not 429 — the provider is skipped for `breaker_cooldown_ms`, then one call
-//! tries it again).
+//! Runtime protections of the gateway: a cap on each user's calls in flight, a plan's tokens
+//! per minute per user, and a circuit breaker per provider. Their state is GCRA state in the
+//! [`Limiter`] the request rate limits use: shared by every replica through Redis when it is
+//! configured, per process otherwise (and per process for a moment while Redis is unreachable).
+//!
+//! - Calls in flight: each call takes one unit of weight with a lease of `lease` (the longest a
+//!   call can hold its credits), and gives it back when it ends. A replica that dies mid-call
+//!   leaks its units only until their lease runs out.
+//! - Tokens per minute: a call may start while the user's minute has room for one more token;
+//!   its tokens are counted when it ends, even past the limit (they were spent), so the next
+//!   call waits until the window has drained below the limit again.
+//! - Breaker: each failure (5xx, timeout, unreachable; not 429) adds one unit, one cooldown
+//!   each; `breaker_failures` of them close to each other open it, and calls skip the provider
+//!   until one cooldown has drained; the next call then tries it (a failure re-opens it, a
+//!   success clears it).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::models::Provider;
+use crate::domain::rate_limit::{Policy, Step, ceil_secs};
+use crate::ops::limiter::Limiter;
 
 /// Calls in flight per user.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct CallSlots {
-    in_flight: Arc<Mutex<HashMap<i64, u32>>>,
+    store: Limiter,
+    lease: Duration,
 }
 
-/// One call's place; freed when dropped.
+/// One call's place; given back when dropped.
 pub struct Slot {
-    slots: CallSlots,
-    user_id: i64,
+    taken: Option<(Limiter, Policy, String)>,
 }
 
 impl CallSlots {
-    /// A place for one more call of `user_id`, unless `limit` are in flight (0 = no limit).
-    pub fn take(&self, user_id: i64, limit: u32) -> Option<Slot> {
-        let mut map = self.in_flight.lock().expect("slots lock");
-        let n = map.entry(user_id).or_insert(0);
-        if limit > 0 && *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(Slot {
-            slots: self.clone(),
-            user_id,
-        })
+    pub fn new(store: Limiter, lease: Duration) -> CallSlots {
+        CallSlots { store, lease }
     }
 
-    pub fn in_flight(&self, user_id: i64) -> u32 {
-        let map = self.in_flight.lock().expect("slots lock");
-        map.get(&user_id).copied().unwrap_or(0)
+    fn policy(&self, limit: u32) -> Policy {
+        let lease_us = self.lease.as_micros().max(1) as i64;
+        Policy {
+            name: "calls",
+            limit: limit as u64,
+            period_us: lease_us.saturating_mul(limit as i64),
+        }
+    }
+
+    /// A place for one more call of `user_id`, unless `limit` are in flight (0 = no limit).
+    pub async fn take(&self, user_id: i64, limit: u32) -> Option<Slot> {
+        if limit == 0 {
+            return Some(Slot { taken: None });
+        }
+        let policy = self.policy(limit);
+        let id = user_id.to_string();
+        let decision = self.store.step_or_local(&policy, &id, Step::Take(1)).await;
+        decision.allowed.then(|| Slot {
+            taken: Some((self.store.clone(), policy, id)),
+        })
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut map = self.slots.in_flight.lock().expect("slots lock");
-        if let Some(n) = map.get_mut(&self.user_id) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.user_id);
-            }
+        let Some((store, policy, id)) = self.taken.take() else {
+            return;
+        };
+        // Giving the place back may be a Redis call: it runs on its own, the call is over.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                store.step_or_local(&policy, &id, Step::Add(-1)).await;
+            });
         }
     }
 }
 
-/// Tokens used per user in the current minute (fixed windows aligned to the minute).
-#[derive(Clone, Default)]
+/// Tokens used per user in the last minute.
+#[derive(Clone)]
 pub struct TokenWindows {
-    used: Arc<Mutex<HashMap<i64, (i64, u64)>>>,
+    store: Limiter,
 }
 
-const MINUTE_MS: i64 = 60_000;
+fn per_minute(limit: u64) -> Policy {
+    Policy {
+        name: "tpm",
+        limit,
+        period_us: 60_000_000,
+    }
+}
 
 impl TokenWindows {
-    /// Admits a call unless the user's tokens this minute already reached `limit`; the refusal
-    /// carries the seconds until the next minute. A call admitted under the limit may take
-    /// the count past it (its tokens are known only afterwards); the next is then refused.
-    pub fn admit(&self, user_id: i64, limit: u64, now_ms: i64) -> Result<(), u64> {
-        let window = now_ms - now_ms.rem_euclid(MINUTE_MS);
-        let map = self.used.lock().expect("tokens lock");
-        match map.get(&user_id) {
-            Some(&(start, used)) if start == window && used >= limit => {
-                Err(((window + MINUTE_MS - now_ms) as u64).div_ceil(1000))
-            }
-            _ => Ok(()),
+    pub fn new(store: Limiter) -> TokenWindows {
+        TokenWindows { store }
+    }
+
+    /// Admits a call while the user's minute has room; the refusal carries the seconds until it
+    /// has. A call admitted under the limit may take the count past it (its tokens are known
+    /// only afterwards); the next is then refused.
+    pub async fn admit(&self, user_id: i64, limit: u64) -> Result<(), u64> {
+        let policy = per_minute(limit);
+        let id = user_id.to_string();
+        let d = self.store.step_or_local(&policy, &id, Step::Probe(1)).await;
+        if d.allowed {
+            Ok(())
+        } else {
+            Err(ceil_secs(d.retry_after_us) as u64)
         }
     }
 
-    /// Adds a finished call's tokens to the user's minute.
-    pub fn add(&self, user_id: i64, tokens: u64, now_ms: i64) {
-        let window = now_ms - now_ms.rem_euclid(MINUTE_MS);
-        let mut map = self.used.lock().expect("tokens lock");
-        let entry = map.entry(user_id).or_insert((window, 0));
-        if entry.0 != window {
-            *entry = (window, 0);
-        }
-        entry.1 += tokens;
-        // Forget users idle since an earlier minute now and then, so the map stays small.
-        if map.len() > 10_000 {
-            map.retain(|_, (start, _)| *start == window);
-        }
+    /// Counts a finished call's tokens against the user's minute.
+    pub async fn add(&self, user_id: i64, limit: u64, tokens: u64) {
+        let policy = per_minute(limit);
+        let weight = i64::try_from(tokens).unwrap_or(i64::MAX);
+        let id = user_id.to_string();
+        self.store
+            .step_or_local(&policy, &id, Step::Add(weight))
+            .await;
     }
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct BreakerState {
-    failures: u32,
-    open_until: Option<Instant>,
 }
 
 /// One circuit breaker per provider.
 #[derive(Clone)]
 pub struct Breakers {
-    states: Arc<Mutex<HashMap<&'static str, BreakerState>>>,
+    store: Limiter,
     threshold: u32,
     cooldown: Duration,
 }
 
+/// A breaker's leave to call a provider; says whether failures were on record, so that a
+/// success with none (the usual case) writes nothing.
+pub struct Pass {
+    clean: bool,
+}
+
 impl Breakers {
     /// `threshold` 0 turns breaking off.
-    pub fn new(threshold: u32, cooldown: Duration) -> Breakers {
+    pub fn new(store: Limiter, threshold: u32, cooldown: Duration) -> Breakers {
         Breakers {
-            states: Arc::default(),
+            store,
             threshold,
             cooldown,
         }
     }
 
-    /// Whether a call may go to `p` now: closed, or open with its cooldown over (then this call
-    /// is the trial: the breaker stays open for others until it succeeds or fails again).
-    pub fn allow(&self, p: Provider) -> bool {
-        let mut states = self.states.lock().expect("breaker lock");
-        let s = states.entry(p.as_str()).or_default();
-        match s.open_until {
-            Some(until) if Instant::now() < until => false,
-            Some(_) => {
-                // Half open: let this call through, hold the others for another cooldown.
-                s.open_until = Some(Instant::now() + self.cooldown);
-                true
-            }
-            None => true,
+    fn policy(&self) -> Policy {
+        let cooldown_us = self.cooldown.as_micros().max(1) as i64;
+        Policy {
+            name: "breaker",
+            limit: self.threshold as u64,
+            period_us: cooldown_us.saturating_mul(self.threshold as i64),
         }
     }
 
-    pub fn success(&self, p: Provider) {
-        let mut states = self.states.lock().expect("breaker lock");
-        states.insert(p.as_str(), BreakerState::default());
+    /// Leave to call `p` now, unless its breaker is open.
+    pub async fn allow(&self, p: Provider) -> Option<Pass> {
+        if self.threshold == 0 {
+            return Some(Pass { clean: true });
+        }
+        let policy = self.policy();
+        let d = self
+            .store
+            .step_or_local(&policy, p.as_str(), Step::Probe(1))
+            .await;
+        d.allowed.then_some(Pass {
+            clean: d.remaining >= policy.limit,
+        })
+    }
+
+    /// A call to `p` succeeded: its failures are forgotten.
+    pub async fn success(&self, p: Provider, pass: Pass) {
+        if pass.clean {
+            return;
+        }
+        let policy = self.policy();
+        let all = -(policy.limit as i64);
+        self.store
+            .step_or_local(&policy, p.as_str(), Step::Add(all))
+            .await;
     }
 
     /// Counts a failure; returns true when it opened the breaker.
-    pub fn failure(&self, p: Provider) -> bool {
+    pub async fn failure(&self, p: Provider) -> bool {
         if self.threshold == 0 {
             return false;
         }
-        let mut states = self.states.lock().expect("breaker lock");
-        let s = states.entry(p.as_str()).or_default();
-        s.failures += 1;
-        if s.failures >= self.threshold {
-            s.open_until = Some(Instant::now() + self.cooldown);
-            return true;
-        }
-        false
+        let policy = self.policy();
+        let d = self
+            .store
+            .step_or_local(&policy, p.as_str(), Step::Add(1))
+            .await;
+        d.remaining == 0
     }
 }
 
@@ -158,49 +196,58 @@ impl Breakers {
 mod tests {
     use super::*;
 
-    #[test]
-    fn slots_cap_calls_per_user_and_free_on_drop() {
-        let slots = CallSlots::default();
-        let a = slots.take(1, 2).unwrap();
-        let _b = slots.take(1, 2).unwrap();
-        assert!(slots.take(1, 2).is_none());
-        assert!(slots.take(2, 2).is_some(), "another user is not affected");
-        drop(a);
-        assert_eq!(slots.in_flight(1), 1);
-        assert!(slots.take(1, 2).is_some());
-        assert!(slots.take(1, 0).is_some(), "0 is no limit");
+    fn local() -> Limiter {
+        Limiter::new(None, "test:")
     }
 
-    #[test]
-    fn tokens_per_minute_refuse_once_reached_until_the_next_minute() {
-        let w = TokenWindows::default();
-        let t0 = 1_800_000_000_000; // a minute boundary (a multiple of 60,000)
-        assert!(w.admit(1, 50, t0).is_ok());
-        w.add(1, 42, t0 + 1_000);
-        assert!(w.admit(1, 50, t0 + 2_000).is_ok(), "42 < 50: admitted");
-        w.add(1, 42, t0 + 3_000);
-        assert_eq!(w.admit(1, 50, t0 + 45_000), Err(15));
-        assert!(w.admit(2, 50, t0 + 45_000).is_ok(), "per user");
-        assert!(w.admit(1, 50, t0 + 60_000).is_ok(), "a new minute");
-    }
-
-    #[test]
-    fn a_breaker_opens_after_failures_in_a_row_and_half_opens_after_its_cooldown() {
-        let b = Breakers::new(3, Duration::from_millis(50));
-        let p = Provider::OpenAi;
-        assert!(!b.failure(p) && !b.failure(p));
-        b.success(p); // a success resets the count
-        assert!(!b.failure(p) && !b.failure(p));
-        assert!(b.failure(p), "the third in a row opens it");
-        assert!(!b.allow(p));
+    #[tokio::test]
+    async fn slots_cap_calls_per_user_and_free_on_drop() {
+        let slots = CallSlots::new(local(), Duration::from_secs(900));
+        let a = slots.take(1, 2).await.unwrap();
+        let _b = slots.take(1, 2).await.unwrap();
+        assert!(slots.take(1, 2).await.is_none());
         assert!(
-            b.allow(Provider::Anthropic),
-            "other providers are not affected"
+            slots.take(2, 2).await.is_some(),
+            "another user is not affected"
         );
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(b.allow(p), "one trial after the cooldown");
-        assert!(!b.allow(p), "only one");
-        b.success(p);
-        assert!(b.allow(p));
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(slots.take(1, 2).await.is_some());
+        assert!(slots.take(1, 0).await.is_some(), "0 is no limit");
+    }
+
+    #[tokio::test]
+    async fn tokens_per_minute_refuse_once_reached_until_the_window_drains() {
+        let w = TokenWindows::new(local());
+        assert!(w.admit(1, 50).await.is_ok());
+        w.add(1, 50, 42).await;
+        assert!(w.admit(1, 50).await.is_ok(), "42 < 50: admitted");
+        w.add(1, 50, 42).await;
+        // 84 of 50: refused until 35 tokens have drained (42 s at 50 a minute).
+        let wait = w.admit(1, 50).await.unwrap_err();
+        assert!((41..=43).contains(&wait), "{wait}");
+        assert!(w.admit(2, 50).await.is_ok(), "per user");
+    }
+
+    #[tokio::test]
+    async fn a_breaker_opens_after_failures_and_is_tried_again_after_its_cooldown() {
+        let b = Breakers::new(local(), 3, Duration::from_millis(100));
+        let p = Provider::OpenAi;
+        assert!(!b.failure(p).await && !b.failure(p).await);
+        let pass = b.allow(p).await.expect("two failures: still closed");
+        b.success(p, pass).await; // a success forgets them
+        assert!(b.allow(p).await.unwrap().clean);
+        assert!(!b.failure(p).await && !b.failure(p).await);
+        assert!(b.failure(p).await, "the third opens it");
+        assert!(b.allow(p).await.is_none());
+        assert!(b.allow(Provider::Anthropic).await.is_some(), "per provider");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let trial = b.allow(p).await.expect("tried again after the cooldown");
+        assert!(b.failure(p).await, "a failed trial re-opens it");
+        assert!(b.allow(p).await.is_none());
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        b.success(p, b.allow(p).await.unwrap()).await;
+        drop(trial);
+        assert!(b.allow(p).await.unwrap().clean, "a success clears it");
     }
 }

@@ -32,7 +32,13 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: &Config, db: &crate::store::Db) -> Upstream {
+    /// `limits` is the GCRA state the request rate limits keep (shared through Redis when
+    /// configured): the gateway's limits live beside them.
+    pub fn new(
+        config: &Config,
+        db: &crate::store::Db,
+        limits: &crate::ops::limiter::Limiter,
+    ) -> Upstream {
         let http = reqwest::Client::builder()
             .connect_timeout(config.gateway.connect_timeout())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -45,10 +51,15 @@ impl Upstream {
             .expect("the HTTP client builds");
         Upstream {
             http,
-            slots: CallSlots::default(),
-            tokens: TokenWindows::default(),
+            // A call holds its credits at most this long: the lease of its place.
+            slots: CallSlots::new(
+                limits.clone(),
+                Duration::from_secs(config.ledger.hold_timeout_secs.max(1)),
+            ),
+            tokens: TokenWindows::new(limits.clone()),
             ledger: crate::store::ledger::Batcher::start(db.clone()),
             breakers: Breakers::new(
+                limits.clone(),
                 config.gateway.breaker_failures,
                 Duration::from_millis(config.gateway.breaker_cooldown_ms),
             ),
@@ -145,7 +156,11 @@ impl Upstream {
             }
             let sent_at = Instant::now();
             let breakable = route.provider != Provider::Mock;
-            if breakable && !self.breakers.allow(route.provider) {
+            let pass = match breakable {
+                true => self.breakers.allow(route.provider).await,
+                false => None,
+            };
+            if breakable && pass.is_none() {
                 metrics::upstream_error(route, "circuit_open");
                 last = Some(Error::Upstream {
                     status: StatusCode::SERVICE_UNAVAILABLE,
@@ -167,10 +182,10 @@ impl Upstream {
                 })),
                 _ => self.http(config, route, &call.bodies[i], call).await,
             };
-            match &attempt {
-                Ok(_) if breakable => self.breakers.success(route.provider),
-                Err(Attempt::Retryable { outage: true, .. })
-                    if breakable && self.breakers.failure(route.provider) =>
+            match (&attempt, pass) {
+                (Ok(_), Some(pass)) => self.breakers.success(route.provider, pass).await,
+                (Err(Attempt::Retryable { outage: true, .. }), Some(_))
+                    if self.breakers.failure(route.provider).await =>
                 {
                     tracing::warn!(provider = route.provider.as_str(), "circuit breaker opened");
                 }

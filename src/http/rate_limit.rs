@@ -8,95 +8,21 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use redis::aio::ConnectionManager;
 
 use super::AppState;
 use crate::config::{Config, FailMode, IpNet, LimitConfig};
 use crate::domain::identity::PresentedKey;
-use crate::domain::rate_limit::{Decision, Policy, ceil_secs};
+use crate::domain::rate_limit::{Decision, Policy, Step, ceil_secs};
 use crate::error::Error;
 
 const REQUESTS: &str = "tollgate_rate_limit_requests_total";
-const BACKEND_ERRORS: &str = "tollgate_rate_limit_backend_errors_total";
-/// How long Redis is left alone after a failure.
-const REDIS_BACKOFF: Duration = Duration::from_secs(2);
-/// Local entries beyond this are pruned of the idle ones.
-const LOCAL_MAX: usize = 100_000;
-
-/// GCRA in Redis: returns {allowed, tat, now} in microseconds, `now` from the Redis clock so
-/// replicas with skewed clocks agree.
-const SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local period = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + interval
-if new_tat - now > period then
-  return {0, tat, now}
-end
-redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
-return {1, new_tat, now}
-";
-
-enum Store {
-    Local(Mutex<HashMap<String, i64>>),
-    Redis(Box<RedisStore>),
-}
-
-struct RedisStore {
-    client: redis::Client,
-    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
-    script: redis::Script,
-    /// After a failure Redis is left alone until then: while it is down, requests get the
-    /// fail mode at once instead of each waiting for a timeout.
-    down_until: Mutex<Option<Instant>>,
-}
-
-fn io_error(what: &'static str) -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::Io, what))
-}
-
-impl RedisStore {
-    async fn check(&self, policy: &Policy, key: String) -> Result<Decision, redis::RedisError> {
-        let mut guard = self.conn.lock().await;
-        if guard.is_none() {
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_number_of_retries(1)
-                .set_connection_timeout(Some(Duration::from_secs(1)))
-                .set_response_timeout(Some(Duration::from_secs(1)));
-            let manager = tokio::time::timeout(
-                Duration::from_secs(2),
-                ConnectionManager::new_with_config(self.client.clone(), config),
-            )
-            .await
-            .map_err(|_| io_error("connecting to Redis timed out"))??;
-            *guard = Some(manager);
-        }
-        let mut c = guard.as_ref().expect("connected above").clone();
-        drop(guard);
-        let (allowed, tat, now): (i64, i64, i64) = tokio::time::timeout(
-            Duration::from_secs(1),
-            self.script
-                .key(key)
-                .arg(policy.interval_us())
-                .arg(policy.period_us)
-                .invoke_async(&mut c),
-        )
-        .await
-        .map_err(|_| io_error("the rate limit call to Redis timed out"))??;
-        Ok(policy.decision_after(tat, now, allowed == 1))
-    }
-}
-
+use crate::ops::limiter::{BACKEND_ERRORS, Limiter, now_us as local_now_us};
 /// Describes the limiter's metrics (HELP lines), once at start.
 pub fn describe_metrics() {
     metrics::describe_counter!(
@@ -124,16 +50,16 @@ struct Inner {
     /// Per-key policies that plans pick by name.
     tiers: HashMap<String, Policy>,
     fail: FailMode,
-    prefix: String,
     trusted: Vec<IpNet>,
-    store: Store,
+    store: Limiter,
 }
 
 impl std::fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let backend = match self.inner.store {
-            Store::Local(_) => "local",
-            Store::Redis(_) => "redis",
+        let backend = if self.inner.store.is_shared() {
+            "redis"
+        } else {
+            "local"
         };
         f.debug_struct("RateLimiter")
             .field("backend", &backend)
@@ -152,16 +78,7 @@ fn policy(name: &'static str, l: LimitConfig) -> Policy {
 impl RateLimiter {
     pub fn new(config: &Config) -> RateLimiter {
         let r = &config.rate_limits;
-        let store = match config.redis.url.as_deref().map(redis::Client::open) {
-            Some(Ok(client)) => Store::Redis(Box::new(RedisStore {
-                client,
-                conn: tokio::sync::Mutex::new(None),
-                script: redis::Script::new(SCRIPT),
-                down_until: Mutex::new(None),
-            })),
-            // Validation checked the URL; an unparsable one would have stopped the start.
-            _ => Store::Local(Mutex::default()),
-        };
+        let store = Limiter::new(config.redis.url.as_deref(), &r.redis_prefix);
         RateLimiter {
             inner: Arc::new(Inner {
                 enabled: r.enabled,
@@ -181,7 +98,6 @@ impl RateLimiter {
                     })
                     .collect(),
                 fail: r.on_redis_error,
-                prefix: r.redis_prefix.clone(),
                 trusted: config
                     .http
                     .trusted_proxies
@@ -206,30 +122,12 @@ impl RateLimiter {
 
     /// Checks one request against `policy` for `id`; `Err` when the shared store is down.
     async fn check(&self, policy: &Policy, id: &str) -> Result<Decision, redis::RedisError> {
-        match &self.inner.store {
-            Store::Local(map) => {
-                let now = local_now_us();
-                let mut map = map.lock().expect("rate limit lock");
-                if map.len() > LOCAL_MAX {
-                    map.retain(|_, tat| *tat > now);
-                }
-                let key = format!("{}:{id}", policy.name);
-                let (decision, tat) = policy.check(map.get(&key).copied(), now);
-                map.insert(key, tat);
-                Ok(decision)
-            }
-            Store::Redis(redis) => {
-                let backoff = *redis.down_until.lock().expect("rate limit lock");
-                if backoff.is_some_and(|t| Instant::now() < t) {
-                    return Err(io_error("Redis was unreachable moments ago"));
-                }
-                let key = format!("{}{}:{id}", self.inner.prefix, policy.name);
-                let result = redis.check(policy, key).await;
-                *redis.down_until.lock().expect("rate limit lock") =
-                    result.is_err().then(|| Instant::now() + REDIS_BACKOFF);
-                result
-            }
-        }
+        self.inner.store.step(policy, id, Step::Take(1)).await
+    }
+
+    /// The GCRA state the gateway's limits share with the request limits.
+    pub fn store(&self) -> &Limiter {
+        &self.inner.store
     }
 
     /// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
@@ -255,13 +153,6 @@ impl RateLimiter {
                 .unwrap_or(peer),
         )
     }
-}
-
-fn local_now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or_default()
 }
 
 /// Probes and authenticated scrapes, which are never limited: `/health` and `/ready`

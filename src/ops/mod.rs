@@ -3,5 +3,6 @@
 
 pub mod checks;
 pub mod fault;
+pub mod limiter;
 pub mod metrics;
 pub mod sentry;

@@ -64,30 +64,35 @@ pub async fn gateway_app() -> (TestApp, FakeOpenAi) {
 pub async fn gateway_app_with(more: impl FnOnce(&mut Config)) -> (TestApp, FakeOpenAi) {
     let (fake, url) = fake_openai::start().await;
     let app = spawn_app_with(|c: &mut Config| {
-        c.providers.openai.base_url = url;
-        c.providers.openai.api_key = Some(API_KEY.to_string().into());
-        for (name, m) in [
-            ("gpt", model("gpt-4o-mini-2024-07-18", &[])),
-            ("broken", model("fail-500", &["gpt"])),
-            ("nousage", model("no-usage", &[])),
-            ("slow", model("slow", &[])),
-            ("tools", model("tools", &[])),
-            ("picky", model("picky", &[])),
-            ("secret", model("gpt-4o", &[])),
-            ("embed", model("text-embedding-3-small", &[])),
-        ] {
-            c.models.insert(name.into(), m);
-            c.prices.insert(name.into(), test_price());
-        }
-        c.apps = vec![
-            app_config("ai", "10"),
-            app_config("poor", "0"),
-            app_config("small", "1"),
-        ];
+        gateway_config(c, &url);
         more(c);
     })
     .await;
     (app, fake)
+}
+
+/// The models, prices and apps of [`gateway_app_with`], pointed at the fake at `url`.
+pub fn gateway_config(c: &mut Config, url: &str) {
+    c.providers.openai.base_url = url.to_string();
+    c.providers.openai.api_key = Some(API_KEY.to_string().into());
+    for (name, m) in [
+        ("gpt", model("gpt-4o-mini-2024-07-18", &[])),
+        ("broken", model("fail-500", &["gpt"])),
+        ("nousage", model("no-usage", &[])),
+        ("slow", model("slow", &[])),
+        ("tools", model("tools", &[])),
+        ("picky", model("picky", &[])),
+        ("secret", model("gpt-4o", &[])),
+        ("embed", model("text-embedding-3-small", &[])),
+    ] {
+        c.models.insert(name.into(), m);
+        c.prices.insert(name.into(), test_price());
+    }
+    c.apps = vec![
+        app_config("ai", "10"),
+        app_config("poor", "0"),
+        app_config("small", "1"),
+    ];
 }
 
 pub async fn chat(app: &TestApp, key: &str, body: Value) -> reqwest::Response {
@@ -698,11 +703,6 @@ async fn a_failing_provider_trips_its_breaker_and_is_not_called_until_the_cooldo
 async fn a_plans_tokens_per_minute_refuse_calls_once_used_up() {
     let (app, fake) = gateway_app_with(|c| c.apps[0].plans[0].tokens_per_minute = Some(50)).await;
     let key = app.user_key("ai", "alice").await;
-    // The counts are per calendar minute: do not start in its last seconds.
-    let into_minute = tollgate::store::now_ms() % 60_000;
-    if into_minute > 50_000 {
-        tokio::time::sleep(Duration::from_millis((60_000 - into_minute + 100) as u64)).await;
-    }
     // Each call uses 42 tokens (12 prompt + 30 completion): the second starts under 50.
     for _ in 0..2 {
         assert_eq!(chat(&app, &key, hello("gpt")).await.status(), 200);

@@ -252,6 +252,42 @@ pub async fn spawn_app_on(
     }
 }
 
+/// A second process's worth of tollgate (another replica) on the same database as an app:
+/// its own limiter, caches and gateway state. Stopped when dropped.
+pub struct Replica {
+    pub address: String,
+    shutdown: CancellationToken,
+}
+
+impl Replica {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Starts a [`Replica`] on `test_db` with the config `configure` makes.
+pub async fn spawn_replica(test_db: &TestDb, configure: impl FnOnce(&mut Config)) -> Replica {
+    let mut config = test_db.config();
+    configure(&mut config);
+    let options = ServeOptions {
+        role: Role::All,
+        migrate: false,
+    };
+    let app = Application::build(config, options)
+        .await
+        .expect("the replica builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = app.shutdown_token();
+    tokio::spawn(app.run_until_stopped());
+    Replica { address, shutdown }
+}
+
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)

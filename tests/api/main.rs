@@ -22,6 +22,7 @@ mod gateway_access;
 mod gateway_clients;
 mod gateway_logs;
 mod gateway_native;
+mod gateway_replicas;
 mod health;
 mod helpers;
 mod idempotency;

@@ -357,11 +357,12 @@ async fn start_call(
 ) -> Result<(call::Meter, crate::gateway::upstream::Reply)> {
     let config = &state.config;
     let (t, plan, request, format) = (auth.target(), &priced.plan, &call.request, call.format);
-    let take_slot = || {
+    let take_slot = || async {
         state
             .upstream
             .slots
             .take(auth.user_id, config.gateway.max_concurrent_calls_per_user)
+            .await
             .ok_or_else(|| {
                 metrics::counter!(crate::gateway::metrics::CONCURRENCY_REFUSED, "app" => auth.app_slug.clone())
                     .increment(1);
@@ -370,9 +371,9 @@ async fn start_call(
                 }
             })
     };
-    let slot = take_slot()?;
+    let slot = take_slot().await?;
     if let Some(limit) = plan.tokens_per_minute
-        && let Err(retry_after_secs) = state.upstream.tokens.admit(auth.user_id, limit, now_ms())
+        && let Err(retry_after_secs) = state.upstream.tokens.admit(auth.user_id, limit).await
     {
         metrics::counter!(crate::gateway::metrics::TOKENS_REFUSED, "app" => auth.app_slug.clone())
             .increment(1);
@@ -413,7 +414,7 @@ async fn start_call(
             let resolved = std::mem::take(&mut routes);
             (routes, bodies) = upstream_bodies(call, resolved, lowered)?;
             // The refused hold freed the user's slot; the call takes one again.
-            call::Meter::open(opening(amount), take_slot()?).await?
+            call::Meter::open(opening(amount), take_slot().await?).await?
         }
         other => other?,
     };
