@@ -242,12 +242,11 @@ mod tests {
         assert!(b.allow(p).await.is_none());
         assert!(b.allow(Provider::Anthropic).await.is_some(), "per provider");
         tokio::time::sleep(Duration::from_millis(120)).await;
-        let trial = b.allow(p).await.expect("tried again after the cooldown");
+        let _trial = b.allow(p).await.expect("tried again after the cooldown");
         assert!(b.failure(p).await, "a failed trial re-opens it");
         assert!(b.allow(p).await.is_none());
         tokio::time::sleep(Duration::from_millis(120)).await;
         b.success(p, b.allow(p).await.unwrap()).await;
-        drop(trial);
         assert!(b.allow(p).await.unwrap().clean, "a success clears it");
     }
 }
