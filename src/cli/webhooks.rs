@@ -94,10 +94,23 @@ pub async fn run(db: &Db, command: WebhooksCommand) -> anyhow::Result<()> {
             if let Some(e) = &row.last_error {
                 println!("last error:  {e}");
             }
-            println!("body:\n{body}");
+            if row.body.is_empty() {
+                println!("body:        (pruned: older than retention.webhook_payload_days)");
+            } else {
+                println!("body:\n{body}");
+            }
             Ok(())
         }
         WebhooksCommand::Replay { id } => {
+            if store::webhook(db, id)
+                .await?
+                .is_some_and(|r| r.body.is_empty())
+            {
+                bail!(
+                    "webhook delivery {id} cannot be replayed: its payload was pruned \
+                     (retention.webhook_payload_days); ask the store to resend the event"
+                );
+            }
             let jobs = Client::new(db.clone(), Default::default());
             if !store::replay(db, &jobs, id, ProcessWebhook { webhook: id }).await? {
                 bail!("no webhook delivery {id}");

@@ -12,6 +12,7 @@ mod jobs;
 mod ledger;
 mod limits;
 mod one_app;
+mod retention;
 mod validate;
 
 use std::fmt;
@@ -31,6 +32,7 @@ pub use gateway::{GatewayConfig, MockConfig, ModelConfig, ModelTable, ProvidersC
 pub use jobs::{CatchUp, JobsConfig, QueueConfig, ScheduleConfig};
 pub use ledger::{LedgerConfig, PriceTable};
 pub use limits::{FailMode, IpNet, LimitConfig, RateLimitsConfig};
+pub use retention::RetentionConfig;
 pub use validate::validate;
 
 /// The annotated default configuration, printed by `tollgate config example`.
@@ -88,6 +90,8 @@ pub struct Config {
     /// Plans and conversion given to apps created at run time (`tollgate apps create`, the
     /// admin API); apps declared in `[[apps]]` bring their own.
     pub new_app_billing: crate::domain::plans::BillingSettings,
+    /// How long records that may carry personal data are kept (docs/privacy.md).
+    pub retention: RetentionConfig,
     pub log: LogConfig,
     /// Apps declared here are created or updated at startup.
     #[serde(default)]

@@ -6,5 +6,6 @@ pub mod identity;
 pub mod money;
 pub mod plans;
 pub mod pricing;
+pub mod privacy;
 pub mod rate_limit;
 pub mod subscriptions;

@@ -207,12 +207,20 @@ pub async fn find_or_create_user(
     Ok((user, created))
 }
 
-/// Privacy deletion: forgets the external id, revokes the user's keys, keeps the row (and so
-/// the ledger's amounts) under the anonymous id. False if there was no such live user.
+/// Privacy deletion: forgets the external id, revokes the user's keys, erases the personal data
+/// of their stored webhook bodies and their id in the audit log, and keeps the row (and so the
+/// ledger's amounts) under the anonymous id. False if there was no such live user.
 pub async fn delete_user(db: &Db, app_id: i64, user_id: i64) -> Result<bool, sqlx::Error> {
     let now = now_ms();
     let mut tx = db.begin().await?;
     scope::apply_tx(&mut tx, Scope::App(app_id)).await?;
+    let ids: Option<(Option<String>, String)> = tx_run!(&mut tx, c => sqlx::query_as(
+        "SELECT external_id, anonymous_id FROM users WHERE app_id = $1 AND id = $2 \
+         AND deleted_at IS NULL")
+        .bind(app_id).bind(user_id).fetch_optional(&mut **c).await)?;
+    let Some((external_id, anonymous_id)) = ids else {
+        return Ok(false);
+    };
     let n = tx_run!(&mut tx, c => sqlx::query(
         "UPDATE users SET external_id = NULL, deleted_at = $1 WHERE app_id = $2 AND id = $3 \
          AND deleted_at IS NULL")
@@ -225,6 +233,8 @@ pub async fn delete_user(db: &Db, app_id: i64, user_id: i64) -> Result<bool, sql
         "UPDATE api_keys SET revoked_at = $1 WHERE app_id = $2 AND user_id = $3 AND revoked_at IS NULL")
         .bind(now).bind(app_id).bind(user_id)
         .execute(&mut **c).await.map(|_| ()))?;
+    let external_id = external_id.unwrap_or_default();
+    super::privacy::erase_user_tx(&mut tx, app_id, user_id, &external_id, &anonymous_id).await?;
     tx.commit().await?;
     Ok(true)
 }

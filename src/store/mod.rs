@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod ledger;
 pub mod migrate;
 mod pool;
+pub mod privacy;
 pub mod quotas;
 pub mod scope;
 mod tx;

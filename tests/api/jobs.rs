@@ -124,17 +124,17 @@ impl Job for MustNotBeLost {
     }
 }
 
-struct Harness {
-    db: Db,
-    rt: Runtime,
-    _test_db: TestDb,
+pub struct Harness {
+    pub db: Db,
+    pub rt: Runtime,
+    pub _test_db: TestDb,
 }
 
 async fn harness() -> Harness {
     harness_with(|_| {}).await
 }
 
-async fn harness_with(configure: impl FnOnce(&mut Config)) -> Harness {
+pub async fn harness_with(configure: impl FnOnce(&mut Config)) -> Harness {
     let test_db = TestDb::new().await;
     let db = test_db.connect().await;
     migrate::run(&db).await.unwrap();
@@ -159,7 +159,7 @@ async fn harness_with(configure: impl FnOnce(&mut Config)) -> Harness {
 }
 
 impl Harness {
-    async fn enqueue<J: Job>(&self, job: J) -> i64 {
+    pub async fn enqueue<J: Job>(&self, job: J) -> i64 {
         self.rt
             .client
             .enqueue(&job, EnqueueOptions::default())

@@ -39,6 +39,7 @@ mod migrations;
 mod openapi;
 mod openapi_fuzz;
 mod postgres_only;
+mod privacy;
 mod problems;
 mod python;
 mod rate_limits;

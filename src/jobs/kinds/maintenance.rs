@@ -12,7 +12,8 @@ use crate::store::now_ms;
 /// Deletes completed and cancelled jobs after `jobs.retain_completed_hours`, discarded ones
 /// after `jobs.retain_discarded_hours`, cron slots as old as completed jobs (keeping each
 /// schedule's latest), and `Idempotency-Key` answers after
-/// `ledger.idempotency_retention_hours`. Runs on `jobs.prune_cron`.
+/// `ledger.idempotency_retention_hours`, and what `[retention]` keeps for a number of days
+/// (webhook payloads, usage records, audit entries, payment events). Runs on `jobs.prune_cron`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Prune {}
@@ -51,11 +52,28 @@ impl Job for Prune {
                 break;
             }
         }
+        let mut retained = Vec::new();
+        for (kept, days) in ctx.config.retention.days() {
+            if days == 0 {
+                continue;
+            }
+            let before = now - i64::from(days) * 24 * HOUR_MS;
+            let mut n = 0;
+            while n < MAX_PER_RUN && !ctx.cancel.is_cancelled() {
+                let pruned = crate::store::privacy::prune(&ctx.db, kept, before, BATCH).await?;
+                n += pruned;
+                if pruned < BATCH as u64 {
+                    break;
+                }
+            }
+            retained.push(format!("{}={n}", kept.as_str()));
+        }
         tracing::info!(
             completed,
             discarded,
             slots,
             idempotency_keys = keys,
+            retention = retained.join(" "),
             "pruned old rows"
         );
         Ok(())
