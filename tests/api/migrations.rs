@@ -38,7 +38,8 @@ async fn migrations_apply_once_on_a_fresh_database() {
             (6, "ledger".to_string()),
             (7, "usage".to_string()),
             (8, "billing".to_string()),
-            (9, "exactly_once".to_string())
+            (9, "exactly_once".to_string()),
+            (10, "call_on_hold".to_string())
         ]
     );
     assert!(!before.is_current());

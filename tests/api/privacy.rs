@@ -211,14 +211,18 @@ async fn seed_aged_rows(db: &tollgate::store::Db, t: tollgate::store::ledger::Ta
     webhooks[0]
 }
 
-#[tokio::test]
-async fn the_prune_job_removes_what_is_older_than_its_retention_and_keeps_the_rest() {
-    use tollgate::store::scope::Scope;
+/// A database with [`seed_aged_rows`], after one run of the prune job with these retentions
+/// (webhook payloads, usage records, audit entries, payment events; days). Returns the old
+/// webhook row's id too.
+async fn pruned_with(days: [u32; 4]) -> (crate::jobs::Harness, i64) {
     let h = crate::jobs::harness_with(|c| {
-        c.retention.webhook_payload_days = 30;
-        c.retention.usage_record_days = 30;
-        c.retention.audit_days = 30;
-        c.retention.payment_event_days = 730;
+        let r = &mut c.retention;
+        [
+            r.webhook_payload_days,
+            r.usage_record_days,
+            r.audit_days,
+            r.payment_event_days,
+        ] = days;
     })
     .await;
     let t = crate::helpers::seed_app_user(&h.db, "shop", "bob").await;
@@ -226,6 +230,13 @@ async fn the_prune_job_removes_what_is_older_than_its_retention_and_keeps_the_re
     h.enqueue(tollgate::jobs::kinds::maintenance::Prune {})
         .await;
     assert_eq!(h.rt.worker().run_available("maintenance").await.unwrap(), 1);
+    (h, old_webhook)
+}
+
+#[tokio::test]
+async fn the_prune_job_removes_what_is_older_than_its_retention_and_keeps_the_rest() {
+    use tollgate::store::scope::Scope;
+    let (h, old_webhook) = pruned_with([30, 30, 30, 730]).await;
 
     let bodies: Vec<(String, i64)> = scoped!(&h.db, Scope::AllApps, pool => sqlx::query_as(
         "SELECT event_id, CAST(LENGTH(body) AS BIGINT) FROM webhook_events ORDER BY event_id")
@@ -267,21 +278,7 @@ async fn the_prune_job_removes_what_is_older_than_its_retention_and_keeps_the_re
     assert_eq!(audit[0].target.as_deref(), Some("req_new"));
 
     // 0 keeps for ever.
-    let h2 = crate::jobs::harness_with(|c| {
-        c.retention.webhook_payload_days = 0;
-        c.retention.usage_record_days = 0;
-        c.retention.audit_days = 0;
-        c.retention.payment_event_days = 0;
-    })
-    .await;
-    let t = crate::helpers::seed_app_user(&h2.db, "shop", "bob").await;
-    seed_aged_rows(&h2.db, t).await;
-    h2.enqueue(tollgate::jobs::kinds::maintenance::Prune {})
-        .await;
-    assert_eq!(
-        h2.rt.worker().run_available("maintenance").await.unwrap(),
-        1
-    );
+    let (h2, _) = pruned_with([0, 0, 0, 0]).await;
     let n: i64 = scoped!(&h2.db, Scope::AllApps, pool => sqlx::query_scalar(
         "SELECT COUNT(*) FROM webhook_events WHERE LENGTH(body) > 0").fetch_one(pool).await)
     .unwrap();
