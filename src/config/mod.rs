@@ -342,9 +342,22 @@ pub fn load_from(file: Option<&Path>, vars: &[(String, String)]) -> Result<Confi
         return Err(ConfigErrors(problems));
     };
     env::apply_port(&mut config, vars, &mut problems);
-    one_app::apply(&mut config, vars, &mut problems);
+    let filled = one_app::apply(&mut config, vars, &mut problems);
     open_sealed(&mut config, &mut problems);
-    problems.extend(validate(&config));
+    // A rule broken by a value says where that value came from, as a wrong type does.
+    for mut problem in validate(&config) {
+        let origin = match filled
+            .iter()
+            .find(|(key, _)| problem.key.starts_with(key.as_str()))
+        {
+            Some((_, name)) => Some(format!("{} {name}", env::METADATA_NAME)),
+            None => sources.exact_origin(&problem.key),
+        };
+        if let Some(origin) = origin {
+            problem.message = format!("{} (from {origin})", problem.message);
+        }
+        problems.push(problem);
+    }
     if problems.is_empty() {
         Ok(config)
     } else {
@@ -522,6 +535,19 @@ impl Sources<'_> {
             .map(|o| format!(" (from {o})"))
             .unwrap_or_default();
         format!("{}{from}", describe(&e.kind))
+    }
+
+    /// Where the value at `key` (`a.b.0`) came from, if a file or the environment set that very
+    /// value (a default's origin says nothing worth reading).
+    fn exact_origin(&self, key: &str) -> Option<String> {
+        let path: Vec<String> = key.split('.').map(str::to_string).collect();
+        let merged = self.merged()?;
+        let meta = lookup(&merged, &path).and_then(|v| self.figment.get_metadata(v.tag()))?;
+        match &meta.source {
+            Some(figment::Source::File(_)) => self.origin(&path),
+            _ if meta.name == env::METADATA_NAME => self.origin(&path),
+            _ => None,
+        }
     }
 
     fn origin(&self, path: &[String]) -> Option<String> {

@@ -11,28 +11,40 @@ use super::{AppConfig, Config, Problem};
 /// Puts a variable's value where it belongs in the app.
 type Fill = fn(&mut AppConfig, &str);
 
-/// Each name, and where in the app its value goes. A list takes a comma-separated value (several
+/// Each name, the key under the app it fills, and how. A list takes a comma-separated value (several
 /// secrets are accepted during a rotation).
-const NAMES: &[(&str, Fill)] = &[
-    ("STRIPE_SECRET_KEY", |app, v| {
+const NAMES: &[(&str, &str, Fill)] = &[
+    ("STRIPE_SECRET_KEY", "stripe.secret_key", |app, v| {
         stripe(app).secret_key = Some(secret(v));
     }),
-    ("STRIPE_WEBHOOK_SECRET", |app, v| {
-        stripe(app).webhook_secrets = list(v);
-    }),
-    ("REVENUECAT_WEBHOOK_SECRET", |app, v| {
-        // The Authorization header's exact value: one value, commas and all.
-        revenuecat(app).webhook_authorization = vec![secret(v)];
-    }),
-    ("REVENUECAT_API_KEY", |app, v| {
+    (
+        "STRIPE_WEBHOOK_SECRET",
+        "stripe.webhook_secrets",
+        |app, v| {
+            stripe(app).webhook_secrets = list(v);
+        },
+    ),
+    (
+        "REVENUECAT_WEBHOOK_SECRET",
+        "revenuecat.webhook_authorization",
+        |app, v| {
+            // The Authorization header's exact value: one value, commas and all.
+            revenuecat(app).webhook_authorization = vec![secret(v)];
+        },
+    ),
+    ("REVENUECAT_API_KEY", "revenuecat.api_key", |app, v| {
         revenuecat(app).api_key = Some(secret(v));
     }),
-    ("PADDLE_WEBHOOK_SECRET", |app, v| {
-        app.paddle
-            .get_or_insert_with(SignedWebhooks::default)
-            .webhook_secrets = list(v);
-    }),
-    ("WHOP_WEBHOOK_SECRET", |app, v| {
+    (
+        "PADDLE_WEBHOOK_SECRET",
+        "paddle.webhook_secrets",
+        |app, v| {
+            app.paddle
+                .get_or_insert_with(SignedWebhooks::default)
+                .webhook_secrets = list(v);
+        },
+    ),
+    ("WHOP_WEBHOOK_SECRET", "whop.webhook_secrets", |app, v| {
         app.whop
             .get_or_insert_with(SignedWebhooks::default)
             .webhook_secrets = list(v);
@@ -40,8 +52,14 @@ const NAMES: &[(&str, Fill)] = &[
 ];
 
 /// Applies the names set in `vars` over the file's values (the environment wins, as elsewhere).
-pub fn apply(config: &mut Config, vars: &[(String, String)], problems: &mut Vec<Problem>) {
-    for (name, set) in NAMES {
+/// Returns the keys it filled (`apps.0.stripe.secret_key`) with the variable that filled each.
+pub fn apply(
+    config: &mut Config,
+    vars: &[(String, String)],
+    problems: &mut Vec<Problem>,
+) -> Vec<(String, &'static str)> {
+    let mut filled = Vec::new();
+    for (name, key, set) in NAMES {
         let Some((_, value)) = vars.iter().find(|(n, _)| n == name) else {
             continue;
         };
@@ -49,7 +67,10 @@ pub fn apply(config: &mut Config, vars: &[(String, String)], problems: &mut Vec<
             continue;
         }
         match config.apps.as_mut_slice() {
-            [app] => set(app, value),
+            [app] => {
+                set(app, value);
+                filled.push((format!("apps.0.{key}"), *name));
+            }
             apps => problems.push(Problem::new(
                 *name,
                 format!(
@@ -59,6 +80,7 @@ pub fn apply(config: &mut Config, vars: &[(String, String)], problems: &mut Vec<
             )),
         }
     }
+    filled
 }
 
 fn stripe(app: &mut AppConfig) -> &mut StripeConfig {

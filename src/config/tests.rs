@@ -759,3 +759,44 @@ fn an_owner_url_beside_a_sqlite_database_is_refused_by_name() {
     let env = vars(&[("DATABASE_OWNER_URL", "postgres://owner@127.0.0.1/db")]);
     assert_eq!(keys(load_from(None, &env)), ["database.owner_url"]);
 }
+
+#[test]
+fn a_broken_rule_names_where_its_value_came_from() {
+    let file = TempToml::new("[database]\nmax_connections = 0\n");
+    let mut env = production();
+    env.push(("TOLLGATE_HTTP__BODY_LIMIT_BYTES".into(), "0".into()));
+    env.push(("STRIPE_SECRET_KEY".into(), "sk_live_ab".into()));
+    let one = TempToml::new("[[apps]]\nslug = \"shop\"\n[database]\nmax_connections = 0\n");
+    let errors = load_from(Some(&one.0), &env).expect_err("refused");
+    let message = |key: &str| {
+        errors
+            .0
+            .iter()
+            .find(|p| p.key == key)
+            .unwrap_or_else(|| panic!("{key} not reported: {errors}"))
+            .message
+            .clone()
+    };
+    assert!(
+        message("http.body_limit_bytes")
+            .ends_with("(from environment variable TOLLGATE_HTTP__BODY_LIMIT_BYTES)"),
+        "{errors}"
+    );
+    assert!(
+        message("apps.0.stripe.secret_key")
+            .ends_with("(from environment variable STRIPE_SECRET_KEY)"),
+        "{errors}"
+    );
+    assert!(
+        message("database.max_connections").ends_with(&format!("(from {})", one.0.display())),
+        "{errors}"
+    );
+    // A rule about a missing value has no origin to name.
+    let missing = load_from(
+        Some(&file.0),
+        &vars(&[("TOLLGATE_ENVIRONMENT", "production")]),
+    )
+    .expect_err("refused");
+    let token = missing.0.iter().find(|p| p.key == "metrics_token").unwrap();
+    assert!(!token.message.contains("(from"), "{token:?}");
+}
