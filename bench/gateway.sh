@@ -8,10 +8,16 @@
 #   bash bench/gateway.sh                         # SQLite, 10 s per case
 #   DURATION=30s bash bench/gateway.sh
 #   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test bash bench/gateway.sh
+#   CALLS_PER_USER=100000 REDIS_URL=redis://127.0.0.1:6379 MODES=plain CONCS=16 bash bench/gateway.sh
+#     (the gateway's limits shared through Redis: a slot taken and given back per call)
 set -euo pipefail
 export PGOPTIONS='--client-min-messages=warning'
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
+# The per-user cap on calls in flight (0: none, so no slot is taken); MODES and CONCS pick cases.
+CALLS_PER_USER=${CALLS_PER_USER:-0}
+MODES=${MODES:-plain stream}
+CONCS=${CONCS:-1 16 64}
 DB=${BENCH_DATABASE_URL:-}
 cargo build --release --locked --quiet --bin tollgate --example fake_upstream
 BIN=target/release/tollgate
@@ -54,7 +60,8 @@ export TOLLGATE_CONFIG="$WORK/tollgate.toml" TOLLGATE_DATA_DIR="$WORK" DATABASE_
   OPENAI_API_KEY=sk-bench TOLLGATE_LOG__LEVEL=warn TOLLGATE_LOG__FORMAT=json \
   TOLLGATE_LISTEN=127.0.0.1:18099 \
   TOLLGATE_RATE_LIMITS__KEY__REQUESTS=1000000000 TOLLGATE_RATE_LIMITS__APP__REQUESTS=1000000000 \
-  TOLLGATE_GATEWAY__MAX_CONCURRENT_CALLS_PER_USER=0
+  TOLLGATE_GATEWAY__MAX_CONCURRENT_CALLS_PER_USER=$CALLS_PER_USER
+[[ -n ${REDIS_URL:-} ]] && export TOLLGATE_RATE_LIMITS__REDIS_PREFIX="tollgate-bench:$$:"
 
 "$FAKE" 127.0.0.1:18098 &
 "$BIN" migrate >/dev/null
@@ -81,8 +88,8 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$PID/stat"; }
 
 printf "%-7s %4s | %9s %8s %8s | %9s %8s %8s | %9s %9s | %9s\n" mode conc "direct/s" "p50 ms" "p99 ms" \
   "tollgate/s" "p50 ms" "p99 ms" "+p50 ms" "+p99 ms" "CPU ms/req"
-for mode in plain stream; do
-  for conc in 1 16 64; do
+for mode in $MODES; do
+  for conc in $CONCS; do
     threads=$(( conc < 2 ? 1 : 2 ))
     direct=$(wrk -t$threads -c$conc -d"$DURATION" --latency -s "$WORK/$mode.lua" http://127.0.0.1:18098/v1/chat/completions)
     before=$(cpu_ticks)
