@@ -4,7 +4,20 @@ use crate::config::Config;
 use crate::store::{Db, migrate};
 
 pub async fn run(config: Config, status_only: bool) -> anyhow::Result<()> {
-    let db = Db::connect(&config.database_url(), &config.database).await?;
+    let url = config.database_url();
+    // Asking for the status only looks: connecting would create a missing SQLite file.
+    if let Some(file) = Db::sqlite_file(&url).filter(|f| status_only && !f.exists()) {
+        println!("backend: sqlite");
+        println!(
+            "{} does not exist yet; `tollgate migrate` (or `tollgate serve`) creates it",
+            file.display()
+        );
+        for (version, description) in migrate::embedded_list(crate::store::Backend::Sqlite) {
+            println!("pending: {version} {description}");
+        }
+        return Ok(());
+    }
+    let db = Db::connect(&url, &config.database).await?;
     let status = migrate::status(&db).await?;
     if status_only {
         println!("backend: {}", db.backend().as_str());

@@ -164,6 +164,11 @@ impl Status {
     }
 }
 
+/// The migrations this binary embeds for `backend`: (version, description).
+pub fn embedded_list(backend: Backend) -> Vec<(i64, &'static str)> {
+    embedded(backend).iter().map(|(v, d, _)| (*v, *d)).collect()
+}
+
 fn embedded(backend: Backend) -> Embedded {
     match backend {
         Backend::Sqlite => SQLITE,

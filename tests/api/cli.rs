@@ -287,3 +287,22 @@ async fn check_does_not_create_the_sqlite_file_it_checks() {
     );
     assert!(!data.exists(), "check created {}", data.display());
 }
+
+#[tokio::test]
+async fn migrate_status_does_not_create_the_sqlite_file_it_reports_on() {
+    let data = std::env::temp_dir().join(format!("tollgate-status-{}", uuid::Uuid::now_v7()));
+    let data_dir = data.display().to_string();
+    let vars = [("TOLLGATE_DATA_DIR", data_dir.as_str())];
+    let (code, stdout, stderr) = run(&["migrate", "--status"], &vars).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("tollgate.db does not exist yet"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("pending: 1 init"), "{stdout}");
+    assert!(
+        !data.exists(),
+        "migrate --status created {}",
+        data.display()
+    );
+}
