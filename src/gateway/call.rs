@@ -95,21 +95,16 @@ pub struct Opening<'a> {
     pub first_route: &'a Route,
 }
 
-/// What a hold records of its call: nothing produced yet, until [`Meter::progress`] says more.
-fn details_of(route: &Route, stream: bool, input_tokens: u64) -> CallDetails {
+/// What a hold records of its call: its route and the tokens estimated so far.
+fn details_of(route: &Route, stream: bool, estimate: &Usage) -> CallDetails {
     CallDetails {
         model: route.model.clone(),
         provider: route.provider.as_str().to_string(),
         upstream_model: route.upstream.clone(),
         stream,
-        input_tokens,
-        output_tokens: 0,
+        input_tokens: estimate.input,
+        output_tokens: estimate.output,
     }
-}
-
-fn call_details(route: &Route, request: &ChatRequest) -> CallDetails {
-    let input = super::usage::estimate_tokens(request.prompt_chars);
-    details_of(route, request.stream, input)
 }
 
 impl Meter {
@@ -117,6 +112,7 @@ impl Meter {
     /// request's Idempotency-Key already made this call before a crash).
     pub async fn open(o: Opening<'_>, slot: Slot) -> Result<Meter> {
         let expires = now_ms() + o.config.ledger.hold_timeout_secs as i64 * 1000;
+        let nothing_yet = Usage::estimate(o.request.prompt_chars, 0);
         let hold_id = o
             .batcher
             .reserve(CallHold {
@@ -127,7 +123,7 @@ impl Meter {
                 reference: o.request_id.clone(),
                 key: o.key,
                 plan: o.priced_on,
-                call: Some(call_details(o.first_route, o.request).to_json()),
+                call: Some(details_of(o.first_route, o.request.stream, &nothing_yet).to_json()),
             })
             .await?;
         Ok(Meter {
@@ -179,10 +175,7 @@ impl Meter {
     async fn progress(&self, route: &Route, output_chars: usize) {
         let estimate = Usage::estimate(self.prompt_chars, output_chars);
         let used = self.cost(route, &estimate);
-        let call = CallDetails {
-            output_tokens: estimate.output,
-            ..details_of(route, self.stream, estimate.input)
-        };
+        let call = details_of(route, self.stream, &estimate);
         let (app_id, hold_id) = (self.t.app_id, self.hold_id);
         if let Err(e) = ledger::record_progress(&self.db, app_id, hold_id, used, Some(&call)).await
         {
