@@ -12,6 +12,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
+use tollgate::store::ledger::EntryKind;
 
 use tollgate::store::identity;
 use tollgate::store::ledger::{self, Credit, Note, Target};
@@ -44,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
             user_id: u.id,
         };
         let credit = Credit {
-            kind: "grant",
+            kind: EntryKind::Grant,
             amount: (pairs as i64) * 10 * CREDIT,
             source: "top_up",
             expires_at: None,

@@ -8,6 +8,7 @@ use crate::domain::plans::{BillingSettings, Period};
 use crate::domain::subscriptions::{Version, deciding};
 use crate::jobs::Permanent;
 use crate::store::billing::{self as store, PaymentEvent, SubscriptionWrite};
+use crate::store::ledger::EntryKind;
 use crate::store::ledger::{self, Credit, Note, Refunded, Target, UserPlan};
 use crate::store::{Db, identity, now_ms};
 
@@ -249,7 +250,7 @@ impl Effects<'_> {
             self.db,
             t,
             &Credit {
-                kind: "grant",
+                kind: EntryKind::Grant,
                 amount: plan.credits.0,
                 source: "subscription",
                 expires_at: Some(period.end),
@@ -296,7 +297,7 @@ impl Effects<'_> {
             self.db,
             t,
             &Credit {
-                kind: "grant",
+                kind: EntryKind::Grant,
                 amount: credits.0,
                 source: "top_up",
                 expires_at: None,

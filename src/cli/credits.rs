@@ -1,5 +1,6 @@
 //! `tollgate credits grant|show` and `tollgate ledger verify`.
 
+use crate::store::ledger::EntryKind;
 use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveDate};
 use clap::Subcommand;
@@ -112,7 +113,7 @@ pub async fn credits(db: &Db, command: CreditsCommand) -> anyhow::Result<()> {
                 details: Some(&details),
             };
             let credit = Credit {
-                kind: "grant",
+                kind: EntryKind::Grant,
                 amount: amount.0,
                 source: &source,
                 expires_at,

@@ -3,6 +3,7 @@
 
 pub mod compat;
 pub mod identity;
+pub mod ledger;
 pub mod money;
 pub mod plans;
 pub mod pricing;

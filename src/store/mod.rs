@@ -5,6 +5,7 @@
 //! own arm. Transactions stay inside the store: handlers call store functions.
 
 pub mod billing;
+pub mod bulk;
 pub mod idempotency;
 pub mod identity;
 pub mod invites;

@@ -4,6 +4,7 @@
 //! checked against the official stripe package in `billing_clients`).
 
 use std::time::Duration;
+use tollgate::store::ledger::EntryKind;
 
 use serde_json::{Value, json};
 use tollgate::config::AppConfig;
@@ -657,7 +658,7 @@ async fn a_refunded_invoice_claws_back_its_periods_credits_whoever_granted_them(
     tollgate::store::ledger::charge(
         &app.db,
         t,
-        "debit",
+        EntryKind::Debit,
         30 * CREDIT,
         0,
         tollgate::store::ledger::Note::default(),

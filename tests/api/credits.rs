@@ -2,6 +2,7 @@
 //! plans, entitlements, quotas, period credits, the admin and CLI surfaces, `ledger verify`.
 
 use std::time::Duration;
+use tollgate::store::ledger::EntryKind;
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
@@ -109,7 +110,7 @@ pub async fn seed(app: &TestApp, slug: &str) -> Shop {
 
 async fn grant(db: &Db, t: Target, amount: i64, expires_at: Option<i64>, key: Option<&str>) -> i64 {
     let credit = Credit {
-        kind: "grant",
+        kind: EntryKind::Grant,
         amount,
         source: "promo",
         expires_at,
@@ -194,10 +195,10 @@ async fn an_entry_written_twice_with_the_same_key_changes_the_balance_once() {
         key: Some("order-42"),
         ..Note::default()
     };
-    let debit = ledger::charge(&app.db, t, "debit", 2 * CREDIT, 0, note, None)
+    let debit = ledger::charge(&app.db, t, EntryKind::Debit, 2 * CREDIT, 0, note, None)
         .await
         .unwrap();
-    let repeat = ledger::charge(&app.db, t, "debit", 2 * CREDIT, 0, note, None)
+    let repeat = ledger::charge(&app.db, t, EntryKind::Debit, 2 * CREDIT, 0, note, None)
         .await
         .unwrap();
     assert!(!debit.is_replayed());
@@ -220,9 +221,17 @@ async fn soonest_expiring_grants_are_spent_first_and_an_expired_remainder_is_rem
     let later = grant(&app.db, t, 5 * CREDIT, Some(now_ms() + 3_600_000), None).await;
     let soon = grant(&app.db, t, 5 * CREDIT, Some(now_ms() + 400), None).await;
 
-    ledger::charge(&app.db, t, "debit", 3 * CREDIT, 0, Note::default(), None)
-        .await
-        .unwrap();
+    ledger::charge(
+        &app.db,
+        t,
+        EntryKind::Debit,
+        3 * CREDIT,
+        0,
+        Note::default(),
+        None,
+    )
+    .await
+    .unwrap();
     let left = |b: &ledger::Balances, id| {
         b.buckets
             .iter()

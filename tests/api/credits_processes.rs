@@ -2,6 +2,7 @@
 //! in another process (settled at its recorded usage, else released) and the ledger verifies.
 
 use std::time::Duration;
+use tollgate::store::ledger::EntryKind;
 
 use serde_json::{Value, json};
 use tollgate::domain::identity::KeyKind;
@@ -32,7 +33,7 @@ async fn holds_of_a_killed_process_are_settled_at_their_usage_or_released_by_the
         user_id: alice.id,
     };
     let credit = Credit {
-        kind: "grant",
+        kind: EntryKind::Grant,
         amount: 10 * CREDIT,
         source: "top_up",
         expires_at: None,

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use tollgate::domain::identity::{KeyKind, Role};
 use tollgate::store::identity::KeySpec;
 use tollgate::store::ledger;
+use tollgate::store::ledger::EntryKind;
 
 use crate::gateway::{chat, gateway_app, usage};
 use crate::helpers::{TestApp, new_key, problem, seed_app_user, spawn_app};
@@ -121,7 +122,7 @@ async fn amounts_past_the_maximum_are_422_and_the_balance_is_untouched() {
     // Past i64 itself (only reachable by many maximal grants): a conflict, never a 500.
     let t = a.t;
     let credit = |amount| ledger::Credit {
-        kind: "grant",
+        kind: EntryKind::Grant,
         amount,
         source: "manual",
         expires_at: None,

@@ -4,6 +4,7 @@
 //! SDKs parse and that every call was charged exactly once, at the right amount.
 
 use serde_json::Value;
+use tollgate::store::ledger::EntryKind;
 
 use crate::gateway::{GPT_CALL, balance, gateway_app};
 use crate::gateway_native::{CLAUDE_CALL, GEMINI_CALL, native_app};
@@ -42,7 +43,7 @@ async fn spent_user(app: &TestApp, slug: &str, external_id: &str) -> String {
     let t = app.user_target(slug, external_id).await;
     let all = balance(app, &key).await;
     let note = tollgate::store::ledger::Note::default();
-    tollgate::store::ledger::charge(&app.db, t, "adjustment", all, 0, note, None)
+    tollgate::store::ledger::charge(&app.db, t, EntryKind::Adjustment, all, 0, note, None)
         .await
         .unwrap();
     key

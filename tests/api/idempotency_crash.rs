@@ -3,6 +3,7 @@
 //! and at random instants with SIGKILL), then the same requests retried against a new process.
 
 use std::time::Duration;
+use tollgate::store::ledger::EntryKind;
 
 use serde_json::{Value, json};
 use tollgate::domain::identity::KeyKind;
@@ -38,7 +39,7 @@ pub async fn fixture() -> Fixture {
     migrate::run(&db).await.unwrap();
     let t = seed_app_user(&db, "crashy", "alice").await;
     let credit = Credit {
-        kind: "grant",
+        kind: EntryKind::Grant,
         amount: 1_000 * CREDIT,
         source: "top_up",
         expires_at: None,

@@ -7,6 +7,7 @@
 //! runs, so the calls of one `join_all` are one batch.
 
 use futures_util::future::join_all;
+use tollgate::store::ledger::EntryKind;
 use tollgate::store::ledger::{
     self, Batcher, CallClose, CallHold, Credit, LedgerError, Note, Target,
 };
@@ -22,7 +23,7 @@ const CREDIT: i64 = 1_000_000;
 async fn funded(app: &TestApp, slug: &str, user: &str, credits: i64) -> Target {
     let t = app.user_target(slug, user).await;
     let credit = Credit {
-        kind: "grant",
+        kind: EntryKind::Grant,
         amount: credits,
         source: "promo",
         expires_at: None,

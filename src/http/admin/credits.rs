@@ -1,6 +1,7 @@
 //! A user's credits for operators: balances, ledger, grants, adjustments, refunds and the
 //! user's plan. Every change is audited in the same transaction as the ledger entry.
 
+use crate::store::ledger::EntryKind;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -189,7 +190,7 @@ pub async fn create_grant(
     let expires_at = extract::future_expiry("expires_at", body.expires_at)?;
     let (_, t) = target(&state, &op, &slug, &external_id).await?;
     let credit = Credit {
-        kind: "grant",
+        kind: EntryKind::Grant,
         amount,
         source,
         expires_at,
@@ -222,7 +223,7 @@ pub async fn create_refund(
     let (_, t) = target(&state, &op, &slug, &external_id).await?;
     let reference = body.reference.unwrap_or_else(|| op.actor());
     let credit = Credit {
-        kind: "refund",
+        kind: EntryKind::Refund,
         amount,
         source: "refund",
         expires_at: None,
@@ -292,7 +293,7 @@ pub async fn create_adjustment(
     let (_, t) = target(&state, &op, &slug, &external_id).await?;
     if body.amount_micros > 0 {
         let credit = Credit {
-            kind: "adjustment",
+            kind: EntryKind::Adjustment,
             amount: body.amount_micros,
             source: "adjustment",
             expires_at: None,
@@ -324,7 +325,7 @@ pub async fn create_adjustment(
     let entry = ledger::charge(
         &state.db,
         t,
-        "adjustment",
+        EntryKind::Adjustment,
         -body.amount_micros,
         0,
         note,

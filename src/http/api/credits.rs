@@ -4,6 +4,7 @@
 //! server (app secret keys): holds (reserve → settle | release), direct debits and quota
 //! counting for its users — the same calls the AI gateway makes around each request.
 
+use crate::store::ledger::EntryKind;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -296,7 +297,16 @@ pub async fn debit_user(
         reference: reference.as_deref(),
         key: EffectKey::of(&effect),
     };
-    let entry = ledger::charge(&state.db, t, "debit", amount, plan.overdraft.0, note, None).await?;
+    let entry = ledger::charge(
+        &state.db,
+        t,
+        EntryKind::Debit,
+        amount,
+        plan.overdraft.0,
+        note,
+        None,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(entry.into_inner().into())))
 }
 

@@ -187,7 +187,7 @@ impl From<HoldRow> for HoldOut {
             id: h.id,
             amount_micros: h.amount,
             amount: text(h.amount),
-            state: h.state,
+            state: h.state.as_str().to_string(),
             used_micros: h.used,
             charged_micros: h.charged,
             charged: h.charged.map(text),

@@ -7,7 +7,8 @@ use crate::store::Db;
 use crate::store::scope::{self, Scope};
 use crate::tx_run;
 
-use super::{LedgerError, NewEntry, Note, Target, append, lock, save};
+use super::account::{self, NewEntry};
+use super::{LedgerError, Target, save_one};
 
 /// What a clawback did, in micro-credits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -64,12 +65,14 @@ pub async fn claw_back(
     }
     let mut tx = db.begin().await?;
     scope::apply_tx(&mut tx, Scope::App(t.app_id)).await?;
-    let mut account = lock(&mut tx, t).await?;
+    let mut account = account::load_one(&mut tx, t).await?;
+    let mut keys = Vec::new();
+    let mut taken = Vec::new();
     for &grant_id in grant_ids {
-        let row: Option<(i64, i64)> = tx_run!(&mut tx, c => sqlx::query_as(
-            "SELECT amount, remaining FROM credit_grants WHERE id = $1 AND app_id = $2 AND user_id = $3")
+        let row: Option<i64> = tx_run!(&mut tx, c => sqlx::query_scalar(
+            "SELECT amount FROM credit_grants WHERE id = $1 AND app_id = $2 AND user_id = $3")
             .bind(grant_id).bind(t.app_id).bind(t.user_id).fetch_optional(&mut **c).await)?;
-        let Some((amount, remaining)) = row else {
+        let Some(amount) = row else {
             continue;
         };
         let entry_key = format!("{key}:{grant_id}");
@@ -85,34 +88,24 @@ pub async fn claw_back(
             continue;
         }
         // Credits reserved by open holds stay: the work they pay for has been done or is running.
-        let take = owed
-            .min(remaining)
-            .min((account.balance - account.held).max(0));
-        result.spent += owed - take;
-        if take == 0 {
-            continue;
+        let take = account.claw_back(grant_id, owed);
+        let took = take.map_or(0, |e| -e.amount);
+        result.spent += owed - took;
+        result.taken += took;
+        if let Some(entry) = take {
+            keys.push(entry_key);
+            taken.push(entry);
         }
-        tx_run!(&mut tx, c => sqlx::query(
-            "UPDATE credit_grants SET remaining = remaining - $1 WHERE id = $2")
-            .bind(take).bind(grant_id).execute(&mut **c).await.map(|_| ()))?;
-        account.balance -= take;
-        result.taken += take;
-        let entry = NewEntry {
-            kind: "adjustment",
-            amount: -take,
-            held: 0,
-            grant_id: Some(grant_id),
-            hold_id: None,
-            source: None,
-            note: Note {
-                reason: Some(reason),
-                reference: None,
-                key: Some(&entry_key),
-            },
-        };
-        append(&mut tx, t, account.balance, entry).await?;
     }
-    save(&mut tx, t, account).await?;
+    let entries: Vec<NewEntry> = taken
+        .into_iter()
+        .zip(&keys)
+        .map(|(entry, key)| NewEntry {
+            key: Some(key.as_str().into()),
+            ..NewEntry::plain(t.user_id, entry, Some(reason))
+        })
+        .collect();
+    save_one(&mut tx, t, &account, &entries).await?;
     tx.commit().await?;
     Ok(result)
 }

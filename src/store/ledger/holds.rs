@@ -4,11 +4,12 @@
 
 use serde::Serialize;
 
+use std::borrow::Cow;
+
+use super::account::{self, NewEntry, NewHold};
 use super::batch::CallClose;
-use super::{
-    LedgerError, NewEntry, Note, Target, Written, append, by_key, consume, expire_due, lock, open,
-    save,
-};
+use super::{LedgerError, Note, Target, Written, by_key, noted, open, refused, save_one};
+use crate::domain::ledger::{EntryKind, Hold, HoldState, Refusal};
 use crate::store::scope::{self, Scope};
 use crate::store::{Db, Tx, now_ms};
 use crate::{scoped_run, tx_run};
@@ -21,8 +22,7 @@ pub struct HoldRow {
     pub amount: i64,
     /// Usage recorded while the work ran.
     pub used: Option<i64>,
-    /// `open`, `settled`, `released` or `expired`.
-    pub state: String,
+    pub state: HoldState,
     /// What was charged when it closed.
     pub charged: Option<i64>,
     pub reference: Option<String>,
@@ -53,7 +53,8 @@ fn hold_row(t: HoldTuple) -> HoldRow {
         user_id: t.1,
         amount: t.2,
         used: t.3,
-        state: t.4,
+        // The column's CHECK admits only the four states.
+        state: HoldState::parse(&t.4).unwrap_or(HoldState::Open),
         charged: t.5,
         reference: t.6,
         expires_at: t.7,
@@ -84,45 +85,44 @@ pub async fn reserve(
     let (mut tx, mut account) = open(db, t).await?;
     if let Some(first) = by_key(&mut tx, t.app_id, note.key).await? {
         let hold = match first.hold_id {
-            Some(id) if first.kind == "hold" => hold_in(&mut tx, t.app_id, id).await?,
+            Some(id) if first.kind == EntryKind::Hold.as_str() => {
+                hold_in(&mut tx, t.app_id, id).await?
+            }
             _ => None,
         };
         return hold.map(Written::Replayed).ok_or_else(|| {
             LedgerError::Conflict("this idempotency key was used for another ledger entry".into())
         });
     }
-    expire_due(&mut tx, t, &mut account).await?;
-    let available = account.balance - account.held;
-    if available - amount < -overdraft {
-        tx.commit().await?;
-        super::metrics::refused("hold");
-        return Err(LedgerError::Insufficient {
-            available,
-            needed: amount,
-        });
-    }
+    let mut entries: Vec<NewEntry> =
+        NewEntry::expiries(t.user_id, account.expire(now_ms())).collect();
+    let held = match account.reserve(amount, overdraft) {
+        Ok(entry) => entry,
+        Err(refusal) => {
+            if !entries.is_empty() {
+                save_one(&mut tx, t, &account, &entries).await?;
+            }
+            tx.commit().await?;
+            return Err(refused(EntryKind::Hold, refusal));
+        }
+    };
     let result = async {
-        let sql = format!(
-            "INSERT INTO credit_holds (app_id, user_id, amount, state, reference, expires_at, created_at) \
-             VALUES ($1, $2, $3, 'open', $4, $5, $6) RETURNING {HOLD_COLUMNS}"
-        );
-        let hold: HoldTuple = tx_run!(&mut tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(t.app_id).bind(t.user_id).bind(amount).bind(note.reference)
-            .bind(expires_at).bind(now_ms()).fetch_one(&mut **c).await)?;
-        let hold = hold_row(hold);
-        account.held += amount;
-        save(&mut tx, t, account).await?;
-        let entry = NewEntry {
-            kind: "hold",
-            amount: 0,
-            held: amount,
-            grant_id: None,
-            hold_id: Some(hold.id),
-            source: None,
-            note,
+        let hold = NewHold {
+            user_id: t.user_id,
+            amount,
+            reference: note.reference,
+            expires_at,
+            call: None,
         };
-        append(&mut tx, t, account.balance, entry).await?;
-        Ok(hold)
+        let id = account::insert_holds(&mut tx, t.app_id, &[hold]).await?[0];
+        entries.push(NewEntry {
+            hold_id: Some(id),
+            ..noted(t, held, note)
+        });
+        save_one(&mut tx, t, &account, &entries).await?;
+        hold_in(&mut tx, t.app_id, id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
     }
     .await;
     match result {
@@ -147,6 +147,15 @@ pub enum Resolution {
     Release,
 }
 
+impl Resolution {
+    fn charged(self) -> i64 {
+        match self {
+            Resolution::Settle(actual) => actual,
+            Resolution::Release => 0,
+        }
+    }
+}
+
 /// Settles a hold at `actual`. Settling again with the same amount returns the settled hold;
 /// a different amount, or a hold released or expired meanwhile, is a conflict.
 pub async fn settle(
@@ -156,15 +165,16 @@ pub async fn settle(
     actual: i64,
     reason: Option<&str>,
 ) -> Result<Written<HoldRow>, LedgerError> {
-    resolve(
-        db,
+    let close = Close {
         app_id,
+        user_id: None,
         hold_id,
-        Resolution::Settle(actual),
-        "settled",
+        how: Resolution::Settle(actual),
+        by_expiry: false,
         reason,
-    )
-    .await
+        usage: None,
+    };
+    resolve(db, close).await
 }
 
 /// Releases a hold without charging. Idempotent.
@@ -174,12 +184,16 @@ pub async fn release(
     hold_id: i64,
     reason: Option<&str>,
 ) -> Result<Written<HoldRow>, LedgerError> {
-    resolve(db, app_id, hold_id, Resolution::Release, "released", reason).await
-}
-
-/// The state an AI call's hold ends in: settled when something is charged, else released.
-pub(super) fn closed_state(charged: i64) -> &'static str {
-    if charged > 0 { "settled" } else { "released" }
+    let close = Close {
+        app_id,
+        user_id: None,
+        hold_id,
+        how: Resolution::Release,
+        by_expiry: false,
+        reason,
+        usage: None,
+    };
+    resolve(db, close).await
 }
 
 /// Closes an AI call's hold by itself — settled at `charged`, released at 0 — and writes the
@@ -191,117 +205,108 @@ pub async fn close_call(db: &Db, c: &CallClose) -> Result<Written<HoldRow>, Ledg
     } else {
         Resolution::Release
     };
-    let state = closed_state(c.charged);
-    let (app_id, user_id) = (c.t.app_id, Some(c.t.user_id));
-    let usage = c.usage.as_ref();
-    resolve_with(
-        db,
-        app_id,
-        user_id,
-        c.hold_id,
+    let close = Close {
+        app_id: c.t.app_id,
+        user_id: Some(c.t.user_id),
+        hold_id: c.hold_id,
         how,
-        state,
-        Some(c.reason),
-        usage,
-    )
-    .await
+        by_expiry: false,
+        reason: Some(c.reason),
+        usage: c.usage.as_ref(),
+    };
+    resolve(db, close).await
 }
 
-async fn resolve(
-    db: &Db,
+/// One hold's close, as [`resolve`] writes it.
+struct Close<'a> {
     app_id: i64,
-    hold_id: i64,
-    how: Resolution,
-    state: &'static str,
-    reason: Option<&str>,
-) -> Result<Written<HoldRow>, LedgerError> {
-    resolve_with(db, app_id, None, hold_id, how, state, reason, None).await
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn resolve_with(
-    db: &Db,
-    app_id: i64,
+    /// The hold's user when the caller knows it (else read from the hold).
     user_id: Option<i64>,
     hold_id: i64,
     how: Resolution,
-    state: &'static str,
-    reason: Option<&str>,
-    usage: Option<&crate::store::usage::NewUsage>,
-) -> Result<Written<HoldRow>, LedgerError> {
+    /// Closed by the expiry job: the hold ends `expired`.
+    by_expiry: bool,
+    reason: Option<&'a str>,
+    /// The call's usage record, written in the same transaction.
+    usage: Option<&'a crate::store::usage::NewUsage>,
+}
+
+async fn resolve(db: &Db, c: Close<'_>) -> Result<Written<HoldRow>, LedgerError> {
+    let (app_id, hold_id) = (c.app_id, c.hold_id);
     let not_found = || LedgerError::NotFound(format!("no hold {hold_id}"));
     // The hold names its user; the user's account is locked before the hold is re-read, so
     // its state cannot change between the check and the update.
     let mut tx = db.begin().await?;
     scope::apply_tx(&mut tx, Scope::App(app_id)).await?;
-    let user_id = match user_id {
+    let user_id = match c.user_id {
         Some(id) => id,
-        None => tx_run!(&mut tx, c => sqlx::query_scalar(
+        None => tx_run!(&mut tx, x => sqlx::query_scalar(
             "SELECT user_id FROM credit_holds WHERE app_id = $1 AND id = $2")
-            .bind(app_id).bind(hold_id).fetch_optional(&mut **c).await)?
+            .bind(app_id).bind(hold_id).fetch_optional(&mut **x).await)?
         .ok_or_else(not_found)?,
     };
     let t = Target { app_id, user_id };
-    let mut account = lock(&mut tx, t).await?;
+    let mut account = account::load_one(&mut tx, t).await?;
     let hold = hold_in(&mut tx, app_id, hold_id)
         .await?
         .filter(|h| h.user_id == user_id)
         .ok_or_else(not_found)?;
-    let charged = match how {
-        Resolution::Settle(actual) => actual,
-        Resolution::Release => 0,
+    let charged = c.how.charged();
+    let held = Hold {
+        amount: hold.amount,
+        state: hold.state,
     };
-    if charged < 0 || charged > hold.amount {
-        return Err(LedgerError::Conflict(format!(
-            "cannot charge {charged} on a hold of {}",
-            hold.amount
-        )));
-    }
-    if hold.state != "open" {
-        let same = hold.state == state && hold.charged == Some(charged);
-        return if same {
-            Ok(Written::Replayed(hold))
-        } else {
-            Err(LedgerError::Conflict(format!(
-                "hold {hold_id} is already {} (charged {})",
-                hold.state,
-                hold.charged.unwrap_or(0)
-            )))
-        };
-    }
-    let now = now_ms();
-    let sql = format!(
-        "UPDATE credit_holds SET state = $1, charged = $2, resolved_at = $3 \
-         WHERE id = $4 AND state = 'open' RETURNING {HOLD_COLUMNS}"
-    );
-    let closed: HoldTuple = tx_run!(&mut tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(state).bind(charged).bind(now).bind(hold_id).fetch_one(&mut **c).await)?;
-    account.held -= hold.amount;
-    account.balance -= charged;
-    consume(&mut tx, t, charged).await?;
-    save(&mut tx, t, account).await?;
-    let key = format!("hold:{hold_id}:close");
-    let entry = NewEntry {
-        kind: if charged > 0 { "settle" } else { "release" },
-        amount: -charged,
-        held: -hold.amount,
-        grant_id: None,
+    let (entry, state) = match account.close(held, charged, c.by_expiry) {
+        Ok(closed) => closed,
+        Err(Refusal::NotOpen(_)) => {
+            let wanted = if c.by_expiry {
+                HoldState::Expired
+            } else {
+                HoldState::closed_at(charged)
+            };
+            return if hold.state == wanted && hold.charged == Some(charged) {
+                Ok(Written::Replayed(hold))
+            } else {
+                Err(LedgerError::Conflict(format!(
+                    "hold {hold_id} is already {} (charged {})",
+                    hold.state.as_str(),
+                    hold.charged.unwrap_or(0)
+                )))
+            };
+        }
+        Err(refusal) => return Err(refused(entry_kind(charged), refusal)),
+    };
+    account::close_holds(&mut tx, app_id, &[(hold_id, state, charged)]).await?;
+    let mut entries = vec![NewEntry {
         hold_id: Some(hold_id),
-        source: None,
-        note: Note {
-            reason,
-            reference: hold.reference.as_deref(),
-            key: Some(&key),
-        },
-    };
-    append(&mut tx, t, account.balance, entry).await?;
+        reference: hold.reference.as_deref().map(Cow::Borrowed),
+        key: Some(Cow::Owned(close_key(hold_id))),
+        ..NewEntry::plain(user_id, entry, c.reason)
+    }];
     // What the hold still covered of expired buckets can expire now.
-    expire_due(&mut tx, t, &mut account).await?;
-    if let Some(usage) = usage {
+    entries.extend(NewEntry::expiries(user_id, account.expire(now_ms())));
+    save_one(&mut tx, t, &account, &entries).await?;
+    if let Some(usage) = c.usage {
         crate::store::usage::insert_tx(&mut tx, &[(t, usage)]).await?;
     }
+    let closed = hold_in(&mut tx, app_id, hold_id)
+        .await?
+        .ok_or_else(not_found)?;
     tx.commit().await?;
-    Ok(Written::New(hold_row(closed)))
+    Ok(Written::New(closed))
+}
+
+/// The idempotency key of a hold's closing entry: a hold closes once.
+pub(super) fn close_key(hold_id: i64) -> String {
+    format!("hold:{hold_id}:close")
+}
+
+fn entry_kind(charged: i64) -> EntryKind {
+    if charged > 0 {
+        EntryKind::Settle
+    } else {
+        EntryKind::Release
+    }
 }
 
 /// Records what the work has used so far (≤ the hold), so that a hold orphaned by a crash is
@@ -358,19 +363,16 @@ pub async fn expire_holds(db: &Db, limit: i64) -> Result<u32, LedgerError> {
                 let request_id = reference.clone().unwrap_or_default();
                 c.expired_record(request_id, id, cost, now_ms() - created_at)
             });
-        let reason = Some("hold expired");
-        match resolve_with(
-            db,
+        let close = Close {
             app_id,
-            None,
-            id,
+            user_id: None,
+            hold_id: id,
             how,
-            "expired",
-            reason,
-            record.as_ref(),
-        )
-        .await
-        {
+            by_expiry: true,
+            reason: Some("hold expired"),
+            usage: record.as_ref(),
+        };
+        match resolve(db, close).await {
             Ok(_) => resolved += 1,
             // Settled or released by its owner a moment ago.
             Err(LedgerError::Conflict(_)) => {}

@@ -7,6 +7,7 @@
 //! Invariants (`tollgate ledger verify` recomputes them): balance = Σ entry amounts; held = Σ
 //! entry held = Σ open holds; Σ bucket remaining = max(balance, 0); balance − held ≥ −overdraft.
 
+mod account;
 mod batch;
 mod clawback;
 mod holds;
@@ -28,12 +29,17 @@ pub use period::{
 pub use read::{Balances, Bucket, Mismatch, balances, entries, has_expired_grants, verify};
 pub use snapshot::{Snapshot, snapshot};
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
+use crate::domain::ledger::{self as rules, Account, Entry, Refusal};
+pub use crate::domain::ledger::{EntryKind, HoldState};
 use crate::store::identity::{NewAudit, record_audit_tx};
 use crate::store::scope::{self, Scope};
 use crate::store::{Db, Tx, is_unique_violation, now_ms};
 use crate::tx_run;
+use account::NewEntry;
 
 /// Where granted credits come from (`credit_grants.source` of a `grant` entry).
 pub const GRANT_SOURCES: [&str; 6] = [
@@ -156,39 +162,24 @@ pub struct Note<'a> {
     pub key: Option<&'a str>,
 }
 
-/// The locked account row.
-#[derive(Debug, Clone, Copy)]
-struct Account {
-    balance: i64,
-    held: i64,
-}
-
-/// Begins the user's ledger transaction: scoped to the app, account row created if missing and
-/// locked.
+/// Begins the user's ledger transaction: scoped to the app, account row created if missing,
+/// locked and loaded.
 async fn open(db: &Db, t: Target) -> Result<(Tx, Account), sqlx::Error> {
     let mut tx = db.begin().await?;
     scope::apply_tx(&mut tx, Scope::App(t.app_id)).await?;
-    let account = lock(&mut tx, t).await?;
+    let account = account::load_one(&mut tx, t).await?;
     Ok((tx, account))
 }
 
-/// Creates the user's account row if missing and locks it, in an open scoped transaction.
-async fn lock(tx: &mut Tx, t: Target) -> Result<Account, sqlx::Error> {
-    // One statement creates the row if missing and locks it: the upsert's update takes the row
-    // lock on PostgreSQL (SQLite's write lock is already held since BEGIN IMMEDIATE).
-    let (balance, held): (i64, i64) = tx_run!(tx, c => sqlx::query_as(
-        "INSERT INTO credit_accounts (user_id, app_id, balance, held, updated_at) \
-         VALUES ($1, $2, 0, 0, $3) ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at \
-         RETURNING balance, held")
-        .bind(t.user_id).bind(t.app_id).bind(now_ms()).fetch_one(&mut **c).await)?;
-    Ok(Account { balance, held })
-}
-
-async fn save(tx: &mut Tx, t: Target, a: Account) -> Result<(), sqlx::Error> {
-    tx_run!(tx, c => sqlx::query(
-        "UPDATE credit_accounts SET balance = $1, held = $2 WHERE user_id = $3 AND app_id = $4")
-        .bind(a.balance).bind(a.held).bind(t.user_id).bind(t.app_id)
-        .execute(&mut **c).await.map(|_| ()))
+/// Saves one user's account and appends its entries.
+async fn save_one(
+    tx: &mut Tx,
+    t: Target,
+    a: &Account,
+    entries: &[NewEntry<'_>],
+) -> Result<(), sqlx::Error> {
+    account::save(tx, t.app_id, [(t.user_id, a)]).await?;
+    account::append(tx, t.app_id, entries).await
 }
 
 /// The entry already written under `key` in this app, if any.
@@ -206,38 +197,13 @@ async fn by_key(
     Ok(row.map(entry_row))
 }
 
-/// An entry to append.
-struct NewEntry<'a> {
-    kind: &'static str,
-    amount: i64,
-    held: i64,
-    grant_id: Option<i64>,
-    hold_id: Option<i64>,
-    source: Option<&'a str>,
-    note: Note<'a>,
-}
-
-const INSERT_ENTRIES: &str = "INSERT INTO ledger_entries (app_id, user_id, kind, amount, held, \
-     balance_after, grant_id, hold_id, source, reason, reference, idempotency_key, created_at) VALUES";
-
-async fn append(
-    tx: &mut Tx,
-    t: Target,
-    balance_after: i64,
-    e: NewEntry<'_>,
-) -> Result<EntryRow, sqlx::Error> {
-    let sql = format!(
-        "{INSERT_ENTRIES} ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-         RETURNING {ENTRY_COLUMNS}"
-    );
-    let row: EntryTuple = tx_run!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(t.app_id).bind(t.user_id).bind(e.kind).bind(e.amount).bind(e.held)
-        .bind(balance_after).bind(e.grant_id).bind(e.hold_id).bind(e.source)
-        .bind(e.note.reason).bind(e.note.reference).bind(e.note.key).bind(now_ms())
-        .fetch_one(&mut **c).await)?;
-    // Counted when written; a rolled-back transaction overcounts, which is rare and harmless.
-    metrics::entry(e.kind, e.amount);
-    Ok(entry_row(row))
+/// The entry a write described by `note` appends.
+fn noted<'a>(t: Target, entry: Entry, note: Note<'a>) -> NewEntry<'a> {
+    NewEntry {
+        reference: note.reference.map(Cow::Borrowed),
+        key: note.key.map(Cow::Borrowed),
+        ..NewEntry::plain(t.user_id, entry, note.reason)
+    }
 }
 
 /// Commits `tx`, or, when the entry's key turned out to be taken by a concurrent writer (a
@@ -266,82 +232,35 @@ async fn finish<T>(
     }
 }
 
-/// Takes `amount` from the buckets, soonest-expiring first (never-expiring last). Stops when
-/// they are empty: what is left is overdraft, owed and paid back by the next credit. Returns
-/// whether a bucket it read is past its expiry (false: none is, as it reads soonest first).
-async fn consume(tx: &mut Tx, t: Target, amount: i64) -> Result<bool, sqlx::Error> {
-    let mut left = amount;
-    let mut due = false;
-    let now = now_ms();
-    while left > 0 {
-        let buckets: Vec<(i64, i64, Option<i64>)> = tx_run!(&mut *tx, c => sqlx::query_as(
-            "SELECT id, remaining, expires_at FROM credit_grants WHERE user_id = $1 AND app_id = $2 \
-             AND remaining > 0 ORDER BY expires_at IS NULL, expires_at, id LIMIT 100")
-            .bind(t.user_id).bind(t.app_id).fetch_all(&mut **c).await)?;
-        if buckets.is_empty() {
-            break;
+/// The refusal of a write that takes credits, counted.
+fn refused(kind: EntryKind, refusal: Refusal) -> LedgerError {
+    match refusal {
+        Refusal::Insufficient { available, needed } => {
+            metrics::refused(kind.as_str());
+            LedgerError::Insufficient { available, needed }
         }
-        due |= buckets
-            .iter()
-            .any(|(_, _, at)| at.is_some_and(|at| at <= now));
-        for (id, remaining, _) in buckets {
-            let take = remaining.min(left);
-            tx_run!(&mut *tx, c => sqlx::query(
-                "UPDATE credit_grants SET remaining = remaining - $1 WHERE id = $2")
-                .bind(take).bind(id).execute(&mut **c).await.map(|_| ()))?;
-            left -= take;
-            if left == 0 {
-                break;
-            }
+        Refusal::Overflow => LedgerError::Conflict(format!(
+            "the balance would pass the largest amount a ledger keeps ({} micro-credits)",
+            i64::MAX
+        )),
+        Refusal::ChargeOutOfRange { charged, amount } => {
+            LedgerError::Conflict(format!("cannot charge {charged} on a hold of {amount}"))
+        }
+        Refusal::NotOpen(state) => {
+            LedgerError::Conflict(format!("the hold is already {}", state.as_str()))
         }
     }
-    Ok(due)
-}
-
-/// Removes what is left of expired buckets with `expire` entries — except the part open holds
-/// still need (a hold reserved before the expiry is settled from it; the rest expires later).
-async fn expire_due(tx: &mut Tx, t: Target, a: &mut Account) -> Result<u32, sqlx::Error> {
-    let due: Vec<(i64, i64)> = tx_run!(&mut *tx, c => sqlx::query_as(
-        "SELECT id, remaining FROM credit_grants WHERE user_id = $1 AND app_id = $2 \
-         AND remaining > 0 AND expires_at <= $3 ORDER BY expires_at, id")
-        .bind(t.user_id).bind(t.app_id).bind(now_ms()).fetch_all(&mut **c).await)?;
-    let mut written = 0;
-    for (grant_id, remaining) in due {
-        let take = remaining.min((a.balance - a.held).max(0));
-        if take == 0 {
-            break;
-        }
-        tx_run!(&mut *tx, c => sqlx::query(
-            "UPDATE credit_grants SET remaining = remaining - $1 WHERE id = $2")
-            .bind(take).bind(grant_id).execute(&mut **c).await.map(|_| ()))?;
-        a.balance -= take;
-        let entry = NewEntry {
-            kind: "expire",
-            amount: -take,
-            held: 0,
-            grant_id: Some(grant_id),
-            hold_id: None,
-            source: None,
-            note: Note {
-                reason: Some("grant expired"),
-                ..Note::default()
-            },
-        };
-        append(tx, t, a.balance, entry).await?;
-        written += 1;
-    }
-    if written > 0 {
-        save(tx, t, *a).await?;
-    }
-    Ok(written)
 }
 
 /// Expires the user's due buckets now (also done inside every charge). Returns entries written.
 pub async fn expire_grants(db: &Db, t: Target) -> Result<u32, sqlx::Error> {
     let (mut tx, mut account) = open(db, t).await?;
-    let n = expire_due(&mut tx, t, &mut account).await?;
+    let entries: Vec<NewEntry> = NewEntry::expiries(t.user_id, account.expire(now_ms())).collect();
+    if !entries.is_empty() {
+        save_one(&mut tx, t, &account, &entries).await?;
+    }
     tx.commit().await?;
-    Ok(n)
+    Ok(entries.len() as u32)
 }
 
 /// Users with buckets past their expiry (for the sweep job), at most `limit`.
@@ -361,8 +280,8 @@ pub async fn users_with_expired_grants(db: &Db, limit: i64) -> Result<Vec<Target
 /// positive adjustment.
 #[derive(Debug, Clone, Copy)]
 pub struct Credit<'a> {
-    /// `grant`, `refund` or `adjustment`.
-    pub kind: &'static str,
+    /// [`EntryKind::Grant`], [`EntryKind::Refund`] or [`EntryKind::Adjustment`].
+    pub kind: EntryKind,
     pub amount: i64,
     /// Grants: `monthly_free`, `subscription`, `top_up`, `promo`, `incentive`, `manual`.
     pub source: &'a str,
@@ -383,46 +302,43 @@ pub async fn credit(
     if let Some(first) = by_key(&mut tx, t.app_id, c.note.key).await? {
         return Ok(Written::Replayed(first));
     }
-    let Some(balance) = account.balance.checked_add(c.amount) else {
-        return Err(LedgerError::Conflict(format!(
-            "the balance would pass the largest amount a ledger keeps ({} micro-credits)",
-            i64::MAX
-        )));
-    };
+    let (entry, remaining) = account
+        .credit(c.kind, c.amount)
+        .map_err(|r| refused(c.kind, r))?;
     let result = async {
-        account.balance = balance;
-        let remaining = c.amount.min(account.balance.max(0));
         let grant_id: i64 = tx_run!(&mut tx, x => sqlx::query_scalar(
             "INSERT INTO credit_grants (app_id, user_id, source, amount, remaining, expires_at, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id")
             .bind(t.app_id).bind(t.user_id).bind(c.source).bind(c.amount).bind(remaining)
             .bind(c.expires_at).bind(now_ms()).fetch_one(&mut **x).await)?;
-        save(&mut tx, t, account).await?;
+        account.add_bucket(rules::Bucket {
+            id: grant_id,
+            remaining,
+            expires_at: c.expires_at,
+        });
         let entry = NewEntry {
-            kind: c.kind,
-            amount: c.amount,
-            held: 0,
-            grant_id: Some(grant_id),
-            hold_id: None,
             source: Some(c.source),
-            note: c.note,
+            ..noted(t, Entry { grant_id: Some(grant_id), ..entry }, c.note)
         };
-        let row = append(&mut tx, t, account.balance, entry).await?;
+        // The new bucket was inserted with its remaining; only the account row changes.
+        account::save(&mut tx, t.app_id, [(t.user_id, &account)]).await?;
+        let row = account::append_returning(&mut tx, t.app_id, &[entry]).await?;
         if let Some(a) = audit {
             record_audit_tx(&mut tx, a).await?;
         }
-        Ok(row)
+        row.into_iter().next().ok_or(sqlx::Error::RowNotFound)
     }
     .await;
     finish(db, t, tx, result, c.note.key, |e| e).await
 }
 
-/// Credits taken from a balance at once: a `debit` (usage known up front) or a negative
-/// `adjustment`. Refused when `balance − held − amount` would fall below `−overdraft`.
+/// Credits taken from a balance at once: a [`EntryKind::Debit`] (usage known up front) or a
+/// negative [`EntryKind::Adjustment`]. Refused when `balance − held − amount` would fall below
+/// `−overdraft`.
 pub async fn charge(
     db: &Db,
     t: Target,
-    kind: &'static str,
+    kind: EntryKind,
     amount: i64,
     overdraft: i64,
     note: Note<'_>,
@@ -433,35 +349,27 @@ pub async fn charge(
     if let Some(first) = by_key(&mut tx, t.app_id, note.key).await? {
         return Ok(Written::Replayed(first));
     }
-    expire_due(&mut tx, t, &mut account).await?;
-    let available = account.balance - account.held;
-    if available - amount < -overdraft {
-        // The expiry entries just written still count: they are facts whatever happens next.
-        tx.commit().await?;
-        metrics::refused(kind);
-        return Err(LedgerError::Insufficient {
-            available,
-            needed: amount,
-        });
-    }
+    let mut entries: Vec<NewEntry> =
+        NewEntry::expiries(t.user_id, account.expire(now_ms())).collect();
+    let charged = match account.charge(kind, amount, overdraft) {
+        Ok(entry) => entry,
+        Err(refusal) => {
+            // The expiry entries still count: they are facts whatever happens next.
+            if !entries.is_empty() {
+                save_one(&mut tx, t, &account, &entries).await?;
+            }
+            tx.commit().await?;
+            return Err(refused(kind, refusal));
+        }
+    };
+    entries.push(noted(t, charged, note));
     let result = async {
-        account.balance -= amount;
-        consume(&mut tx, t, amount).await?;
-        save(&mut tx, t, account).await?;
-        let entry = NewEntry {
-            kind,
-            amount: -amount,
-            held: 0,
-            grant_id: None,
-            hold_id: None,
-            source: None,
-            note,
-        };
-        let row = append(&mut tx, t, account.balance, entry).await?;
+        account::save(&mut tx, t.app_id, [(t.user_id, &account)]).await?;
+        let rows = account::append_returning(&mut tx, t.app_id, &entries).await?;
         if let Some(a) = audit {
             record_audit_tx(&mut tx, a).await?;
         }
-        Ok(row)
+        rows.into_iter().last().ok_or(sqlx::Error::RowNotFound)
     }
     .await;
     finish(db, t, tx, result, note.key, |e| e).await

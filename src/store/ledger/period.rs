@@ -121,7 +121,7 @@ pub async fn grant_period_credits(
         db,
         t,
         &Credit {
-            kind: "grant",
+            kind: super::EntryKind::Grant,
             amount: plan.credits.0,
             source,
             expires_at: Some(period.end),

@@ -225,7 +225,8 @@ fn already_ran(first: &holds::HoldRow) -> String {
         "the first request with this Idempotency-Key already made this AI call (hold {}, {}{charged}) \
          and its answer was lost when the server stopped; it is not run or charged again. \
          Send a new Idempotency-Key to make a new call",
-        first.id, first.state
+        first.id,
+        first.state.as_str()
     )
 }
 
