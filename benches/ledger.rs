@@ -1,6 +1,7 @@
 //! Ledger benchmark: reserve + settle pairs per second with 64 users working concurrently (one
 //! task per user, each pair a reserve of 10 credits then a settle of 7), and the latency of one
-//! pair. SQLite (a temp file) by default; PostgreSQL when BENCH_DATABASE_URL is set (a fresh
+//! pair — through the batch writer (the path of the gateway and the holds API), then one
+//! transaction per write (its fallback, a quarter of the pairs), and their ratio. SQLite (a temp file) by default; PostgreSQL when BENCH_DATABASE_URL is set (a fresh
 //! schema, dropped afterwards).
 //!
 //!     cargo bench --bench ledger
@@ -55,39 +56,53 @@ async fn main() -> anyhow::Result<()> {
         targets.push(t);
     }
 
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for t in targets {
+    // The path the gateway and the holds API use (group commit), then one transaction per
+    // write (the batch writer's fallback), in the same run.
+    let batcher = ledger::Batcher::start(db.clone());
+    let grouped = run(&targets, pairs, |t| {
+        let batcher = batcher.clone();
+        async move {
+            let hold = ledger::CallHold {
+                t,
+                amount: 10 * CREDIT,
+                overdraft: 0,
+                expires_at: now_ms() + 600_000,
+                reason: None,
+                reference: None,
+                key: None,
+                plan: None,
+                call: None,
+            };
+            let id = batcher.reserve(hold).await?.into_inner();
+            let settle = ledger::CallClose {
+                t,
+                hold_id: id,
+                charged: 7 * CREDIT,
+                ends: ledger::HoldState::Settled,
+                reason: None,
+                usage: None,
+            };
+            batcher.close(settle).await?;
+            anyhow::Ok(())
+        }
+    })
+    .await?;
+    report("group-committed (gateway, holds API)", &grouped);
+    let alone = run(&targets, pairs.div_ceil(4), |t| {
         let db = db.clone();
-        tasks.spawn(async move {
-            let mut latencies = Vec::with_capacity(pairs);
-            for _ in 0..pairs {
-                let at = Instant::now();
-                let hold =
-                    ledger::reserve(&db, t, 10 * CREDIT, 0, now_ms() + 600_000, Note::default())
-                        .await?
-                        .into_inner();
-                ledger::settle(&db, t.app_id, hold.id, 7 * CREDIT, None).await?;
-                latencies.push(at.elapsed());
-            }
-            anyhow::Ok(latencies)
-        });
-    }
-    let mut all: Vec<Duration> = Vec::with_capacity(users * pairs);
-    while let Some(done) = tasks.join_next().await {
-        all.extend(done??);
-    }
-    let elapsed = started.elapsed();
-    all.sort();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+        async move {
+            let hold = ledger::reserve(&db, t, 10 * CREDIT, 0, now_ms() + 600_000, Note::default())
+                .await?
+                .into_inner();
+            ledger::settle(&db, t.app_id, hold.id, 7 * CREDIT, None).await?;
+            anyhow::Ok(())
+        }
+    })
+    .await?;
+    report("one transaction per write (fallback)", &alone);
     println!(
-        "reserve+settle: {} pairs in {:.2} s = {:.0} pairs/s; pair latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        all.len(),
-        elapsed.as_secs_f64(),
-        all.len() as f64 / elapsed.as_secs_f64(),
-        pct(0.50).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
-        all.last().unwrap().as_secs_f64() * 1e3,
+        "ratio group-committed / one transaction per write: {:.1}",
+        grouped.per_sec() / alone.per_sec()
     );
 
     let verify_started = Instant::now();
@@ -104,4 +119,61 @@ async fn main() -> anyhow::Result<()> {
 
     bench.remove().await?;
     Ok(())
+}
+
+/// Pair latencies of a run and how long it took.
+struct Run {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn per_sec(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// `pairs` pairs per user, every user working concurrently.
+async fn run<F, Fut>(targets: &[Target], pairs: usize, pair: F) -> anyhow::Result<Run>
+where
+    F: Fn(Target) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for &t in targets {
+        let pairs: Vec<Fut> = (0..pairs).map(|_| pair(t)).collect();
+        tasks.spawn(async move {
+            let mut latencies = Vec::with_capacity(pairs.len());
+            for p in pairs {
+                let at = Instant::now();
+                p.await?;
+                latencies.push(at.elapsed());
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done??);
+    }
+    latencies.sort();
+    Ok(Run {
+        latencies,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn report(what: &str, run: &Run) {
+    let all = &run.latencies;
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    println!(
+        "{what}: {} pairs in {:.2} s = {:.0} pairs/s; pair latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        all.len(),
+        run.elapsed.as_secs_f64(),
+        run.per_sec(),
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        all.last().unwrap().as_secs_f64() * 1e3,
+    );
 }

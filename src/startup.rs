@@ -86,7 +86,8 @@ impl Application {
             jobs::Runtime::new(db.clone(), config.clone(), jobs::kinds::builtin().clone()).await;
         let limiter = http::rate_limit::RateLimiter::new(&config);
         let state = AppState {
-            upstream: crate::gateway::Upstream::new(&config, &db, limiter.store()),
+            upstream: crate::gateway::Upstream::new(&config, limiter.store()),
+            ledger: crate::store::ledger::Batcher::start(db.clone()),
             limiter,
             jwt: http::jwt::JwtVerifier::new(&config),
             stores: crate::billing::store_http::http_client(),

@@ -223,19 +223,14 @@ impl Account {
         Ok(self.entry(EntryKind::Hold, 0, amount, None))
     }
 
-    /// Closes an open hold at `charged` (0 ≤ charged ≤ its amount): the charge is taken from
-    /// the buckets and the rest released. Returns the entry and the state the hold ends in
-    /// (`expired` when the expiry job closes it, else settled or released).
-    pub fn close(
-        &mut self,
-        hold: Hold,
-        charged: i64,
-        by_expiry: bool,
-    ) -> Result<(Entry, HoldState), Refusal> {
+    /// Closes an open hold at `charged` (0 ≤ charged ≤ its amount), ending in `ends`: the
+    /// charge is taken from the buckets and the rest released. A hold ends released only at 0.
+    pub fn close(&mut self, hold: Hold, charged: i64, ends: HoldState) -> Result<Entry, Refusal> {
         if hold.state != HoldState::Open {
             return Err(Refusal::NotOpen(hold.state));
         }
-        if charged < 0 || charged > hold.amount {
+        let out_of_range = charged < 0 || charged > hold.amount;
+        if out_of_range || ends == HoldState::Open || (ends == HoldState::Released && charged > 0) {
             return Err(Refusal::ChargeOutOfRange {
                 charged,
                 amount: hold.amount,
@@ -249,12 +244,7 @@ impl Account {
         } else {
             EntryKind::Release
         };
-        let state = if by_expiry {
-            HoldState::Expired
-        } else {
-            HoldState::closed_at(charged)
-        };
-        Ok((self.entry(kind, -charged, -hold.amount, None), state))
+        Ok(self.entry(kind, -charged, -hold.amount, None))
     }
 
     /// Adds `amount` (> 0). A negative balance (an overdraft) is paid first; the new bucket
@@ -434,11 +424,8 @@ mod tests {
         let entries = a.expire(100);
         assert_eq!(entries.len(), 1);
         assert_eq!((entries[0].amount, entries[0].grant_id), (-4, Some(1)));
-        let (settle, state) = a.close(open(6), 5, false).unwrap();
-        assert_eq!(
-            (settle.amount, settle.held, state),
-            (-5, -6, HoldState::Settled)
-        );
+        let settle = a.close(open(6), 5, HoldState::Settled).unwrap();
+        assert_eq!((settle.amount, settle.held), (-5, -6));
         // The hold's unused part expires once it is released.
         assert_eq!(a.expire(100).iter().map(|e| e.amount).sum::<i64>(), -1);
         assert_eq!((a.balance(), a.held(), a.buckets().len()), (0, 0, 0));
@@ -448,7 +435,7 @@ mod tests {
     fn a_hold_closes_once_within_its_amount() {
         let mut a = Account::load(10, 5, vec![bucket(1, 10, None)]);
         assert_eq!(
-            a.close(open(5), 6, false),
+            a.close(open(5), 6, HoldState::Settled),
             Err(Refusal::ChargeOutOfRange {
                 charged: 6,
                 amount: 5
@@ -459,14 +446,18 @@ mod tests {
             state: HoldState::Settled,
         };
         assert_eq!(
-            a.close(settled, 1, false),
+            a.close(settled, 1, HoldState::Settled),
             Err(Refusal::NotOpen(HoldState::Settled))
         );
-        let (entry, state) = a.close(open(5), 0, true).unwrap();
         assert_eq!(
-            (entry.kind, state),
-            (EntryKind::Release, HoldState::Expired)
+            a.close(open(5), 1, HoldState::Released),
+            Err(Refusal::ChargeOutOfRange {
+                charged: 1,
+                amount: 5
+            })
         );
+        let entry = a.close(open(5), 0, HoldState::Expired).unwrap();
+        assert_eq!(entry.kind, EntryKind::Release);
     }
 
     #[test]
@@ -534,7 +525,12 @@ mod tests {
                     4 | 5 if !holds.is_empty() => {
                         let amount = holds.swap_remove(rng.usize(..holds.len()));
                         let charged = rng.i64(0..=amount);
-                        let (e, _) = a.close(open(amount), charged, rng.bool()).unwrap();
+                        let ends = if rng.bool() {
+                            HoldState::Expired
+                        } else {
+                            HoldState::closed_at(charged)
+                        };
+                        let e = a.close(open(amount), charged, ends).unwrap();
                         let mut out = vec![e];
                         out.extend(a.expire(now));
                         out

@@ -115,12 +115,13 @@ impl Meter {
         let nothing_yet = Usage::estimate(o.request.prompt_chars, 0);
         let hold_id = o
             .batcher
-            .reserve(CallHold {
+            .reserve_call(CallHold {
                 t: o.t,
                 amount: o.amount,
                 overdraft: o.plan.overdraft.0,
                 expires_at: expires,
-                reference: o.request_id.clone(),
+                reason: Some("ai call"),
+                reference: Some(o.request_id.clone()),
                 key: o.key,
                 plan: o.priced_on,
                 call: Some(details_of(o.first_route, o.request.stream, &nothing_yet).to_json()),
@@ -146,13 +147,7 @@ impl Meter {
 
     /// The provider failed before answering: nothing is charged.
     pub async fn release(self, why: &'static str) {
-        let close = CallClose {
-            t: self.t,
-            hold_id: self.hold_id,
-            charged: 0,
-            reason: why,
-            usage: None,
-        };
+        let close = CallClose::of_call(self.t, self.hold_id, 0, why, None);
         if let Err(e) = self.ledger.close(close).await {
             tracing::error!(hold_id = self.hold_id, error = %e, "releasing a hold failed; the expiry job will");
         }
@@ -214,17 +209,12 @@ impl Meter {
             ttft_ms: ttft.map(|t| t.as_millis() as i64),
         };
         // The charge and its usage record are one transaction.
-        let close = CallClose {
-            t: self.t,
-            hold_id: self.hold_id,
-            charged,
-            reason: if charged > 0 {
-                "ai call"
-            } else {
-                "ai call: nothing used"
-            },
-            usage: Some(record),
+        let reason = if charged > 0 {
+            "ai call"
+        } else {
+            "ai call: nothing used"
         };
+        let close = CallClose::of_call(self.t, self.hold_id, charged, reason, Some(record));
         if let Err(e) = self.ledger.close(close).await {
             // The hold stays open; the expiry job settles it at the recorded usage.
             tracing::error!(hold_id = self.hold_id, error = %e, "settling a hold failed");

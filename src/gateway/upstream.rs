@@ -27,18 +27,12 @@ pub struct Upstream {
     /// Each user's tokens this minute.
     pub tokens: TokenWindows,
     breakers: Breakers,
-    /// Writes the calls' holds and charges in batches.
-    pub ledger: crate::store::ledger::Batcher,
 }
 
 impl Upstream {
     /// `limits` is the GCRA state the request rate limits keep (shared through Redis when
     /// configured): the gateway's limits live beside them.
-    pub fn new(
-        config: &Config,
-        db: &crate::store::Db,
-        limits: &crate::ops::limiter::Limiter,
-    ) -> Upstream {
+    pub fn new(config: &Config, limits: &crate::ops::limiter::Limiter) -> Upstream {
         let http = reqwest::Client::builder()
             .connect_timeout(config.gateway.connect_timeout())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -57,7 +51,6 @@ impl Upstream {
                 Duration::from_secs(config.ledger.hold_timeout_secs.max(1)),
             ),
             tokens: TokenWindows::new(limits.clone()),
-            ledger: crate::store::ledger::Batcher::start(db.clone()),
             breakers: Breakers::new(
                 limits.clone(),
                 config.gateway.breaker_failures,

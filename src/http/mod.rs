@@ -47,6 +47,8 @@ pub struct AppState {
     pub limiter: rate_limit::RateLimiter,
     pub metrics: PrometheusHandle,
     pub role: Role,
+    /// Writes holds and their closes (the gateway's and the holds API's) in group commits.
+    pub ledger: crate::store::ledger::Batcher,
     /// Pooled connections to the AI providers.
     pub upstream: crate::gateway::Upstream,
     /// Connections to the billing stores' APIs (Stripe, RevenueCat).

@@ -39,7 +39,8 @@ fn hold(t: Target, amount: i64, reference: &str) -> CallHold {
         amount,
         overdraft: 0,
         expires_at: now_ms() + 60_000,
-        reference: reference.to_string(),
+        reason: Some("ai call"),
+        reference: Some(reference.to_string()),
         key: None,
         plan: None,
         call: None,
@@ -47,28 +48,23 @@ fn hold(t: Target, amount: i64, reference: &str) -> CallHold {
 }
 
 fn charge(t: Target, hold_id: i64, charged: i64) -> CallClose {
-    CallClose {
-        t,
-        hold_id,
-        charged,
-        reason: "ai call",
-        usage: Some(NewUsage {
-            request_id: format!("req-{hold_id}"),
-            model: "gpt".into(),
-            provider: "openai".into(),
-            upstream_model: "gpt-4o-mini".into(),
-            input_tokens: 10,
-            cached_input_tokens: 0,
-            output_tokens: charged as u64,
-            cost: charged,
-            hold_id: Some(hold_id),
-            status: "ok",
-            estimated: false,
-            stream: false,
-            latency_ms: 1,
-            ttft_ms: None,
-        }),
-    }
+    let usage = NewUsage {
+        request_id: format!("req-{hold_id}"),
+        model: "gpt".into(),
+        provider: "openai".into(),
+        upstream_model: "gpt-4o-mini".into(),
+        input_tokens: 10,
+        cached_input_tokens: 0,
+        output_tokens: charged as u64,
+        cost: charged,
+        hold_id: Some(hold_id),
+        status: "ok",
+        estimated: false,
+        stream: false,
+        latency_ms: 1,
+        ttft_ms: None,
+    };
+    CallClose::of_call(t, hold_id, charged, "ai call", Some(usage))
 }
 
 async fn balance_and_held(db: &Db, t: Target) -> (i64, i64) {
@@ -100,7 +96,7 @@ async fn a_batch_of_holds_and_charges_for_several_users_and_apps_keeps_the_ledge
         .collect();
     let held = join_all(holds.into_iter().map(|(t, h)| {
         let batcher = &batcher;
-        async move { (t, batcher.reserve(h).await.unwrap()) }
+        async move { (t, batcher.reserve_call(h).await.unwrap()) }
     }))
     .await;
     for t in &users {
@@ -150,7 +146,8 @@ async fn holds_in_one_batch_are_checked_against_the_balance_in_arrival_order() {
     let t = funded(&app, "shop", "alice", 100 * CREDIT).await;
     let batcher = Batcher::start(app.db.clone());
     let answers =
-        join_all((0..12).map(|i| batcher.reserve(hold(t, 10 * CREDIT, &format!("r{i}"))))).await;
+        join_all((0..12).map(|i| batcher.reserve_call(hold(t, 10 * CREDIT, &format!("r{i}")))))
+            .await;
     for (i, answer) in answers.iter().enumerate() {
         match (i < 10, answer) {
             (true, Ok(_)) => {}
@@ -172,7 +169,10 @@ async fn a_charge_on_a_hold_released_meanwhile_is_a_conflict_and_changes_nothing
     let app = spawn_app().await;
     let t = funded(&app, "shop", "alice", 100 * CREDIT).await;
     let batcher = Batcher::start(app.db.clone());
-    let id = batcher.reserve(hold(t, 10 * CREDIT, "r")).await.unwrap();
+    let id = batcher
+        .reserve_call(hold(t, 10 * CREDIT, "r"))
+        .await
+        .unwrap();
     ledger::release(&app.db, t.app_id, id, Some("the expiry job"))
         .await
         .unwrap();
@@ -197,10 +197,10 @@ async fn a_batch_that_fails_is_written_call_by_call_and_only_the_bad_call_fails(
     let mut stale = hold(t, 10 * CREDIT, "stale");
     stale.plan = Some((Some("gone".into()), None, None, None));
     let answers = join_all([
-        batcher.reserve(hold(t, 10 * CREDIT, "a")),
-        batcher.reserve(hold(ghost, 10 * CREDIT, "ghost")),
-        batcher.reserve(hold(t, 20 * CREDIT, "b")),
-        batcher.reserve(stale),
+        batcher.reserve_call(hold(t, 10 * CREDIT, "a")),
+        batcher.reserve_call(hold(ghost, 10 * CREDIT, "ghost")),
+        batcher.reserve_call(hold(t, 20 * CREDIT, "b")),
+        batcher.reserve_call(stale),
     ])
     .await;
     assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
@@ -230,7 +230,10 @@ async fn a_hold_closed_twice_in_one_batch_is_charged_once() {
     let app = spawn_app().await;
     let t = funded(&app, "shop", "alice", 100 * CREDIT).await;
     let batcher = Batcher::start(app.db.clone());
-    let id = batcher.reserve(hold(t, 10 * CREDIT, "r")).await.unwrap();
+    let id = batcher
+        .reserve_call(hold(t, 10 * CREDIT, "r"))
+        .await
+        .unwrap();
     let answers = join_all([
         batcher.close(charge(t, id, 4 * CREDIT)),
         batcher.close(charge(t, id, 6 * CREDIT)),
@@ -256,7 +259,7 @@ async fn a_hold_priced_on_a_plan_the_user_left_is_refused_and_writes_nothing() {
     stale.plan = Some((Some("gone".into()), None, None, None));
     let mut current = hold(t, 10 * CREDIT, "current");
     current.plan = now;
-    let answers = join_all([batcher.reserve(stale), batcher.reserve(current)]).await;
+    let answers = join_all([batcher.reserve_call(stale), batcher.reserve_call(current)]).await;
     assert!(
         matches!(answers[0], Err(LedgerError::PlanChanged)),
         "{answers:?}"

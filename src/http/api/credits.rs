@@ -184,22 +184,23 @@ pub async fn reserve_hold(
         return Err(invalid("expires_in_secs", "expected 1 to 86400"));
     }
     let (t, _, plan) = app_user(&state, &app, &external_id).await?;
-    let reference = body.reference.or_else(request_id::current);
-    let note = Note {
-        reason: None,
-        reference: reference.as_deref(),
-        key: EffectKey::of(&effect),
-    };
-    let hold = ledger::reserve(
-        &state.db,
+    let hold = ledger::CallHold {
         t,
         amount,
-        plan.overdraft.0,
-        now_ms() + secs * 1000,
-        note,
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(hold.into_inner().into())))
+        overdraft: plan.overdraft.0,
+        expires_at: now_ms() + secs * 1000,
+        reason: None,
+        reference: body.reference.or_else(request_id::current),
+        key: EffectKey::of(&effect).map(str::to_string),
+        plan: None,
+        call: None,
+    };
+    // Through the ledger's group commit, as the gateway's holds.
+    let id = state.ledger.reserve(hold).await?.into_inner();
+    let hold = ledger::hold(&state.db, t.app_id, id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no hold {id}")))?;
+    Ok((StatusCode::CREATED, Json(hold.into())))
 }
 
 /// Settles a hold at what the work cost; the rest is released. Repeating it with the same
@@ -218,7 +219,11 @@ pub async fn settle_hold(
     extract::Json(body): extract::Json<SettleIn>,
 ) -> Result<Json<HoldOut>> {
     let amount = non_negative("amount_micros", body.amount_micros)?;
-    let hold = ledger::settle(&state.db, app.app_id, id, amount, None).await?;
+    let settled = ledger::HoldState::Settled;
+    let hold = state
+        .ledger
+        .close_hold(app.app_id, id, amount, settled)
+        .await?;
     Ok(Json(hold.into_inner().into()))
 }
 
@@ -268,7 +273,8 @@ pub async fn release_hold(
     app: AppAuth,
     Path(id): Path<i64>,
 ) -> Result<Json<HoldOut>> {
-    let hold = ledger::release(&state.db, app.app_id, id, None).await?;
+    let released = ledger::HoldState::Released;
+    let hold = state.ledger.close_hold(app.app_id, id, 0, released).await?;
     Ok(Json(hold.into_inner().into()))
 }
 

@@ -241,7 +241,7 @@ async fn serve_on_fresh_plan(
     auth: &UserAuth,
     call: &Incoming,
 ) -> Result<Response> {
-    let ledger = &state.upstream.ledger;
+    let ledger = &state.ledger;
     let t = auth.target();
     let cached = ledger.plan(t, &auth.billing, false).await?;
     match serve_priced(state, auth, call, &cached).await {
@@ -387,7 +387,7 @@ async fn start_call(
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("a call resolved to no route")))?;
     let opening = |amount: i64| call::Opening {
         db: &state.db,
-        batcher: &state.upstream.ledger,
+        batcher: &state.ledger,
         config,
         t,
         app_slug: &auth.app_slug,

@@ -213,6 +213,27 @@ pub(super) async fn append_returning(
     Ok(rows)
 }
 
+/// Which of `keys` entries of the app already carry.
+pub(super) async fn taken_keys(
+    tx: &mut Tx,
+    app_id: i64,
+    keys: &[&str],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    static READ: JsonSql = JsonSql::new(
+        2,
+        "SELECT idempotency_key FROM ledger_entries WHERE app_id = $1 \
+         AND idempotency_key IN (SELECT x.value->>0 FROM {rows})",
+    );
+    if keys.is_empty() {
+        return Ok(Default::default());
+    }
+    let json = rows_json(keys.iter().map(|k| [k]));
+    let sql = READ.get(tx);
+    let rows: Vec<String> = tx_run!(&mut *tx, c => sqlx::query_scalar(sql)
+        .bind(app_id).bind(&json).fetch_all(&mut **c).await)?;
+    Ok(rows.into_iter().collect())
+}
+
 /// A hold to insert.
 pub(super) struct NewHold<'a> {
     pub user_id: i64,

@@ -70,6 +70,14 @@ async fn hold_in(tx: &mut Tx, app_id: i64, id: i64) -> Result<Option<HoldRow>, s
     Ok(row.map(hold_row))
 }
 
+/// Hold `id` of the app, if it exists.
+pub async fn hold(db: &Db, app_id: i64, id: i64) -> Result<Option<HoldRow>, sqlx::Error> {
+    let sql = format!("SELECT {HOLD_COLUMNS} FROM credit_holds WHERE app_id = $1 AND id = $2");
+    let row: Option<HoldTuple> = scoped_run!(db, Scope::App(app_id), c =>
+        sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(app_id).bind(id).fetch_optional(c).await)?;
+    Ok(row.map(hold_row))
+}
+
 /// Reserves `amount` for the user, or refuses with [`LedgerError::Insufficient`]. The same
 /// `note.key` again returns the first hold. Concurrent reserves never overspend: each runs
 /// under the account lock and checks `balance − held − amount ≥ −overdraft`.
@@ -138,24 +146,6 @@ pub async fn reserve(
     }
 }
 
-/// How a hold ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resolution {
-    /// Charge exactly this much (≤ the hold) and release the rest.
-    Settle(i64),
-    /// Charge nothing.
-    Release,
-}
-
-impl Resolution {
-    fn charged(self) -> i64 {
-        match self {
-            Resolution::Settle(actual) => actual,
-            Resolution::Release => 0,
-        }
-    }
-}
-
 /// Settles a hold at `actual`. Settling again with the same amount returns the settled hold;
 /// a different amount, or a hold released or expired meanwhile, is a conflict.
 pub async fn settle(
@@ -169,8 +159,8 @@ pub async fn settle(
         app_id,
         user_id: None,
         hold_id,
-        how: Resolution::Settle(actual),
-        by_expiry: false,
+        charged: actual,
+        ends: HoldState::Settled,
         reason,
         usage: None,
     };
@@ -188,30 +178,25 @@ pub async fn release(
         app_id,
         user_id: None,
         hold_id,
-        how: Resolution::Release,
-        by_expiry: false,
+        charged: 0,
+        ends: HoldState::Released,
         reason,
         usage: None,
     };
     resolve(db, close).await
 }
 
-/// Closes an AI call's hold by itself — settled at `charged`, released at 0 — and writes the
-/// call's usage record in the same transaction: the charge and its record exist together or
-/// not at all. The call path batches these ([`super::Batcher`]); this is its fallback.
+/// Closes a hold by itself as `c` says, with the call's usage record (if any) in the same
+/// transaction: the charge and its record exist together or not at all. The batch writer
+/// ([`super::Batcher`]) falls back to this when it cannot write a close in its batch.
 pub async fn close_call(db: &Db, c: &CallClose) -> Result<Written<HoldRow>, LedgerError> {
-    let how = if c.charged > 0 {
-        Resolution::Settle(c.charged)
-    } else {
-        Resolution::Release
-    };
     let close = Close {
         app_id: c.t.app_id,
         user_id: Some(c.t.user_id),
         hold_id: c.hold_id,
-        how,
-        by_expiry: false,
-        reason: Some(c.reason),
+        charged: c.charged,
+        ends: c.ends,
+        reason: c.reason,
         usage: c.usage.as_ref(),
     };
     resolve(db, close).await
@@ -223,9 +208,8 @@ struct Close<'a> {
     /// The hold's user when the caller knows it (else read from the hold).
     user_id: Option<i64>,
     hold_id: i64,
-    how: Resolution,
-    /// Closed by the expiry job: the hold ends `expired`.
-    by_expiry: bool,
+    charged: i64,
+    ends: HoldState,
     reason: Option<&'a str>,
     /// The call's usage record, written in the same transaction.
     usage: Option<&'a crate::store::usage::NewUsage>,
@@ -251,20 +235,15 @@ async fn resolve(db: &Db, c: Close<'_>) -> Result<Written<HoldRow>, LedgerError>
         .await?
         .filter(|h| h.user_id == user_id)
         .ok_or_else(not_found)?;
-    let charged = c.how.charged();
+    let charged = c.charged;
     let held = Hold {
         amount: hold.amount,
         state: hold.state,
     };
-    let (entry, state) = match account.close(held, charged, c.by_expiry) {
-        Ok(closed) => closed,
+    let entry = match account.close(held, charged, c.ends) {
+        Ok(entry) => entry,
         Err(Refusal::NotOpen(_)) => {
-            let wanted = if c.by_expiry {
-                HoldState::Expired
-            } else {
-                HoldState::closed_at(charged)
-            };
-            return if hold.state == wanted && hold.charged == Some(charged) {
+            return if hold.state == c.ends && hold.charged == Some(charged) {
                 Ok(Written::Replayed(hold))
             } else {
                 Err(LedgerError::Conflict(format!(
@@ -276,7 +255,7 @@ async fn resolve(db: &Db, c: Close<'_>) -> Result<Written<HoldRow>, LedgerError>
         }
         Err(refusal) => return Err(refused(entry_kind(charged), refusal)),
     };
-    account::close_holds(&mut tx, app_id, &[(hold_id, state, charged)]).await?;
+    account::close_holds(&mut tx, app_id, &[(hold_id, c.ends, charged)]).await?;
     let mut entries = vec![NewEntry {
         hold_id: Some(hold_id),
         reference: hold.reference.as_deref().map(Cow::Borrowed),
@@ -347,28 +326,21 @@ pub async fn expire_holds(db: &Db, limit: i64) -> Result<u32, LedgerError> {
         .bind(now_ms()).bind(limit).fetch_all(c).await)?;
     let mut resolved = 0;
     for (app_id, id, used, call, reference, created_at) in due {
-        let how = match used {
-            Some(u) if u > 0 => Resolution::Settle(u),
-            _ => Resolution::Release,
-        };
+        let charged = used.unwrap_or(0).max(0);
         // An AI call's process died before its own settle: its usage record is written with
         // the charge, in the same transaction, from what the hold last knew of the call.
         let record = call
             .and_then(|c| serde_json::from_str::<crate::store::usage::CallDetails>(&c).ok())
             .map(|c| {
-                let cost = match how {
-                    Resolution::Settle(u) => u,
-                    Resolution::Release => 0,
-                };
                 let request_id = reference.clone().unwrap_or_default();
-                c.expired_record(request_id, id, cost, now_ms() - created_at)
+                c.expired_record(request_id, id, charged, now_ms() - created_at)
             });
         let close = Close {
             app_id,
             user_id: None,
             hold_id: id,
-            how,
-            by_expiry: true,
+            charged,
+            ends: HoldState::Expired,
             reason: Some("hold expired"),
             usage: record.as_ref(),
         };

@@ -19,7 +19,7 @@ mod snapshot;
 pub use batch::{Batcher, CallClose, CallHold};
 pub use clawback::{Clawback, Refunded, claw_back};
 pub use holds::{
-    HoldRow, Resolution, close_call, expire_holds, record_progress, record_usage, release, reserve,
+    HoldRow, close_call, expire_holds, hold, record_progress, record_usage, release, reserve,
     settle,
 };
 pub use period::{

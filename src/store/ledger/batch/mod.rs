@@ -18,16 +18,13 @@ use tokio::sync::{mpsc, oneshot};
 mod write;
 
 use super::holds;
-use super::{LedgerError, Note, Target, Written, metrics};
+use super::{HoldRow, HoldState, LedgerError, Note, Target, Written, metrics};
 use crate::store::Db;
 use crate::store::usage::NewUsage;
 use write::write;
 
 /// The most calls one transaction writes.
 const MAX_BATCH: usize = 256;
-
-/// The reason written on an AI call's hold entry.
-const HOLD_REASON: &str = "ai call";
 
 /// Sends the call path's ledger writes to this process's batch writer. Cheap to clone.
 #[derive(Clone)]
@@ -40,21 +37,23 @@ pub struct Batcher {
 }
 
 enum Op {
-    Reserve(CallHold, oneshot::Sender<Result<i64, LedgerError>>),
+    Reserve(CallHold, oneshot::Sender<Result<Written<i64>, LedgerError>>),
     Close(CallClose, oneshot::Sender<Result<(), LedgerError>>),
 }
 
-/// A hold for an AI call (see [`super::reserve`]).
+/// A hold to reserve, for an AI call or the holds API (see [`super::reserve`]).
 pub struct CallHold {
     pub t: Target,
     pub amount: i64,
     pub overdraft: i64,
     pub expires_at: i64,
-    /// The call's request id.
-    pub reference: String,
+    /// The reason written on the hold's entry (`ai call` for the gateway's).
+    pub reason: Option<&'static str>,
+    /// The request id, or what the app names the work by.
+    pub reference: Option<String>,
     /// The request's `Idempotency-Key` effect key, written on the hold's entry: a retry of a
     /// call that already took its hold (its process died before the answer was stored) finds
-    /// it and is refused instead of being run and charged again.
+    /// it and is answered with the first hold (the gateway refuses to run such a call again).
     pub key: Option<String>,
     /// The plan columns the call was priced on, checked against the user's row in the hold's
     /// transaction (`None`: not checked).
@@ -63,13 +62,34 @@ pub struct CallHold {
     pub call: Option<String>,
 }
 
-/// How a call's hold ends: settled at `charged` (released at 0), with the call's usage record.
+/// How a hold ends: at `charged`, in state `ends`, with the call's usage record if it is one.
 pub struct CallClose {
     pub t: Target,
     pub hold_id: i64,
     pub charged: i64,
-    pub reason: &'static str,
+    pub ends: HoldState,
+    pub reason: Option<&'static str>,
     pub usage: Option<NewUsage>,
+}
+
+impl CallClose {
+    /// An AI call's close: settled when something is charged, else released.
+    pub fn of_call(
+        t: Target,
+        hold_id: i64,
+        charged: i64,
+        reason: &'static str,
+        usage: Option<NewUsage>,
+    ) -> CallClose {
+        CallClose {
+            t,
+            hold_id,
+            charged,
+            ends: HoldState::closed_at(charged),
+            reason: Some(reason),
+            usage,
+        }
+    }
 }
 
 impl Op {
@@ -123,9 +143,10 @@ impl Batcher {
         super::refresh_for_charge(&self.db, t, billing, caches, fresh).await
     }
 
-    /// Reserves an AI call's hold: its id, [`LedgerError::Insufficient`], or
-    /// [`LedgerError::PlanChanged`] when the plan it was priced on is not the user's any more.
-    pub async fn reserve(&self, reserve: CallHold) -> Result<i64, LedgerError> {
+    /// Reserves a hold: its id, the first hold's when `reserve.key` was written before,
+    /// [`LedgerError::Insufficient`], or [`LedgerError::PlanChanged`] when the plan it was
+    /// priced on is not the user's any more.
+    pub async fn reserve(&self, reserve: CallHold) -> Result<Written<i64>, LedgerError> {
         debug_assert!(reserve.amount > 0);
         let (reply, answer) = oneshot::channel();
         match self.ops.send(Op::Reserve(reserve, reply)).await {
@@ -137,7 +158,21 @@ impl Batcher {
         }
     }
 
-    /// Settles or releases a call's hold and writes its usage record, in one transaction.
+    /// Reserves an AI call's hold: [`Batcher::reserve`], except that a call whose key already
+    /// holds credits is refused (409): it ran before its process died and is not run again.
+    pub async fn reserve_call(&self, reserve: CallHold) -> Result<i64, LedgerError> {
+        let app_id = reserve.t.app_id;
+        match self.reserve(reserve).await? {
+            Written::New(id) => Ok(id),
+            Written::Replayed(id) => {
+                let first = super::hold(&self.db, app_id, id).await?;
+                let first = first.ok_or_else(|| LedgerError::NotFound(format!("no hold {id}")))?;
+                Err(LedgerError::Conflict(already_ran(&first)))
+            }
+        }
+    }
+
+    /// Closes a hold (with its usage record, for an AI call), in one transaction.
     pub async fn close(&self, close: CallClose) -> Result<(), LedgerError> {
         let (reply, answer) = oneshot::channel();
         match self.ops.send(Op::Close(close, reply)).await {
@@ -145,6 +180,57 @@ impl Batcher {
             Err(mpsc::error::SendError(Op::Close(close, _))) => alone_close(&self.db, &close).await,
             Err(_) => unreachable!("a close was sent"),
         }
+    }
+
+    /// Closes hold `hold_id` of the app at `charged`, ending in `ends` (the holds API's settle
+    /// and release): the hold as it ends, or as it ended when the same close was made before.
+    pub async fn close_hold(
+        &self,
+        app_id: i64,
+        hold_id: i64,
+        charged: i64,
+        ends: HoldState,
+    ) -> Result<Written<HoldRow>, LedgerError> {
+        let not_found = || LedgerError::NotFound(format!("no hold {hold_id}"));
+        let before = super::hold(&self.db, app_id, hold_id)
+            .await?
+            .ok_or_else(not_found)?;
+        if before.state != HoldState::Open {
+            // Already closed: the one-by-one close answers a repeat or the conflict.
+            return alone_close_hold(&self.db, app_id, hold_id, charged, ends).await;
+        }
+        let t = Target {
+            app_id,
+            user_id: before.user_id,
+        };
+        let close = CallClose {
+            t,
+            hold_id,
+            charged,
+            ends,
+            reason: None,
+            usage: None,
+        };
+        match self.close(close).await {
+            Ok(()) => {
+                let after = super::hold(&self.db, app_id, hold_id).await?;
+                Ok(Written::New(after.ok_or_else(not_found)?))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+async fn alone_close_hold(
+    db: &Db,
+    app_id: i64,
+    hold_id: i64,
+    charged: i64,
+    ends: HoldState,
+) -> Result<Written<HoldRow>, LedgerError> {
+    match ends {
+        HoldState::Released => super::release(db, app_id, hold_id, None).await,
+        _ => super::settle(db, app_id, hold_id, charged, None).await,
     }
 }
 
@@ -175,14 +261,14 @@ async fn commit(db: &Db, ops: Vec<Op>) {
         match op {
             Op::Reserve(r, reply) => {
                 let answer = match outcome {
-                    Outcome::Held(id) => Ok(id),
+                    Outcome::Held(id) => Ok(Written::New(id)),
                     Outcome::Insufficient { available, needed } => {
                         Err(LedgerError::Insufficient { available, needed })
                     }
                     Outcome::PlanChanged => Err(LedgerError::PlanChanged),
                     _ => alone_reserve(db, &r).await,
                 };
-                if let Err(Ok(id)) = reply.send(answer) {
+                if let Err(Ok(Written::New(id))) = reply.send(answer) {
                     // The caller left (its client disconnected) while the hold was written.
                     release_orphan(db, r.t, id).await;
                 }
@@ -198,21 +284,23 @@ async fn commit(db: &Db, ops: Vec<Op>) {
     }
 }
 
-async fn alone_reserve(db: &Db, r: &CallHold) -> Result<i64, LedgerError> {
+async fn alone_reserve(db: &Db, r: &CallHold) -> Result<Written<i64>, LedgerError> {
     // Alone, the plan is checked just before the hold rather than in its transaction: as
     // fresh as the gateway read it before batching existed.
     if r.plan.is_some() && r.plan != super::plan_columns(db, r.t).await? {
         return Err(LedgerError::PlanChanged);
     }
     let note = Note {
-        reason: Some(HOLD_REASON),
-        reference: Some(&r.reference),
+        reason: r.reason,
+        reference: r.reference.as_deref(),
         key: r.key.as_deref(),
     };
-    match super::reserve(db, r.t, r.amount, r.overdraft, r.expires_at, note).await? {
-        Written::New(hold) => Ok(hold.id),
-        Written::Replayed(first) => Err(LedgerError::Conflict(already_ran(&first))),
-    }
+    Ok(
+        match super::reserve(db, r.t, r.amount, r.overdraft, r.expires_at, note).await? {
+            Written::New(hold) => Written::New(hold.id),
+            Written::Replayed(first) => Written::Replayed(first.id),
+        },
+    )
 }
 
 /// Why a call whose key already holds credits is not run again.

@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use super::{CallHold, HOLD_REASON, Op, Outcome};
+use super::{CallHold, Op, Outcome};
 use crate::domain::ledger::{Hold, Refusal};
 use crate::store::bulk::{JsonSql, rows_json};
 use crate::store::ledger::account::{self, NewEntry, NewHold};
@@ -66,6 +66,17 @@ async fn write_app<'a>(
         })
         .collect();
     let mut holds = account::holds(tx, app_id, &closing).await?;
+    let keys: Vec<&str> = mine
+        .iter()
+        .filter_map(|&i| match &ops[i] {
+            Op::Reserve(r, _) => r.key.as_deref(),
+            Op::Close(..) => None,
+        })
+        .collect();
+    // A key written before (or twice in this batch) would fail the batch's insert: that
+    // reserve is left to the one-by-one write, which answers with the first hold.
+    let taken = account::taken_keys(tx, app_id, &keys).await?;
+    let mut seen = std::collections::HashSet::new();
     let now = now_ms();
     let mut entries: Vec<NewEntry<'a>> = Vec::new();
     // The holds to insert: (op index, entry index, hold).
@@ -78,6 +89,11 @@ async fn write_app<'a>(
         };
         match &ops[i] {
             Op::Reserve(r, _) => {
+                if let Some(key) = r.key.as_deref()
+                    && (taken.contains(key) || !seen.insert(key))
+                {
+                    continue;
+                }
                 if r.plan.is_some() && r.plan != plans.get(&t.user_id).cloned() {
                     outcomes[i] = Outcome::PlanChanged;
                     continue;
@@ -87,9 +103,9 @@ async fn write_app<'a>(
                     Ok(entry) => {
                         new_holds.push((i, entries.len(), r));
                         entries.push(NewEntry {
-                            reference: Some(Cow::Borrowed(&r.reference)),
+                            reference: r.reference.as_deref().map(Cow::Borrowed),
                             key: r.key.as_deref().map(Cow::Borrowed),
-                            ..NewEntry::plain(t.user_id, entry, Some(HOLD_REASON))
+                            ..NewEntry::plain(t.user_id, entry, r.reason)
                         });
                     }
                     Err(Refusal::Insufficient { available, needed }) => {
@@ -111,16 +127,16 @@ async fn write_app<'a>(
                     amount: hold.amount,
                     state: hold.state,
                 };
-                let Ok((entry, state)) = a.close(held, c.charged, false) else {
+                let Ok(entry) = a.close(held, c.charged, c.ends) else {
                     continue;
                 };
-                hold.state = state;
-                closed.push((c.hold_id, state, c.charged));
+                hold.state = c.ends;
+                closed.push((c.hold_id, c.ends, c.charged));
                 entries.push(NewEntry {
                     hold_id: Some(c.hold_id),
                     reference: hold.reference.clone().map(Cow::Owned),
                     key: Some(Cow::Owned(close_key(c.hold_id))),
-                    ..NewEntry::plain(t.user_id, entry, Some(c.reason))
+                    ..NewEntry::plain(t.user_id, entry, c.reason)
                 });
                 // What the closed hold covered of expired buckets can expire now.
                 entries.extend(NewEntry::expiries(t.user_id, a.expire(now)));
@@ -134,7 +150,7 @@ async fn write_app<'a>(
         .map(|&(_, _, r)| NewHold {
             user_id: r.t.user_id,
             amount: r.amount,
-            reference: Some(&r.reference),
+            reference: r.reference.as_deref(),
             expires_at: r.expires_at,
             call: r.call.as_deref(),
         })
