@@ -87,12 +87,66 @@ pub fn split(raw: &str) -> Result<PgUrl, Vec<String>> {
     if !problems.is_empty() {
         return Err(problems);
     }
+    // TLS to a server on this machine costs ~100 ms per new connection and protects nothing:
+    // unless told otherwise, loopback and socket connections go without (docs/configuration.md).
+    if ssl_mode(&kept).is_none() && is_local(&url, &kept) {
+        kept.push(("sslmode".into(), "disable".into()));
+    }
     url.set_query(None);
     if !kept.is_empty() {
         url.query_pairs_mut().extend_pairs(kept);
     }
     out.url = url.to_string();
     Ok(out)
+}
+
+/// The `sslmode` the parameters set, if any.
+fn ssl_mode(params: &[(String, String)]) -> Option<&str> {
+    params
+        .iter()
+        .find(|(n, _)| n == "sslmode" || n == "ssl-mode")
+        .map(|(_, v)| v.as_str())
+}
+
+/// Whether the server is on this machine: a loopback host, or a Unix socket (no host, or a
+/// `host` that is a path).
+fn is_local(url: &Url, params: &[(String, String)]) -> bool {
+    if let Some((_, host)) = params.iter().find(|(n, _)| n == "host") {
+        return host.starts_with('/');
+    }
+    match url.host() {
+        None => true,
+        Some(url::Host::Domain(d)) => {
+            d.is_empty() || d.eq_ignore_ascii_case("localhost") || d.starts_with("%2F")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+    }
+}
+
+/// In production, a server elsewhere must be reached over TLS that cannot be downgraded:
+/// `sslmode=require`, `verify-ca` or `verify-full`. The problem, if `raw` does not say so.
+pub fn production_tls_problem(raw: &str) -> Option<String> {
+    let url = Url::parse(raw).ok()?;
+    let params: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    if is_local(&url, &params) {
+        return None;
+    }
+    match ssl_mode(&params) {
+        Some("require" | "verify-ca" | "verify-full") => None,
+        other => Some(format!(
+            "{} reaches {} without required TLS; add sslmode=require (or verify-full) — \
+             a server on this machine (loopback or a socket) needs none",
+            match other {
+                Some(mode) => format!("sslmode={mode}"),
+                None => "no sslmode".to_string(),
+            },
+            url.host_str().unwrap_or("the server")
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -124,5 +178,41 @@ mod tests {
         assert!(problems[0].starts_with("connect_timeout"));
         assert!(problems[1].contains("\"conection_limit\""));
         assert!(problems[2].starts_with("connection_limit=0"));
+    }
+
+    #[test]
+    fn a_server_on_this_machine_is_reached_without_tls_unless_told_otherwise() {
+        for local in [
+            "postgres://a@127.0.0.1:5432/app",
+            "postgres://a@localhost/app",
+            "postgres://a@[::1]/app",
+            "postgres://a@/app?host=/var/run/postgresql",
+        ] {
+            assert!(
+                split(local).unwrap().url.ends_with("sslmode=disable"),
+                "{local}"
+            );
+            assert_eq!(production_tls_problem(local), None, "{local}");
+        }
+        let told = split("postgres://a@127.0.0.1/app?sslmode=require").unwrap();
+        assert!(told.url.ends_with("sslmode=require"), "{}", told.url);
+        assert_eq!(
+            split("postgres://a@db/app").unwrap().url,
+            "postgres://a@db/app"
+        );
+    }
+
+    #[test]
+    fn production_requires_tls_that_cannot_be_downgraded_to_a_remote_server() {
+        let problem = production_tls_problem("postgres://a@db.internal/app").unwrap();
+        assert!(
+            problem.contains("no sslmode reaches db.internal"),
+            "{problem}"
+        );
+        assert!(production_tls_problem("postgres://a@db/app?sslmode=prefer").is_some());
+        assert_eq!(
+            production_tls_problem("postgres://a@db/app?sslmode=verify-full"),
+            None
+        );
     }
 }

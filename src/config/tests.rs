@@ -87,6 +87,35 @@ fn a_weak_production_config_names_every_problem_at_once() {
 }
 
 #[test]
+fn production_refuses_a_remote_postgres_without_required_tls() {
+    let mut env = production();
+    env.push((
+        "DATABASE_URL".into(),
+        "postgres://app@db.internal/tollgate".into(),
+    ));
+    let text = load_from(None, &env).unwrap_err().to_string();
+    assert!(
+        text.contains("database.url: no sslmode reaches db.internal without required TLS"),
+        "{text}"
+    );
+    let mut env = production();
+    env.push((
+        "DATABASE_URL".into(),
+        "postgres://app@db.internal/tollgate?sslmode=require".into(),
+    ));
+    assert!(load_from(None, &env).is_ok());
+    let mut env = production();
+    env.push((
+        "DATABASE_URL".into(),
+        "postgres://app@127.0.0.1/tollgate".into(),
+    ));
+    assert!(
+        load_from(None, &env).is_ok(),
+        "a server on this machine needs no TLS"
+    );
+}
+
+#[test]
 fn production_requires_public_url_key_and_token() {
     let env = vars(&[
         ("TOLLGATE_ENVIRONMENT", "production"),

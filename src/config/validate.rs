@@ -183,10 +183,15 @@ fn database(c: &Config, prod: bool, p: &mut Vec<Problem>) {
         ("database.url", Some(url.as_str())),
         ("database.owner_url", d.owner_url.as_deref()),
     ] {
-        if let Some(u) = u.filter(|u| is_postgres(u))
-            && let Err(problems) = super::database_url::split(u)
-        {
-            for m in problems {
+        if let Some(u) = u.filter(|u| is_postgres(u)) {
+            if let Err(problems) = super::database_url::split(u) {
+                for m in problems {
+                    p.push(Problem::new(key, m));
+                }
+            }
+            if c.is_production()
+                && let Some(m) = super::database_url::production_tls_problem(u)
+            {
                 p.push(Problem::new(key, m));
             }
         }

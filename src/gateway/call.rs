@@ -52,6 +52,30 @@ pub fn hold_amount(
     Ok(most)
 }
 
+/// Runs a call's hold and its provider request together: the reply waits until the hold is
+/// committed. A refused hold drops the request (cancelling it if it is still in flight) and is
+/// the answer; nothing of the reply reaches anyone.
+pub async fn hold_while_sending<H, S, R>(hold: H, send: S) -> Result<(Meter, R)>
+where
+    H: std::future::Future<Output = Result<Meter>>,
+    S: std::future::Future<Output = R>,
+{
+    let mut hold = std::pin::pin!(hold);
+    let mut send = std::pin::pin!(send);
+    let mut reply = None;
+    let meter = loop {
+        tokio::select! {
+            meter = &mut hold => break meter?,
+            r = &mut send, if reply.is_none() => reply = Some(r),
+        }
+    };
+    let reply = match reply {
+        Some(r) => r,
+        None => send.await,
+    };
+    Ok((meter, reply))
+}
+
 /// An open hold and what settling it needs.
 pub struct Meter {
     db: Db,

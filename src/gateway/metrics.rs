@@ -17,6 +17,7 @@ pub const FALLBACKS: &str = "tollgate_gateway_fallbacks_total";
 pub const HOLD_SHORTFALL: &str = "tollgate_gateway_hold_shortfall_total";
 pub const CONCURRENCY_REFUSED: &str = "tollgate_gateway_concurrency_refused_total";
 pub const TOKENS_REFUSED: &str = "tollgate_gateway_tokens_per_minute_refused_total";
+pub const REFUSED_AFTER_SEND: &str = "tollgate_gateway_refused_after_send_total";
 
 pub fn describe() {
     metrics::describe_counter!(
@@ -52,6 +53,12 @@ pub fn describe() {
     metrics::describe_counter!(
         FALLBACKS,
         "Calls moved to a fallback model, by from and to."
+    );
+    metrics::describe_counter!(
+        REFUSED_AFTER_SEND,
+        "Calls sent to the provider while their hold was written, whose hold was then refused \
+         (credits spent meanwhile, or the plan changed): cancelled, answered 402 or priced \
+         again, never charged. By app."
     );
     metrics::describe_counter!(
         CONCURRENCY_REFUSED,

@@ -15,6 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::money::{PageQuery, consume_quota, invalid};
+use crate::domain::money::Micros;
 use crate::error::{Error, Result};
 use crate::gateway::cap::OutputCap;
 use crate::gateway::format::Format;
@@ -402,29 +403,103 @@ async fn start_call(
         request_id: crate::http::request_id::current().unwrap_or_default(),
         first_route: &first_route,
     };
+    // A user this process last saw with credits enough: the provider request goes out while
+    // the hold is written, and its answer is let through only once the hold is committed.
+    if state.ledger.likely_covers(t, amount, plan.overdraft.0) {
+        let outgoing = Outgoing {
+            format,
+            bodies: &bodies,
+            request,
+            anthropic_headers: &call.anthropic_headers,
+        };
+        let hold = call::Meter::open(opening(amount), slot);
+        let send = state.upstream.send(config, &routes, &outgoing);
+        match call::hold_while_sending(hold, send).await {
+            Ok((meter, Ok(reply))) => return Ok((meter, reply)),
+            Ok((meter, Err(e))) => {
+                meter.release("ai call: the provider failed").await;
+                return Err(e);
+            }
+            Err(refused) => {
+                // Spent meanwhile (another replica, the app's own debits) or the plan changed:
+                // the provider request is dropped unanswered and nothing is charged.
+                metrics::counter!(crate::gateway::metrics::REFUSED_AFTER_SEND, "app" => auth.app_slug.clone())
+                    .increment(1);
+                let Error::InsufficientCredits { available, needed } = refused else {
+                    return Err(refused);
+                };
+                let lowered = lower_cap(
+                    call,
+                    &mut routes,
+                    &mut bodies,
+                    cap,
+                    plan,
+                    (available, needed),
+                    &conversion,
+                )?;
+                amount = lowered;
+                let meter = call::Meter::open(opening(amount), take_slot().await?).await?;
+                return send_after_hold(state, call, meter, &routes, &bodies).await;
+            }
+        }
+    }
     let meter = match call::Meter::open(opening(amount), slot).await {
         Err(Error::InsufficientCredits { available, needed }) => {
-            let budget = available.0.saturating_add(plan.overdraft.0);
-            let hold_of =
-                |tokens| call::hold_amount(&routes, call.body_len, tokens, &conversion).ok();
-            let Some(lowered) = cap.lowered_to(budget, hold_of) else {
-                return Err(Error::InsufficientCredits { available, needed });
-            };
-            amount = hold_of(lowered.tokens).unwrap_or(amount);
-            let resolved = std::mem::take(&mut routes);
-            (routes, bodies) = upstream_bodies(call, resolved, lowered)?;
+            amount = lower_cap(
+                call,
+                &mut routes,
+                &mut bodies,
+                cap,
+                plan,
+                (available, needed),
+                &conversion,
+            )?;
             // The refused hold freed the user's slot; the call takes one again.
             call::Meter::open(opening(amount), take_slot().await?).await?
         }
         other => other?,
     };
+    send_after_hold(state, call, meter, &routes, &bodies).await
+}
+
+/// When the user's credits do not cover the hold of the cap tollgate chose, the cap is lowered
+/// to what they do cover (the answer is cut there): the new hold amount, with the routes and
+/// bodies carrying the lowered cap. Refused (402) when even that is out of reach.
+fn lower_cap(
+    call: &Incoming,
+    routes: &mut Vec<Route>,
+    bodies: &mut Vec<Vec<u8>>,
+    cap: OutputCap,
+    plan: &crate::domain::plans::Plan,
+    (available, needed): (Micros, Micros),
+    conversion: &crate::domain::pricing::Conversion,
+) -> Result<i64> {
+    let budget = available.0.saturating_add(plan.overdraft.0);
+    let hold_of = |tokens| call::hold_amount(routes, call.body_len, tokens, conversion).ok();
+    let Some(lowered) = cap.lowered_to(budget, hold_of) else {
+        return Err(Error::InsufficientCredits { available, needed });
+    };
+    let amount = hold_of(lowered.tokens).unwrap_or(needed.0);
+    let resolved = std::mem::take(routes);
+    (*routes, *bodies) = upstream_bodies(call, resolved, lowered)?;
+    Ok(amount)
+}
+
+/// The provider call of a call whose hold is committed.
+async fn send_after_hold(
+    state: &AppState,
+    call: &Incoming,
+    meter: call::Meter,
+    routes: &[Route],
+    bodies: &[Vec<u8>],
+) -> Result<(call::Meter, crate::gateway::upstream::Reply)> {
     let outgoing = Outgoing {
-        format,
-        bodies: &bodies,
-        request,
+        format: call.format,
+        bodies,
+        request: &call.request,
         anthropic_headers: &call.anthropic_headers,
     };
-    match state.upstream.send(config, &routes, &outgoing).await {
+    match state.upstream.send(&state.config, routes, &outgoing).await {
         Ok(reply) => Ok((meter, reply)),
         Err(e) => {
             meter.release("ai call: the provider failed").await;

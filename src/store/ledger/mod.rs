@@ -52,7 +52,7 @@ pub const GRANT_SOURCES: [&str; 6] = [
 ];
 
 /// Whose ledger: a user of an app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Target {
     pub app_id: i64,
     pub user_id: i64,

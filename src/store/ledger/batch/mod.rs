@@ -34,7 +34,17 @@ pub struct Batcher {
     /// Period credits known granted and plans last read (see [`super::refresh_for_charge`]).
     granted: std::sync::Arc<super::GrantedKeys>,
     plans: std::sync::Arc<super::PlanCache>,
+    /// Each user's available credits after this process's last batch naming them.
+    seen: std::sync::Arc<Seen>,
 }
+
+/// Available credits as this process's batches last left them: a hint, never the truth (other
+/// processes and the one-by-one writes change balances without telling it).
+#[derive(Default)]
+struct Seen(std::sync::Mutex<std::collections::HashMap<Target, i64>>);
+
+/// How many users the hint remembers; past it, it starts again (a hint may be forgotten).
+const SEEN_MAX: usize = 100_000;
 
 enum Op {
     Reserve(CallHold, oneshot::Sender<Result<Written<i64>, LedgerError>>),
@@ -122,13 +132,24 @@ impl Batcher {
     /// Starts the writer task (it ends when the last `Batcher` is dropped).
     pub fn start(db: Db) -> Batcher {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(write_batches(db.clone(), rx));
+        let seen = std::sync::Arc::<Seen>::default();
+        tokio::spawn(write_batches(db.clone(), rx, seen.clone()));
         Batcher {
             db,
             ops: tx,
             granted: Default::default(),
             plans: Default::default(),
+            seen,
         }
+    }
+
+    /// Whether this process last saw the user with credits enough for a hold of `amount`:
+    /// true lets a call send its provider request while its hold is written. A wrong hint
+    /// costs a wasted provider call (counted) or a wait, never a wrong charge.
+    pub fn likely_covers(&self, t: Target, amount: i64, overdraft: i64) -> bool {
+        let seen = self.seen.0.lock().expect("seen balances");
+        seen.get(&t)
+            .is_some_and(|available| available - amount >= -overdraft)
     }
 
     /// The plan an AI call is priced on: this process's last reading unless `fresh` (see
@@ -238,20 +259,27 @@ fn writer_gone() -> LedgerError {
     LedgerError::Db(sqlx::Error::WorkerCrashed)
 }
 
-async fn write_batches(db: Db, mut rx: mpsc::Receiver<Op>) {
+async fn write_batches(db: Db, mut rx: mpsc::Receiver<Op>, seen: std::sync::Arc<Seen>) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut ops, MAX_BATCH).await > 0 {
-        commit(&db, std::mem::take(&mut ops)).await;
+        commit(&db, std::mem::take(&mut ops), &seen).await;
     }
 }
 
 /// Writes one batch and answers its callers.
-async fn commit(db: &Db, ops: Vec<Op>) {
+async fn commit(db: &Db, ops: Vec<Op>, seen: &Seen) {
     let started = std::time::Instant::now();
     let written = write(db, &ops).await;
     metrics::batch(ops.len(), started.elapsed(), written.is_err());
     let outcomes = match written {
-        Ok(outcomes) => outcomes,
+        Ok(written) => {
+            let mut known = seen.0.lock().expect("seen balances");
+            if known.len() > SEEN_MAX {
+                known.clear();
+            }
+            known.extend(written.available);
+            written.outcomes
+        }
         Err(e) => {
             tracing::warn!(error = %e, calls = ops.len(), "a ledger batch failed; writing its calls one by one");
             vec![Outcome::Retry; ops.len()]

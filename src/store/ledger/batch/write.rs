@@ -20,9 +20,16 @@ use crate::store::usage::{self, NewUsage};
 use crate::store::{Tx, now_ms};
 use crate::tx_run;
 
-pub(super) async fn write(db: &crate::store::Db, ops: &[Op]) -> Result<Vec<Outcome>, LedgerError> {
+/// What a batch did: each op's outcome, and each account's available credits after it.
+pub(super) struct Written {
+    pub outcomes: Vec<Outcome>,
+    pub available: Vec<(Target, i64)>,
+}
+
+pub(super) async fn write(db: &crate::store::Db, ops: &[Op]) -> Result<Written, LedgerError> {
     let mut tx = db.begin().await?;
     let mut outcomes = vec![Outcome::Retry; ops.len()];
+    let mut available = Vec::new();
     let mut apps: Vec<i64> = ops.iter().map(|op| op.target().app_id).collect();
     apps.sort_unstable();
     apps.dedup();
@@ -32,14 +39,19 @@ pub(super) async fn write(db: &crate::store::Db, ops: &[Op]) -> Result<Vec<Outco
         let mine: Vec<usize> = (0..ops.len())
             .filter(|&i| ops[i].target().app_id == app_id)
             .collect();
-        write_app(&mut tx, app_id, ops, &mine, &mut outcomes, &mut usages).await?;
+        let accounts = write_app(&mut tx, app_id, ops, &mine, &mut outcomes, &mut usages).await?;
+        available.extend(accounts);
     }
     usage::insert_tx(&mut tx, &usages).await?;
     tx.commit().await?;
-    Ok(outcomes)
+    Ok(Written {
+        outcomes,
+        available,
+    })
 }
 
-/// The writes of one app's calls (`mine`, indexes into `ops` in arrival order).
+/// The writes of one app's calls (`mine`, indexes into `ops` in arrival order). Returns each
+/// account's available credits once they are applied.
 async fn write_app<'a>(
     tx: &mut Tx,
     app_id: i64,
@@ -47,7 +59,7 @@ async fn write_app<'a>(
     mine: &[usize],
     outcomes: &mut [Outcome],
     usages: &mut Vec<(Target, &'a NewUsage)>,
-) -> Result<(), LedgerError> {
+) -> Result<Vec<(Target, i64)>, LedgerError> {
     let users: Vec<i64> = mine.iter().map(|&i| ops[i].target().user_id).collect();
     let mut accounts = account::load(tx, app_id, &users).await?;
     let checked: Vec<i64> = mine
@@ -163,7 +175,10 @@ async fn write_app<'a>(
     account::close_holds(tx, app_id, &closed).await?;
     account::save(tx, app_id, accounts.iter().map(|(u, a)| (*u, a))).await?;
     account::append(tx, app_id, &entries).await?;
-    Ok(())
+    Ok(accounts
+        .iter()
+        .map(|(&user_id, a)| (Target { app_id, user_id }, a.available()))
+        .collect())
 }
 
 /// The plan columns of `users` (of one app), read in the batch's transaction.
