@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The gateway's overhead: POST /v1/chat/completions through tollgate (billing ON: key auth,
 # rate limit, quota, hold, settle, usage record) in front of a fast local fake OpenAI
-# (examples/fake_upstream.rs), against calling the fake directly. Non-streamed and streamed, at
-# concurrency 1, 16 and 64. Reports requests/s, p50/p99 and the latency tollgate adds, CPU time
-# per request of the tollgate process, and its peak RSS. Needs wrk (apt-get install wrk).
+# (examples/fake_upstream.rs), against calling the fake directly and against the floor — a
+# pass-through proxy on the same HTTP stack that checks and charges nothing
+# (examples/floor_proxy.rs). Non-streamed and streamed, at concurrency 1, 16 and 64. Reports
+# requests/s, p50/p99 and the latency each adds over the direct call, tollgate's RPS as a share
+# of the floor's, CPU time per request of the tollgate process, and its peak RSS. Needs wrk
+# (apt-get install wrk).
 #
 #   bash bench/gateway.sh                         # SQLite, 10 s per case
 #   DURATION=30s bash bench/gateway.sh
@@ -19,9 +22,10 @@ CALLS_PER_USER=${CALLS_PER_USER:-0}
 MODES=${MODES:-plain stream}
 CONCS=${CONCS:-1 16 64}
 DB=${BENCH_DATABASE_URL:-}
-cargo build --release --locked --quiet --bin tollgate --example fake_upstream
+cargo build --release --locked --quiet --bin tollgate --example fake_upstream --example floor_proxy
 BIN=target/release/tollgate
 FAKE=target/release/examples/fake_upstream
+FLOOR=target/release/examples/floor_proxy
 WORK=$(mktemp -d)
 SCHEMA="tg_gwbench_$$"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"; [[ $DB == postgres* ]] && psql "$DB" -qc "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null || true' EXIT
@@ -64,6 +68,7 @@ export TOLLGATE_CONFIG="$WORK/tollgate.toml" TOLLGATE_DATA_DIR="$WORK" DATABASE_
 [[ -n ${REDIS_URL:-} ]] && export TOLLGATE_RATE_LIMITS__REDIS_PREFIX="tollgate-bench:$$:"
 
 "$FAKE" 127.0.0.1:18098 &
+"$FLOOR" 127.0.0.1:18097 http://127.0.0.1:18098 &
 "$BIN" migrate >/dev/null
 "$BIN" serve 2>"$WORK/serve.log" &
 PID=$!
@@ -86,27 +91,29 @@ curl -sf -X POST -H "Authorization: Bearer $KEY" -H 'content-type: application/j
 ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) print v/1000; else if (v ~ /ms$/) print v+0; else print v*1000 }'; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$PID/stat"; }
 
-printf "%-7s %4s | %9s %8s %8s | %9s %8s %8s | %9s %9s | %9s\n" mode conc "direct/s" "p50 ms" "p99 ms" \
-  "tollgate/s" "p50 ms" "p99 ms" "+p50 ms" "+p99 ms" "CPU ms/req"
+lat() { ms "$(echo "$1" | awk -v q="$2" '$1 == q { print $2 }')"; }
+rps() { echo "$1" | awk '/Requests\/sec/ { print $2 }'; }
+printf "%-6s %4s | %9s %7s | %9s %7s %7s | %10s %7s %7s %7s | %6s | %8s\n" mode conc "direct/s" "p50 ms" \
+  "floor/s" "+p50" "+p99" "tollgate/s" "+p50" "+p99" "CPU ms" "T/F" "+p50 T-F"
 for mode in $MODES; do
   for conc in $CONCS; do
     threads=$(( conc < 2 ? 1 : 2 ))
-    direct=$(wrk -t$threads -c$conc -d"$DURATION" --latency -s "$WORK/$mode.lua" http://127.0.0.1:18098/v1/chat/completions)
+    run() { wrk -t$threads -c$conc -d"$DURATION" --latency -s "$WORK/$mode.lua" "http://127.0.0.1:$1/v1/chat/completions"; }
+    direct=$(run 18098)
+    floor=$(run 18097)
     before=$(cpu_ticks)
-    via=$(wrk -t$threads -c$conc -d"$DURATION" --latency -s "$WORK/$mode.lua" http://127.0.0.1:18099/v1/chat/completions)
+    via=$(run 18099)
     after=$(cpu_ticks)
     if echo "$via" | grep -q "Non-2xx"; then echo "$via" >&2; echo "tollgate answered errors" >&2; exit 1; fi
-    rps_d=$(echo "$direct" | awk '/Requests\/sec/ { print $2 }')
-    rps_t=$(echo "$via" | awk '/Requests\/sec/ { print $2 }')
     reqs=$(echo "$via" | awk '/requests in/ { print $1 }')
-    p50_d=$(ms "$(echo "$direct" | awk '$1 == "50%" { print $2 }')")
-    p99_d=$(ms "$(echo "$direct" | awk '$1 == "99%" { print $2 }')")
-    p50_t=$(ms "$(echo "$via" | awk '$1 == "50%" { print $2 }')")
-    p99_t=$(ms "$(echo "$via" | awk '$1 == "99%" { print $2 }')")
-    awk -v m=$mode -v c=$conc -v rd="$rps_d" -v rt="$rps_t" -v a="$p50_d" -v b="$p99_d" \
-      -v x="$p50_t" -v y="$p99_t" -v t=$((after - before)) -v n="$reqs" -v hz="$TICK" \
-      'BEGIN { printf "%-7s %4d | %9.0f %8.3f %8.3f | %9.0f %8.3f %8.3f | %9.3f %9.3f | %9.3f\n",
-               m, c, rd, a, b, rt, x, y, x - a, y - b, t * 1000 / hz / n }'
+    awk -v m=$mode -v c=$conc -v rd="$(rps "$direct")" -v rf="$(rps "$floor")" -v rt="$(rps "$via")" \
+      -v d50="$(lat "$direct" 50%)" -v d99="$(lat "$direct" 99%)" \
+      -v f50="$(lat "$floor" 50%)" -v f99="$(lat "$floor" 99%)" \
+      -v t50="$(lat "$via" 50%)" -v t99="$(lat "$via" 99%)" \
+      -v t=$((after - before)) -v n="$reqs" -v hz="$TICK" \
+      'BEGIN { printf "%-6s %4d | %9.0f %7.3f | %9.0f %7.3f %7.3f | %10.0f %7.3f %7.3f %7.3f | %6.3f | %8.3f\n",
+               m, c, rd, d50, rf, f50 - d50, f99 - d99, rt, t50 - d50, t99 - d99,
+               t * 1000 / hz / n, rt / rf, t50 - f50 }'
   done
 done
 echo "peak RSS of tollgate: $(awk '/VmHWM/ { print $2, $3 }' "/proc/$PID/status")"

@@ -116,8 +116,12 @@ fn is_local(url: &Url, params: &[(String, String)]) -> bool {
     }
     match url.host() {
         None => true,
+        // `postgres:` is not a special scheme: its IPv4 hosts come as names.
         Some(url::Host::Domain(d)) => {
-            d.is_empty() || d.eq_ignore_ascii_case("localhost") || d.starts_with("%2F")
+            d.is_empty()
+                || d.eq_ignore_ascii_case("localhost")
+                || d.starts_with("%2F")
+                || d.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
         }
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -186,7 +190,7 @@ mod tests {
             "postgres://a@127.0.0.1:5432/app",
             "postgres://a@localhost/app",
             "postgres://a@[::1]/app",
-            "postgres://a@/app?host=/var/run/postgresql",
+            "postgres:///app?host=/var/run/postgresql",
         ] {
             assert!(
                 split(local).unwrap().url.ends_with("sslmode=disable"),

@@ -754,3 +754,46 @@ async fn only_answered_calls_count_against_the_request_quota() {
     let p = problem(chat(&app, &key, hello("gpt")).await, 429).await;
     assert_eq!(p["type"], "urn:tollgate:problem:quota-exceeded");
 }
+
+#[tokio::test]
+async fn a_call_whose_credits_another_process_spent_while_it_was_sent_is_dropped_and_not_charged() {
+    let (app, fake) = gateway_app().await;
+    let key = app.user_key("ai", "alice").await;
+    // The first call holds before it sends (this process has not seen alice's balance yet);
+    // its batch tells the process that she can pay for more.
+    assert_eq!(chat(&app, &key, hello("gpt")).await.status(), 200);
+    let after_one = balance(&app, &key).await;
+    assert_eq!(after_one, 10 * CREDIT - GPT_CALL);
+    // Another process (the app's own debit, a replica's calls) spends everything.
+    let t = app.user_target("ai", "alice").await;
+    let note = ledger::Note::default();
+    ledger::charge(
+        &app.db,
+        t,
+        ledger::EntryKind::Debit,
+        after_one,
+        0,
+        note,
+        None,
+    )
+    .await
+    .unwrap();
+    // The second call goes out while its hold is written; the hold is refused, the provider's
+    // answer dropped, and the client told 402.
+    let p = problem(chat(&app, &key, hello("gpt")).await, 402).await;
+    assert_eq!(p["type"], "urn:tollgate:problem:insufficient-credits");
+    assert_eq!(balance(&app, &key).await, 0);
+    assert_eq!(usage(&app, &key).await.len(), 1, "one call was charged");
+    assert!(fake.received().len() <= 2);
+    let text = app.get_metrics(None).await.text().await.unwrap();
+    assert!(
+        text.contains("tollgate_gateway_refused_after_send_total{app=\"ai\"} 1"),
+        "{text}"
+    );
+    // The third call is refused before any provider request: the refusal taught the process.
+    let sent = fake.received().len();
+    problem(chat(&app, &key, hello("gpt")).await, 402).await;
+    assert_eq!(fake.received().len(), sent);
+    let (_, mismatches) = ledger::verify(&app.db).await.unwrap();
+    assert!(mismatches.is_empty(), "{mismatches:?}");
+}
