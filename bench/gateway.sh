@@ -116,6 +116,10 @@ for mode in $MODES; do
                t * 1000 / hz / n, rt / rf, t50 - f50 }'
   done
 done
+curl -sf localhost:18099/metrics | awk '
+  $1 ~ /^tollgate_ledger_batch_duration_seconds_sum/ { s += $2 } $1 ~ /^tollgate_ledger_batch_duration_seconds_count/ { n += $2 }
+  $1 ~ /^tollgate_ledger_batch_calls_sum/ { c += $2 }
+  END { if (n) printf "ledger batches: %d, %.1f writes each, %.3f ms each\n", n, c / n, s / n * 1000 }'
 echo "peak RSS of tollgate: $(awk '/VmHWM/ { print $2, $3 }' "/proc/$PID/status")"
 calls=$(curl -sf -H "Authorization: Bearer $KEY" 'localhost:18099/v1/me' | grep -o '"balance_micros":[-0-9]*')
 echo "after the run: $calls (every call was held, settled and recorded)"

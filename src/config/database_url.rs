@@ -121,7 +121,8 @@ fn is_local(url: &Url, params: &[(String, String)]) -> bool {
             d.is_empty()
                 || d.eq_ignore_ascii_case("localhost")
                 || d.starts_with("%2F")
-                || d.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+                || d.parse::<std::net::Ipv4Addr>()
+                    .is_ok_and(|ip| ip.is_loopback())
         }
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),

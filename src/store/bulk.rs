@@ -7,6 +7,12 @@
 //! In a template, `{rows}` is the FROM item: `x.value->>0`, `x.value->>1`, … are a row's
 //! columns (text, or NULL for a JSON null; `CAST(… AS BIGINT)` for numbers) and `x.key` its
 //! position, for `ORDER BY x.key`. Only this FROM item differs between the backends.
+//!
+//! A statement that finds rows of a table by the batch's keys first turns the JSON into typed
+//! columns in a `WITH v AS MATERIALIZED (…)` and joins on those (`t.id = v.id`): under
+//! PostgreSQL's row-level security a condition that applies `->>` or a cast to a column of the
+//! join cannot use an index (those functions are not leakproof), and the table is scanned
+//! whole — on every batch, as the table grows.
 
 use std::sync::OnceLock;
 

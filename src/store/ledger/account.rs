@@ -31,8 +31,9 @@ pub(super) async fn load(
     );
     static BUCKETS: JsonSql = JsonSql::new(
         2,
-        "SELECT user_id, id, remaining, expires_at FROM credit_grants WHERE app_id = $1 \
-         AND remaining > 0 AND user_id IN (SELECT CAST(x.value->>0 AS BIGINT) FROM {rows})",
+        "WITH v AS MATERIALIZED (SELECT CAST(x.value->>0 AS BIGINT) AS user_id FROM {rows}) \
+         SELECT g.user_id, g.id, g.remaining, g.expires_at FROM credit_grants g JOIN v \
+         ON g.user_id = v.user_id WHERE g.app_id = $1 AND g.remaining > 0",
     );
     let mut sorted = users.to_vec();
     sorted.sort_unstable();
@@ -75,14 +76,17 @@ pub(super) async fn save<'a>(
 ) -> Result<(), sqlx::Error> {
     static ACCOUNTS: JsonSql = JsonSql::new(
         2,
-        "UPDATE credit_accounts SET balance = CAST(x.value->>1 AS BIGINT), \
-         held = CAST(x.value->>2 AS BIGINT) FROM {rows} \
-         WHERE credit_accounts.user_id = CAST(x.value->>0 AS BIGINT) AND credit_accounts.app_id = $1",
+        "WITH v AS MATERIALIZED (SELECT CAST(x.value->>0 AS BIGINT) AS user_id, \
+         CAST(x.value->>1 AS BIGINT) AS balance, CAST(x.value->>2 AS BIGINT) AS held FROM {rows}) \
+         UPDATE credit_accounts SET balance = v.balance, held = v.held FROM v \
+         WHERE credit_accounts.user_id = v.user_id AND credit_accounts.app_id = $1",
     );
     static BUCKETS: JsonSql = JsonSql::new(
         2,
-        "UPDATE credit_grants SET remaining = CAST(x.value->>1 AS BIGINT) FROM {rows} \
-         WHERE credit_grants.id = CAST(x.value->>0 AS BIGINT) AND credit_grants.app_id = $1",
+        "WITH v AS MATERIALIZED (SELECT CAST(x.value->>0 AS BIGINT) AS id, \
+         CAST(x.value->>1 AS BIGINT) AS remaining FROM {rows}) \
+         UPDATE credit_grants SET remaining = v.remaining FROM v \
+         WHERE credit_grants.id = v.id AND credit_grants.app_id = $1",
     );
     let mut rows = Vec::new();
     let mut changed = Vec::new();
@@ -221,8 +225,9 @@ pub(super) async fn taken_keys(
 ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
     static READ: JsonSql = JsonSql::new(
         2,
-        "SELECT idempotency_key FROM ledger_entries WHERE app_id = $1 \
-         AND idempotency_key IN (SELECT x.value->>0 FROM {rows})",
+        "WITH v AS MATERIALIZED (SELECT x.value->>0 AS k FROM {rows}) \
+         SELECT e.idempotency_key FROM ledger_entries e JOIN v ON e.idempotency_key = v.k \
+         WHERE e.app_id = $1",
     );
     if keys.is_empty() {
         return Ok(Default::default());
@@ -317,8 +322,9 @@ pub(super) async fn holds(
 ) -> Result<HashMap<i64, HeldCall>, sqlx::Error> {
     static READ: JsonSql = JsonSql::new(
         2,
-        "SELECT id, user_id, amount, state, reference FROM credit_holds WHERE app_id = $1 \
-         AND id IN (SELECT CAST(x.value->>0 AS BIGINT) FROM {rows})",
+        "WITH v AS MATERIALIZED (SELECT CAST(x.value->>0 AS BIGINT) AS id FROM {rows}) \
+         SELECT h.id, h.user_id, h.amount, h.state, h.reference FROM credit_holds h \
+         JOIN v ON h.id = v.id WHERE h.app_id = $1",
     );
     if ids.is_empty() {
         return Ok(HashMap::new());
@@ -352,9 +358,10 @@ pub(super) async fn close_holds(
 ) -> Result<(), sqlx::Error> {
     static CLOSE: JsonSql = JsonSql::new(
         3,
-        "UPDATE credit_holds SET state = x.value->>1, charged = CAST(x.value->>2 AS BIGINT), \
-         resolved_at = $2 FROM {rows} \
-         WHERE credit_holds.id = CAST(x.value->>0 AS BIGINT) AND credit_holds.app_id = $1",
+        "WITH v AS MATERIALIZED (SELECT CAST(x.value->>0 AS BIGINT) AS id, x.value->>1 AS state, \
+         CAST(x.value->>2 AS BIGINT) AS charged FROM {rows}) \
+         UPDATE credit_holds SET state = v.state, charged = v.charged, resolved_at = $2 FROM v \
+         WHERE credit_holds.id = v.id AND credit_holds.app_id = $1",
     );
     if closed.is_empty() {
         return Ok(());

@@ -193,8 +193,9 @@ async fn plan_columns_in(
     // The columns of `PLAN_COLUMNS`, which a `const` template cannot splice in.
     static READ: JsonSql = JsonSql::new(
         2,
-        "SELECT id, plan_id, period_start, period_end, plan_until FROM users WHERE app_id = $1 \
-         AND id IN (SELECT CAST(x.value->>0 AS BIGINT) FROM {rows})",
+        "WITH v AS MATERIALIZED (SELECT CAST(x.value->>0 AS BIGINT) AS id FROM {rows}) \
+         SELECT u.id, u.plan_id, u.period_start, u.period_end, u.plan_until FROM users u \
+         JOIN v ON u.id = v.id WHERE u.app_id = $1",
     );
     debug_assert_eq!(
         PLAN_COLUMNS,
