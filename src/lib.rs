@@ -10,6 +10,8 @@ pub mod gateway;
 pub mod http;
 pub mod jobs;
 pub mod ops;
+pub mod redact;
+pub mod role;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config};
-use crate::startup::Role;
+use crate::role::Role;
 
 /// tollgate: users, billing webhooks, credits, a metered AI proxy and jobs for a paid app.
 #[derive(Debug, Parser)]

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::ops;
-use crate::startup::{Application, Role, ServeOptions, shutdown_signal};
+use crate::role::Role;
+use crate::startup::{Application, ServeOptions, shutdown_signal};
 use crate::telemetry;
 
 pub async fn run(config: Config, role: Role, migrate: bool) -> anyhow::Result<()> {

@@ -25,7 +25,7 @@ use figment::providers::{Format, Toml};
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::telemetry::redact_url;
+use crate::redact::redact_url;
 
 pub use apps::AppConfig;
 pub use gateway::{GatewayConfig, MockConfig, ModelConfig, ModelTable, ProvidersConfig};

@@ -60,11 +60,6 @@ pub struct Version {
     pub event_id: String,
 }
 
-/// Whether an event at `incoming` may overwrite state last written at `stored`.
-pub fn supersedes(incoming: &Version, stored: Option<&Version>) -> bool {
-    stored.is_none_or(|s| incoming >= s)
-}
-
 /// A stored subscription, as far as the user's plan is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Standing {
@@ -110,13 +105,6 @@ pub fn deciding(subs: &[Standing], now: i64, grace_ms: i64) -> Option<&Standing>
 mod tests {
     use super::*;
 
-    fn v(t: i64, id: &str) -> Version {
-        Version {
-            time_ms: t,
-            event_id: id.into(),
-        }
-    }
-
     fn standing(status: Status, end: i64, cancel: bool) -> Standing {
         Standing {
             status,
@@ -124,18 +112,6 @@ mod tests {
             period: Some(Period { start: 0, end }),
             cancel_at_period_end: cancel,
         }
-    }
-
-    #[test]
-    fn a_later_event_supersedes_and_an_earlier_one_does_not() {
-        assert!(supersedes(&v(2, "a"), Some(&v(1, "z"))));
-        assert!(!supersedes(&v(1, "z"), Some(&v(2, "a"))));
-        assert!(supersedes(&v(1, "a"), None));
-        // Equal times: the id decides, the same way whatever the delivery order.
-        assert!(supersedes(&v(1, "b"), Some(&v(1, "a"))));
-        assert!(!supersedes(&v(1, "a"), Some(&v(1, "b"))));
-        // The same event again changes nothing, and may be applied again.
-        assert!(supersedes(&v(1, "a"), Some(&v(1, "a"))));
     }
 
     #[test]

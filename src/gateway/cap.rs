@@ -3,8 +3,8 @@
 //! more than its hold (the provider stops at the cap with `finish_reason: length`, or
 //! `max_tokens` / `MAX_TOKENS`, instead of leaving a charge the hold cannot cover).
 
-use super::models::Route;
 use super::openai::ChatRequest;
+use super::route::Route;
 
 /// The output tokens a call may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

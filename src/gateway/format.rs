@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::cap::OutputCap;
-use super::models::{Provider, Route};
+use super::route::{Provider, Route};
 use super::usage::Usage;
 use super::{anthropic, chat_to_anthropic, chat_to_gemini, gemini, openai};
 use crate::error::FieldError;

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod mock;
 pub mod models;
 pub mod openai;
+pub mod route;
 pub mod sse;
 pub mod upstream;
 pub mod usage;

@@ -3,68 +3,10 @@
 //! the user's plan allows and whose provider is enabled are tried.
 
 use super::format::Format;
-use crate::config::{Config, Environment};
+use crate::config::Config;
 use crate::domain::plans::Plan;
-use crate::domain::pricing::Price;
 
-/// The providers the gateway speaks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provider {
-    OpenAi,
-    Anthropic,
-    Gemini,
-    Mock,
-}
-
-impl Provider {
-    pub fn parse(name: &str) -> Option<Provider> {
-        match name {
-            "openai" => Some(Provider::OpenAi),
-            "anthropic" => Some(Provider::Anthropic),
-            "gemini" => Some(Provider::Gemini),
-            "mock" => Some(Provider::Mock),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::OpenAi => "openai",
-            Provider::Anthropic => "anthropic",
-            Provider::Gemini => "gemini",
-            Provider::Mock => "mock",
-        }
-    }
-
-    /// Whether the deployment can call it: the mock when enabled (by default in development),
-    /// HTTP providers when they have a key.
-    pub fn enabled(self, config: &Config) -> bool {
-        match self {
-            Provider::Mock => config
-                .providers
-                .mock
-                .enabled
-                .unwrap_or(config.environment == Environment::Development),
-            Provider::OpenAi => config.providers.openai.api_key.is_some(),
-            Provider::Anthropic => config.providers.anthropic.api_key.is_some(),
-            Provider::Gemini => config.providers.gemini.api_key.is_some(),
-        }
-    }
-}
-
-/// One model to try.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    /// The declared name (what usage records and prices use).
-    pub model: String,
-    pub provider: Provider,
-    /// The provider's name for it.
-    pub upstream: String,
-    pub price: Price,
-    /// The most output tokens one call may ask of it (`models.<name>.max_output_tokens`, else
-    /// `gateway.default_max_output_tokens`).
-    pub max_output_tokens: u64,
-}
+pub use super::route::{Provider, Route};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
@@ -177,8 +119,9 @@ pub fn available(config: &Config, plan: &Plan) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ModelConfig;
+    use crate::config::{Environment, ModelConfig};
     use crate::domain::money::Micros;
+    use crate::domain::pricing::Price;
 
     fn config() -> Config {
         let mut c = Config::defaults();

@@ -29,7 +29,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::Config;
-use crate::startup::Role;
+use crate::role::Role;
 use crate::store::Db;
 
 /// What every handler can reach.

@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{AppState, admin, api, health, metrics, webhooks};
-use crate::startup::Role;
+use crate::role::Role;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -13,7 +13,7 @@ use super::switches::Switches;
 use super::worker::{Worker, WorkerSettings};
 use super::{Client, Registry, maintenance};
 use crate::config::Config;
-use crate::startup::Role;
+use crate::role::Role;
 use crate::store::Db;
 
 /// How often the queue gauges are refreshed.

@@ -16,11 +16,11 @@ mod period;
 mod read;
 mod snapshot;
 
-pub use batch::{Batcher, CallClose, CallHold};
+pub use batch::Batcher;
 pub use clawback::{Clawback, Refunded, claw_back};
 pub use holds::{
-    HoldRow, close_call, expire_holds, hold, record_progress, record_usage, release, reserve,
-    settle,
+    CallClose, CallHold, HoldRow, close_call, expire_holds, hold, record_progress, record_usage,
+    release, reserve, settle,
 };
 pub use period::{
     CallPlan, GrantedKeys, PlanCache, PlanColumns, UserPlan, existing_keys, grant_period_credits,

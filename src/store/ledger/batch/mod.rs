@@ -18,9 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 mod write;
 
 use super::holds;
+use super::holds::{CallClose, CallHold};
 use super::{HoldRow, HoldState, LedgerError, Note, Target, Written, metrics};
 use crate::store::Db;
-use crate::store::usage::NewUsage;
 use write::write;
 
 /// The most calls one transaction writes.
@@ -49,57 +49,6 @@ const SEEN_MAX: usize = 100_000;
 enum Op {
     Reserve(CallHold, oneshot::Sender<Result<Written<i64>, LedgerError>>),
     Close(CallClose, oneshot::Sender<Result<(), LedgerError>>),
-}
-
-/// A hold to reserve, for an AI call or the holds API (see [`super::reserve`]).
-pub struct CallHold {
-    pub t: Target,
-    pub amount: i64,
-    pub overdraft: i64,
-    pub expires_at: i64,
-    /// The reason written on the hold's entry (`ai call` for the gateway's).
-    pub reason: Option<&'static str>,
-    /// The request id, or what the app names the work by.
-    pub reference: Option<String>,
-    /// The request's `Idempotency-Key` effect key, written on the hold's entry: a retry of a
-    /// call that already took its hold (its process died before the answer was stored) finds
-    /// it and is answered with the first hold (the gateway refuses to run such a call again).
-    pub key: Option<String>,
-    /// The plan columns the call was priced on, checked against the user's row in the hold's
-    /// transaction (`None`: not checked).
-    pub plan: Option<super::period::PlanColumns>,
-    /// What the call is, as JSON ([`crate::store::usage::CallDetails`]), kept on the hold.
-    pub call: Option<String>,
-}
-
-/// How a hold ends: at `charged`, in state `ends`, with the call's usage record if it is one.
-pub struct CallClose {
-    pub t: Target,
-    pub hold_id: i64,
-    pub charged: i64,
-    pub ends: HoldState,
-    pub reason: Option<&'static str>,
-    pub usage: Option<NewUsage>,
-}
-
-impl CallClose {
-    /// An AI call's close: settled when something is charged, else released.
-    pub fn of_call(
-        t: Target,
-        hold_id: i64,
-        charged: i64,
-        reason: &'static str,
-        usage: Option<NewUsage>,
-    ) -> CallClose {
-        CallClose {
-            t,
-            hold_id,
-            charged,
-            ends: HoldState::closed_at(charged),
-            reason: Some(reason),
-            usage,
-        }
-    }
 }
 
 impl Op {
