@@ -13,6 +13,7 @@
 #   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test bash bench/gateway.sh
 #   CALLS_PER_USER=100000 REDIS_URL=redis://127.0.0.1:6379 MODES=plain CONCS=16 bash bench/gateway.sh
 #     (the gateway's limits shared through Redis: a slot taken and given back per call)
+#   PERF_DATA=/tmp/tollgate.perf MODES=plain CONCS=64 bash bench/gateway.sh   (then perf report)
 set -euo pipefail
 export PGOPTIONS='--client-min-messages=warning'
 cd "$(dirname "$0")/.."
@@ -102,6 +103,8 @@ for mode in $MODES; do
     direct=$(run 18098)
     floor=$(run 18097)
     before=$(cpu_ticks)
+    # PERF_DATA=FILE records a profile of tollgate during its run (the last case's is kept).
+    [[ -n ${PERF_DATA:-} ]] && { perf record -F 499 -g -p $PID -o "$PERF_DATA" -- sleep "${DURATION%s}" >/dev/null 2>&1 & }
     via=$(run 18099)
     after=$(cpu_ticks)
     if echo "$via" | grep -q "Non-2xx"; then echo "$via" >&2; echo "tollgate answered errors" >&2; exit 1; fi

@@ -58,7 +58,7 @@ impl Application {
         let jobs =
             jobs::Runtime::new(db.clone(), config.clone(), jobs::kinds::builtin().clone()).await;
         let limiter = http::rate_limit::RateLimiter::new(&config);
-        let state = AppState {
+        let state = AppState::new(http::Shared {
             upstream: crate::gateway::Upstream::new(&config, limiter.store()),
             ledger: crate::store::ledger::Batcher::start(db.clone()),
             limiter,
@@ -70,7 +70,7 @@ impl Application {
             keys: http::auth::KeyCache::default(),
             metrics: ops::metrics::handle(),
             role: options.role,
-        };
+        });
         Ok(Application {
             listener,
             routes: http::routes(options.role),

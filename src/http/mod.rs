@@ -32,9 +32,27 @@ use crate::config::Config;
 use crate::role::Role;
 use crate::store::Db;
 
-/// What every handler can reach.
+/// What every handler can reach, behind one `Arc`: every middleware layer and handler takes a
+/// clone, and cloning each field was ~2.5 % of the gateway's CPU under load.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub config: Arc<Config>,
     pub db: Db,
     /// Enqueues background jobs (inside a store transaction when the job belongs to a write).

@@ -53,46 +53,10 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(e) if e.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
-/// `($1, $2), ($3, $4), …`: the VALUES list of a multi-row statement of `rows` rows of
-/// `columns` parameters each, numbered from `$first`.
-pub fn values_placeholders(first: usize, rows: usize, columns: usize) -> String {
-    let mut sql = String::with_capacity(rows * columns * 5);
-    for r in 0..rows {
-        sql.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 0..columns {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('$');
-            sql.push_str(&(first + r * columns + c).to_string());
-        }
-        sql.push(')');
-    }
-    sql
-}
-
-/// Whether a multi-row statement of `rows` rows stays prepared in the connection's cache: the
-/// small ones recur; the large ones, one text per row count, would fill it with big statements.
-pub fn keep_prepared(rows: usize) -> bool {
-    rows <= 8
-}
-
 /// Milliseconds since the Unix epoch, the one time representation in the database.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn values_placeholders_number_rows_then_columns_from_first() {
-        assert_eq!(super::values_placeholders(1, 1, 2), "($1, $2)");
-        assert_eq!(
-            super::values_placeholders(4, 2, 3),
-            "($4, $5, $6), ($7, $8, $9)"
-        );
-    }
 }

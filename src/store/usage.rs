@@ -101,33 +101,46 @@ pub struct NewUsage {
     pub ttft_ms: Option<i64>,
 }
 
-/// Columns of one record as inserted.
-const INSERT_COLUMNS: usize = 17;
-
 /// Writes records in the caller's (scoped) transaction, in one statement.
 pub async fn insert_tx(tx: &mut Tx, rows: &[(Target, &NewUsage)]) -> Result<(), sqlx::Error> {
+    static INSERT: crate::store::bulk::JsonSql = crate::store::bulk::JsonSql::new(
+        2,
+        "INSERT INTO usage_records (app_id, user_id, request_id, model, provider, upstream_model, \
+         input_tokens, cached_input_tokens, output_tokens, cost, hold_id, status, estimated, \
+         stream, latency_ms, ttft_ms, created_at) \
+         SELECT CAST(x.value->>0 AS BIGINT), CAST(x.value->>1 AS BIGINT), x.value->>2, \
+         x.value->>3, x.value->>4, x.value->>5, CAST(x.value->>6 AS BIGINT), \
+         CAST(x.value->>7 AS BIGINT), CAST(x.value->>8 AS BIGINT), CAST(x.value->>9 AS BIGINT), \
+         CAST(x.value->>10 AS BIGINT), x.value->>11, CAST(x.value->>12 AS BOOLEAN), \
+         CAST(x.value->>13 AS BOOLEAN), CAST(x.value->>14 AS BIGINT), \
+         CAST(x.value->>15 AS BIGINT), $1 FROM {rows} ORDER BY x.key",
+    );
     if rows.is_empty() {
         return Ok(());
     }
-    let sql = format!(
-        "INSERT INTO usage_records (app_id, user_id, request_id, model, provider, upstream_model, \
-         input_tokens, cached_input_tokens, output_tokens, cost, hold_id, status, estimated, \
-         stream, latency_ms, ttft_ms, created_at) VALUES {}",
-        crate::store::values_placeholders(1, rows.len(), INSERT_COLUMNS)
-    );
-    let now = now_ms();
-    tx_run!(tx, c => {
-        let keep = crate::store::keep_prepared(rows.len());
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(keep);
-        for (t, u) in rows {
-            q = q.bind(t.app_id).bind(t.user_id).bind(&u.request_id).bind(&u.model)
-                .bind(u.provider.as_ref()).bind(&u.upstream_model).bind(u.input_tokens as i64)
-                .bind(u.cached_input_tokens as i64).bind(u.output_tokens as i64).bind(u.cost)
-                .bind(u.hold_id).bind(u.status).bind(u.estimated).bind(u.stream)
-                .bind(u.latency_ms).bind(u.ttft_ms).bind(now);
-        }
-        q.execute(&mut **c).await.map(|_| ())
-    })
+    let json = crate::store::bulk::rows_json(rows.iter().map(|(t, u)| {
+        (
+            t.app_id,
+            t.user_id,
+            &u.request_id,
+            &u.model,
+            u.provider.as_ref(),
+            &u.upstream_model,
+            u.input_tokens,
+            u.cached_input_tokens,
+            u.output_tokens,
+            u.cost,
+            u.hold_id,
+            u.status,
+            u.estimated,
+            u.stream,
+            u.latency_ms,
+            u.ttft_ms,
+        )
+    }));
+    let sql = INSERT.get(tx);
+    tx_run!(tx, c => sqlx::query(sql).bind(now_ms()).bind(&json)
+        .execute(&mut **c).await.map(|_| ()))
 }
 
 type UsageTuple = (
