@@ -405,7 +405,7 @@ async fn start_call(
     };
     // A user this process last saw with credits enough: the provider request goes out while
     // the hold is written, and its answer is let through only once the hold is committed.
-    if state.ledger.likely_covers(t, amount, plan.overdraft.0) {
+    let refused = if state.ledger.likely_covers(t, amount, plan.overdraft.0) {
         let outgoing = Outgoing {
             format,
             bodies: &bodies,
@@ -425,40 +425,30 @@ async fn start_call(
                 // the provider request is dropped unanswered and nothing is charged.
                 metrics::counter!(crate::gateway::metrics::REFUSED_AFTER_SEND, "app" => auth.app_slug.clone())
                     .increment(1);
-                let Error::InsufficientCredits { available, needed } = refused else {
-                    return Err(refused);
-                };
-                let lowered = lower_cap(
-                    call,
-                    &mut routes,
-                    &mut bodies,
-                    cap,
-                    plan,
-                    (available, needed),
-                    &conversion,
-                )?;
-                amount = lowered;
-                let meter = call::Meter::open(opening(amount), take_slot().await?).await?;
-                return send_after_hold(state, call, meter, &routes, &bodies).await;
+                refused
             }
         }
-    }
-    let meter = match call::Meter::open(opening(amount), slot).await {
-        Err(Error::InsufficientCredits { available, needed }) => {
-            amount = lower_cap(
-                call,
-                &mut routes,
-                &mut bodies,
-                cap,
-                plan,
-                (available, needed),
-                &conversion,
-            )?;
-            // The refused hold freed the user's slot; the call takes one again.
-            call::Meter::open(opening(amount), take_slot().await?).await?
+    } else {
+        match call::Meter::open(opening(amount), slot).await {
+            Ok(meter) => return send_after_hold(state, call, meter, &routes, &bodies).await,
+            Err(refused) => refused,
         }
-        other => other?,
     };
+    let Error::InsufficientCredits { available, needed } = refused else {
+        return Err(refused);
+    };
+    let refusal = (available, needed);
+    amount = lower_cap(
+        call,
+        &mut routes,
+        &mut bodies,
+        cap,
+        plan,
+        refusal,
+        &conversion,
+    )?;
+    // The refused hold freed the user's slot; the call takes one again.
+    let meter = call::Meter::open(opening(amount), take_slot().await?).await?;
     send_after_hold(state, call, meter, &routes, &bodies).await
 }
 
