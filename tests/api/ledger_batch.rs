@@ -138,6 +138,13 @@ async fn a_batch_of_holds_and_charges_for_several_users_and_apps_keeps_the_ledge
         5
     );
     assert_ledger_verifies(&app.db).await;
+    // Written as batches, not call by call after a failed batch: under row-level security a
+    // batch of several apps writes each app's rows in that app's scope.
+    let text = app.get_metrics(None).await.text().await.unwrap();
+    assert!(
+        !text.contains("tollgate_ledger_batch_failures_total"),
+        "a batch failed: {text}"
+    );
 }
 
 #[tokio::test]

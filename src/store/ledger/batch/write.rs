@@ -33,16 +33,14 @@ pub(super) async fn write(db: &crate::store::Db, ops: &[Op]) -> Result<Written, 
     let mut apps: Vec<i64> = ops.iter().map(|op| op.target().app_id).collect();
     apps.sort_unstable();
     apps.dedup();
-    let mut usages: Vec<(Target, &NewUsage)> = Vec::new();
     for app_id in apps {
         scope::apply_tx(&mut tx, Scope::App(app_id)).await?;
         let mine: Vec<usize> = (0..ops.len())
             .filter(|&i| ops[i].target().app_id == app_id)
             .collect();
-        let accounts = write_app(&mut tx, app_id, ops, &mine, &mut outcomes, &mut usages).await?;
+        let accounts = write_app(&mut tx, app_id, ops, &mine, &mut outcomes).await?;
         available.extend(accounts);
     }
-    usage::insert_tx(&mut tx, &usages).await?;
     tx.commit().await?;
     Ok(Written {
         outcomes,
@@ -50,7 +48,8 @@ pub(super) async fn write(db: &crate::store::Db, ops: &[Op]) -> Result<Written, 
     })
 }
 
-/// The writes of one app's calls (`mine`, indexes into `ops` in arrival order). Returns each
+/// The writes of one app's calls (`mine`, indexes into `ops` in arrival order), in the app's
+/// scope — its usage records too: row-level security refuses another app's rows. Returns each
 /// account's available credits once they are applied.
 async fn write_app<'a>(
     tx: &mut Tx,
@@ -58,8 +57,8 @@ async fn write_app<'a>(
     ops: &'a [Op],
     mine: &[usize],
     outcomes: &mut [Outcome],
-    usages: &mut Vec<(Target, &'a NewUsage)>,
 ) -> Result<Vec<(Target, i64)>, LedgerError> {
+    let mut usages: Vec<(Target, &'a NewUsage)> = Vec::new();
     let users: Vec<i64> = mine.iter().map(|&i| ops[i].target().user_id).collect();
     let mut accounts = account::load(tx, app_id, &users).await?;
     let checked: Vec<i64> = mine
@@ -175,6 +174,7 @@ async fn write_app<'a>(
     account::close_holds(tx, app_id, &closed).await?;
     account::save(tx, app_id, accounts.iter().map(|(u, a)| (*u, a))).await?;
     account::append(tx, app_id, &entries).await?;
+    usage::insert_tx(tx, &usages).await?;
     Ok(accounts
         .iter()
         .map(|(&user_id, a)| (Target { app_id, user_id }, a.available()))
