@@ -184,7 +184,7 @@ impl Account {
         &self.buckets
     }
 
-    /// Buckets whose remaining changed since [`Account::load`] (or were added), with the new
+    /// Buckets whose remaining changed since [`Account::load`] or [`Account::add_bucket`], with the new
     /// remaining: what the store writes back.
     pub fn changed_buckets(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
         let before = |id: i64| self.loaded.iter().find(|l| l.0 == id).map(|l| l.1);
@@ -258,12 +258,13 @@ impl Account {
         Ok((self.entry(kind, amount, 0, None), remaining))
     }
 
-    /// Records the bucket a credit made, once the store knows its id.
+    /// Records the bucket a credit made, as the store inserted it (so it is not saved again
+    /// unless a later operation changes it).
     pub fn add_bucket(&mut self, bucket: Bucket) {
         if bucket.remaining > 0 {
-            // New: it was not loaded, so it counts as changed.
             let at = self.buckets.partition_point(|b| order(b) <= order(&bucket));
             self.buckets.insert(at, bucket);
+            self.loaded.push((bucket.id, bucket.remaining));
         }
     }
 

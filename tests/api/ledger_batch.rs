@@ -278,3 +278,51 @@ async fn a_hold_priced_on_a_plan_the_user_left_is_refused_and_writes_nothing() {
     );
     assert_ledger_verifies(&app.db).await;
 }
+
+#[tokio::test]
+async fn a_keyed_hold_whose_caller_left_stays_open_for_its_retry_and_an_unkeyed_one_is_released() {
+    use futures_util::FutureExt;
+    let app = spawn_app().await;
+    let t = funded(&app, "shop", "alice", 100 * CREDIT).await;
+    let batcher = Batcher::start(app.db.clone());
+    let keyed = CallHold {
+        key: Some("effect:retry-me".into()),
+        ..hold(t, 10 * CREDIT, "keyed")
+    };
+    // Each caller queues its hold and leaves before the batch is written (a client that
+    // disconnected mid-request).
+    assert!(batcher.reserve(keyed).now_or_never().is_none());
+    assert!(
+        batcher
+            .reserve(hold(t, 20 * CREDIT, "unkeyed"))
+            .now_or_never()
+            .is_none()
+    );
+    // A later call runs the writer past both.
+    batcher
+        .reserve_call(hold(t, CREDIT, "later"))
+        .await
+        .unwrap();
+    // The keyed hold is still reserved, the unkeyed one released.
+    assert_eq!(
+        balance_and_held(&app.db, t).await,
+        (100 * CREDIT, 11 * CREDIT)
+    );
+    // The retry is answered with the first hold, still open: not a second hold.
+    let retry = CallHold {
+        key: Some("effect:retry-me".into()),
+        ..hold(t, 10 * CREDIT, "keyed")
+    };
+    let first = batcher.reserve(retry).await.unwrap();
+    assert!(first.is_replayed());
+    let row = ledger::hold(&app.db, t.app_id, first.into_inner())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, ledger::HoldState::Open);
+    assert_eq!(
+        balance_and_held(&app.db, t).await,
+        (100 * CREDIT, 11 * CREDIT)
+    );
+    assert_ledger_verifies(&app.db).await;
+}

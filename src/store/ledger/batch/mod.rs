@@ -245,8 +245,13 @@ async fn commit(db: &Db, ops: Vec<Op>, seen: &Seen) {
                     Outcome::PlanChanged => Err(LedgerError::PlanChanged),
                     _ => alone_reserve(db, &r).await,
                 };
-                if let Err(Ok(Written::New(id))) = reply.send(answer) {
-                    // The caller left (its client disconnected) while the hold was written.
+                // The caller left (its client disconnected) while the hold was written. A hold
+                // under an idempotency key stays open: the client's retry finds it and is
+                // answered with it (the expiry job releases it if no retry comes). Without a key
+                // nobody can find it again, so it is released now.
+                if let Err(Ok(Written::New(id))) = reply.send(answer)
+                    && r.key.is_none()
+                {
                     release_orphan(db, r.t, id).await;
                 }
             }
