@@ -1,449 +1,430 @@
-//! Billing around one AI call: hold the most the call can cost, then settle the hold to the
-//! exact cost once the provider's usage is known (or estimated when the stream broke or the
-//! client left), write the usage record, count it. Every path through a call ends in exactly
-//! one settle or release of its hold; a crash leaves the hold to the expiry job, which settles
-//! it at the usage recorded while streaming.
+//! One metered AI call, whoever makes it (an HTTP route, a job): the plan it is priced on, the
+//! plan's request quota, the user's calls in flight and tokens per minute, the hold, the
+//! provider call with its fallbacks, and the [`Meter`] that settles it. The HTTP routes parse a
+//! request into a [`Call`], run it, and map a [`CallError`] to a problem; see docs/gateway.md.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use tokio::sync::mpsc;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::Response;
+use serde_json::{Map, Value};
 
-use super::format::{Format, Tally, Translator, translate_response};
-use super::limits::{Slot, TokenWindows};
-use super::models::Route;
+use super::cap::OutputCap;
+use super::format::Format;
+use super::limits::Slot;
+use super::meter::{self, Meter, Opening};
+use super::models;
 use super::openai::ChatRequest;
-use super::upstream::Reply;
-use super::usage::Usage;
-use super::{metrics, sse};
+use super::route::Route;
+use super::upstream::{Outgoing, Reply, Upstream};
 use crate::config::Config;
-use crate::domain::plans::Plan;
-use crate::domain::pricing::{Conversion, Tokens};
-use crate::error::{Error, Result};
-use crate::store::ledger::{self, CallClose, CallHold, PlanColumns, Target};
-use crate::store::usage::{CallDetails, NewUsage};
+use crate::domain::money::Micros;
+use crate::domain::plans::{BillingSettings, Plan};
+use crate::error::Error;
+use crate::store::ledger::{self, CallPlan, LedgerError, Target};
+use crate::store::quotas::{self, PlanQuota};
 use crate::store::{Db, now_ms};
 
-/// The most a call can cost on any of its routes: every byte of the request a prompt token
-/// (tokenizers give at most one token per byte of text) plus `output` tokens, the call's cap.
-pub fn hold_amount(
-    routes: &[Route],
-    body_bytes: usize,
-    output: u64,
-    conversion: &Conversion,
-) -> Result<i64> {
-    let tokens = Tokens {
-        input: body_bytes as u64,
-        cached_input: 0,
-        output,
-    };
-    let mut most = 1;
-    for r in routes {
-        let cost = r.price.cost(tokens, conversion).map_err(|e| {
-            Error::Validation(vec![crate::error::FieldError::new(
-                "max_tokens",
-                e.to_string(),
-            )])
-        })?;
-        most = most.max(cost.0);
-    }
-    Ok(most)
-}
+/// The quota metric every AI call counts against, when the plan declares it.
+pub const REQUESTS_METRIC: &str = "requests";
 
-/// Runs a call's hold and its provider request together: the reply waits until the hold is
-/// committed. A refused hold drops the request (cancelling it if it is still in flight) and is
-/// the answer; nothing of the reply reaches anyone.
-pub async fn hold_while_sending<H, S, R>(hold: H, send: S) -> Result<(Meter, R)>
-where
-    H: std::future::Future<Output = Result<Meter>>,
-    S: std::future::Future<Output = R>,
-{
-    let mut hold = std::pin::pin!(hold);
-    let mut send = std::pin::pin!(send);
-    let mut reply = None;
-    let meter = loop {
-        tokio::select! {
-            meter = &mut hold => break meter?,
-            r = &mut send, if reply.is_none() => reply = Some(r),
-        }
-    };
-    let reply = match reply {
-        Some(r) => r,
-        None => send.await,
-    };
-    Ok((meter, reply))
-}
-
-/// An open hold and what settling it needs.
-pub struct Meter {
-    db: Db,
-    ledger: ledger::Batcher,
-    t: Target,
-    app_slug: String,
-    request_id: String,
-    hold_id: i64,
-    hold: i64,
-    conversion: Conversion,
-    prompt_chars: usize,
-    stream: bool,
-    format: Format,
-    /// The user's place among their calls in flight, freed when the call is settled.
-    _slot: Slot,
-    /// Where the call's tokens are counted for tokens-per-minute limits.
-    tokens: TokenWindows,
-    /// The plan's limit the call's tokens count against, if it has one.
-    tokens_per_minute: Option<u64>,
-}
-
-/// What opening a call's meter needs: who pays, on which plan, how much to hold.
-pub struct Opening<'a> {
-    pub db: &'a Db,
-    pub batcher: &'a ledger::Batcher,
+/// What a call needs of the process: the config, the database, the ledger's batch writer and
+/// the provider connections. Borrowed: a route borrows its state's, a job its worker's.
+#[derive(Clone, Copy)]
+pub struct Gateway<'a> {
     pub config: &'a Config,
+    pub db: &'a Db,
+    pub ledger: &'a ledger::Batcher,
+    pub upstream: &'a Upstream,
+}
+
+/// Who pays for a call and what names it in the ledger and the logs.
+#[derive(Debug, Clone)]
+pub struct CallContext {
     pub t: Target,
-    pub app_slug: &'a str,
-    pub plan: &'a Plan,
-    pub conversion: Conversion,
-    pub request: &'a ChatRequest,
-    pub format: Format,
-    pub amount: i64,
-    pub tokens: TokenWindows,
-    /// The plan columns the call was priced on (checked in the hold's transaction).
-    pub priced_on: Option<PlanColumns>,
-    /// The request's `Idempotency-Key` effect key, written on the hold's entry.
-    pub key: Option<String>,
+    pub app_slug: String,
+    /// The app's plans and credit conversion.
+    pub billing: Arc<BillingSettings>,
+    /// Written on the call's hold and usage record.
     pub request_id: String,
-    /// The route tried first: what the hold records of the call until it streams.
-    pub first_route: &'a Route,
 }
 
-/// What a hold records of its call: its route and the tokens estimated so far.
-fn details_of(route: &Route, stream: bool, estimate: &Usage) -> CallDetails {
-    CallDetails {
-        model: route.model.clone(),
-        provider: route.provider.as_str().to_string(),
-        upstream_model: route.upstream.clone(),
-        stream,
-        input_tokens: estimate.input,
-        output_tokens: estimate.output,
-    }
+/// A call as its caller made it, parsed: the body in the caller's format and what the gateway
+/// read of it.
+pub struct Call {
+    pub format: Format,
+    /// The body, forwarded as is but for the model name and the output cap.
+    pub map: Map<String, Value>,
+    pub request: ChatRequest,
+    /// The body's size: each byte may be a prompt token (the hold's bound).
+    pub body_len: usize,
+    /// `anthropic-version` and `anthropic-beta`, passed on to Anthropic.
+    pub anthropic_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The request's `Idempotency-Key` effect key, written on the call's hold: a retry after a
+    /// crash finds it instead of calling again.
+    pub key: Option<String>,
 }
 
-impl Meter {
-    /// Reserves the call's hold (402 when the user's credits do not cover it; 409 when the
-    /// request's Idempotency-Key already made this call before a crash).
-    pub async fn open(o: Opening<'_>, slot: Slot) -> Result<Meter> {
-        let expires = now_ms() + o.config.ledger.hold_timeout_secs as i64 * 1000;
-        let nothing_yet = Usage::estimate(o.request.prompt_chars, 0);
-        let hold_id = o
-            .batcher
-            .reserve_call(CallHold {
-                t: o.t,
-                amount: o.amount,
-                overdraft: o.plan.overdraft.0,
-                expires_at: expires,
-                reason: Some("ai call"),
-                reference: Some(o.request_id.clone()),
-                key: o.key,
-                plan: o.priced_on,
-                call: Some(details_of(o.first_route, o.request.stream, &nothing_yet).to_json()),
-            })
-            .await?;
-        Ok(Meter {
-            db: o.db.clone(),
-            ledger: o.batcher.clone(),
-            t: o.t,
-            app_slug: o.app_slug.to_string(),
-            request_id: o.request_id,
-            hold_id,
-            hold: o.amount,
-            conversion: o.conversion,
-            prompt_chars: o.request.prompt_chars,
-            stream: o.request.stream,
-            format: o.format,
-            _slot: slot,
-            tokens: o.tokens,
-            tokens_per_minute: o.plan.tokens_per_minute,
-        })
-    }
+/// Why a call was not made or did not finish. Nothing is charged in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The call as asked cannot be made: no such model (404), fields a provider cannot take
+    /// (400) or invalid (422), or it already ran under this Idempotency-Key (409). Asking
+    /// again the same way fails the same way.
+    #[error(transparent)]
+    Request(Error),
+    /// Refused on the user's plan or balance: a model outside the plan (403), the request
+    /// quota, calls in flight or tokens per minute (429), credits (402), or a plan changed
+    /// while the call was priced. A purchase may lift it.
+    #[error(transparent)]
+    Refused(Error),
+    /// Every model tried failed, timed out or refused the request (502, 503, 504, or the
+    /// provider's own 4xx).
+    #[error(transparent)]
+    Provider(Error),
+    /// The database or a bug.
+    #[error(transparent)]
+    Internal(Error),
+}
 
-    /// The provider failed before answering: nothing is charged.
-    pub async fn release(self, why: &'static str) {
-        let close = CallClose::of_call(self.t, self.hold_id, 0, why, None);
-        if let Err(e) = self.ledger.close(close).await {
-            tracing::error!(hold_id = self.hold_id, error = %e, "releasing a hold failed; the expiry job will");
+impl CallError {
+    /// The problem the HTTP edge answers with.
+    pub fn into_problem(self) -> Error {
+        match self {
+            CallError::Request(e)
+            | CallError::Refused(e)
+            | CallError::Provider(e)
+            | CallError::Internal(e) => e,
         }
     }
+}
 
-    /// The cost of `usage` on `route`, at most the hold.
-    fn cost(&self, route: &Route, usage: &Usage) -> i64 {
-        match route.price.cost(usage.tokens(), &self.conversion) {
-            Ok(c) if c.0 <= self.hold => c.0,
-            _ => {
-                metrics::counter_shortfall(route);
-                tracing::warn!(model = %route.model, hold = self.hold, "call cost more than its hold; charged the hold");
-                self.hold
+impl From<CallError> for Error {
+    fn from(e: CallError) -> Error {
+        e.into_problem()
+    }
+}
+
+impl From<LedgerError> for CallError {
+    fn from(e: LedgerError) -> CallError {
+        match e {
+            LedgerError::Insufficient { .. } | LedgerError::PlanChanged => {
+                CallError::Refused(e.into())
             }
+            LedgerError::Conflict(_) => CallError::Request(e.into()),
+            LedgerError::NotFound(_) | LedgerError::Db(_) => CallError::Internal(e.into()),
         }
     }
+}
 
-    /// What the call has used so far, kept on the hold so a crash settles at it and the expiry
-    /// job writes its usage record.
-    async fn progress(&self, route: &Route, output_chars: usize) {
-        let estimate = Usage::estimate(self.prompt_chars, output_chars);
-        let used = self.cost(route, &estimate);
-        let call = details_of(route, self.stream, &estimate);
-        let (app_id, hold_id) = (self.t.app_id, self.hold_id);
-        if let Err(e) = ledger::record_progress(&self.db, app_id, hold_id, used, Some(&call)).await
-        {
-            tracing::warn!(hold_id = self.hold_id, error = %e, "recording usage on a hold failed");
-        }
-    }
-
-    /// Settles the hold at the exact cost and writes the usage record. Returns the charge.
-    pub async fn settle(
-        self,
-        reply: &ReplyInfo<'_>,
-        usage: Usage,
-        status: &'static str,
-        ttft: Option<Duration>,
-    ) -> i64 {
-        let charged = self.cost(reply.route, &usage);
-        if let Some(limit) = self.tokens_per_minute {
-            let used = usage.input + usage.cached_input + usage.output;
-            self.tokens.add(self.t.user_id, limit, used).await;
-        }
-        let duration = reply.sent_at.elapsed();
-        let record = NewUsage {
-            request_id: self.request_id.clone(),
-            model: reply.route.model.clone(),
-            provider: reply.route.provider.as_str().into(),
-            upstream_model: reply.route.upstream.clone(),
-            input_tokens: usage.input,
-            cached_input_tokens: usage.cached_input,
-            output_tokens: usage.output,
-            cost: charged,
-            hold_id: Some(self.hold_id),
-            status,
-            estimated: usage.estimated,
-            stream: self.stream,
-            latency_ms: duration.as_millis() as i64,
-            ttft_ms: ttft.map(|t| t.as_millis() as i64),
-        };
-        // The charge and its usage record are one transaction.
-        let reason = if charged > 0 {
-            "ai call"
-        } else {
-            "ai call: nothing used"
-        };
-        let close = CallClose::of_call(self.t, self.hold_id, charged, reason, Some(record));
-        if let Err(e) = self.ledger.close(close).await {
-            // The hold stays open; the expiry job settles it at the recorded usage.
-            tracing::error!(hold_id = self.hold_id, error = %e, "settling a hold failed");
-        }
-        metrics::finished(&metrics::Finished {
-            app: &self.app_slug,
-            route: reply.route,
-            status,
-            usage,
-            charged,
-            duration,
-            ttft,
-        });
-        tracing::info!(model = %reply.route.model, provider = reply.route.provider.as_str(),
-            input_tokens = usage.input, output_tokens = usage.output, estimated = usage.estimated,
-            charged_micros = charged, status, "ai call");
-        charged
+impl From<sqlx::Error> for CallError {
+    fn from(e: sqlx::Error) -> CallError {
+        CallError::Internal(e.into())
     }
 }
 
-/// The parts of a reply that settling needs once its body was taken.
-pub struct ReplyInfo<'a> {
-    pub route: &'a Route,
-    pub sent_at: Instant,
-}
-
-/// A non-streamed call: read the whole answer, settle, return it unchanged.
-pub async fn complete(meter: Meter, mut reply: Reply, idle: Duration) -> Result<Response> {
-    let info = ReplyInfo {
-        route: &reply.route,
-        sent_at: reply.sent_at,
-    };
-    let body = match reply.body.collect(idle).await {
-        Ok(b) => b,
-        Err(e) => {
-            metrics::upstream_error(info.route, "broken");
-            meter
-                .release("ai call: the provider's answer broke off")
-                .await;
-            return Err(Error::Upstream {
-                status: StatusCode::BAD_GATEWAY,
-                detail: e.to_string(),
-            });
+impl From<models::ResolveError> for CallError {
+    fn from(e: models::ResolveError) -> CallError {
+        match e {
+            models::ResolveError::NotInPlan(_) => CallError::Refused(e.into()),
+            _ => CallError::Request(e.into()),
         }
-    };
-    let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    // Usage is read in the provider's format; the client gets its own.
-    let source = Format::of(info.route.provider);
-    let usage = source
-        .usage_of(&parsed)
-        .unwrap_or_else(|| Usage::estimate(meter.prompt_chars, source.response_chars(&parsed)));
-    let body = match translate_response(meter.format, source, &parsed, &info.route.model) {
-        Some(translated) => serde_json::to_vec(&translated).expect("JSON serializes"),
-        None => body,
-    };
-    meter.settle(&info, usage, "ok", None).await;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response())
+    }
 }
 
-/// A streamed call: forward the provider's events as they come (without the usage chunk
-/// unless the client asked for it), and settle when the stream ends, breaks or the client
-/// leaves — in a task of its own, so settling never depends on the client.
-pub fn stream(meter: Meter, reply: Reply, client_wants_usage: bool, idle: Duration) -> Response {
-    let (tx, rx) = mpsc::channel::<Bytes>(16);
-    // In the request's span too: the settle's log line carries its request id.
-    crate::http::request_id::spawn(pump(meter, reply, client_wants_usage, idle, tx));
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
-    });
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response()
-}
+type CallResult<T> = Result<T, CallError>;
 
-/// The event that tells the client the provider's stream broke off, in its own format.
-fn broken_event(format: Format) -> Bytes {
-    let message = "the provider's stream broke off";
-    let event = match format {
-        Format::Anthropic => format!(
-            "event: error\ndata: {}\n\n",
-            serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}})
-        ),
-        Format::OpenAiChat | Format::OpenAiEmbeddings | Format::Gemini => format!(
-            "data: {}\n\n",
-            serde_json::json!({"error": {"message": message, "type": "upstream_error",
-                "code": "upstream_broken"}})
-        ),
-    };
-    Bytes::from(event)
-}
+impl Call {
+    pub fn new(
+        format: Format,
+        map: Map<String, Value>,
+        request: ChatRequest,
+        body_len: usize,
+        key: Option<String>,
+    ) -> Call {
+        Call {
+            format,
+            map,
+            request,
+            body_len,
+            anthropic_headers: Vec::new(),
+            key,
+        }
+    }
 
-/// How often a running stream records its usage on the hold.
-const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-
-async fn pump(
-    meter: Meter,
-    mut reply: Reply,
-    client_wants_usage: bool,
-    idle: Duration,
-    tx: mpsc::Sender<Bytes>,
-) {
-    let mut parser = sse::Parser::new();
-    let source = Format::of(reply.route.provider);
-    let mut tally = Tally::new(source);
-    // A chat completion served by Anthropic: its events become chat chunks.
-    let mut translator =
-        Translator::between(meter.format, source, &reply.route.model, client_wants_usage);
-    let mut ttft = None;
-    let mut status = "ok";
-    let mut last_progress = Instant::now();
-    'read: loop {
-        let chunk = match reply.body.next(idle).await {
-            Ok(Some(c)) => c,
-            Ok(None) if !tally.finished() => {
-                metrics::upstream_error(&reply.route, "broken");
-                tracing::warn!(model = %reply.route.model, "the provider's stream closed before its end marker");
-                status = "upstream_broken";
-                break;
-            }
-            Ok(None) => {
-                let end = translator
-                    .as_mut()
-                    .map(Translator::finish)
-                    .unwrap_or_default();
-                for bytes in end {
-                    if tx.send(Bytes::from(bytes)).await.is_err() {
-                        status = "client_disconnected";
-                    }
-                }
-                break;
-            }
-            Err(e) => {
-                metrics::upstream_error(&reply.route, "broken");
-                tracing::warn!(model = %reply.route.model, error = %e, "stream from the provider broke");
-                status = "upstream_broken";
-                break;
-            }
-        };
-        let events = match parser.push(&chunk) {
-            Ok(events) => events,
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable stream from the provider");
-                status = "upstream_broken";
-                break;
-            }
-        };
-        for event in events {
-            if !event.data.is_empty() && event.data != "[DONE]" {
-                let seen = tally.observe(&event.data);
-                if seen.chars > 0 && ttft.is_none() {
-                    ttft = Some(reply.sent_at.elapsed());
-                }
-                if seen.usage_only && !client_wants_usage {
-                    continue;
+    /// Runs the call to its answer: JSON, or a stream that settles by itself when it ends.
+    ///
+    /// Priced on this process's last reading of the user's plan. A refusal that a plan change
+    /// could lift is checked against a fresh reading, and the call priced again on it, once: a
+    /// user who just paid is let in on this call, whichever process applied the purchase.
+    pub async fn run(&self, gw: Gateway<'_>, cx: &CallContext) -> CallResult<Response> {
+        let cached = gw.ledger.plan(cx.t, &cx.billing, false).await?;
+        match self.run_priced(gw, cx, &cached).await {
+            Err(CallError::Refused(e)) => {
+                let fresh = gw.ledger.plan(cx.t, &cx.billing, true).await?;
+                if matches!(e, Error::PlanChanged) || fresh.columns != cached.columns {
+                    self.run_priced(gw, cx, &fresh).await
+                } else {
+                    Err(CallError::Refused(e))
                 }
             }
-            let out = match translator.as_mut() {
-                Some(t) => t.event(&event.data).into_iter().map(Bytes::from).collect(),
-                None => vec![Bytes::from(event.raw)],
+            other => other,
+        }
+    }
+
+    async fn run_priced(
+        &self,
+        gw: Gateway<'_>,
+        cx: &CallContext,
+        priced: &CallPlan,
+    ) -> CallResult<Response> {
+        let (user, plan) = (&priced.user, &priced.plan);
+        let resolved = models::resolve(gw.config, plan, &self.request.model, self.format)?;
+        let cap = OutputCap::of(&self.request, &resolved);
+        let (routes, bodies) = self.upstream_bodies(resolved, cap)?;
+        let counted =
+            match quotas::consume_on_plan(gw.db, cx.t, user, plan, REQUESTS_METRIC, 1, now_ms())
+                .await?
+            {
+                PlanQuota::Refused {
+                    limit,
+                    retry_after_secs,
+                } => {
+                    return Err(CallError::Refused(Error::QuotaExceeded {
+                        metric: REQUESTS_METRIC.into(),
+                        limit,
+                        retry_after_secs,
+                    }));
+                }
+                PlanQuota::Counted { period, .. } => Some(period.start),
+                PlanQuota::Unlimited => None,
             };
-            for bytes in out {
-                if tx.send(bytes).await.is_err() {
-                    status = "client_disconnected";
-                    break 'read;
+        let (meter, reply) = match self.start(gw, cx, priced, routes, bodies, cap).await {
+            Ok(started) => started,
+            Err(e) => {
+                // Refused or failed before any answer: the request does not count against the
+                // quota.
+                if let Some(period_start) = counted
+                    && let Err(err) =
+                        quotas::give_back(gw.db, cx.t, REQUESTS_METRIC, period_start, 1).await
+                {
+                    tracing::warn!(error = %err, "could not give back a quota count");
+                }
+                return Err(e);
+            }
+        };
+        let idle = gw.config.gateway.idle_timeout();
+        if self.request.stream {
+            Ok(meter::stream(
+                meter,
+                reply,
+                self.request.client_wants_usage,
+                idle,
+            ))
+        } else {
+            meter::complete(meter, reply, idle)
+                .await
+                .map_err(CallError::Provider)
+        }
+    }
+
+    /// Each route's body, translated where needed and carrying the output cap. The first
+    /// model's untranslatable fields are the caller's to fix; a fallback that cannot take the
+    /// request is skipped.
+    fn upstream_bodies(
+        &self,
+        resolved: Vec<Route>,
+        cap: OutputCap,
+    ) -> CallResult<(Vec<Route>, Vec<Vec<u8>>)> {
+        let mut routes = Vec::new();
+        let mut bodies = Vec::new();
+        for (i, route) in resolved.into_iter().enumerate() {
+            match self
+                .format
+                .upstream_body(&route, &self.map, self.request.stream, cap)
+            {
+                Ok(body) => {
+                    routes.push(route);
+                    bodies.push(body);
+                }
+                Err(fields) if i == 0 => {
+                    return Err(CallError::Request(Error::Unsupported(fields)));
+                }
+                Err(_) => {
+                    tracing::debug!(model = %route.model, "fallback skipped: the request cannot be translated for it")
                 }
             }
         }
-        if last_progress.elapsed() >= PROGRESS_EVERY {
-            last_progress = Instant::now();
-            meter.progress(&reply.route, tally.chars).await;
+        Ok((routes, bodies))
+    }
+
+    /// The most the call can cost on any of its routes with output capped at `tokens`.
+    fn hold_amount(
+        &self,
+        routes: &[Route],
+        tokens: u64,
+        billing: &BillingSettings,
+    ) -> CallResult<i64> {
+        meter::hold_amount(routes, self.body_len, tokens, &billing.conversion())
+            .map_err(CallError::Request)
+    }
+
+    /// The call's limits, hold and provider call: the open meter and the provider's reply, or
+    /// why not (nothing is charged then). When the user's credits do not cover the hold of the
+    /// cap tollgate chose, the cap is lowered to what they do cover (the answer is cut there).
+    async fn start(
+        &self,
+        gw: Gateway<'_>,
+        cx: &CallContext,
+        priced: &CallPlan,
+        mut routes: Vec<Route>,
+        mut bodies: Vec<Vec<u8>>,
+        cap: OutputCap,
+    ) -> CallResult<(Meter, Reply)> {
+        let plan = &priced.plan;
+        let slot = take_slot(gw, cx).await?;
+        if let Some(limit) = plan.tokens_per_minute
+            && let Err(retry_after_secs) = gw.upstream.tokens.admit(cx.t.user_id, limit).await
+        {
+            ::metrics::counter!(super::metrics::TOKENS_REFUSED, "app" => cx.app_slug.clone())
+                .increment(1);
+            return Err(CallError::Refused(Error::RateLimited { retry_after_secs }));
+        }
+        let mut amount = self.hold_amount(&routes, cap.tokens, &cx.billing)?;
+        let first_route = routes.first().cloned().ok_or_else(|| {
+            CallError::Internal(Error::Internal(anyhow::anyhow!(
+                "a call resolved to no route"
+            )))
+        })?;
+        let opening = |amount: i64| Opening {
+            db: gw.db,
+            batcher: gw.ledger,
+            config: gw.config,
+            t: cx.t,
+            app_slug: &cx.app_slug,
+            plan,
+            conversion: cx.billing.conversion(),
+            request: &self.request,
+            format: self.format,
+            amount,
+            tokens: gw.upstream.tokens.clone(),
+            priced_on: priced.columns.clone(),
+            key: self.key.clone(),
+            request_id: cx.request_id.clone(),
+            first_route: &first_route,
+        };
+        // A user this process last saw with credits enough: the provider request goes out
+        // while the hold is written, and its answer is let through only once the hold is
+        // committed.
+        let refused = if gw.ledger.likely_covers(cx.t, amount, plan.overdraft.0) {
+            let hold = Meter::open(opening(amount), slot);
+            let outgoing = self.outgoing(&bodies);
+            let send = gw.upstream.send(gw.config, &routes, &outgoing);
+            match meter::hold_while_sending(hold, send).await {
+                Ok((meter, Ok(reply))) => return Ok((meter, reply)),
+                Ok((meter, Err(e))) => {
+                    meter.release("ai call: the provider failed").await;
+                    return Err(CallError::Provider(e));
+                }
+                Err(refused) => {
+                    // Spent meanwhile (another replica, the app's own debits) or the plan
+                    // changed: the provider request is dropped unanswered, nothing is charged.
+                    ::metrics::counter!(super::metrics::REFUSED_AFTER_SEND, "app" => cx.app_slug.clone())
+                        .increment(1);
+                    refused
+                }
+            }
+        } else {
+            match Meter::open(opening(amount), slot).await {
+                Ok(meter) => return self.send_after_hold(gw, meter, &routes, &bodies).await,
+                Err(refused) => refused,
+            }
+        };
+        let LedgerError::Insufficient { available, needed } = refused else {
+            return Err(refused.into());
+        };
+        amount = self.lower_cap(
+            &mut routes,
+            &mut bodies,
+            cap,
+            plan,
+            (Micros(available), Micros(needed)),
+            &cx.billing,
+        )?;
+        // The refused hold freed the user's slot; the call takes one again.
+        let meter = Meter::open(opening(amount), take_slot(gw, cx).await?).await?;
+        self.send_after_hold(gw, meter, &routes, &bodies).await
+    }
+
+    /// When the user's credits do not cover the hold of the cap tollgate chose, the cap is
+    /// lowered to what they do cover (the answer is cut there): the new hold amount, with the
+    /// routes and bodies carrying the lowered cap. Refused (402) when even that is out of reach.
+    fn lower_cap(
+        &self,
+        routes: &mut Vec<Route>,
+        bodies: &mut Vec<Vec<u8>>,
+        cap: OutputCap,
+        plan: &Plan,
+        (available, needed): (Micros, Micros),
+        billing: &BillingSettings,
+    ) -> CallResult<i64> {
+        let budget = available.0.saturating_add(plan.overdraft.0);
+        let hold_of = |tokens| self.hold_amount(routes, tokens, billing).ok();
+        let Some(lowered) = cap.lowered_to(budget, hold_of) else {
+            return Err(CallError::Refused(Error::InsufficientCredits {
+                available,
+                needed,
+            }));
+        };
+        let amount = hold_of(lowered.tokens).unwrap_or(needed.0);
+        let resolved = std::mem::take(routes);
+        (*routes, *bodies) = self.upstream_bodies(resolved, lowered)?;
+        Ok(amount)
+    }
+
+    fn outgoing<'a>(&'a self, bodies: &'a [Vec<u8>]) -> Outgoing<'a> {
+        Outgoing {
+            format: self.format,
+            bodies,
+            request: &self.request,
+            anthropic_headers: &self.anthropic_headers,
         }
     }
-    // Dropping the body closes the provider's connection: it stops generating.
-    let Reply { route, sent_at, .. } = reply;
-    let usage = tally.usage(meter.prompt_chars);
-    let info = ReplyInfo {
-        route: &route,
-        sent_at,
-    };
-    if status == "upstream_broken" {
-        let _ = tx.send(broken_event(meter.format)).await;
-        // A translated stream still ends the way chat streams do.
-        if translator.is_some() {
-            let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+
+    /// The provider call of a call whose hold is committed.
+    async fn send_after_hold(
+        &self,
+        gw: Gateway<'_>,
+        meter: Meter,
+        routes: &[Route],
+        bodies: &[Vec<u8>],
+    ) -> CallResult<(Meter, Reply)> {
+        match gw
+            .upstream
+            .send(gw.config, routes, &self.outgoing(bodies))
+            .await
+        {
+            Ok(reply) => Ok((meter, reply)),
+            Err(e) => {
+                meter.release("ai call: the provider failed").await;
+                Err(CallError::Provider(e))
+            }
         }
     }
-    // The client's stream ends only once the call is settled: a balance read after the last
-    // byte already shows the charge.
-    meter.settle(&info, usage, status, ttft).await;
-    drop(tx);
+}
+
+/// The user's place among their calls in flight (429 when all are taken).
+async fn take_slot(gw: Gateway<'_>, cx: &CallContext) -> CallResult<Slot> {
+    let limit = gw.config.gateway.max_concurrent_calls_per_user;
+    gw.upstream
+        .slots
+        .take(cx.t.user_id, limit)
+        .await
+        .ok_or_else(|| {
+            ::metrics::counter!(super::metrics::CONCURRENCY_REFUSED, "app" => cx.app_slug.clone())
+                .increment(1);
+            CallError::Refused(Error::RateLimited {
+                retry_after_secs: 1,
+            })
+        })
 }

@@ -1,6 +1,6 @@
-//! The metered AI gateway (docs/gateway.md): model resolution, the providers' wire formats,
-//! the upstream client with fallbacks, and the billing around each call (hold → call → settle
-//! → usage record).
+//! The metered AI gateway (docs/gateway.md): a metered [`call::Call`] (plan, limits, hold,
+//! provider, settle), model resolution, the providers' wire formats, the upstream client with
+//! fallbacks, and the [`meter::Meter`] that settles each call and writes its usage record.
 
 pub mod anthropic;
 pub mod call;
@@ -12,6 +12,7 @@ pub mod format;
 pub mod gemini;
 pub mod limits;
 pub mod messages;
+pub mod meter;
 pub mod metrics;
 pub mod mock;
 pub mod models;
@@ -21,4 +22,5 @@ pub mod sse;
 pub mod upstream;
 pub mod usage;
 
+pub use call::{Call, CallContext, CallError, Gateway};
 pub use upstream::Upstream;

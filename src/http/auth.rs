@@ -31,6 +31,24 @@ const CACHE_MAX: usize = 100_000;
 /// A key record (or `None`: no key has this prefix) and when it was read.
 type Entry = (Option<Arc<KeyRecord>>, Instant);
 
+/// Presented keys checked against their stored hash, by outcome: `ok`, `unknown` (no such key,
+/// or a wrong secret: told apart only in the log), `revoked`, `expired`, `deleted`. Once per
+/// request, whatever layers look at the caller.
+pub const KEY_CHECKS: &str = "tollgate_api_key_checks_total";
+
+/// Describes the metric (its HELP line), once at start.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        KEY_CHECKS,
+        "Presented API keys checked, once per request, by outcome (ok, unknown, revoked, expired, deleted)."
+    );
+}
+
+fn counted<T>(outcome: &'static str, result: Result<T, Error>) -> Result<T, Error> {
+    metrics::counter!(KEY_CHECKS, "outcome" => outcome).increment(1);
+    result
+}
+
 /// Verified keys by prefix, and prefixes known to match no key (so a request with a made-up
 /// key, which the rate limiter and the handler both check, costs one database read, not two
 /// and not one per retry). Cheap to clone.
@@ -65,27 +83,28 @@ impl KeyCache {
                 found
             }
         };
+        let refused = |outcome, why: &str| counted(outcome, Err(Error::Unauthorized(why.into())));
         let Some(record) = found else {
             tracing::info!(key = %masked(presented), "unknown API key");
-            return Err(Error::Unauthorized("unknown API key".into()));
+            return refused("unknown", "unknown API key");
         };
         if !constant_time_eq(
             hash_secret(key.secret).as_bytes(),
             record.secret_hash.as_bytes(),
         ) {
             tracing::info!(key = %masked(presented), "API key with a wrong secret");
-            return Err(Error::Unauthorized("unknown API key".into()));
+            return refused("unknown", "unknown API key");
         }
         if record.revoked_at.is_some() {
-            return Err(Error::Unauthorized("this API key was revoked".into()));
+            return refused("revoked", "this API key was revoked");
         }
         if record.expires_at.is_some_and(|at| at <= now_ms()) {
-            return Err(Error::Unauthorized("this API key has expired".into()));
+            return refused("expired", "this API key has expired");
         }
         if record.user_deleted {
-            return Err(Error::Unauthorized("this key's user was deleted".into()));
+            return refused("deleted", "this key's user was deleted");
         }
-        Ok(record)
+        counted("ok", Ok(record))
     }
 
     /// Drops a key from this process's cache (called on revoke).
@@ -157,12 +176,42 @@ fn bearer(parts: &Parts) -> Result<&str, Error> {
         .ok_or_else(|| Error::Unauthorized("expected Authorization: Bearer <API key>".into()))
 }
 
+/// A request's key as the first layer that checked it found it: the key's record, or why it
+/// was refused. Kept in the request's extensions, so the rate limiter, the Idempotency-Key layer
+/// and the route's extractor authenticate a request once, not once each.
+#[derive(Clone)]
+struct Verified(Result<Arc<KeyRecord>, String>);
+
+/// Checks the request's key once per request: a later call finds the first one's outcome.
+/// A failure to read the key (the database down) is not kept: the next layer tries again.
+pub async fn verify_once(
+    state: &AppState,
+    token: &str,
+    extensions: &mut axum::http::Extensions,
+) -> Result<Arc<KeyRecord>, Error> {
+    if let Some(Verified(outcome)) = extensions.get::<Verified>() {
+        return outcome.clone().map_err(Error::Unauthorized);
+    }
+    let outcome = state.keys.verify(&state.db, token).await;
+    match &outcome {
+        Ok(record) => {
+            extensions.insert(Verified(Ok(record.clone())));
+        }
+        Err(Error::Unauthorized(why)) => {
+            extensions.insert(Verified(Err(why.clone())));
+        }
+        Err(_) => {}
+    }
+    outcome
+}
+
 async fn principal(
-    parts: &Parts,
+    parts: &mut Parts,
     state: &AppState,
     want: KeyKind,
 ) -> Result<Arc<KeyRecord>, Error> {
-    let record = state.keys.verify(&state.db, bearer(parts)?).await?;
+    let token = bearer(parts)?.to_string();
+    let record = verify_once(state, &token, &mut parts.extensions).await?;
     if record.kind != want {
         let needs = match want {
             KeyKind::User => "a user key (tg_user_…)",
@@ -203,24 +252,36 @@ impl FromRequestParts<AppState> for UserAuth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let token = bearer(parts)?;
-        if JwtVerifier::looks_like_jwt(token) {
-            return user_from_jwt(parts, state, token).await;
+        // Authenticated by an earlier layer of this request (an access token's user is found,
+        // or created, once).
+        if let Some(user) = parts.extensions.get::<UserAuth>() {
+            return Ok(user.clone());
         }
-        let r = principal(parts, state, KeyKind::User).await?;
-        check_client_version(parts, &r.app_settings.compat)?;
-        match (r.app_id, &r.app_slug, r.user_id, &r.user_external_id) {
-            (Some(app_id), Some(slug), Some(user_id), Some(external_id)) => Ok(UserAuth {
-                key_id: r.id,
-                app_id,
-                app_slug: slug.clone(),
-                user_id,
-                external_id: external_id.clone(),
-                invites_required: r.app_settings.invites.required,
-                billing: r.app_settings.billing.clone(),
-            }),
-            _ => Err(Error::Unauthorized("this key's user was deleted".into())),
-        }
+        let user = authenticate_user(parts, state).await?;
+        parts.extensions.insert(user.clone());
+        Ok(user)
+    }
+}
+
+async fn authenticate_user(parts: &mut Parts, state: &AppState) -> Result<UserAuth, Error> {
+    let token = bearer(parts)?;
+    if JwtVerifier::looks_like_jwt(token) {
+        let token = token.to_string();
+        return user_from_jwt(parts, state, &token).await;
+    }
+    let r = principal(parts, state, KeyKind::User).await?;
+    check_client_version(parts, &r.app_settings.compat)?;
+    match (r.app_id, &r.app_slug, r.user_id, &r.user_external_id) {
+        (Some(app_id), Some(slug), Some(user_id), Some(external_id)) => Ok(UserAuth {
+            key_id: r.id,
+            app_id,
+            app_slug: slug.clone(),
+            user_id,
+            external_id: external_id.clone(),
+            invites_required: r.app_settings.invites.required,
+            billing: r.app_settings.billing.clone(),
+        }),
+        _ => Err(Error::Unauthorized("this key's user was deleted".into())),
     }
 }
 

@@ -176,7 +176,10 @@ async fn principal(
         .ok()?;
         return Some((Some(user.app_id), format!("user:{}", user.user_id)));
     }
-    let record = state.keys.verify(&state.db, token).await.ok()?;
+    let token = token.to_string();
+    let record = super::auth::verify_once(state, &token, &mut parts.extensions)
+        .await
+        .ok()?;
     Some(match record.kind {
         KeyKind::User => (record.app_id, format!("user:{}", record.user_id?)),
         KeyKind::App => (record.app_id, format!("app:{}", record.app_id?)),

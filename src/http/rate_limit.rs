@@ -167,7 +167,7 @@ fn exempt(state: &AppState, req: &Request) -> bool {
 }
 
 /// The middleware.
-pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let limiter = state.limiter.clone();
     if !limiter.inner.enabled || exempt(&state, &req) {
         return next.run(req).await;
@@ -179,11 +179,14 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     let mut checks: Vec<(&Policy, String)> = Vec::with_capacity(2);
     // Which app a refusal hits (the abuse signal operators watch); none for unknown callers.
     let mut app_label = String::new();
-    let verified = match super::auth::bearer_token(req.headers())
+    let secret = super::auth::bearer_token(req.headers())
         .filter(|b| PresentedKey::parse(b).is_some())
-    {
-        // Verification is cached; the handler's extractor finds the same entry.
-        Some(secret) => state.keys.verify(&state.db, secret).await.ok(),
+        .map(str::to_string);
+    let verified = match secret {
+        // Kept in the request: the later layers and the route's extractor do not check again.
+        Some(secret) => super::auth::verify_once(&state, &secret, req.extensions_mut())
+            .await
+            .ok(),
         None => None,
     };
     match verified {

@@ -66,6 +66,7 @@ fn describe() {
     crate::store::ledger::metrics::describe();
     crate::gateway::metrics::describe();
     crate::http::rate_limit::describe_metrics();
+    crate::http::auth::describe_metrics();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 

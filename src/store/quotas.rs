@@ -2,9 +2,10 @@
 //! (an upsert that only updates while the sum stays within the limit), so concurrent requests
 //! never pass a limit together. A period is keyed by its start: a new period starts at zero.
 
+use crate::domain::plans::{Period, Plan};
 use crate::scoped_run;
 use crate::store::Db;
-use crate::store::ledger::Target;
+use crate::store::ledger::{Target, UserPlan};
 use crate::store::scope::Scope;
 
 /// Adds `quantity` to the counter if the result stays within `limit`. Returns the new count, or
@@ -51,4 +52,44 @@ pub async fn used(db: &Db, t: Target, metric: &str, period_start: i64) -> Result
          AND period_start = $4")
         .bind(t.app_id).bind(t.user_id).bind(metric).bind(period_start).fetch_optional(c).await)?;
     Ok(used.unwrap_or(0))
+}
+
+/// What one use of a plan's quota on a metric came to.
+#[derive(Debug, Clone, Copy)]
+pub enum PlanQuota {
+    /// The plan sets no quota on the metric: nothing is counted.
+    Unlimited,
+    /// Counted: the period's count after this use.
+    Counted { used: i64, period: Period },
+    /// The period's limit is reached: nothing is counted.
+    Refused { limit: i64, retry_after_secs: u64 },
+}
+
+/// Counts `quantity` of `metric` against the user's plan in the current period (the plan's
+/// period kind, anchored on the user's billing period where it is one). The one place the
+/// plan's quota rule is applied: the quota API and the gateway both count through it.
+pub async fn consume_on_plan(
+    db: &Db,
+    t: Target,
+    user: &UserPlan,
+    plan: &Plan,
+    metric: &str,
+    quantity: i64,
+    now: i64,
+) -> Result<PlanQuota, sqlx::Error> {
+    let Some(quota) = plan.quotas.get(metric) else {
+        return Ok(PlanQuota::Unlimited);
+    };
+    let period = Period::of(quota.period, now, user.billing);
+    match consume(db, t, metric, period.start, quantity, quota.limit).await? {
+        Some(used) => Ok(PlanQuota::Counted { used, period }),
+        None => {
+            metrics::counter!(crate::store::ledger::metrics::QUOTA_REFUSED, "metric" => metric.to_string(), "app_id" => t.app_id.to_string())
+                .increment(1);
+            Ok(PlanQuota::Refused {
+                limit: quota.limit,
+                retry_after_secs: ((period.end - now).max(0) as u64).div_ceil(1000),
+            })
+        }
+    }
 }

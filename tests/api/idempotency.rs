@@ -202,3 +202,35 @@ async fn keys_are_kept_for_the_retention_then_pruned_and_run_again() {
     assert!(fresh.headers().get("idempotent-replayed").is_none());
     assert_eq!(RUNS.load(Ordering::SeqCst), 2);
 }
+
+/// The value of one counter line of the exposition text, 0 when absent.
+fn counter(metrics: &str, line: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_keyed_request_checks_its_api_key_once_through_every_layer() {
+    // The rate limiter, the Idempotency-Key layer and the route's extractor all need the
+    // caller; they share one check (they made three before).
+    let app = spawn_app().await;
+    let s = seed(&app, "once").await;
+    let path = "/admin/v1/apps/once/users/alice/grants";
+    let body = json!({ "amount_micros": 1_000_000, "reason": "support" });
+    let granted = post_keyed(&app, path, &s.owner, "grant-once", body.clone()).await;
+    assert_eq!(granted.status(), 201);
+    let last = if s.owner.ends_with('x') { 'y' } else { 'x' };
+    let wrong = format!("{}{last}", &s.owner[..s.owner.len() - 1]);
+    let refused = post_keyed(&app, path, &wrong, "grant-wrong", body).await;
+    assert_eq!(refused.status(), 401);
+
+    let metrics = app.get_metrics(None).await.text().await.unwrap();
+    let ok = counter(&metrics, "tollgate_api_key_checks_total{outcome=\"ok\"}");
+    let unknown = counter(
+        &metrics,
+        "tollgate_api_key_checks_total{outcome=\"unknown\"}",
+    );
+    assert_eq!((ok, unknown), (1, 1), "key checks:\n{metrics}");
+}

@@ -1,6 +1,7 @@
 //! The OpenAI-compatible AI API: `POST /v1/chat/completions`, `GET /v1/models`, and the
-//! caller's usage records (`GET /v1/me/usage`). The billing around each call is in
-//! [`crate::gateway::call`]; see docs/gateway.md.
+//! caller's usage records (`GET /v1/me/usage`), and the Anthropic and Gemini native routes.
+//! Each route parses its request into a [`Call`], which does the rest (plan, limits, hold,
+//! provider, settle: [`crate::gateway::call`]); see docs/gateway.md.
 
 use axum::Extension;
 use axum::Json;
@@ -14,24 +15,15 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::money::{PageQuery, consume_quota, invalid};
-use crate::domain::money::Micros;
+use super::money::{PageQuery, invalid};
 use crate::error::{Error, Result};
-use crate::gateway::cap::OutputCap;
 use crate::gateway::format::Format;
-use crate::gateway::models::Route;
-use crate::gateway::openai::ChatRequest;
-use crate::gateway::upstream::Outgoing;
-use crate::gateway::{anthropic, call, gemini, models, openai};
+use crate::gateway::{Call, CallContext, CallError, Gateway, anthropic, gemini, models, openai};
 use crate::http::AppState;
 use crate::http::auth::{InvitedUser, UserAuth};
 use crate::http::idempotency::EffectKey;
 use crate::store::ledger;
-use crate::store::now_ms;
 use crate::store::usage::{self, UsageRecord};
-
-/// The quota metric every AI call counts against, when the plan declares it.
-pub const REQUESTS_METRIC: &str = "requests";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -68,7 +60,13 @@ pub async fn chat_completions(
 ) -> Result<Response> {
     let map = json_object(&body)?;
     let request = openai::parse_request(&map).map_err(Error::Validation)?;
-    let call = Incoming::new(Format::OpenAiChat, map, request, body.len(), &effect);
+    let call = Call::new(
+        Format::OpenAiChat,
+        map,
+        request,
+        body.len(),
+        effect_key(&effect),
+    );
     serve_call(&state, &auth, call).await
 }
 
@@ -90,7 +88,13 @@ pub async fn embeddings(
 ) -> Result<Response> {
     let map = json_object(&body)?;
     let request = openai::parse_embeddings(&map).map_err(Error::Validation)?;
-    let call = Incoming::new(Format::OpenAiEmbeddings, map, request, body.len(), &effect);
+    let call = Call::new(
+        Format::OpenAiEmbeddings,
+        map,
+        request,
+        body.len(),
+        effect_key(&effect),
+    );
     serve_call(&state, &auth, call).await
 }
 
@@ -122,7 +126,13 @@ pub async fn anthropic_messages(
                 .map(|v| (HeaderName::from_static(n), v.clone()))
         })
         .collect();
-    let mut call = Incoming::new(Format::Anthropic, map, request, body.len(), &effect);
+    let mut call = Call::new(
+        Format::Anthropic,
+        map,
+        request,
+        body.len(),
+        effect_key(&effect),
+    );
     call.anthropic_headers = passed;
     serve_call(&state, &auth, call).await
 }
@@ -182,8 +192,18 @@ pub async fn gemini_generate(
     };
     let map = json_object(&body)?;
     let request = gemini::parse_request(model, stream, &map).map_err(Error::Validation)?;
-    let call = Incoming::new(Format::Gemini, map, request, body.len(), &effect);
+    let call = Call::new(
+        Format::Gemini,
+        map,
+        request,
+        body.len(),
+        effect_key(&effect),
+    );
     serve_call(&state, &auth, call).await
+}
+
+fn effect_key(effect: &Option<Extension<EffectKey>>) -> Option<String> {
+    EffectKey::of(effect).map(str::to_string)
 }
 
 fn json_object(body: &[u8]) -> Result<Map<String, Value>> {
@@ -191,311 +211,30 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>> {
         .map_err(|e| Error::BadRequest(format!("the body is not a JSON object: {e}")))
 }
 
-/// A call as the client sent it, owned: it runs in a task of its own.
-struct Incoming {
-    format: Format,
-    map: Map<String, Value>,
-    request: ChatRequest,
-    body_len: usize,
-    anthropic_headers: Vec<(HeaderName, HeaderValue)>,
-    /// The request's `Idempotency-Key` effect key, written on the call's hold.
-    key: Option<String>,
-}
-
-impl Incoming {
-    fn new(
-        format: Format,
-        map: Map<String, Value>,
-        request: ChatRequest,
-        body_len: usize,
-        effect: &Option<Extension<EffectKey>>,
-    ) -> Incoming {
-        Incoming {
-            format,
-            map,
-            request,
-            body_len,
-            anthropic_headers: Vec::new(),
-            key: EffectKey::of(effect).map(str::to_string),
-        }
-    }
-}
-
-/// One metered call in any format: plan → quota → hold → provider (with fallbacks) → settle.
+/// Runs a parsed call for the caller and maps its failure to a problem.
 ///
 /// The call runs in its own task: a client that hangs up does not cancel it half-way, so its
 /// hold is always settled or released when the call ends (a non-streamed answer is read and
 /// charged to its end; a stream's pump settles by itself).
-async fn serve_call(state: &AppState, auth: &UserAuth, call: Incoming) -> Result<Response> {
-    let (state, auth) = (state.clone(), auth.clone());
-    crate::http::request_id::spawn(async move { serve_on_fresh_plan(&state, &auth, &call).await })
-        .await
-        .map_err(|e| Error::Internal(anyhow::anyhow!("the AI call's task failed: {e}")))?
-}
-
-/// Priced on this process's last reading of the user's plan. A refusal that a plan change could
-/// lift (model not in the plan, quota, tokens per minute, credits) or a hold that found the plan
-/// changed is checked against a fresh reading, and the call priced again on it, once: a user
-/// who just paid is let in on this call, whichever process applied the purchase.
-async fn serve_on_fresh_plan(
-    state: &AppState,
-    auth: &UserAuth,
-    call: &Incoming,
-) -> Result<Response> {
-    let ledger = &state.ledger;
-    let t = auth.target();
-    let cached = ledger.plan(t, &auth.billing, false).await?;
-    match serve_priced(state, auth, call, &cached).await {
-        Err(e) if may_follow_a_stale_plan(&e) => {
-            let fresh = ledger.plan(t, &auth.billing, true).await?;
-            if matches!(e, Error::PlanChanged) || fresh.columns != cached.columns {
-                serve_priced(state, auth, call, &fresh).await
-            } else {
-                Err(e)
-            }
-        }
-        other => other,
-    }
-}
-
-/// Refusals decided on the user's plan, which a purchase processed elsewhere may have changed.
-fn may_follow_a_stale_plan(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::PlanChanged
-            | Error::Forbidden(_)
-            | Error::QuotaExceeded { .. }
-            | Error::RateLimited { .. }
-            | Error::InsufficientCredits { .. }
-    )
-}
-
-/// Each route's body, translated where needed and carrying the output cap. The first model's
-/// untranslatable fields are the client's to fix; a fallback that cannot take the request is
-/// skipped.
-fn upstream_bodies(
-    call: &Incoming,
-    resolved: Vec<Route>,
-    cap: OutputCap,
-) -> Result<(Vec<Route>, Vec<Vec<u8>>)> {
-    let mut routes = Vec::new();
-    let mut bodies = Vec::new();
-    for (i, route) in resolved.into_iter().enumerate() {
-        match call
-            .format
-            .upstream_body(&route, &call.map, call.request.stream, cap)
-        {
-            Ok(body) => {
-                routes.push(route);
-                bodies.push(body);
-            }
-            Err(fields) if i == 0 => return Err(Error::Unsupported(fields)),
-            Err(_) => {
-                tracing::debug!(model = %route.model, "fallback skipped: the request cannot be translated for it")
-            }
-        }
-    }
-    Ok((routes, bodies))
-}
-
-async fn serve_priced(
-    state: &AppState,
-    auth: &UserAuth,
-    call: &Incoming,
-    priced: &ledger::CallPlan,
-) -> Result<Response> {
-    let t = auth.target();
-    let config = &state.config;
-    let (user, plan) = (&priced.user, &priced.plan);
-    let resolved = models::resolve(config, plan, &call.request.model, call.format)?;
-    let cap = OutputCap::of(&call.request, &resolved);
-    let (routes, bodies) = upstream_bodies(call, resolved, cap)?;
-    let counted = consume_quota(&state.db, t, user, plan, REQUESTS_METRIC, 1, now_ms()).await?;
-    let started = start_call(state, auth, priced, call, routes, bodies, cap).await;
-    let (meter, reply) = match started {
-        Ok(started) => started,
-        Err(e) => {
-            // Refused or failed before any answer: the request does not count against the quota.
-            if let Some(q) = counted
-                && let Err(err) = crate::store::quotas::give_back(
-                    &state.db,
-                    t,
-                    REQUESTS_METRIC,
-                    q.period_start,
-                    1,
-                )
-                .await
-            {
-                tracing::warn!(error = %err, "could not give back a quota count");
-            }
-            return Err(e);
-        }
-    };
-    let idle = config.gateway.idle_timeout();
-    if call.request.stream {
-        Ok(call::stream(
-            meter,
-            reply,
-            call.request.client_wants_usage,
-            idle,
-        ))
-    } else {
-        call::complete(meter, reply, idle).await
-    }
-}
-
-/// The call's limits, hold and provider call: the open meter and the provider's reply, or why
-/// not (nothing is charged then). When the user's credits do not cover the hold of the cap
-/// tollgate chose, the cap is lowered to what they do cover (the answer is cut there).
-async fn start_call(
-    state: &AppState,
-    auth: &UserAuth,
-    priced: &ledger::CallPlan,
-    call: &Incoming,
-    mut routes: Vec<Route>,
-    mut bodies: Vec<Vec<u8>>,
-    cap: OutputCap,
-) -> Result<(call::Meter, crate::gateway::upstream::Reply)> {
-    let config = &state.config;
-    let (t, plan, request, format) = (auth.target(), &priced.plan, &call.request, call.format);
-    let take_slot = || async {
-        state
-            .upstream
-            .slots
-            .take(auth.user_id, config.gateway.max_concurrent_calls_per_user)
-            .await
-            .ok_or_else(|| {
-                metrics::counter!(crate::gateway::metrics::CONCURRENCY_REFUSED, "app" => auth.app_slug.clone())
-                    .increment(1);
-                Error::RateLimited {
-                    retry_after_secs: 1,
-                }
-            })
-    };
-    let slot = take_slot().await?;
-    if let Some(limit) = plan.tokens_per_minute
-        && let Err(retry_after_secs) = state.upstream.tokens.admit(auth.user_id, limit).await
-    {
-        metrics::counter!(crate::gateway::metrics::TOKENS_REFUSED, "app" => auth.app_slug.clone())
-            .increment(1);
-        return Err(Error::RateLimited { retry_after_secs });
-    }
-    let conversion = auth.billing.conversion();
-    let mut amount = call::hold_amount(&routes, call.body_len, cap.tokens, &conversion)?;
-    let first_route = routes
-        .first()
-        .cloned()
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("a call resolved to no route")))?;
-    let opening = |amount: i64| call::Opening {
-        db: &state.db,
-        batcher: &state.ledger,
-        config,
-        t,
-        app_slug: &auth.app_slug,
-        plan,
-        conversion,
-        request,
-        format,
-        amount,
-        tokens: state.upstream.tokens.clone(),
-        priced_on: priced.columns.clone(),
-        key: call.key.clone(),
+async fn serve_call(state: &AppState, auth: &UserAuth, call: Call) -> Result<Response> {
+    let state = state.clone();
+    let cx = CallContext {
+        t: auth.target(),
+        app_slug: auth.app_slug.clone(),
+        billing: auth.billing.clone(),
         request_id: crate::http::request_id::current().unwrap_or_default(),
-        first_route: &first_route,
     };
-    // A user this process last saw with credits enough: the provider request goes out while
-    // the hold is written, and its answer is let through only once the hold is committed.
-    let refused = if state.ledger.likely_covers(t, amount, plan.overdraft.0) {
-        let outgoing = Outgoing {
-            format,
-            bodies: &bodies,
-            request,
-            anthropic_headers: &call.anthropic_headers,
+    crate::http::request_id::spawn(async move {
+        let gw = Gateway {
+            config: &state.config,
+            db: &state.db,
+            ledger: &state.ledger,
+            upstream: &state.upstream,
         };
-        let hold = call::Meter::open(opening(amount), slot);
-        let send = state.upstream.send(config, &routes, &outgoing);
-        match call::hold_while_sending(hold, send).await {
-            Ok((meter, Ok(reply))) => return Ok((meter, reply)),
-            Ok((meter, Err(e))) => {
-                meter.release("ai call: the provider failed").await;
-                return Err(e);
-            }
-            Err(refused) => {
-                // Spent meanwhile (another replica, the app's own debits) or the plan changed:
-                // the provider request is dropped unanswered and nothing is charged.
-                metrics::counter!(crate::gateway::metrics::REFUSED_AFTER_SEND, "app" => auth.app_slug.clone())
-                    .increment(1);
-                refused
-            }
-        }
-    } else {
-        match call::Meter::open(opening(amount), slot).await {
-            Ok(meter) => return send_after_hold(state, call, meter, &routes, &bodies).await,
-            Err(refused) => refused,
-        }
-    };
-    let Error::InsufficientCredits { available, needed } = refused else {
-        return Err(refused);
-    };
-    let refusal = (available, needed);
-    amount = lower_cap(
-        call,
-        &mut routes,
-        &mut bodies,
-        cap,
-        plan,
-        refusal,
-        &conversion,
-    )?;
-    // The refused hold freed the user's slot; the call takes one again.
-    let meter = call::Meter::open(opening(amount), take_slot().await?).await?;
-    send_after_hold(state, call, meter, &routes, &bodies).await
-}
-
-/// When the user's credits do not cover the hold of the cap tollgate chose, the cap is lowered
-/// to what they do cover (the answer is cut there): the new hold amount, with the routes and
-/// bodies carrying the lowered cap. Refused (402) when even that is out of reach.
-fn lower_cap(
-    call: &Incoming,
-    routes: &mut Vec<Route>,
-    bodies: &mut Vec<Vec<u8>>,
-    cap: OutputCap,
-    plan: &crate::domain::plans::Plan,
-    (available, needed): (Micros, Micros),
-    conversion: &crate::domain::pricing::Conversion,
-) -> Result<i64> {
-    let budget = available.0.saturating_add(plan.overdraft.0);
-    let hold_of = |tokens| call::hold_amount(routes, call.body_len, tokens, conversion).ok();
-    let Some(lowered) = cap.lowered_to(budget, hold_of) else {
-        return Err(Error::InsufficientCredits { available, needed });
-    };
-    let amount = hold_of(lowered.tokens).unwrap_or(needed.0);
-    let resolved = std::mem::take(routes);
-    (*routes, *bodies) = upstream_bodies(call, resolved, lowered)?;
-    Ok(amount)
-}
-
-/// The provider call of a call whose hold is committed.
-async fn send_after_hold(
-    state: &AppState,
-    call: &Incoming,
-    meter: call::Meter,
-    routes: &[Route],
-    bodies: &[Vec<u8>],
-) -> Result<(call::Meter, crate::gateway::upstream::Reply)> {
-    let outgoing = Outgoing {
-        format: call.format,
-        bodies,
-        request: &call.request,
-        anthropic_headers: &call.anthropic_headers,
-    };
-    match state.upstream.send(&state.config, routes, &outgoing).await {
-        Ok(reply) => Ok((meter, reply)),
-        Err(e) => {
-            meter.release("ai call: the provider failed").await;
-            Err(e)
-        }
-    }
+        call.run(gw, &cx).await.map_err(CallError::into_problem)
+    })
+    .await
+    .map_err(|e| Error::Internal(anyhow::anyhow!("the AI call's task failed: {e}")))?
 }
 
 #[derive(Debug, Serialize, ToSchema)]

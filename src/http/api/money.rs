@@ -9,6 +9,7 @@ use crate::domain::money::Micros;
 use crate::domain::plans::{Period, Plan, Quota, QuotaPeriod};
 use crate::error::{Error, Result};
 use crate::store::ledger::{Balances, EntryRow, HoldRow, Snapshot, Target, UserPlan};
+use crate::store::quotas::PlanQuota;
 use crate::store::{Db, quotas};
 
 fn text(m: i64) -> String {
@@ -307,21 +308,22 @@ pub async fn consume_quota(
     quantity: i64,
     now: i64,
 ) -> Result<Option<QuotaOut>> {
-    let Some(quota) = plan.quotas.get(metric) else {
-        return Ok(None);
-    };
-    let period = Period::of(quota.period, now, user.billing);
-    match quotas::consume(db, t, metric, period.start, quantity, quota.limit).await? {
-        Some(used) => Ok(Some(QuotaOut::new(metric, quota, used, period))),
-        None => {
-            metrics::counter!(crate::store::ledger::metrics::QUOTA_REFUSED, "metric" => metric.to_string(), "app_id" => t.app_id.to_string())
-                .increment(1);
-            Err(Error::QuotaExceeded {
-                metric: metric.to_string(),
-                limit: quota.limit,
-                retry_after_secs: ((period.end - now).max(0) as u64).div_ceil(1000),
-            })
-        }
+    match quotas::consume_on_plan(db, t, user, plan, metric, quantity, now).await? {
+        PlanQuota::Unlimited => Ok(None),
+        PlanQuota::Counted { used, period } => Ok(Some(QuotaOut::new(
+            metric,
+            &plan.quotas[metric],
+            used,
+            period,
+        ))),
+        PlanQuota::Refused {
+            limit,
+            retry_after_secs,
+        } => Err(Error::QuotaExceeded {
+            metric: metric.to_string(),
+            limit,
+            retry_after_secs,
+        }),
     }
 }
 
