@@ -2,10 +2,10 @@
 
 use serde::Serialize;
 
+use crate::scoped_run;
 use crate::store::ledger::Target;
 use crate::store::scope::Scope;
 use crate::store::{Db, Tx, now_ms};
-use crate::{scoped_run, tx_run};
 
 /// What one call used and cost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -103,8 +103,18 @@ pub struct NewUsage {
 
 /// Writes records in the caller's (scoped) transaction, in one statement.
 pub async fn insert_tx(tx: &mut Tx, rows: &[(Target, &NewUsage)]) -> Result<(), sqlx::Error> {
+    let Some(app_id) = rows.first().map(|(t, _)| t.app_id) else {
+        return Ok(());
+    };
+    let mut writes = crate::store::bulk::Writes::new();
+    insert_into(&mut writes, rows);
+    writes.run(tx, app_id, now_ms()).await
+}
+
+/// [`insert_tx`], queued (the records of one app: the writes run in its scope).
+pub fn insert_into(writes: &mut crate::store::bulk::Writes, rows: &[(Target, &NewUsage)]) {
     static INSERT: crate::store::bulk::JsonSql = crate::store::bulk::JsonSql::new(
-        2,
+        3,
         "INSERT INTO usage_records (app_id, user_id, request_id, model, provider, upstream_model, \
          input_tokens, cached_input_tokens, output_tokens, cost, hold_id, status, estimated, \
          stream, latency_ms, ttft_ms, created_at) \
@@ -113,10 +123,10 @@ pub async fn insert_tx(tx: &mut Tx, rows: &[(Target, &NewUsage)]) -> Result<(), 
          CAST(x.value->>7 AS BIGINT), CAST(x.value->>8 AS BIGINT), CAST(x.value->>9 AS BIGINT), \
          CAST(x.value->>10 AS BIGINT), x.value->>11, CAST(x.value->>12 AS BOOLEAN), \
          CAST(x.value->>13 AS BOOLEAN), CAST(x.value->>14 AS BIGINT), \
-         CAST(x.value->>15 AS BIGINT), $1 FROM {rows} ORDER BY x.key",
+         CAST(x.value->>15 AS BIGINT), $2 FROM {rows} ORDER BY x.key",
     );
     if rows.is_empty() {
-        return Ok(());
+        return;
     }
     let json = crate::store::bulk::rows_json(rows.iter().map(|(t, u)| {
         (
@@ -138,9 +148,7 @@ pub async fn insert_tx(tx: &mut Tx, rows: &[(Target, &NewUsage)]) -> Result<(), 
             u.ttft_ms,
         )
     }));
-    let sql = INSERT.get(tx);
-    tx_run!(tx, c => sqlx::query(sql).bind(now_ms()).bind(&json)
-        .execute(&mut **c).await.map(|_| ()))
+    writes.push(&INSERT, json);
 }
 
 type UsageTuple = (

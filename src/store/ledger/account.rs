@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::domain::ledger::{Account, Bucket, Entry, HoldState};
-use crate::store::bulk::{JsonSql, rows_json};
+use crate::store::bulk::{JsonSql, Writes, rows_json};
 use crate::store::{Tx, now_ms};
 use crate::tx_run;
 
@@ -74,15 +74,25 @@ pub(super) async fn save<'a>(
     app_id: i64,
     accounts: impl IntoIterator<Item = (i64, &'a Account)>,
 ) -> Result<(), sqlx::Error> {
+    let mut writes = Writes::new();
+    save_into(&mut writes, accounts);
+    writes.run(tx, app_id, now_ms()).await
+}
+
+/// [`save`], queued.
+pub(super) fn save_into<'a>(
+    writes: &mut Writes,
+    accounts: impl IntoIterator<Item = (i64, &'a Account)>,
+) {
     static ACCOUNTS: JsonSql = JsonSql::new(
-        2,
+        3,
         "WITH v AS MATERIALIZED (SELECT CAST(x.value->>0 AS BIGINT) AS user_id, \
          CAST(x.value->>1 AS BIGINT) AS balance, CAST(x.value->>2 AS BIGINT) AS held FROM {rows}) \
          UPDATE credit_accounts SET balance = v.balance, held = v.held FROM v \
          WHERE credit_accounts.user_id = v.user_id AND credit_accounts.app_id = $1",
     );
     static BUCKETS: JsonSql = JsonSql::new(
-        2,
+        3,
         "WITH v AS MATERIALIZED (SELECT CAST(x.value->>0 AS BIGINT) AS id, \
          CAST(x.value->>1 AS BIGINT) AS remaining FROM {rows}) \
          UPDATE credit_grants SET remaining = v.remaining FROM v \
@@ -95,19 +105,12 @@ pub(super) async fn save<'a>(
         changed.extend(a.changed_buckets());
     }
     if rows.is_empty() {
-        return Ok(());
+        return;
     }
-    let json = rows_json(rows);
-    let sql = ACCOUNTS.get(tx);
-    tx_run!(&mut *tx, c => sqlx::query(sql).bind(app_id).bind(&json)
-        .execute(&mut **c).await.map(|_| ()))?;
+    writes.push(&ACCOUNTS, rows_json(rows));
     if !changed.is_empty() {
-        let json = rows_json(changed);
-        let sql = BUCKETS.get(tx);
-        tx_run!(&mut *tx, c => sqlx::query(sql).bind(app_id).bind(&json)
-            .execute(&mut **c).await.map(|_| ()))?;
+        writes.push(&BUCKETS, rows_json(changed));
     }
-    Ok(())
 }
 
 /// An entry to append: what the account's rules wrote, and what describes it.
@@ -186,15 +189,18 @@ pub(super) async fn append(
     app_id: i64,
     entries: &[NewEntry<'_>],
 ) -> Result<(), sqlx::Error> {
+    let mut writes = Writes::new();
+    append_into(&mut writes, entries);
+    writes.run(tx, app_id, now_ms()).await
+}
+
+/// [`append`], queued.
+pub(super) fn append_into(writes: &mut Writes, entries: &[NewEntry<'_>]) {
     if entries.is_empty() {
-        return Ok(());
+        return;
     }
-    let json = entries_json(entries);
-    let sql = APPEND.get(tx);
-    tx_run!(&mut *tx, c => sqlx::query(sql).bind(app_id).bind(now_ms()).bind(&json)
-        .execute(&mut **c).await.map(|_| ()))?;
+    writes.push(&APPEND, entries_json(entries));
     count(entries);
-    Ok(())
 }
 
 /// [`append`], returning the rows written, in order.
@@ -255,6 +261,18 @@ pub(super) async fn insert_holds(
     app_id: i64,
     holds: &[NewHold<'_>],
 ) -> Result<Vec<i64>, sqlx::Error> {
+    let mut writes = Writes::new();
+    let ids = insert_holds_into(tx, &mut writes, holds).await?;
+    writes.run(tx, app_id, now_ms()).await?;
+    Ok(ids)
+}
+
+/// [`insert_holds`], queued: the ids are read now, the insert is queued.
+pub(super) async fn insert_holds_into(
+    tx: &mut Tx,
+    writes: &mut Writes,
+    holds: &[NewHold<'_>],
+) -> Result<Vec<i64>, sqlx::Error> {
     static INSERT: JsonSql = JsonSql::new(
         3,
         "INSERT INTO credit_holds (id, app_id, user_id, amount, state, reference, expires_at, \
@@ -274,9 +292,7 @@ pub(super) async fn insert_holds(
             .zip(&ids)
             .map(|(h, id)| (id, h.user_id, h.amount, h.reference, h.expires_at, h.call)),
     );
-    let sql = INSERT.get(tx);
-    tx_run!(&mut *tx, c => sqlx::query(sql).bind(app_id).bind(now_ms()).bind(&json)
-        .execute(&mut **c).await.map(|_| ()))?;
+    writes.push(&INSERT, json);
     Ok(ids)
 }
 
@@ -356,6 +372,13 @@ pub(super) async fn close_holds(
     app_id: i64,
     closed: &[(i64, HoldState, i64)],
 ) -> Result<(), sqlx::Error> {
+    let mut writes = Writes::new();
+    close_holds_into(&mut writes, closed);
+    writes.run(tx, app_id, now_ms()).await
+}
+
+/// [`close_holds`], queued.
+pub(super) fn close_holds_into(writes: &mut Writes, closed: &[(i64, HoldState, i64)]) {
     static CLOSE: JsonSql = JsonSql::new(
         3,
         "WITH v AS MATERIALIZED (SELECT CAST(x.value->>0 AS BIGINT) AS id, x.value->>1 AS state, \
@@ -364,10 +387,8 @@ pub(super) async fn close_holds(
          WHERE credit_holds.id = v.id AND credit_holds.app_id = $1",
     );
     if closed.is_empty() {
-        return Ok(());
+        return;
     }
     let json = rows_json(closed.iter().map(|(id, s, c)| (id, s.as_str(), c)));
-    let sql = CLOSE.get(tx);
-    tx_run!(&mut *tx, c => sqlx::query(sql).bind(app_id).bind(now_ms()).bind(&json)
-        .execute(&mut **c).await.map(|_| ()))
+    writes.push(&CLOSE, json);
 }

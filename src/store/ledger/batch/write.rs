@@ -1,16 +1,17 @@
 //! One batch in one transaction, through the ledger's one load-apply-save path
 //! ([`crate::store::ledger::account`]): per app, the accounts of all its users locked and
 //! loaded in one statement, every write applied by the account's rules in arrival order, then
-//! the new holds, the closed holds, the accounts, the buckets and the entries saved in one
-//! statement each, and the usage records of the whole batch in one more. A batch of any size
-//! and any number of users is about a dozen statements per app.
+//! the new holds, the closed holds, the accounts, the buckets, the entries and the usage
+//! records saved in one statement each — queued and sent together (on SQLite one query, see
+//! [`Writes`]). A batch of any size and any number of users is about a dozen statements per
+//! app, and on SQLite half a dozen hand-offs to its thread.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::{CallHold, Op, Outcome};
 use crate::domain::ledger::{Hold, Refusal};
-use crate::store::bulk::{JsonSql, rows_json};
+use crate::store::bulk::{JsonSql, Writes, rows_json};
 use crate::store::ledger::account::{self, NewEntry, NewHold};
 use crate::store::ledger::holds::close_key;
 use crate::store::ledger::period::{PLAN_COLUMNS, PlanColumns};
@@ -166,15 +167,18 @@ async fn write_app<'a>(
             call: r.call.as_deref(),
         })
         .collect();
-    let ids = account::insert_holds(tx, app_id, &inserts).await?;
+    // Everything below is written in one go (on SQLite, one query: see `Writes`).
+    let mut writes = Writes::new();
+    let ids = account::insert_holds_into(tx, &mut writes, &inserts).await?;
     for (&(i, e, _), id) in new_holds.iter().zip(ids) {
         outcomes[i] = Outcome::Held(id);
         entries[e].hold_id = Some(id);
     }
-    account::close_holds(tx, app_id, &closed).await?;
-    account::save(tx, app_id, accounts.iter().map(|(u, a)| (*u, a))).await?;
-    account::append(tx, app_id, &entries).await?;
-    usage::insert_tx(tx, &usages).await?;
+    account::close_holds_into(&mut writes, &closed);
+    account::save_into(&mut writes, accounts.iter().map(|(u, a)| (*u, a)));
+    account::append_into(&mut writes, &entries);
+    usage::insert_into(&mut writes, &usages);
+    writes.run(tx, app_id, now).await?;
     Ok(accounts
         .iter()
         .map(|(&user_id, a)| (Target { app_id, user_id }, a.available()))
