@@ -76,6 +76,27 @@ where
     Ok((meter, reply))
 }
 
+/// How a call ended, as its usage record, log line and metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallStatus {
+    /// The provider's answer arrived whole.
+    Ok,
+    /// The provider's stream broke off or closed before its end marker.
+    UpstreamBroken,
+    /// The client left before the end (charged what was generated).
+    ClientDisconnected,
+}
+
+impl CallStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallStatus::Ok => "ok",
+            CallStatus::UpstreamBroken => "upstream_broken",
+            CallStatus::ClientDisconnected => "client_disconnected",
+        }
+    }
+}
+
 /// An open hold and what settling it needs.
 pub struct Meter {
     db: Db,
@@ -207,7 +228,7 @@ impl Meter {
         self,
         reply: &ReplyInfo<'_>,
         usage: Usage,
-        status: &'static str,
+        status: CallStatus,
         ttft: Option<Duration>,
     ) -> i64 {
         let charged = self.cost(reply.route, &usage);
@@ -226,7 +247,7 @@ impl Meter {
             output_tokens: usage.output,
             cost: charged,
             hold_id: Some(self.hold_id),
-            status,
+            status: status.as_str(),
             estimated: usage.estimated,
             stream: self.stream,
             latency_ms: duration.as_millis() as i64,
@@ -246,7 +267,7 @@ impl Meter {
         metrics::finished(&metrics::Finished {
             app: &self.app_slug,
             route: reply.route,
-            status,
+            status: status.as_str(),
             usage,
             charged,
             duration,
@@ -254,7 +275,7 @@ impl Meter {
         });
         tracing::info!(model = %reply.route.model, provider = reply.route.provider.as_str(),
             input_tokens = usage.input, output_tokens = usage.output, estimated = usage.estimated,
-            charged_micros = charged, status, "ai call");
+            charged_micros = charged, status = status.as_str(), "ai call");
         charged
     }
 }
@@ -294,7 +315,7 @@ pub async fn complete(meter: Meter, mut reply: Reply, idle: Duration) -> Result<
         Some(translated) => serde_json::to_vec(&translated).expect("JSON serializes"),
         None => body,
     };
-    meter.settle(&info, usage, "ok", None).await;
+    meter.settle(&info, usage, CallStatus::Ok, None).await;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -364,7 +385,7 @@ async fn pump(
     let mut translator =
         Translator::between(meter.format, source, &reply.route.model, client_wants_usage);
     let mut ttft = None;
-    let mut status = "ok";
+    let mut status = CallStatus::Ok;
     let mut last_progress = Instant::now();
     'read: loop {
         let chunk = match reply.body.next(idle).await {
@@ -372,7 +393,7 @@ async fn pump(
             Ok(None) if !tally.finished() => {
                 metrics::upstream_error(&reply.route, "broken");
                 tracing::warn!(model = %reply.route.model, "the provider's stream closed before its end marker");
-                status = "upstream_broken";
+                status = CallStatus::UpstreamBroken;
                 break;
             }
             Ok(None) => {
@@ -382,7 +403,7 @@ async fn pump(
                     .unwrap_or_default();
                 for bytes in end {
                     if tx.send(Bytes::from(bytes)).await.is_err() {
-                        status = "client_disconnected";
+                        status = CallStatus::ClientDisconnected;
                     }
                 }
                 break;
@@ -390,7 +411,7 @@ async fn pump(
             Err(e) => {
                 metrics::upstream_error(&reply.route, "broken");
                 tracing::warn!(model = %reply.route.model, error = %e, "stream from the provider broke");
-                status = "upstream_broken";
+                status = CallStatus::UpstreamBroken;
                 break;
             }
         };
@@ -398,7 +419,7 @@ async fn pump(
             Ok(events) => events,
             Err(e) => {
                 tracing::warn!(error = %e, "unreadable stream from the provider");
-                status = "upstream_broken";
+                status = CallStatus::UpstreamBroken;
                 break;
             }
         };
@@ -418,7 +439,7 @@ async fn pump(
             };
             for bytes in out {
                 if tx.send(bytes).await.is_err() {
-                    status = "client_disconnected";
+                    status = CallStatus::ClientDisconnected;
                     break 'read;
                 }
             }
@@ -435,7 +456,7 @@ async fn pump(
         route: &route,
         sent_at,
     };
-    if status == "upstream_broken" {
+    if status == CallStatus::UpstreamBroken {
         let _ = tx.send(broken_event(meter.format)).await;
         // A translated stream still ends the way chat streams do.
         if translator.is_some() {
