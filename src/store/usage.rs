@@ -101,37 +101,38 @@ pub struct NewUsage {
     pub ttft_ms: Option<i64>,
 }
 
-/// Writes records in the caller's (scoped) transaction, in one statement.
-pub async fn insert_tx(tx: &mut Tx, rows: &[(Target, &NewUsage)]) -> Result<(), sqlx::Error> {
-    let Some(app_id) = rows.first().map(|(t, _)| t.app_id) else {
-        return Ok(());
-    };
+/// Writes records of app `app_id` in the caller's (scoped) transaction, in one statement.
+pub async fn insert_tx(
+    tx: &mut Tx,
+    app_id: i64,
+    rows: &[(i64, &NewUsage)],
+) -> Result<(), sqlx::Error> {
     let mut writes = crate::store::bulk::Writes::new();
     insert_into(&mut writes, rows);
     writes.run(tx, app_id, now_ms()).await
 }
 
-/// [`insert_tx`], queued (the records of one app: the writes run in its scope).
-pub fn insert_into(writes: &mut crate::store::bulk::Writes, rows: &[(Target, &NewUsage)]) {
+/// [`insert_tx`], queued: `(user id, record)` of the app the writes run for (`$1`, also the
+/// scope row-level security checks the rows against).
+pub fn insert_into(writes: &mut crate::store::bulk::Writes, rows: &[(i64, &NewUsage)]) {
     static INSERT: crate::store::bulk::JsonSql = crate::store::bulk::JsonSql::new(
         3,
         "INSERT INTO usage_records (app_id, user_id, request_id, model, provider, upstream_model, \
          input_tokens, cached_input_tokens, output_tokens, cost, hold_id, status, estimated, \
          stream, latency_ms, ttft_ms, created_at) \
-         SELECT CAST(x.value->>0 AS BIGINT), CAST(x.value->>1 AS BIGINT), x.value->>2, \
-         x.value->>3, x.value->>4, x.value->>5, CAST(x.value->>6 AS BIGINT), \
-         CAST(x.value->>7 AS BIGINT), CAST(x.value->>8 AS BIGINT), CAST(x.value->>9 AS BIGINT), \
-         CAST(x.value->>10 AS BIGINT), x.value->>11, CAST(x.value->>12 AS BOOLEAN), \
-         CAST(x.value->>13 AS BOOLEAN), CAST(x.value->>14 AS BIGINT), \
-         CAST(x.value->>15 AS BIGINT), $2 FROM {rows} ORDER BY x.key",
+         SELECT $1, CAST(x.value->>0 AS BIGINT), x.value->>1, \
+         x.value->>2, x.value->>3, x.value->>4, CAST(x.value->>5 AS BIGINT), \
+         CAST(x.value->>6 AS BIGINT), CAST(x.value->>7 AS BIGINT), CAST(x.value->>8 AS BIGINT), \
+         CAST(x.value->>9 AS BIGINT), x.value->>10, CAST(x.value->>11 AS BOOLEAN), \
+         CAST(x.value->>12 AS BOOLEAN), CAST(x.value->>13 AS BIGINT), \
+         CAST(x.value->>14 AS BIGINT), $2 FROM {rows} ORDER BY x.key",
     );
     if rows.is_empty() {
         return;
     }
-    let json = crate::store::bulk::rows_json(rows.iter().map(|(t, u)| {
+    let json = crate::store::bulk::rows_json(rows.iter().map(|(user_id, u)| {
         (
-            t.app_id,
-            t.user_id,
+            user_id,
             &u.request_id,
             &u.model,
             u.provider.as_ref(),

@@ -187,7 +187,7 @@ async fn seed_aged_rows(db: &tollgate::store::Db, t: tollgate::store::ledger::Ta
             ttft_ms: None,
         };
         let mut tx = db.begin_in(Scope::App(t.app_id)).await.unwrap();
-        tollgate::store::usage::insert_tx(&mut tx, &[(t, &usage)])
+        tollgate::store::usage::insert_tx(&mut tx, t.app_id, &[(t.user_id, &usage)])
             .await
             .unwrap();
         tx.commit().await.unwrap();

@@ -317,7 +317,7 @@ async fn resolve(db: &Db, c: Close<'_>) -> Result<Written<HoldRow>, LedgerError>
     entries.extend(NewEntry::expiries(user_id, account.expire(now_ms())));
     save_one(&mut tx, t, &account, &entries).await?;
     if let Some(usage) = c.usage {
-        crate::store::usage::insert_tx(&mut tx, &[(t, usage)]).await?;
+        crate::store::usage::insert_tx(&mut tx, t.app_id, &[(t.user_id, usage)]).await?;
     }
     let closed = hold_in(&mut tx, app_id, hold_id)
         .await?

@@ -59,7 +59,7 @@ async fn write_app<'a>(
     mine: &[usize],
     outcomes: &mut [Outcome],
 ) -> Result<Vec<(Target, i64)>, LedgerError> {
-    let mut usages: Vec<(Target, &'a NewUsage)> = Vec::new();
+    let mut usages: Vec<(i64, &'a NewUsage)> = Vec::new();
     let users: Vec<i64> = mine.iter().map(|&i| ops[i].target().user_id).collect();
     let mut accounts = account::load(tx, app_id, &users).await?;
     let checked: Vec<i64> = mine
@@ -152,7 +152,7 @@ async fn write_app<'a>(
                 });
                 // What the closed hold covered of expired buckets can expire now.
                 entries.extend(NewEntry::expiries(t.user_id, a.expire(now)));
-                usages.extend(c.usage.as_ref().map(|u| (t, u)));
+                usages.extend(c.usage.as_ref().map(|u| (t.user_id, u)));
                 outcomes[i] = Outcome::Closed;
             }
         }
