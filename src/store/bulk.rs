@@ -66,12 +66,17 @@ pub fn rows_json<T: serde::Serialize>(rows: impl IntoIterator<Item = T>) -> Stri
 /// rows from `{rows}` (its own JSON array, parameter 3).
 ///
 /// Why: sqlx runs SQLite on a thread of its own, and every statement is a hand-off to that
-/// thread and back (two wake-ups). For the call path's batches those hand-offs, not SQLite,
-/// were most of the time (a batch of one call took 1.4 ms, of which SQLite's own work was a
-/// few percent). On SQLite the queued writes are one multi-statement query — one hand-off —
-/// whose statements share the app and time parameters and number their arrays `$3`, `$4`, ….
-/// PostgreSQL cannot take several statements with parameters in one query, so there they run
-/// one after another.
+/// thread and back (two wake-ups); on PostgreSQL every statement is a round trip. For the call
+/// path's batches those hand-offs and round trips, not the database's work, were most of the
+/// time (a batch of one call took 1.4 ms on SQLite, of which SQLite's own work was a few
+/// percent). So the queued writes are sent as one query, whose statements share the app and
+/// time parameters and number their arrays `$3`, `$4`, …:
+/// - SQLite: a multi-statement query, run in order.
+/// - PostgreSQL, which takes several statements with parameters in no one query: one statement
+///   whose writes are data-modifying `WITH` items. They run against one snapshot and cannot see
+///   each other's rows, which the queued writes never need: each writes other rows (new holds
+///   and closed holds are different holds), and foreign keys are checked at the statement's
+///   end, when a new hold an entry names exists.
 #[derive(Default)]
 pub struct Writes {
     queued: Vec<(&'static JsonSql, String)>,
@@ -93,30 +98,43 @@ impl Writes {
 
     /// Runs the queued writes, in order, for `app_id` at `now`.
     pub async fn run(self, tx: &mut Tx, app_id: i64, now: i64) -> Result<(), sqlx::Error> {
-        match tx {
-            Tx::Sqlite(c) if self.queued.len() > 1 => {
-                let mut script = String::new();
-                for (i, (sql, _)) in self.queued.iter().enumerate() {
-                    let rows = format!("json_each(${}) AS x", i + 3);
-                    script.push_str(&sql.template.replace("{rows}", &rows));
-                    script.push_str(";\n");
-                }
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(script))
-                    .bind(app_id)
-                    .bind(now);
-                for (_, rows) in self.queued {
-                    query = query.bind(rows);
-                }
-                query.execute(&mut **c).await.map(|_| ())
+        let sql = match (&self.queued[..], &*tx) {
+            ([], _) => return Ok(()),
+            ([(one, _)], _) => sqlx::AssertSqlSafe(one.get(tx).0.to_owned()),
+            (_, Tx::Sqlite(_)) => sqlx::AssertSqlSafe(self.joined(
+                |n| format!("json_each(${n}) AS x"),
+                |_, write| format!("{write};\n"),
+                "",
+            )),
+            (_, Tx::Postgres(_)) => sqlx::AssertSqlSafe(self.joined(
+                |n| format!("json_array_elements(${n}::json) WITH ORDINALITY AS x(value, key)"),
+                |i, write| format!("{}w{i} AS ({write})", if i == 0 { "WITH " } else { ", " }),
+                " SELECT 1",
+            )),
+        };
+        let queued = &self.queued;
+        crate::tx_run!(&mut *tx, c => {
+            let mut query = sqlx::query(sql).bind(app_id).bind(now);
+            for (_, rows) in queued {
+                query = query.bind(rows);
             }
-            _ => {
-                for (sql, rows) in &self.queued {
-                    let text = sql.get(tx);
-                    crate::tx_run!(&mut *tx, c => sqlx::query(text).bind(app_id).bind(now)
-                        .bind(rows).execute(&mut **c).await.map(|_| ()))?;
-                }
-                Ok(())
-            }
+            query.execute(&mut **c).await.map(|_| ())
+        })
+    }
+
+    /// The queued writes as one query text: write `i` reads its rows from `rows(i + 3)` and is
+    /// wrapped by `each(i, write)`; `tail` ends the text.
+    fn joined(
+        &self,
+        rows: impl Fn(usize) -> String,
+        each: impl Fn(usize, &str) -> String,
+        tail: &str,
+    ) -> String {
+        let mut text = String::new();
+        for (i, (sql, _)) in self.queued.iter().enumerate() {
+            text.push_str(&each(i, &sql.template.replace("{rows}", &rows(i + 3))));
         }
+        text.push_str(tail);
+        text
     }
 }

@@ -194,18 +194,21 @@ async fn a_charge_on_a_hold_released_meanwhile_is_a_conflict_and_changes_nothing
 async fn a_batch_that_fails_is_written_call_by_call_and_only_the_bad_call_fails() {
     let app = spawn_app().await;
     let t = funded(&app, "shop", "alice", 100 * CREDIT).await;
-    // No such user: its account row breaks a foreign key, and with it the whole batch.
+    // No such user: the rows written for it break a foreign key, and with them the whole
+    // batch. (Its overdraft lets the hold through the balance rule, so something is written.)
     let ghost = Target {
         app_id: t.app_id,
         user_id: t.user_id + 1000,
     };
+    let mut ghost_hold = hold(ghost, 10 * CREDIT, "ghost");
+    ghost_hold.overdraft = 10 * CREDIT;
     let batcher = Batcher::start(app.db.clone());
     // Written alone, a hold priced on a plan the user left is still refused.
     let mut stale = hold(t, 10 * CREDIT, "stale");
     stale.plan = Some((Some("gone".into()), None, None, None));
     let answers = join_all([
         batcher.reserve_call(hold(t, 10 * CREDIT, "a")),
-        batcher.reserve_call(hold(ghost, 10 * CREDIT, "ghost")),
+        batcher.reserve_call(ghost_hold),
         batcher.reserve_call(hold(t, 20 * CREDIT, "b")),
         batcher.reserve_call(stale),
     ])

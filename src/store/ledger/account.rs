@@ -4,24 +4,55 @@
 //! one statement for all the users of an app, whatever their number ([`crate::store::bulk`]).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use crate::domain::ledger::{Account, Bucket, Entry, HoldState};
 use crate::store::bulk::{JsonSql, Writes, rows_json};
+use crate::store::ledger::period::PlanColumns;
 use crate::store::{Tx, now_ms};
 use crate::tx_run;
 
 use super::{ENTRY_COLUMNS, EntryRow, EntryTuple, Target, entry_row, metrics};
 
-/// Creates the accounts of `users` (of one app) where missing, locks them, and loads them with
-/// their buckets. Locks are taken in user order, so two writers naming the same users cannot
-/// deadlock on PostgreSQL (SQLite's one write lock is already held since `BEGIN IMMEDIATE`).
+/// What a write reads besides the accounts of its users: the plan columns of some users, some
+/// holds, which idempotency keys are taken, and ids for the holds it may insert.
+#[derive(Debug, Default)]
+pub(super) struct Reads<'a> {
+    pub plans_of: Vec<i64>,
+    pub holds: Vec<i64>,
+    pub keys: Vec<&'a str>,
+    /// At most how many holds the write inserts.
+    pub new_holds: usize,
+}
+
+/// What [`load`] read.
+#[derive(Debug, Default)]
+pub(super) struct Loaded {
+    pub accounts: HashMap<i64, Account>,
+    pub plans: HashMap<i64, PlanColumns>,
+    pub holds: HashMap<i64, HeldCall>,
+    pub taken: HashSet<String>,
+    /// `new_holds` unused hold ids, in order.
+    pub hold_ids: Vec<i64>,
+}
+
+/// Loads the accounts of `users` (of one app) with their buckets, and everything `reads`
+/// names, in one statement: each read is one arm of a `UNION ALL`, its rows tagged by arm, so
+/// a write costs one hand-off to SQLite's thread (one round trip to PostgreSQL) however many
+/// things it must know.
+///
+/// The accounts are the write's locks. SQLite: `BEGIN IMMEDIATE` already holds the one write
+/// lock, the accounts are read in the same statement, and a missing one is new (zero) and
+/// created by [`save_into`]'s upsert. PostgreSQL: one statement first creates the missing rows
+/// and locks them all in user order (the upsert's update takes the row lock), so two writers
+/// naming the same users cannot deadlock; the reads follow under those locks.
 pub(super) async fn load(
     tx: &mut Tx,
     app_id: i64,
     users: &[i64],
-) -> Result<HashMap<i64, Account>, sqlx::Error> {
-    // One statement creates a missing row and locks it: the upsert's update takes the row lock.
+    reads: Reads<'_>,
+) -> Result<Loaded, sqlx::Error> {
     static LOCK: JsonSql = JsonSql::new(
         3,
         "INSERT INTO credit_accounts (user_id, app_id, balance, held, updated_at) \
@@ -29,43 +60,164 @@ pub(super) async fn load(
          ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at \
          RETURNING user_id, balance, held",
     );
-    static BUCKETS: JsonSql = JsonSql::new(
-        2,
-        "WITH v AS MATERIALIZED (SELECT CAST(x.value->>0 AS BIGINT) AS user_id FROM {rows}) \
-         SELECT g.user_id, g.id, g.remaining, g.expires_at FROM credit_grants g JOIN v \
-         ON g.user_id = v.user_id WHERE g.app_id = $1 AND g.remaining > 0",
-    );
     let mut sorted = users.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
     let ids = rows_json(sorted.iter().map(|u| [u]));
-    let sql = LOCK.get(tx);
-    let locked: Vec<(i64, i64, i64)> = tx_run!(&mut *tx, c => sqlx::query_as(sql)
-        .bind(app_id).bind(now_ms()).bind(&ids).fetch_all(&mut **c).await)?;
-    let sql = BUCKETS.get(tx);
-    let buckets: Vec<(i64, i64, i64, Option<i64>)> = tx_run!(&mut *tx, c => sqlx::query_as(sql)
-        .bind(app_id).bind(&ids).fetch_all(&mut **c).await)?;
-    let mut by_user: HashMap<i64, Vec<Bucket>> = HashMap::new();
-    for (user_id, id, remaining, expires_at) in buckets {
-        by_user.entry(user_id).or_default().push(Bucket {
-            id,
-            remaining,
-            expires_at,
-        });
+    let mut accounts: HashMap<i64, (i64, i64)> = HashMap::new();
+    if let Tx::Postgres(_) = tx {
+        let sql = LOCK.get(tx);
+        let locked: Vec<(i64, i64, i64)> = tx_run!(&mut *tx, c => sqlx::query_as(sql)
+            .bind(app_id).bind(now_ms()).bind(&ids).fetch_all(&mut **c).await)?;
+        accounts.extend(locked.into_iter().map(|(u, b, h)| (u, (b, h))));
     }
-    Ok(locked
-        .into_iter()
-        .map(|(user_id, balance, held)| {
-            let buckets = by_user.remove(&user_id).unwrap_or_default();
-            (user_id, Account::load(balance, held, buckets))
-        })
-        .collect())
+    let sql = match tx {
+        Tx::Sqlite(_) => READ_SQLITE.as_str(),
+        Tx::Postgres(_) => READ_POSTGRES.as_str(),
+    };
+    type Row = (
+        i64,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+    );
+    let plans = rows_json(reads.plans_of.iter().map(|u| [u]));
+    let holds = rows_json(reads.holds.iter().map(|h| [h]));
+    let keys = rows_json(reads.keys.iter().map(|k| [k]));
+    let rows: Vec<Row> = tx_run!(&mut *tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(app_id).bind(&ids).bind(&plans).bind(&holds).bind(&keys)
+        .bind(reads.new_holds as i64).fetch_all(&mut **c).await)?;
+    let mut loaded = Loaded::default();
+    let mut buckets: HashMap<i64, Vec<Bucket>> = HashMap::new();
+    for (tag, a, b, c, d, s, t) in rows {
+        let n = |v: Option<i64>| v.unwrap_or_default();
+        match tag {
+            ARM_ACCOUNT => {
+                accounts.insert(n(a), (n(b), n(c)));
+            }
+            ARM_BUCKET => buckets.entry(n(a)).or_default().push(Bucket {
+                id: n(b),
+                remaining: n(c),
+                expires_at: d,
+            }),
+            ARM_PLAN => {
+                loaded.plans.insert(n(a), (s, b, c, d));
+            }
+            ARM_HOLD => {
+                if let Some(state) = s.as_deref().and_then(HoldState::parse) {
+                    let hold = HeldCall {
+                        user_id: n(b),
+                        amount: n(c),
+                        state,
+                        reference: t,
+                    };
+                    loaded.holds.insert(n(a), hold);
+                }
+            }
+            ARM_KEY => loaded.taken.extend(s),
+            // SQLite: the table's AUTOINCREMENT high-water mark; ids past it are free, as this
+            // transaction holds the only write lock (an explicit id above it moves it).
+            ARM_HOLD_ID if matches!(tx, Tx::Sqlite(_)) => {
+                let last = n(a);
+                loaded.hold_ids = (1..=reads.new_holds as i64).map(|k| last + k).collect();
+            }
+            // PostgreSQL: one id per row, from the column's sequence, as its default would.
+            ARM_HOLD_ID => loaded.hold_ids.push(n(a)),
+            _ => {}
+        }
+    }
+    let now_new = || (0, 0);
+    for user_id in sorted {
+        let (balance, held) = accounts.remove(&user_id).unwrap_or_else(now_new);
+        let buckets = buckets.remove(&user_id).unwrap_or_default();
+        loaded
+            .accounts
+            .insert(user_id, Account::load(balance, held, buckets));
+    }
+    Ok(loaded)
+}
+
+const ARM_ACCOUNT: i64 = 0;
+const ARM_BUCKET: i64 = 1;
+const ARM_PLAN: i64 = 2;
+const ARM_HOLD: i64 = 3;
+const ARM_KEY: i64 = 4;
+const ARM_HOLD_ID: i64 = 5;
+
+/// [`load`]'s reads. Parameters: `$1` the app, `$2` the users, `$3` the users whose plan
+/// columns are read, `$4` the holds, `$5` the keys (JSON arrays of one-element rows), `$6` how
+/// many hold ids. Every arm has the same columns: the tag, four numbers, two texts. The keys
+/// are typed in `MATERIALIZED` copies first (see [`crate::store::bulk`]: indexes under
+/// row-level security).
+fn read_sql(rows: fn(u8) -> String, sqlite: bool) -> String {
+    let (account, hold_id) = if sqlite {
+        (
+            format!(
+                "SELECT {ARM_ACCOUNT}, a.user_id, a.balance, a.held, NULL, NULL, NULL \
+                 FROM credit_accounts a JOIN u ON a.user_id = u.id WHERE a.app_id = $1 UNION ALL "
+            ),
+            format!(
+                "SELECT {ARM_HOLD_ID}, COALESCE(MAX(seq), 0), NULL, NULL, NULL, NULL, NULL \
+                 FROM sqlite_sequence WHERE name = 'credit_holds' AND $6 > 0"
+            ),
+        )
+    } else {
+        (
+            String::new(),
+            format!(
+                "SELECT {ARM_HOLD_ID}, nextval(pg_get_serial_sequence('credit_holds', 'id')), \
+                 NULL, NULL, NULL, NULL, NULL FROM generate_series(1, $6::bigint)"
+            ),
+        )
+    };
+    format!(
+        "WITH u AS MATERIALIZED (SELECT CAST(x.value->>0 AS BIGINT) AS id FROM {users}), \
+         p AS MATERIALIZED (SELECT CAST(x.value->>0 AS BIGINT) AS id FROM {plans}), \
+         h AS MATERIALIZED (SELECT CAST(x.value->>0 AS BIGINT) AS id FROM {holds}), \
+         k AS MATERIALIZED (SELECT x.value->>0 AS k FROM {keys}) \
+         {account}\
+         SELECT CAST({ARM_BUCKET} AS BIGINT), g.user_id, g.id, g.remaining, g.expires_at, \
+         CAST(NULL AS TEXT), CAST(NULL AS TEXT) FROM credit_grants g JOIN u ON g.user_id = u.id \
+         WHERE g.app_id = $1 AND g.remaining > 0 \
+         UNION ALL SELECT {ARM_PLAN}, s.id, s.period_start, s.period_end, s.plan_until, \
+         s.plan_id, NULL FROM users s JOIN p ON s.id = p.id WHERE s.app_id = $1 \
+         UNION ALL SELECT {ARM_HOLD}, c.id, c.user_id, c.amount, NULL, c.state, c.reference \
+         FROM credit_holds c JOIN h ON c.id = h.id WHERE c.app_id = $1 \
+         UNION ALL SELECT {ARM_KEY}, NULL, NULL, NULL, NULL, e.idempotency_key, NULL \
+         FROM ledger_entries e JOIN k ON e.idempotency_key = k.k WHERE e.app_id = $1 \
+         UNION ALL {hold_id}",
+        users = rows(2),
+        plans = rows(3),
+        holds = rows(4),
+        keys = rows(5),
+    )
+}
+
+static READ_SQLITE: LazyLock<String> =
+    LazyLock::new(|| read_sql(|n| format!("json_each(${n}) AS x"), true));
+static READ_POSTGRES: LazyLock<String> = LazyLock::new(|| {
+    read_sql(
+        |n| format!("json_array_elements(${n}::json) WITH ORDINALITY AS x(value, key)"),
+        false,
+    )
+});
+
+impl Loaded {
+    /// The loaded account of `user_id`.
+    pub fn take(&mut self, user_id: i64) -> Result<Account, sqlx::Error> {
+        self.accounts
+            .remove(&user_id)
+            .ok_or(sqlx::Error::RowNotFound)
+    }
 }
 
 /// One user's account, locked and loaded.
 pub(super) async fn load_one(tx: &mut Tx, t: Target) -> Result<Account, sqlx::Error> {
-    let mut accounts = load(tx, t.app_id, &[t.user_id]).await?;
-    accounts.remove(&t.user_id).ok_or(sqlx::Error::RowNotFound)
+    let mut loaded = load(tx, t.app_id, &[t.user_id], Reads::default()).await?;
+    loaded.take(t.user_id)
 }
 
 /// Writes back the accounts' balances and held totals and the buckets that changed.
@@ -84,12 +236,14 @@ pub(super) fn save_into<'a>(
     writes: &mut Writes,
     accounts: impl IntoIterator<Item = (i64, &'a Account)>,
 ) {
+    // An upsert: on SQLite a new account is created here (see `load`).
     static ACCOUNTS: JsonSql = JsonSql::new(
         3,
-        "WITH v AS MATERIALIZED (SELECT CAST(x.value->>0 AS BIGINT) AS user_id, \
-         CAST(x.value->>1 AS BIGINT) AS balance, CAST(x.value->>2 AS BIGINT) AS held FROM {rows}) \
-         UPDATE credit_accounts SET balance = v.balance, held = v.held FROM v \
-         WHERE credit_accounts.user_id = v.user_id AND credit_accounts.app_id = $1",
+        "INSERT INTO credit_accounts (user_id, app_id, balance, held, updated_at) \
+         SELECT CAST(x.value->>0 AS BIGINT), $1, CAST(x.value->>1 AS BIGINT), \
+         CAST(x.value->>2 AS BIGINT), $2 FROM {rows} WHERE true \
+         ON CONFLICT (user_id) DO UPDATE SET balance = excluded.balance, held = excluded.held, \
+         updated_at = excluded.updated_at WHERE credit_accounts.app_id = excluded.app_id",
     );
     static BUCKETS: JsonSql = JsonSql::new(
         3,
@@ -223,28 +377,6 @@ pub(super) async fn append_returning(
     Ok(rows)
 }
 
-/// Which of `keys` entries of the app already carry.
-pub(super) async fn taken_keys(
-    tx: &mut Tx,
-    app_id: i64,
-    keys: &[&str],
-) -> Result<std::collections::HashSet<String>, sqlx::Error> {
-    static READ: JsonSql = JsonSql::new(
-        2,
-        "WITH v AS MATERIALIZED (SELECT x.value->>0 AS k FROM {rows}) \
-         SELECT e.idempotency_key FROM ledger_entries e JOIN v ON e.idempotency_key = v.k \
-         WHERE e.app_id = $1",
-    );
-    if keys.is_empty() {
-        return Ok(Default::default());
-    }
-    let json = rows_json(keys.iter().map(|k| [k]));
-    let sql = READ.get(tx);
-    let rows: Vec<String> = tx_run!(&mut *tx, c => sqlx::query_scalar(sql)
-        .bind(app_id).bind(&json).fetch_all(&mut **c).await)?;
-    Ok(rows.into_iter().collect())
-}
-
 /// A hold to insert.
 pub(super) struct NewHold<'a> {
     pub user_id: i64,
@@ -255,24 +387,21 @@ pub(super) struct NewHold<'a> {
     pub call: Option<&'a str>,
 }
 
-/// Inserts open holds of one app in one statement; returns their ids in order.
+/// Inserts open holds of one app, with the ids [`load`] took for them, in one statement.
 pub(super) async fn insert_holds(
     tx: &mut Tx,
     app_id: i64,
     holds: &[NewHold<'_>],
-) -> Result<Vec<i64>, sqlx::Error> {
+    ids: &[i64],
+) -> Result<(), sqlx::Error> {
     let mut writes = Writes::new();
-    let ids = insert_holds_into(tx, &mut writes, holds).await?;
-    writes.run(tx, app_id, now_ms()).await?;
-    Ok(ids)
+    insert_holds_into(&mut writes, holds, ids);
+    writes.run(tx, app_id, now_ms()).await
 }
 
-/// [`insert_holds`], queued: the ids are read now, the insert is queued.
-pub(super) async fn insert_holds_into(
-    tx: &mut Tx,
-    writes: &mut Writes,
-    holds: &[NewHold<'_>],
-) -> Result<Vec<i64>, sqlx::Error> {
+/// [`insert_holds`], queued. The ids were taken before so each hold knows its own: the order
+/// in which a multi-row insert returns its rows is not defined.
+pub(super) fn insert_holds_into(writes: &mut Writes, holds: &[NewHold<'_>], ids: &[i64]) {
     static INSERT: JsonSql = JsonSql::new(
         3,
         "INSERT INTO credit_holds (id, app_id, user_id, amount, state, reference, expires_at, \
@@ -280,45 +409,17 @@ pub(super) async fn insert_holds_into(
          CAST(x.value->>2 AS BIGINT), 'open', x.value->>3, CAST(x.value->>4 AS BIGINT), $2, \
          x.value->>5 FROM {rows} ORDER BY x.key",
     );
+    assert!(ids.len() >= holds.len(), "an id for every new hold");
     if holds.is_empty() {
-        return Ok(Vec::new());
+        return;
     }
-    // The ids are taken first so each hold knows its own: the order in which a multi-row
-    // insert returns its rows is not defined.
-    let ids = next_hold_ids(tx, holds.len()).await?;
     let json = rows_json(
         holds
             .iter()
-            .zip(&ids)
+            .zip(ids)
             .map(|(h, id)| (id, h.user_id, h.amount, h.reference, h.expires_at, h.call)),
     );
     writes.push(&INSERT, json);
-    Ok(ids)
-}
-
-/// `n` unused hold ids. SQLite: past the table's AUTOINCREMENT high-water mark, safe because
-/// this transaction holds the only write lock (an explicit id above it moves it). PostgreSQL:
-/// from the column's sequence, as its default would.
-async fn next_hold_ids(tx: &mut Tx, n: usize) -> Result<Vec<i64>, sqlx::Error> {
-    match tx {
-        Tx::Sqlite(c) => {
-            let last: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'credit_holds'",
-            )
-            .fetch_one(&mut **c)
-            .await?;
-            Ok((1..=n as i64).map(|k| last + k).collect())
-        }
-        Tx::Postgres(c) => {
-            sqlx::query_scalar(
-                "SELECT nextval(pg_get_serial_sequence('credit_holds', 'id')) \
-                 FROM generate_series(1, $1)",
-            )
-            .bind(n as i64)
-            .fetch_all(&mut **c)
-            .await
-        }
-    }
 }
 
 /// A hold as a close needs it: whose it is, its amount, state and reference.
@@ -328,42 +429,6 @@ pub(super) struct HeldCall {
     pub amount: i64,
     pub state: HoldState,
     pub reference: Option<String>,
-}
-
-/// The holds `ids` of one app, read under their users' account locks.
-pub(super) async fn holds(
-    tx: &mut Tx,
-    app_id: i64,
-    ids: &[i64],
-) -> Result<HashMap<i64, HeldCall>, sqlx::Error> {
-    static READ: JsonSql = JsonSql::new(
-        2,
-        "WITH v AS MATERIALIZED (SELECT CAST(x.value->>0 AS BIGINT) AS id FROM {rows}) \
-         SELECT h.id, h.user_id, h.amount, h.state, h.reference FROM credit_holds h \
-         JOIN v ON h.id = v.id WHERE h.app_id = $1",
-    );
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let json = rows_json(ids.iter().map(|id| [id]));
-    let sql = READ.get(tx);
-    let rows: Vec<(i64, i64, i64, String, Option<String>)> = tx_run!(&mut *tx, c =>
-        sqlx::query_as(sql).bind(app_id).bind(&json).fetch_all(&mut **c).await)?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(id, user_id, amount, state, reference)| {
-            let state = HoldState::parse(&state)?;
-            Some((
-                id,
-                HeldCall {
-                    user_id,
-                    amount,
-                    state,
-                    reference,
-                },
-            ))
-        })
-        .collect())
 }
 
 /// Marks holds closed: `(id, state, charged)` each, in one statement.

@@ -7,7 +7,7 @@ use serde::Serialize;
 use std::borrow::Cow;
 
 use super::account::{self, NewEntry, NewHold};
-use super::{LedgerError, Note, Target, Written, by_key, noted, open, refused, save_one};
+use super::{LedgerError, Note, Target, Written, by_key, noted, open_with, refused, save_one};
 use crate::domain::ledger::{EntryKind, Hold, HoldState, Refusal};
 use crate::store::scope::{self, Scope};
 use crate::store::usage::NewUsage;
@@ -141,7 +141,12 @@ pub async fn reserve(
     note: Note<'_>,
 ) -> Result<Written<HoldRow>, LedgerError> {
     debug_assert!(amount > 0);
-    let (mut tx, mut account) = open(db, t).await?;
+    let reads = account::Reads {
+        new_holds: 1,
+        ..Default::default()
+    };
+    let (mut tx, opened) = open_with(db, t, reads).await?;
+    let mut account = opened.account;
     if let Some(first) = by_key(&mut tx, t.app_id, note.key).await? {
         let hold = match first.hold_id {
             Some(id) if first.kind == EntryKind::Hold.as_str() => {
@@ -173,7 +178,8 @@ pub async fn reserve(
             expires_at,
             call: None,
         };
-        let id = account::insert_holds(&mut tx, t.app_id, &[hold]).await?[0];
+        let id = opened.hold_ids[0];
+        account::insert_holds(&mut tx, t.app_id, &[hold], &[id]).await?;
         entries.push(NewEntry {
             hold_id: Some(id),
             ..noted(t, held, note)

@@ -162,13 +162,32 @@ pub struct Note<'a> {
     pub key: Option<&'a str>,
 }
 
-/// Begins the user's ledger transaction: scoped to the app, account row created if missing,
-/// locked and loaded.
+/// Begins the user's ledger transaction: scoped to the app, the account locked and loaded.
 async fn open(db: &Db, t: Target) -> Result<(Tx, Account), sqlx::Error> {
+    let (tx, loaded) = open_with(db, t, account::Reads::default()).await?;
+    Ok((tx, loaded.account))
+}
+
+/// What [`open_with`] loaded: the user's account and what the reads asked for.
+struct Opened {
+    account: Account,
+    hold_ids: Vec<i64>,
+}
+
+/// [`open`], reading `reads` in the same statement.
+async fn open_with(
+    db: &Db,
+    t: Target,
+    reads: account::Reads<'_>,
+) -> Result<(Tx, Opened), sqlx::Error> {
     let mut tx = db.begin().await?;
     scope::apply_tx(&mut tx, Scope::App(t.app_id)).await?;
-    let account = account::load_one(&mut tx, t).await?;
-    Ok((tx, account))
+    let mut loaded = account::load(&mut tx, t.app_id, &[t.user_id], reads).await?;
+    let opened = Opened {
+        account: loaded.take(t.user_id)?,
+        hold_ids: loaded.hold_ids,
+    };
+    Ok((tx, opened))
 }
 
 /// Saves one user's account and appends its entries.

@@ -1,25 +1,23 @@
 //! One batch in one transaction, through the ledger's one load-apply-save path
-//! ([`crate::store::ledger::account`]): per app, the accounts of all its users locked and
-//! loaded in one statement, every write applied by the account's rules in arrival order, then
-//! the new holds, the closed holds, the accounts, the buckets, the entries and the usage
-//! records saved in one statement each — queued and sent together (on SQLite one query, see
-//! [`Writes`]). A batch of any size and any number of users is about a dozen statements per
-//! app, and on SQLite half a dozen hand-offs to its thread.
+//! ([`crate::store::ledger::account`]): per app, the accounts of all its users, their buckets,
+//! the plan columns, holds and keys the batch names and ids for its new holds read in one
+//! statement (after one that locks the accounts on PostgreSQL), every write applied by the
+//! account's rules in arrival order, then the new holds, the closed holds, the accounts, the
+//! buckets, the entries and the usage records saved in one query ([`Writes`]). A batch of any
+//! size and any number of users is four statements on SQLite (`BEGIN`, read, write, `COMMIT`)
+//! and six on PostgreSQL (with the scope and the lock).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use super::{CallHold, Op, Outcome};
 use crate::domain::ledger::{Hold, Refusal};
-use crate::store::bulk::{JsonSql, Writes, rows_json};
+use crate::store::bulk::Writes;
 use crate::store::ledger::account::{self, NewEntry, NewHold};
 use crate::store::ledger::holds::close_key;
-use crate::store::ledger::period::{PLAN_COLUMNS, PlanColumns};
 use crate::store::ledger::{LedgerError, Target, metrics};
 use crate::store::scope::{self, Scope};
 use crate::store::usage::{self, NewUsage};
 use crate::store::{Tx, now_ms};
-use crate::tx_run;
 
 /// What a batch did: each op's outcome, and each account's available credits after it.
 pub(super) struct Written {
@@ -61,33 +59,28 @@ async fn write_app<'a>(
 ) -> Result<Vec<(Target, i64)>, LedgerError> {
     let mut usages: Vec<(i64, &'a NewUsage)> = Vec::new();
     let users: Vec<i64> = mine.iter().map(|&i| ops[i].target().user_id).collect();
-    let mut accounts = account::load(tx, app_id, &users).await?;
-    let checked: Vec<i64> = mine
-        .iter()
-        .filter_map(|&i| match &ops[i] {
-            Op::Reserve(r, _) if r.plan.is_some() => Some(r.t.user_id),
-            _ => None,
-        })
-        .collect();
-    let plans = plan_columns_in(tx, app_id, &checked).await?;
-    let closing: Vec<i64> = mine
-        .iter()
-        .filter_map(|&i| match &ops[i] {
-            Op::Close(c, _) => Some(c.hold_id),
-            Op::Reserve(..) => None,
-        })
-        .collect();
-    let mut holds = account::holds(tx, app_id, &closing).await?;
-    let keys: Vec<&str> = mine
-        .iter()
-        .filter_map(|&i| match &ops[i] {
-            Op::Reserve(r, _) => r.key.as_deref(),
-            Op::Close(..) => None,
-        })
-        .collect();
-    // A key written before (or twice in this batch) would fail the batch's insert: that
-    // reserve is left to the one-by-one write, which answers with the first hold.
-    let taken = account::taken_keys(tx, app_id, &keys).await?;
+    let mut reads = account::Reads::default();
+    for &i in mine {
+        match &ops[i] {
+            Op::Reserve(r, _) => {
+                reads.new_holds += 1;
+                if r.plan.is_some() {
+                    reads.plans_of.push(r.t.user_id);
+                }
+                reads.keys.extend(r.key.as_deref());
+            }
+            Op::Close(c, _) => reads.holds.push(c.hold_id),
+        }
+    }
+    let account::Loaded {
+        mut accounts,
+        plans,
+        mut holds,
+        // A key written before (or twice in this batch) would fail the batch's insert: that
+        // reserve is left to the one-by-one write, which answers with the first hold.
+        taken,
+        hold_ids,
+    } = account::load(tx, app_id, &users, reads).await?;
     let mut seen = std::collections::HashSet::new();
     let now = now_ms();
     let mut entries: Vec<NewEntry<'a>> = Vec::new();
@@ -169,8 +162,8 @@ async fn write_app<'a>(
         .collect();
     // Everything below is written in one go (on SQLite, one query: see `Writes`).
     let mut writes = Writes::new();
-    let ids = account::insert_holds_into(tx, &mut writes, &inserts).await?;
-    for (&(i, e, _), id) in new_holds.iter().zip(ids) {
+    account::insert_holds_into(&mut writes, &inserts, &hold_ids);
+    for (&(i, e, _), &id) in new_holds.iter().zip(&hold_ids) {
         outcomes[i] = Outcome::Held(id);
         entries[e].hold_id = Some(id);
     }
@@ -182,36 +175,5 @@ async fn write_app<'a>(
     Ok(accounts
         .iter()
         .map(|(&user_id, a)| (Target { app_id, user_id }, a.available()))
-        .collect())
-}
-
-/// The plan columns of `users` (of one app), read in the batch's transaction.
-async fn plan_columns_in(
-    tx: &mut Tx,
-    app_id: i64,
-    users: &[i64],
-) -> Result<HashMap<i64, PlanColumns>, sqlx::Error> {
-    if users.is_empty() {
-        return Ok(HashMap::new());
-    }
-    // The columns of `PLAN_COLUMNS`, which a `const` template cannot splice in.
-    static READ: JsonSql = JsonSql::new(
-        2,
-        "WITH v AS MATERIALIZED (SELECT CAST(x.value->>0 AS BIGINT) AS id FROM {rows}) \
-         SELECT u.id, u.plan_id, u.period_start, u.period_end, u.plan_until FROM users u \
-         JOIN v ON u.id = v.id WHERE u.app_id = $1",
-    );
-    debug_assert_eq!(
-        PLAN_COLUMNS,
-        "plan_id, period_start, period_end, plan_until"
-    );
-    let json = rows_json(users.iter().map(|u| [u]));
-    let sql = READ.get(tx);
-    type Row = (i64, Option<String>, Option<i64>, Option<i64>, Option<i64>);
-    let rows: Vec<Row> = tx_run!(&mut *tx, c => sqlx::query_as(sql)
-        .bind(app_id).bind(&json).fetch_all(&mut **c).await)?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, plan, start, end, until)| (id, (plan, start, end, until)))
         .collect())
 }
