@@ -16,7 +16,7 @@
 
 use std::sync::OnceLock;
 
-use super::Tx;
+use super::{Backend, Tx};
 
 /// A statement template, made per backend on first use.
 pub struct JsonSql {
@@ -38,20 +38,27 @@ impl JsonSql {
     /// The statement for `tx`'s backend.
     pub fn get(&self, tx: &Tx) -> sqlx::AssertSqlSafe<&str> {
         let (sqlite, postgres) = self.built.get_or_init(|| {
-            let n = self.param;
-            (
-                self.template
-                    .replace("{rows}", &format!("json_each(${n}) AS x")),
-                self.template.replace(
-                    "{rows}",
-                    &format!("json_array_elements(${n}::json) WITH ORDINALITY AS x(value, key)"),
-                ),
-            )
+            let made = |backend| {
+                let rows = rows_item(backend, self.param.into());
+                self.template.replace("{rows}", &rows)
+            };
+            (made(Backend::Sqlite), made(Backend::Postgres))
         });
         sqlx::AssertSqlSafe(match tx {
             Tx::Sqlite(_) => sqlite.as_str(),
             Tx::Postgres(_) => postgres.as_str(),
         })
+    }
+}
+
+/// The FROM item that reads the JSON array bound to `$n` as a table (`x.value`, `x.key`): the
+/// one place the backends differ in these statements.
+pub fn rows_item(backend: Backend, n: usize) -> String {
+    match backend {
+        Backend::Sqlite => format!("json_each(${n}) AS x"),
+        Backend::Postgres => {
+            format!("json_array_elements(${n}::json) WITH ORDINALITY AS x(value, key)")
+        }
     }
 }
 
@@ -102,12 +109,12 @@ impl Writes {
             ([], _) => return Ok(()),
             ([(one, _)], _) => sqlx::AssertSqlSafe(one.get(tx).0.to_owned()),
             (_, Tx::Sqlite(_)) => sqlx::AssertSqlSafe(self.joined(
-                |n| format!("json_each(${n}) AS x"),
+                Backend::Sqlite,
                 |_, write| format!("{write};\n"),
                 "",
             )),
             (_, Tx::Postgres(_)) => sqlx::AssertSqlSafe(self.joined(
-                |n| format!("json_array_elements(${n}::json) WITH ORDINALITY AS x(value, key)"),
+                Backend::Postgres,
                 |i, write| format!("{}w{i} AS ({write})", if i == 0 { "WITH " } else { ", " }),
                 " SELECT 1",
             )),
@@ -122,17 +129,13 @@ impl Writes {
         })
     }
 
-    /// The queued writes as one query text: write `i` reads its rows from `rows(i + 3)` and is
+    /// The queued writes as one query text: write `i` reads its rows from `$i + 3` and is
     /// wrapped by `each(i, write)`; `tail` ends the text.
-    fn joined(
-        &self,
-        rows: impl Fn(usize) -> String,
-        each: impl Fn(usize, &str) -> String,
-        tail: &str,
-    ) -> String {
+    fn joined(&self, backend: Backend, each: impl Fn(usize, &str) -> String, tail: &str) -> String {
         let mut text = String::new();
         for (i, (sql, _)) in self.queued.iter().enumerate() {
-            text.push_str(&each(i, &sql.template.replace("{rows}", &rows(i + 3))));
+            let rows = rows_item(backend, i + 3);
+            text.push_str(&each(i, &sql.template.replace("{rows}", &rows)));
         }
         text.push_str(tail);
         text

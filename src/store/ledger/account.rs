@@ -8,9 +8,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use crate::domain::ledger::{Account, Bucket, Entry, HoldState};
-use crate::store::bulk::{JsonSql, Writes, rows_json};
+use crate::store::bulk::{JsonSql, Writes, rows_item, rows_json};
 use crate::store::ledger::period::PlanColumns;
-use crate::store::{Tx, now_ms};
+use crate::store::{Backend, Tx, now_ms};
 use crate::tx_run;
 
 use super::{ENTRY_COLUMNS, EntryRow, EntryTuple, Target, entry_row, metrics};
@@ -129,9 +129,9 @@ pub(super) async fn load(
             _ => {}
         }
     }
-    let now_new = || (0, 0);
     for user_id in sorted {
-        let (balance, held) = accounts.remove(&user_id).unwrap_or_else(now_new);
+        // Not there yet (SQLite): a new account, created by the save.
+        let (balance, held) = accounts.remove(&user_id).unwrap_or_default();
         let buckets = buckets.remove(&user_id).unwrap_or_default();
         loaded
             .accounts
@@ -152,8 +152,9 @@ const ARM_HOLD_ID: i64 = 5;
 /// many hold ids. Every arm has the same columns: the tag, four numbers, two texts. The keys
 /// are typed in `MATERIALIZED` copies first (see [`crate::store::bulk`]: indexes under
 /// row-level security).
-fn read_sql(rows: fn(u8) -> String, sqlite: bool) -> String {
-    let (account, hold_id) = if sqlite {
+fn read_sql(backend: Backend) -> String {
+    let rows = |n| rows_item(backend, n);
+    let (account, hold_id) = if backend == Backend::Sqlite {
         (
             format!(
                 "SELECT {ARM_ACCOUNT}, a.user_id, a.balance, a.held, NULL, NULL, NULL \
@@ -196,14 +197,8 @@ fn read_sql(rows: fn(u8) -> String, sqlite: bool) -> String {
     )
 }
 
-static READ_SQLITE: LazyLock<String> =
-    LazyLock::new(|| read_sql(|n| format!("json_each(${n}) AS x"), true));
-static READ_POSTGRES: LazyLock<String> = LazyLock::new(|| {
-    read_sql(
-        |n| format!("json_array_elements(${n}::json) WITH ORDINALITY AS x(value, key)"),
-        false,
-    )
-});
+static READ_SQLITE: LazyLock<String> = LazyLock::new(|| read_sql(Backend::Sqlite));
+static READ_POSTGRES: LazyLock<String> = LazyLock::new(|| read_sql(Backend::Postgres));
 
 impl Loaded {
     /// The loaded account of `user_id`.
