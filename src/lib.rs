@@ -6,6 +6,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod jobs;

@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use super::signing::{any_matches, base64_decode, base64_encode, fresh, mac};
+use super::signing::{any_matches, base64_decode, fresh, mac};
 use super::{
     Change, Envelope, Normalized, Rejection, SubscriptionFacts, header, json_object, rfc3339_ms,
     text,
@@ -15,27 +15,7 @@ use super::{
 use crate::domain::plans::Period;
 use crate::domain::subscriptions::Status;
 
-pub const ID: &str = "webhook-id";
-pub const TIMESTAMP: &str = "webhook-timestamp";
-pub const SIGNATURE: &str = "webhook-signature";
-
-/// The HMAC key of a secret; `None` when it cannot be one.
-pub fn key_of(secret: &str) -> Option<Vec<u8>> {
-    match secret.strip_prefix("whsec_") {
-        Some(b64) => base64_decode(b64).filter(|k| !k.is_empty()),
-        None => (secret.len() >= 16).then(|| secret.as_bytes().to_vec()),
-    }
-}
-
-/// The `webhook-signature` value for a delivery, as Standard Webhooks senders make it.
-pub fn sign(secret: &str, id: &str, ts: i64, body: &[u8]) -> Option<String> {
-    let key = key_of(secret)?;
-    let sig = mac(
-        &key,
-        &[id.as_bytes(), b".", ts.to_string().as_bytes(), b".", body],
-    );
-    Some(format!("v1,{}", base64_encode(&sig)))
-}
+pub use crate::events::signing::{ID, SIGNATURE, TIMESTAMP, key_of, sign};
 
 /// Returns the delivery's `webhook-id`.
 pub fn verify(

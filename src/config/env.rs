@@ -37,6 +37,7 @@ const TEXT_KEYS: &[&str] = &[
     "log.level",
     "jobs.prune_cron",
     "http.trusted_proxies",
+    "events.allowed_targets",
     "rate_limits.redis_prefix",
     "providers.openai.api_key",
     "providers.openai.base_url",

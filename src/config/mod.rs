@@ -7,6 +7,7 @@ mod apps;
 pub mod billing;
 pub mod database_url;
 mod env;
+mod events;
 mod gateway;
 mod jobs;
 mod ledger;
@@ -28,6 +29,7 @@ use serde::Deserialize;
 use crate::redact::redact_url;
 
 pub use apps::AppConfig;
+pub use events::EventsConfig;
 pub use gateway::{GatewayConfig, MockConfig, ModelConfig, ModelTable, ProvidersConfig};
 pub use jobs::{CatchUp, JobsConfig, QueueConfig, ScheduleConfig};
 pub use ledger::{LedgerConfig, PriceTable};
@@ -92,6 +94,8 @@ pub struct Config {
     pub new_app_billing: crate::domain::plans::BillingSettings,
     /// How long records that may carry personal data are kept (docs/privacy.md).
     pub retention: RetentionConfig,
+    /// Delivering tollgate's own events to the apps' endpoints (docs/events.md).
+    pub events: EventsConfig,
     pub log: LogConfig,
     /// Apps declared here are created or updated at startup.
     #[serde(default)]

@@ -2,6 +2,7 @@
 //! machines. One file per domain of DESIGN.md; each file carries its own unit tests.
 
 pub mod compat;
+pub mod events;
 pub mod identity;
 pub mod ledger;
 pub mod money;

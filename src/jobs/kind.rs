@@ -79,6 +79,17 @@ pub struct JobContext {
     /// Cancelled when the job should stop early (operator cancel, shutdown deadline). Handlers
     /// with long loops may check it; others are simply dropped.
     pub cancel: CancellationToken,
+    /// The worker's clock against the real one (0 but in tests: [`super::Worker::at`]).
+    pub clock_offset_ms: i64,
+    /// The client outbound deliveries are sent with.
+    pub sender: Arc<crate::events::send::Sender>,
+}
+
+impl JobContext {
+    /// Now, by the worker's clock: the time schedules and records of a handler use.
+    pub fn now_ms(&self) -> i64 {
+        crate::store::now_ms() + self.clock_offset_ms
+    }
 }
 
 /// The running job's identity.

@@ -54,6 +54,17 @@ struct Shared {
     /// Running job id → the token that stops it.
     running: Mutex<HashMap<i64, CancellationToken>>,
     completions: mpsc::UnboundedSender<i64>,
+    /// Added to the real clock: a test's worker claims what is due at a time of its choosing
+    /// and schedules retries from it ([`Worker::at`]). 0 in every real worker.
+    clock_offset_ms: i64,
+    /// The HTTP client of outbound deliveries, shared by every job of this worker.
+    sender: Arc<crate::events::send::Sender>,
+}
+
+impl Shared {
+    fn now(&self) -> i64 {
+        now_ms() + self.clock_offset_ms
+    }
 }
 
 /// A worker process's job runner.
@@ -75,10 +86,13 @@ impl Worker {
             std::process::id(),
             &uuid::Uuid::now_v7().simple().to_string()[20..]
         );
+        let sender = Arc::new(crate::events::send::Sender::from_config(&config));
         Worker {
             shared: Arc::new(Shared {
                 id,
                 db: client.db().clone(),
+                clock_offset_ms: 0,
+                sender,
                 config,
                 client,
                 registry,
@@ -88,6 +102,15 @@ impl Worker {
             }),
             completions: rx,
         }
+    }
+
+    /// This worker as if the time were `now_ms`: it claims the jobs due by then, its handlers
+    /// see that time ([`JobContext::now_ms`]) and it schedules retries from it. For tests of
+    /// schedules that span hours, without sleeping.
+    pub fn at(mut self, now_ms: i64) -> Worker {
+        let shared = Arc::get_mut(&mut self.shared).expect("a new worker is not shared yet");
+        shared.clock_offset_ms = now_ms - crate::store::now_ms();
+        self
     }
 
     /// This worker's name, stored in `attempted_by`.
@@ -169,7 +192,7 @@ impl Worker {
 }
 
 async fn claim(shared: &Shared, queue: &str, limit: usize) -> Result<Vec<Claimed>, sqlx::Error> {
-    let now = now_ms();
+    let now = shared.now();
     let until = now + shared.settings.lease.as_millis() as i64;
     queue::claim(&shared.db, queue, &shared.id, limit as i64, now, until).await
 }
@@ -260,7 +283,7 @@ async fn execute(shared: Arc<Shared>, job: Claimed, hard_stop: CancellationToken
         .expect("running lock")
         .insert(job.id, cancel.clone());
     let span = tracing::info_span!("job", job_id = job.id, kind = %job.kind, queue = %job.queue, attempt = job.attempt);
-    let delay = Duration::from_millis((now_ms() - job.run_at).max(0) as u64);
+    let delay = Duration::from_millis((shared.now() - job.run_at).max(0) as u64);
     metrics::started(&job.queue, &job.kind, delay);
     let ctx = JobContext {
         db: shared.db.clone(),
@@ -274,6 +297,8 @@ async fn execute(shared: Arc<Shared>, job: Claimed, hard_stop: CancellationToken
             max_attempts: job.max_attempts,
         },
         cancel: cancel.clone(),
+        clock_offset_ms: shared.clock_offset_ms,
+        sender: shared.sender.clone(),
     };
     let outcome = match shared.registry.run(&job.kind, &job.args, ctx) {
         None => Outcome::Failed {
@@ -318,7 +343,7 @@ async fn finish(shared: &Shared, job: &Claimed, outcome: Outcome, took: Duration
         }
         Outcome::Failed { error, permanent } => {
             let last = permanent || job.attempt >= job.max_attempts;
-            let now = now_ms();
+            let now = shared.now();
             let retry_at = (!last)
                 .then(|| now + shared.registry.backoff(&job.kind, job.attempt).as_millis() as i64);
             tracing::error!(

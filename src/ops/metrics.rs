@@ -63,6 +63,7 @@ fn describe() {
         "Always 1; labels carry the version and backend."
     );
     crate::jobs::metrics::describe();
+    crate::events::metrics::describe();
     crate::store::ledger::metrics::describe();
     crate::gateway::metrics::describe();
     crate::http::rate_limit::describe_metrics();

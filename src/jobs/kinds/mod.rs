@@ -1,6 +1,7 @@
 //! The job kinds built into tollgate, one file per domain.
 
 pub mod billing;
+pub mod events;
 pub mod ledger;
 pub mod maintenance;
 
@@ -17,7 +18,9 @@ pub fn builtin() -> &'static Registry {
             .register::<maintenance::Noop>()
             .register::<ledger::Expire>()
             .register::<ledger::PeriodCredits>()
-            .register::<billing::ProcessWebhook>();
+            .register::<billing::ProcessWebhook>()
+            .register::<crate::store::events::FanOutArgs>()
+            .register::<crate::events::fan_out::Deliver>();
         r
     })
 }

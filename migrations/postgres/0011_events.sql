@@ -1,0 +1,94 @@
+-- Outbound events (docs/events.md): the app's endpoints, the outbox of tollgate's own events,
+-- one delivery per event and endpoint (a replay adds a round), and every attempt.
+
+-- An app's webhook endpoint. Secrets are stored sealed with ENCRYPTION_KEY (`enc:v1:…`), or
+-- as `plain:whsec_…` where no key is configured (never in production). During a rotation the
+-- previous secret keeps signing until `previous_until`.
+CREATE TABLE event_endpoints (
+    id               BIGSERIAL PRIMARY KEY,
+    app_id           BIGINT  NOT NULL REFERENCES apps (id),
+    url              TEXT    NOT NULL,
+    description      TEXT    NOT NULL DEFAULT '',
+    -- JSON array of event types; NULL: every type.
+    event_types      TEXT,
+    secret           TEXT    NOT NULL,
+    previous_secret  TEXT,
+    previous_until   BIGINT,
+    enabled          BOOLEAN NOT NULL DEFAULT TRUE,
+    disabled_reason  TEXT,
+    -- Since when every attempt failed (NULL after a success): an endpoint failing for longer
+    -- than events.disable_after_hours is disabled.
+    failing_since    BIGINT,
+    created_at       BIGINT  NOT NULL,
+    updated_at       BIGINT  NOT NULL
+);
+CREATE INDEX event_endpoints_app ON event_endpoints (app_id, id);
+
+-- The outbox: written in the transaction of the change that causes the event. `dedupe_key`
+-- makes a re-applied change (a retried job) publish nothing twice.
+CREATE TABLE events (
+    id          BIGSERIAL PRIMARY KEY,
+    app_id      BIGINT NOT NULL REFERENCES apps (id),
+    -- The Standard Webhooks message id (webhook-id), `msg_` + 32 hex.
+    msg_id      TEXT   NOT NULL UNIQUE,
+    type        TEXT   NOT NULL,
+    -- No foreign key: `user.deleted` outlives its user.
+    user_id     BIGINT,
+    dedupe_key  TEXT   NOT NULL,
+    -- The body as delivered: {"type", "timestamp", "data"}.
+    payload     TEXT   NOT NULL,
+    created_at  BIGINT NOT NULL,
+    UNIQUE (app_id, dedupe_key)
+);
+CREATE INDEX events_app_time ON events (app_id, created_at);
+
+CREATE TABLE event_deliveries (
+    id           BIGSERIAL PRIMARY KEY,
+    app_id       BIGINT NOT NULL REFERENCES apps (id),
+    event_id     BIGINT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    endpoint_id  BIGINT NOT NULL REFERENCES event_endpoints (id) ON DELETE CASCADE,
+    -- 0: the first delivery; each replay adds one.
+    round        BIGINT NOT NULL DEFAULT 0,
+    state        TEXT   NOT NULL CHECK (state IN ('pending', 'succeeded', 'failed', 'skipped')),
+    attempts     BIGINT NOT NULL DEFAULT 0,
+    last_status  BIGINT,
+    created_at   BIGINT NOT NULL,
+    finished_at  BIGINT,
+    UNIQUE (event_id, endpoint_id, round)
+);
+CREATE INDEX event_deliveries_endpoint ON event_deliveries (endpoint_id, id);
+
+CREATE TABLE event_attempts (
+    id           BIGSERIAL PRIMARY KEY,
+    app_id       BIGINT NOT NULL REFERENCES apps (id),
+    delivery_id  BIGINT NOT NULL REFERENCES event_deliveries (id) ON DELETE CASCADE,
+    attempt      BIGINT NOT NULL,
+    at           BIGINT NOT NULL,
+    -- The HTTP status; NULL when no answer came (refused, timed out, blocked target).
+    status       BIGINT,
+    latency_ms   BIGINT NOT NULL,
+    -- The first 1 KiB of the answer's body.
+    response     TEXT,
+    error        TEXT,
+    UNIQUE (delivery_id, attempt)
+);
+
+ALTER TABLE event_endpoints ENABLE ROW LEVEL SECURITY;
+ALTER TABLE event_endpoints FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON event_endpoints
+    USING (tollgate_tenant_visible(app_id)) WITH CHECK (tollgate_tenant_visible(app_id));
+
+ALTER TABLE events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE events FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON events
+    USING (tollgate_tenant_visible(app_id)) WITH CHECK (tollgate_tenant_visible(app_id));
+
+ALTER TABLE event_deliveries ENABLE ROW LEVEL SECURITY;
+ALTER TABLE event_deliveries FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON event_deliveries
+    USING (tollgate_tenant_visible(app_id)) WITH CHECK (tollgate_tenant_visible(app_id));
+
+ALTER TABLE event_attempts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE event_attempts FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON event_attempts
+    USING (tollgate_tenant_visible(app_id)) WITH CHECK (tollgate_tenant_visible(app_id));

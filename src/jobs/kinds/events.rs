@@ -1,0 +1,118 @@
+//! `events.fan_out` (one stored event → a delivery per endpoint) and `events.deliver` (one
+//! signed POST, retried on Svix's schedule; a 2xx ends it, a 410 disables the endpoint, an
+//! endpoint failing for longer than `events.disable_after_hours` is disabled).
+
+use std::time::Duration;
+
+use crate::domain::events::{DELIVERY_ATTEMPTS, retry_delay};
+use crate::events::endpoints::signing_secrets;
+use crate::events::fan_out::{self, Deliver};
+use crate::events::metrics;
+use crate::events::send::Message;
+use crate::jobs::{Job, JobContext, Permanent, WhenEnqueueOff};
+use crate::store::events::{self as store, AttemptEnd, AttemptRow, FAN_OUT_KIND, FanOutArgs, QUEUE};
+
+impl Job for FanOutArgs {
+    const KIND: &'static str = FAN_OUT_KIND;
+    const QUEUE: &'static str = QUEUE;
+    const PRIORITY: i64 = 0;
+    const WHEN_ENQUEUE_OFF: WhenEnqueueOff = WhenEnqueueOff::Park;
+
+    async fn run(self, ctx: JobContext) -> anyhow::Result<()> {
+        fan_out::deliver(&ctx.db, &ctx.jobs, self.app, self.event, Some(0), None).await?;
+        Ok(())
+    }
+}
+
+impl Job for Deliver {
+    const KIND: &'static str = "events.deliver";
+    const QUEUE: &'static str = QUEUE;
+    const MAX_ATTEMPTS: i64 = DELIVERY_ATTEMPTS;
+    // Longer than any attempt's own timeout (at most two minutes by config).
+    const TIMEOUT: Duration = Duration::from_secs(150);
+    const WHEN_ENQUEUE_OFF: WhenEnqueueOff = WhenEnqueueOff::Park;
+
+    fn backoff(attempt: i64) -> Duration {
+        retry_delay(attempt)
+    }
+
+    async fn run(self, ctx: JobContext) -> anyhow::Result<()> {
+        let Some(work) = store::work(&ctx.db, self.app, self.delivery).await? else {
+            return Err(Permanent::error(format!(
+                "delivery {} no longer exists (its endpoint was deleted)",
+                self.delivery
+            )));
+        };
+        if work.state != "pending" {
+            return Ok(()); // finished by an earlier run that died before completing its job
+        }
+        let endpoint = &work.endpoint;
+        if !endpoint.enabled {
+            store::skip_delivery(&ctx.db, self.app, self.delivery).await?;
+            metrics::finished("skipped");
+            return Ok(());
+        }
+        let now = ctx.now_ms();
+        let secrets = signing_secrets(&ctx.config, endpoint, now)?;
+        let sent = ctx
+            .sender
+            .send(&Message {
+                url: &endpoint.url,
+                msg_id: &work.msg_id,
+                timestamp: now / 1000,
+                body: &work.payload,
+                secrets: &secrets,
+            })
+            .await;
+        metrics::attempted(sent.outcome(), sent.took);
+        let last = ctx.job.attempt >= ctx.job.max_attempts;
+        let end = match sent.status {
+            Some(200..=299) => AttemptEnd::Succeeded,
+            Some(410) => AttemptEnd::Failed,
+            _ if last => AttemptEnd::Failed,
+            _ => AttemptEnd::Retry,
+        };
+        let attempt = AttemptRow {
+            delivery_id: self.delivery,
+            attempt: ctx.job.attempt,
+            at: now,
+            status: sent.status.map(i64::from),
+            latency_ms: sent.took.as_millis() as i64,
+            response: sent.response.clone(),
+            error: sent.error.clone(),
+        };
+        let failing_since =
+            store::record_attempt(&ctx.db, self.app, endpoint.id, &attempt, end).await?;
+        match end {
+            AttemptEnd::Succeeded => metrics::finished("succeeded"),
+            AttemptEnd::Failed => metrics::finished("failed"),
+            AttemptEnd::Retry => {}
+        }
+        if sent.status == Some(410) {
+            if store::disable_endpoint(&ctx.db, self.app, endpoint.id, "gone").await? {
+                metrics::disabled("gone");
+                tracing::warn!(endpoint = endpoint.id, "endpoint answered 410 Gone; disabled");
+            }
+            return Err(Permanent::error("the endpoint answered 410 Gone and is disabled"));
+        }
+        let limit = ctx.config.events.disable_after_hours as i64 * 3_600_000;
+        if let Some(since) = failing_since
+            && limit > 0
+            && now - since >= limit
+            && store::disable_endpoint(&ctx.db, self.app, endpoint.id, "failing").await?
+        {
+            metrics::disabled("failing");
+            tracing::warn!(endpoint = endpoint.id, failing_since = since, "endpoint failing for too long; disabled");
+        }
+        let why = || match (&sent.status, &sent.error) {
+            (Some(s), _) => format!("the endpoint answered {s}"),
+            (None, Some(e)) => e.clone(),
+            (None, None) => "no answer".to_string(),
+        };
+        match end {
+            AttemptEnd::Succeeded => Ok(()),
+            AttemptEnd::Retry => Err(anyhow::anyhow!(why())),
+            AttemptEnd::Failed => Err(Permanent::error(why())),
+        }
+    }
+}
