@@ -3,6 +3,7 @@
 
 mod check;
 mod credits;
+mod endpoints;
 mod identity;
 mod jobs;
 mod migrate;
@@ -87,6 +88,11 @@ pub enum Command {
         #[command(subcommand)]
         command: webhooks::WebhooksCommand,
     },
+    /// Outbound event endpoints of an app: add, list, enable, disable, rotate, delete, replay.
+    Endpoints {
+        #[command(subcommand)]
+        command: endpoints::EndpointsCommand,
+    },
     /// Print the version.
     Version,
     /// Configuration helpers.
@@ -160,6 +166,12 @@ pub fn run(cli: Cli) -> ExitCode {
         }),
         Command::Webhooks { command } => with_db(cli.config, async move |db: &crate::store::Db| {
             webhooks::run(db, command).await
+        }),
+        Command::Endpoints { command } => with_config(cli.config, async move |config: Config| {
+            let db = open_db(&config).await?;
+            let result = endpoints::run(&config, &db, command).await;
+            db.close().await;
+            result
         }),
         Command::Ledger { command } => with_db(cli.config, async move |db: &crate::store::Db| {
             credits::ledger(db, command).await

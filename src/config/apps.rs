@@ -33,6 +33,8 @@ pub struct AppConfig {
     /// Hours a store subscription keeps its plan past its paid period with no renewal seen
     /// (default 72); then it lapses by itself.
     pub subscription_grace_hours: Option<u32>,
+    /// Credits at or below which a user's balance is announced by a `credits.low` event.
+    pub credits_low: Option<Micros>,
     /// Billing stores the app sells through (docs/billing.md); each optional.
     pub stripe: Option<StripeConfig>,
     pub revenuecat: Option<RevenueCatConfig>,
@@ -63,6 +65,7 @@ impl AppConfig {
             subscription_grace_hours: self
                 .subscription_grace_hours
                 .unwrap_or(d.subscription_grace_hours),
+            credits_low: self.credits_low,
         }
     }
 }
@@ -145,6 +148,12 @@ pub(super) fn billing(key: &str, b: &BillingSettings, p: &mut Vec<Problem>) {
         p.push(Problem::new(
             format!("{key}.markup"),
             "must be greater than 0",
+        ));
+    }
+    if b.credits_low.is_some_and(|c| !c.is_positive()) {
+        p.push(Problem::new(
+            format!("{key}.credits_low"),
+            "must be greater than 0 (leave it unset for no credits.low event)",
         ));
     }
     if b.subscription_grace_hours > 24 * 90 {

@@ -196,14 +196,15 @@ pub struct CreditsGranted {
     pub expires_at: Option<i64>,
 }
 
-/// `data` of `credits.low` (available credits fell to the app's threshold or below) and of
-/// `credits.exhausted` (they reached zero).
+/// `data` of `credits.low` (the balance fell to the app's `credits_low` or below) and of
+/// `credits.exhausted` (it reached zero).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[schema(title = "CreditsBalanceV1")]
 pub struct CreditsBalance {
     pub user_id: String,
-    pub available_micros: i64,
-    /// The app's `events.credits_low_micros` (for `credits.low`), else 0.
+    /// The balance after the charge that crossed.
+    pub balance_micros: i64,
+    /// The app's `credits_low` (for `credits.low`), else 0.
     pub threshold_micros: i64,
 }
 

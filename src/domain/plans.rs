@@ -28,6 +28,10 @@ pub struct BillingSettings {
     /// renewal seen (a late or lost webhook): then it lapses by itself.
     #[serde(default = "default_grace_hours")]
     pub subscription_grace_hours: u32,
+    /// A user whose balance falls to this or below is announced by a `credits.low` event
+    /// (docs/events.md); unset: only `credits.exhausted`, at zero.
+    #[serde(default)]
+    pub credits_low: Option<Micros>,
 }
 
 /// Three days: longer than the stores' usual renewal delays, short enough that access never
@@ -63,6 +67,7 @@ impl Default for BillingSettings {
             default_plan: default_plan_id(),
             plans: Vec::new(),
             subscription_grace_hours: DEFAULT_GRACE_HOURS,
+            credits_low: None,
         }
     }
 }

@@ -16,16 +16,26 @@ pub struct Deliver {
     pub delivery: i64,
 }
 
-/// Makes the deliveries of `event` in `round` (to `only`, or to every endpoint that wants it)
-/// and enqueues their jobs; returns how many were made.
-pub async fn deliver(
-    db: &Db,
-    jobs: &Client,
-    app_id: i64,
-    event: i64,
-    round: Option<i64>,
-    only: Option<i64>,
-) -> anyhow::Result<usize> {
+/// Which deliveries to make: of which event, in which round (a new one when `None`), to
+/// which endpoint (every one that wants it when `None`), due when (now when `None`).
+#[derive(Debug, Clone, Copy)]
+pub struct Deliveries {
+    pub app_id: i64,
+    pub event: i64,
+    pub round: Option<i64>,
+    pub only: Option<i64>,
+    pub run_at: Option<i64>,
+}
+
+/// Makes the deliveries and enqueues their jobs; returns how many were made.
+pub async fn deliver(db: &Db, jobs: &Client, d: Deliveries) -> anyhow::Result<usize> {
+    let Deliveries {
+        app_id,
+        event,
+        round,
+        only,
+        run_at,
+    } = d;
     let mut tx = db.begin().await?;
     let round = match round {
         Some(r) => r,
@@ -39,7 +49,10 @@ pub async fn deliver(
                 app: app_id,
                 delivery,
             },
-            EnqueueOptions::default(),
+            EnqueueOptions {
+                run_at,
+                ..Default::default()
+            },
         )
         .await?;
     }
@@ -74,7 +87,14 @@ pub async fn replay(
     };
     let mut deliveries = 0;
     for &event in &events {
-        deliveries += deliver(db, jobs, app_id, event, None, only).await?;
+        let d = Deliveries {
+            app_id,
+            event,
+            round: None,
+            only,
+            run_at: None,
+        };
+        deliveries += deliver(db, jobs, d).await?;
     }
     Ok(Some((events.len(), deliveries)))
 }

@@ -311,6 +311,7 @@ impl Call {
             priced_on: priced.columns.clone(),
             key: self.key.clone(),
             request_id: cx.request_id.clone(),
+            credits_low: cx.billing.credits_low.map(|m| m.0),
             first_route: &first_route,
         };
         // A user this process last saw with credits enough: the provider request goes out

@@ -116,6 +116,8 @@ pub struct Meter {
     tokens: TokenWindows,
     /// The plan's limit the call's tokens count against, if it has one.
     tokens_per_minute: Option<u64>,
+    /// The app's `credits_low` (micro-credits), announced when the charge crosses it.
+    credits_low: Option<i64>,
 }
 
 /// What opening a call's meter needs: who pays, on which plan, how much to hold.
@@ -136,6 +138,8 @@ pub struct Opening<'a> {
     /// The request's `Idempotency-Key` effect key, written on the hold's entry.
     pub key: Option<String>,
     pub request_id: String,
+    /// The app's `credits_low` (micro-credits).
+    pub credits_low: Option<i64>,
     /// The route tried first: what the hold records of the call until it streams.
     pub first_route: &'a Route,
 }
@@ -187,6 +191,7 @@ impl Meter {
             _slot: slot,
             tokens: o.tokens,
             tokens_per_minute: o.plan.tokens_per_minute,
+            credits_low: o.credits_low,
         })
     }
 
@@ -259,7 +264,8 @@ impl Meter {
         } else {
             "ai call: nothing used"
         };
-        let close = CallClose::of_call(self.t, self.hold_id, charged, reason, Some(record));
+        let close = CallClose::of_call(self.t, self.hold_id, charged, reason, Some(record))
+            .announcing_below(self.credits_low);
         if let Err(e) = self.ledger.close(close).await {
             // The hold stays open; the expiry job settles it at the recorded usage.
             tracing::error!(hold_id = self.hold_id, error = %e, "settling a hold failed");

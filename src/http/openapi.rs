@@ -15,12 +15,19 @@ use crate::role::Role;
 #[openapi(
     info(title = "tollgate", description = "Users, billing, credits, a metered AI proxy and jobs for a paid app."),
     modifiers(&SecuritySchemes),
-    components(schemas(crate::error::Problem, crate::error::FieldError)),
+    components(schemas(crate::error::Problem, crate::error::FieldError,
+        // The events delivered to the apps' endpoints (docs/events.md): the body is
+        // {"type", "timestamp", "data"}, `data` one of these by type.
+        crate::domain::events::EventType, crate::domain::events::SubscriptionUpdated,
+        crate::domain::events::EntitlementsUpdated, crate::domain::events::CreditsGranted,
+        crate::domain::events::CreditsBalance, crate::domain::events::Payment,
+        crate::domain::events::UserDeleted)),
     tags(
         (name = "ops", description = "Health, readiness and metrics"),
         (name = "identity", description = "Users, keys and the caller (user keys, app secret keys)"),
         (name = "admin", description = "Apps, keys, users and the audit log (operator tokens)"),
         (name = "jobs", description = "Queue operations and kill switches (operator tokens)"),
+        (name = "events", description = "Outbound event endpoints, deliveries and replays (operator tokens)"),
         (name = "billing", description = "Billing stores' webhooks (signed by the store), subscriptions"),
     )
 )]

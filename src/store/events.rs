@@ -48,6 +48,35 @@ impl Outgoing {
     }
 }
 
+/// The event a balance moving from `before` to `after` publishes, if it crosses the app's
+/// threshold `low` or zero downwards ([`crate::domain::events::crossed`]); `cause` names the
+/// write (one crossing per write, however often it is applied).
+pub fn balance_event(
+    user_id: i64,
+    before: i64,
+    after: i64,
+    low: Option<i64>,
+    cause: &str,
+) -> Option<Outgoing> {
+    let kind = crate::domain::events::crossed(before, after, low)?;
+    let threshold = if kind == EventType::CreditsLow {
+        low.unwrap_or_default()
+    } else {
+        0
+    };
+    let data = crate::domain::events::CreditsBalance {
+        user_id: String::new(),
+        balance_micros: after,
+        threshold_micros: threshold,
+    };
+    Some(Outgoing::about(
+        kind,
+        user_id,
+        format!("{}:{cause}", kind.as_str()),
+        data,
+    ))
+}
+
 /// The arguments of the fan-out job (kept here so the outbox and the job agree on them).
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

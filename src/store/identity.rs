@@ -235,6 +235,18 @@ pub async fn delete_user(db: &Db, app_id: i64, user_id: i64) -> Result<bool, sql
         .execute(&mut **c).await.map(|_| ()))?;
     let external_id = external_id.unwrap_or_default();
     super::privacy::erase_user_tx(&mut tx, app_id, user_id, &external_id, &anonymous_id).await?;
+    // Named by the id the app knows them by: the app must find them to forget them.
+    let data = crate::domain::events::UserDeleted {
+        user_id: external_id.clone(),
+    };
+    let mut e = super::events::Outgoing::about(
+        crate::domain::events::EventType::UserDeleted,
+        user_id,
+        format!("user.deleted:{user_id}"),
+        data,
+    );
+    e.user_id = None;
+    super::events::publish(&mut tx, app_id, &e).await?;
     tx.commit().await?;
     Ok(true)
 }

@@ -64,6 +64,11 @@ const SQLITE: Embedded = &[
         "call_on_hold",
         include_str!("../../migrations/sqlite/0010_call_on_hold.sql"),
     ),
+    (
+        11,
+        "events",
+        include_str!("../../migrations/sqlite/0011_events.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -115,6 +120,11 @@ const POSTGRES: Embedded = &[
         10,
         "call_on_hold",
         include_str!("../../migrations/postgres/0010_call_on_hold.sql"),
+    ),
+    (
+        11,
+        "events",
+        include_str!("../../migrations/postgres/0011_events.sql"),
     ),
 ];
 

@@ -27,6 +27,12 @@ pub async fn erase_user_tx(
             "UPDATE webhook_events SET body = $1 WHERE app_id = $2 AND id = $3")
             .bind(&erased).bind(app_id).bind(id).execute(&mut **c).await.map(|_| ()))?;
     }
+    // Events about them carry their id as `user_id`; from now on the anonymous id stands in.
+    let quoted = |s: &str| serde_json::Value::from(s).to_string();
+    tx_run!(&mut *tx, c => sqlx::query(
+        "UPDATE events SET payload = REPLACE(payload, $1, $2) WHERE app_id = $3 AND user_id = $4")
+        .bind(quoted(external_id)).bind(quoted(anonymous_id)).bind(app_id).bind(user_id)
+        .execute(&mut **c).await.map(|_| ()))?;
     // Rows about this user name them as their target; their details may repeat the id.
     tx_run!(&mut *tx, c => sqlx::query(
         "UPDATE audit_log SET target = $1, details = REPLACE(details, $2, $1) \

@@ -3,6 +3,7 @@
 
 pub mod apps;
 pub mod credits;
+pub mod endpoints;
 pub mod jobs;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -17,6 +18,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(apps::router())
         .merge(credits::router())
+        .merge(endpoints::router())
         .merge(jobs::router())
 }
 

@@ -47,13 +47,35 @@ pub struct PaymentEvent<'a> {
 
 /// Publishes a payment outcome, once per delivery.
 pub async fn record_payment(db: &Db, t: Target, p: &PaymentEvent<'_>) -> Result<(), sqlx::Error> {
-    scoped_run!(db, Scope::App(t.app_id), c => sqlx::query(
+    let mut tx = db.begin().await?;
+    crate::store::scope::apply_tx(&mut tx, Scope::App(t.app_id)).await?;
+    let id: Option<i64> = crate::tx_run!(&mut tx, c => sqlx::query_scalar(
         "INSERT INTO payment_events (app_id, user_id, provider, kind, reference, amount_minor, \
          currency, event_time, webhook_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT (webhook_id) DO NOTHING")
+         ON CONFLICT (webhook_id) DO NOTHING RETURNING id")
         .bind(t.app_id).bind(t.user_id).bind(p.provider.as_str()).bind(p.kind).bind(p.reference)
         .bind(p.amount_minor).bind(p.currency).bind(p.event_time).bind(p.webhook_id).bind(now_ms())
-        .execute(c).await.map(|_| ()))
+        .fetch_optional(&mut **c).await)?;
+    if let Some(id) = id {
+        use crate::domain::events::{EventType, Payment};
+        let kind = if p.kind == "payment_failed" {
+            EventType::PaymentFailed
+        } else {
+            EventType::PaymentSucceeded
+        };
+        let data = Payment {
+            user_id: String::new(),
+            provider: p.provider.as_str().to_string(),
+            reference: p.reference.map(str::to_string),
+            amount_minor: p.amount_minor,
+            currency: p.currency.map(str::to_string),
+            event_time: p.event_time,
+        };
+        let key = format!("{}:{id}", kind.as_str());
+        let e = crate::store::events::Outgoing::about(kind, t.user_id, key, data);
+        crate::store::events::publish(&mut tx, t.app_id, &e).await?;
+    }
+    tx.commit().await
 }
 
 /// A user's published payment outcomes, oldest first: (kind, event time).

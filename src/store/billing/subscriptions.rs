@@ -33,7 +33,9 @@ pub async fn put_subscription(
     let (plan_id, environment, store) = (w.plan_id, w.environment, w.store);
     let now = now_ms();
     let (start, end) = facts.period.map(|p| (p.start, p.end)).unzip();
-    let written: Option<i64> = scoped_run!(db, Scope::App(t.app_id), c => sqlx::query_scalar(
+    let mut tx = db.begin().await?;
+    crate::store::scope::apply_tx(&mut tx, Scope::App(t.app_id)).await?;
+    let written: Option<i64> = crate::tx_run!(&mut tx, c => sqlx::query_scalar(
         "INSERT INTO subscriptions (app_id, user_id, provider, provider_id, status, product_id, \
          plan_id, period_start, period_end, cancel_at_period_end, environment, store, event_time, \
          event_id, created_at, updated_at) \
@@ -55,7 +57,34 @@ pub async fn put_subscription(
         .bind(facts.status.as_str()).bind(&facts.product).bind(plan_id).bind(start).bind(end)
         .bind(facts.cancel_at_period_end).bind(environment).bind(store)
         .bind(version.time_ms).bind(&version.event_id).bind(now)
-        .fetch_optional(c).await)?;
+        .fetch_optional(&mut **c).await)?;
+    if written.is_some() {
+        let data = crate::domain::events::SubscriptionUpdated {
+            user_id: String::new(),
+            provider: provider.as_str().to_string(),
+            subscription_id: facts.id.clone(),
+            status: facts.status.as_str().to_string(),
+            product_id: facts.product.clone(),
+            plan_id: plan_id.map(str::to_string),
+            period_end: end,
+            cancel_at_period_end: facts.cancel_at_period_end,
+        };
+        // The store's event names the change: the same event applied again publishes nothing.
+        let key = format!(
+            "subscription.updated:{}:{}:{}",
+            provider.as_str(),
+            facts.id,
+            version.event_id
+        );
+        let e = crate::store::events::Outgoing::about(
+            crate::domain::events::EventType::SubscriptionUpdated,
+            t.user_id,
+            key,
+            data,
+        );
+        crate::store::events::publish(&mut tx, t.app_id, &e).await?;
+    }
+    tx.commit().await?;
     Ok(written.is_some())
 }
 

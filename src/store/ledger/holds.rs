@@ -99,6 +99,9 @@ pub struct CallClose {
     pub ends: HoldState,
     pub reason: Option<&'static str>,
     pub usage: Option<NewUsage>,
+    /// The app's `credits_low`: a balance falling to it or below publishes `credits.low`
+    /// (falling to zero publishes `credits.exhausted` whatever this is).
+    pub credits_low: Option<i64>,
 }
 
 impl CallClose {
@@ -117,7 +120,14 @@ impl CallClose {
             ends: HoldState::closed_at(charged),
             reason: Some(reason),
             usage,
+            credits_low: None,
         }
+    }
+
+    /// The same close, announcing a balance that falls to `low` or below.
+    pub fn announcing_below(mut self, low: Option<i64>) -> CallClose {
+        self.credits_low = low;
+        self
     }
 }
 

@@ -35,6 +35,8 @@ use serde::Serialize;
 
 use crate::domain::ledger::{self as rules, Account, Entry, Refusal};
 pub use crate::domain::ledger::{EntryKind, HoldState};
+use crate::domain::events::EventType;
+use crate::store::events::Outgoing;
 use crate::store::identity::{NewAudit, record_audit_tx};
 use crate::store::scope::{self, Scope};
 use crate::store::{Db, Tx, is_unique_violation, now_ms};
@@ -345,7 +347,24 @@ pub async fn credit(
         if let Some(a) = audit {
             record_audit_tx(&mut tx, a).await?;
         }
-        row.into_iter().next().ok_or(sqlx::Error::RowNotFound)
+        let row = row.into_iter().next().ok_or(sqlx::Error::RowNotFound)?;
+        if c.kind == EntryKind::Grant {
+            let granted = crate::domain::events::CreditsGranted {
+                user_id: String::new(),
+                amount_micros: c.amount,
+                source: c.source.to_string(),
+                reason: c.note.reason.map(str::to_string),
+                expires_at: c.expires_at,
+            };
+            let e = Outgoing::about(
+                EventType::CreditsGranted,
+                t.user_id,
+                format!("credits.granted:{}", row.id),
+                granted,
+            );
+            crate::store::events::publish(&mut tx, t.app_id, &e).await?;
+        }
+        Ok(row)
     }
     .await;
     finish(db, t, tx, result, c.note.key, |e| e).await
@@ -368,6 +387,7 @@ pub async fn charge(
     if let Some(first) = by_key(&mut tx, t.app_id, note.key).await? {
         return Ok(Written::Replayed(first));
     }
+    let balance_before = account.balance();
     let mut entries: Vec<NewEntry> =
         NewEntry::expiries(t.user_id, account.expire(now_ms())).collect();
     let charged = match account.charge(kind, amount, overdraft) {
@@ -388,7 +408,15 @@ pub async fn charge(
         if let Some(a) = audit {
             record_audit_tx(&mut tx, a).await?;
         }
-        rows.into_iter().last().ok_or(sqlx::Error::RowNotFound)
+        let row = rows.into_iter().last().ok_or(sqlx::Error::RowNotFound)?;
+        // No app threshold here (an operator's or the app's own debit): zero is announced.
+        let cause = format!("entry:{}", row.id);
+        if let Some(e) =
+            crate::store::events::balance_event(t.user_id, balance_before, account.balance(), None, &cause)
+        {
+            crate::store::events::publish(&mut tx, t.app_id, &e).await?;
+        }
+        Ok(row)
     }
     .await;
     finish(db, t, tx, result, note.key, |e| e).await

@@ -80,8 +80,16 @@ pub async fn set_plan(
     audit: Option<&NewAudit<'_>>,
 ) -> Result<bool, sqlx::Error> {
     let (start, end) = plan.billing.map(|p| (p.start, p.end)).unzip();
+    // The app's plans name the entitlements a change of plan announces.
+    let billing = crate::store::identity::app_by_id(db, t.app_id)
+        .await?
+        .map(|a| a.settings.billing)
+        .unwrap_or_default();
     let mut tx = db.begin().await?;
     scope::apply_tx(&mut tx, Scope::App(t.app_id)).await?;
+    let was: Option<Option<String>> = tx_run!(&mut tx, c => sqlx::query_scalar(
+        "SELECT plan_id FROM users WHERE app_id = $1 AND id = $2 AND deleted_at IS NULL")
+        .bind(t.app_id).bind(t.user_id).fetch_optional(&mut **c).await)?;
     let updated = tx_run!(&mut tx, c => sqlx::query(
         "UPDATE users SET plan_id = $1, period_start = $2, period_end = $3, plan_until = $4 \
          WHERE app_id = $5 AND id = $6 AND deleted_at IS NULL")
@@ -89,6 +97,24 @@ pub async fn set_plan(
         .execute(&mut **c).await.map(|r| r.rows_affected() == 1))?;
     if updated && let Some(a) = audit {
         record_audit_tx(&mut tx, a).await?;
+    }
+    if updated && let Some(was) = was {
+        let (old, new) = (billing.plan(was.as_deref()), billing.plan(plan.plan_id.as_deref()));
+        if old.id != new.id {
+            let data = crate::domain::events::EntitlementsUpdated {
+                user_id: String::new(),
+                plan_id: new.id.clone(),
+                entitlements: new.entitlements.clone(),
+            };
+            let e = crate::store::events::Outgoing::about(
+                crate::domain::events::EventType::EntitlementsUpdated,
+                t.user_id,
+                // A change of plan happens once; a later change back is a new event.
+                format!("entitlements.updated:{}:{}", t.user_id, uuid::Uuid::now_v7().simple()),
+                data,
+            );
+            crate::store::events::publish(&mut tx, t.app_id, &e).await?;
+        }
     }
     tx.commit().await?;
     Ok(updated)

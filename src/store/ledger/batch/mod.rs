@@ -180,6 +180,7 @@ impl Batcher {
             ends,
             reason: None,
             usage: None,
+            credits_low: None,
         };
         match self.close(close).await {
             Ok(()) => {

@@ -16,6 +16,7 @@ use crate::store::ledger::account::{self, NewEntry, NewHold};
 use crate::store::ledger::holds::close_key;
 use crate::store::ledger::{LedgerError, Target, metrics};
 use crate::store::scope::{self, Scope};
+use crate::store::events::{self, balance_event};
 use crate::store::usage::{self, NewUsage};
 use crate::store::{Tx, now_ms};
 
@@ -83,6 +84,11 @@ async fn write_app<'a>(
     } = account::load(tx, app_id, &users, reads).await?;
     let mut seen = std::collections::HashSet::new();
     let now = now_ms();
+    // Each account's balance before the batch, to tell which closes cross a threshold.
+    let before: std::collections::HashMap<i64, i64> =
+        accounts.iter().map(|(u, a)| (*u, a.balance())).collect();
+    // Per user: the last hold this batch closed, and the app's threshold it announces.
+    let mut announced: std::collections::HashMap<i64, (i64, Option<i64>)> = Default::default();
     let mut entries: Vec<NewEntry<'a>> = Vec::new();
     // The holds to insert: (op index, entry index, hold).
     let mut new_holds: Vec<(usize, usize, &CallHold)> = Vec::new();
@@ -146,6 +152,7 @@ async fn write_app<'a>(
                 // What the closed hold covered of expired buckets can expire now.
                 entries.extend(NewEntry::expiries(t.user_id, a.expire(now)));
                 usages.extend(c.usage.as_ref().map(|u| (t.user_id, u)));
+                announced.insert(t.user_id, (c.hold_id, c.credits_low));
                 outcomes[i] = Outcome::Closed;
             }
         }
@@ -172,6 +179,14 @@ async fn write_app<'a>(
     account::append_into(&mut writes, &entries);
     usage::insert_into(&mut writes, &usages);
     writes.run(tx, app_id, now).await?;
+    for (user_id, (hold_id, low)) in announced {
+        let (Some(&was), Some(a)) = (before.get(&user_id), accounts.get(&user_id)) else {
+            continue;
+        };
+        if let Some(e) = balance_event(user_id, was, a.balance(), low, &format!("hold:{hold_id}")) {
+            events::publish(tx, app_id, &e).await?;
+        }
+    }
     Ok(accounts
         .iter()
         .map(|(&user_id, a)| (Target { app_id, user_id }, a.available()))
