@@ -14,6 +14,7 @@ mod credits;
 mod credits_processes;
 mod edge_input;
 mod events;
+mod events_processes;
 mod fake_anthropic;
 mod fake_gemini;
 mod fake_openai;

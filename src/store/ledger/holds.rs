@@ -230,6 +230,7 @@ pub async fn settle(
         ends: HoldState::Settled,
         reason,
         usage: None,
+        credits_low: None,
     };
     resolve(db, close).await
 }
@@ -249,6 +250,7 @@ pub async fn release(
         ends: HoldState::Released,
         reason,
         usage: None,
+        credits_low: None,
     };
     resolve(db, close).await
 }
@@ -265,6 +267,7 @@ pub async fn close_call(db: &Db, c: &CallClose) -> Result<Written<HoldRow>, Ledg
         ends: c.ends,
         reason: c.reason,
         usage: c.usage.as_ref(),
+        credits_low: c.credits_low,
     };
     resolve(db, close).await
 }
@@ -280,6 +283,8 @@ struct Close<'a> {
     reason: Option<&'a str>,
     /// The call's usage record, written in the same transaction.
     usage: Option<&'a crate::store::usage::NewUsage>,
+    /// The app's `credits_low`, announced when the close crosses it.
+    credits_low: Option<i64>,
 }
 
 async fn resolve(db: &Db, c: Close<'_>) -> Result<Written<HoldRow>, LedgerError> {
@@ -298,6 +303,7 @@ async fn resolve(db: &Db, c: Close<'_>) -> Result<Written<HoldRow>, LedgerError>
     };
     let t = Target { app_id, user_id };
     let mut account = account::load_one(&mut tx, t).await?;
+    let balance_before = account.balance();
     let hold = hold_in(&mut tx, app_id, hold_id)
         .await?
         .filter(|h| h.user_id == user_id)
@@ -334,6 +340,12 @@ async fn resolve(db: &Db, c: Close<'_>) -> Result<Written<HoldRow>, LedgerError>
     save_one(&mut tx, t, &account, &entries).await?;
     if let Some(usage) = c.usage {
         crate::store::usage::insert_tx(&mut tx, t.app_id, &[(t.user_id, usage)]).await?;
+    }
+    // The same cause as the batch writer's, so the hold's close announces once either way.
+    let cause = format!("hold:{hold_id}");
+    let after = account.balance();
+    if let Some(e) = crate::store::events::balance_event(user_id, balance_before, after, c.credits_low, &cause) {
+        crate::store::events::publish(&mut tx, app_id, &e).await?;
     }
     let closed = hold_in(&mut tx, app_id, hold_id)
         .await?
@@ -410,6 +422,7 @@ pub async fn expire_holds(db: &Db, limit: i64) -> Result<u32, LedgerError> {
             ends: HoldState::Expired,
             reason: Some("hold expired"),
             usage: record.as_ref(),
+            credits_low: None,
         };
         match resolve(db, close).await {
             Ok(_) => resolved += 1,
