@@ -1,5 +1,6 @@
 -- Outbound events (docs/events.md): the app's endpoints, the outbox of tollgate's own events,
--- one delivery per event and endpoint (a replay adds a round), and every attempt.
+-- one delivery per event and endpoint (a replay adds a round), and every attempt. The app's
+-- HTTP jobs (docs/jobs.md) are delivered to its `jobs` endpoint.
 
 -- An app's webhook endpoint. Secrets are stored sealed with ENCRYPTION_KEY (`enc:v1:…`), or
 -- as `plain:whsec_…` where no key is configured (never in production). During a rotation the
@@ -9,6 +10,8 @@ CREATE TABLE event_endpoints (
     app_id           BIGINT  NOT NULL REFERENCES apps (id),
     url              TEXT    NOT NULL,
     description      TEXT    NOT NULL DEFAULT '',
+    -- `events`: tollgate's events; `jobs`: the app's own HTTP jobs (one such endpoint per app).
+    purpose          TEXT    NOT NULL DEFAULT 'events' CHECK (purpose IN ('events', 'jobs')),
     -- JSON array of event types; NULL: every type.
     event_types      TEXT,
     secret           TEXT    NOT NULL,
@@ -23,6 +26,7 @@ CREATE TABLE event_endpoints (
     updated_at       BIGINT  NOT NULL
 );
 CREATE INDEX event_endpoints_app ON event_endpoints (app_id, id);
+CREATE UNIQUE INDEX event_endpoints_one_for_jobs ON event_endpoints (app_id) WHERE purpose = 'jobs';
 
 -- The outbox: written in the transaction of the change that causes the event. `dedupe_key`
 -- makes a re-applied change (a retried job) publish nothing twice.

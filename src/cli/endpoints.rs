@@ -27,6 +27,9 @@ pub enum EndpointsCommand {
         events: Vec<String>,
         #[arg(long)]
         description: Option<String>,
+        /// The endpoint the app's HTTP jobs are delivered to (docs/jobs.md), instead of events.
+        #[arg(long, conflicts_with = "events")]
+        jobs: bool,
     },
     /// The app's endpoints.
     List {
@@ -88,12 +91,14 @@ pub async fn run(config: &Config, db: &Db, command: EndpointsCommand) -> anyhow:
             url,
             events,
             description,
+            jobs,
         } => {
             let app = app_id(app).await?;
             let input = EndpointInput {
                 url,
                 description,
                 event_types: Some(events),
+                for_jobs: jobs,
             };
             let made = service::create(config, db, app, input).await.map_err(explain)?;
             println!("endpoint {} -> {}", made.endpoint.id, made.endpoint.url);
@@ -106,7 +111,11 @@ pub async fn run(config: &Config, db: &Db, command: EndpointsCommand) -> anyhow:
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 for e in rows {
-                    let types = e.event_types.map_or("all events".into(), |t| t.join(","));
+                    let types = match (e.purpose.as_str(), e.event_types) {
+                        ("jobs", _) => "the app's jobs".to_string(),
+                        (_, None) => "all events".to_string(),
+                        (_, Some(t)) => t.join(","),
+                    };
                     let state = match (&e.enabled, &e.disabled_reason) {
                         (true, _) => "enabled".to_string(),
                         (false, Some(r)) => format!("disabled ({r})"),

@@ -17,6 +17,8 @@ pub struct EndpointOut {
     pub id: i64,
     pub url: String,
     pub description: String,
+    /// `events` (tollgate's events) or `jobs` (the app's HTTP jobs, docs/jobs.md).
+    pub purpose: String,
     /// The event types it receives; absent: every type.
     pub event_types: Option<Vec<String>>,
     pub enabled: bool,
@@ -36,6 +38,7 @@ impl From<EndpointRow> for EndpointOut {
             id: r.id,
             url: r.url,
             description: r.description,
+            purpose: r.purpose,
             event_types: r.event_types,
             enabled: r.enabled,
             disabled_reason: r.disabled_reason,
@@ -54,6 +57,8 @@ pub struct EndpointInput {
     pub description: Option<String>,
     /// `None` or empty: every type.
     pub event_types: Option<Vec<String>>,
+    /// Receives the app's HTTP jobs instead of events (one such endpoint per app).
+    pub for_jobs: bool,
 }
 
 /// An endpoint and the secret it was just given (shown this once).
@@ -109,6 +114,12 @@ pub async fn create(
     check_url(config, &input.url, &mut fields).await;
     let types = type_filter(input.event_types);
     check_types(types.as_deref().unwrap_or_default(), &mut fields);
+    if input.for_jobs && types.is_some() {
+        fields.push(FieldError::new(
+            "event_types",
+            "an endpoint for jobs receives jobs only; register another for events",
+        ));
+    }
     let description = input.description.unwrap_or_default();
     check_description(&description, &mut fields);
     if !fields.is_empty() {
@@ -116,17 +127,27 @@ pub async fn create(
     }
     let secret = signing::new_secret();
     let sealed = secrets::seal(config, &secret).map_err(Error::Internal)?;
-    let row = store::create_endpoint(
+    let purpose = if input.for_jobs { "jobs" } else { "events" };
+    let made = store::create_endpoint(
         db,
         app_id,
         &NewEndpoint {
             url: &input.url,
+            purpose,
             description: &description,
             event_types: types.as_deref(),
             sealed_secret: &sealed,
         },
     )
-    .await?;
+    .await;
+    let row = match made {
+        Err(e) if crate::store::is_unique_violation(&e) => {
+            return Err(Error::Conflict(
+                "the app has an endpoint for jobs already; change its URL instead".into(),
+            ));
+        }
+        other => other?,
+    };
     Ok(WithSecret {
         endpoint: row.into(),
         secret,

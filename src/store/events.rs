@@ -90,6 +90,9 @@ pub struct FanOutArgs {
 /// the same dedupe key exists. The job is stored parked while the enqueue kill switch is off
 /// (an event must never be lost), like every kind that parks.
 pub async fn publish(tx: &mut Tx, app_id: i64, e: &Outgoing) -> Result<Option<i64>, sqlx::Error> {
+    // The change's transaction is in this app's scope already; a caller that is not (a
+    // job's own transaction) gets it here, as row-level security requires.
+    scope::apply_tx(tx, Scope::App(app_id)).await?;
     let now = now_ms();
     let mut data = e.data.clone();
     if let Some(user_id) = e.user_id {
@@ -156,6 +159,8 @@ pub struct EndpointRow {
     pub app_id: i64,
     pub url: String,
     pub description: String,
+    /// `events` or `jobs` (the app's HTTP jobs).
+    pub purpose: String,
     pub event_types: Option<Vec<String>>,
     pub secret: String,
     pub previous_secret: Option<String>,
@@ -182,6 +187,7 @@ type EndpointTuple = (
     i64,
     String,
     String,
+    String,
     Option<String>,
     String,
     Option<String>,
@@ -193,7 +199,7 @@ type EndpointTuple = (
     i64,
 );
 
-const ENDPOINT_COLUMNS: &str = "id, app_id, url, description, event_types, secret, \
+const ENDPOINT_COLUMNS: &str = "id, app_id, url, description, purpose, event_types, secret, \
      previous_secret, previous_until, enabled, disabled_reason, failing_since, created_at, updated_at";
 
 fn endpoint_row(t: EndpointTuple) -> EndpointRow {
@@ -202,15 +208,16 @@ fn endpoint_row(t: EndpointTuple) -> EndpointRow {
         app_id: t.1,
         url: t.2,
         description: t.3,
-        event_types: t.4.and_then(|j| serde_json::from_str(&j).ok()),
-        secret: t.5,
-        previous_secret: t.6,
-        previous_until: t.7,
-        enabled: t.8,
-        disabled_reason: t.9,
-        failing_since: t.10,
-        created_at: t.11,
-        updated_at: t.12,
+        purpose: t.4,
+        event_types: t.5.and_then(|j| serde_json::from_str(&j).ok()),
+        secret: t.6,
+        previous_secret: t.7,
+        previous_until: t.8,
+        enabled: t.9,
+        disabled_reason: t.10,
+        failing_since: t.11,
+        created_at: t.12,
+        updated_at: t.13,
     }
 }
 
@@ -218,6 +225,8 @@ fn endpoint_row(t: EndpointTuple) -> EndpointRow {
 #[derive(Debug, Clone)]
 pub struct NewEndpoint<'a> {
     pub url: &'a str,
+    /// `events` or `jobs`.
+    pub purpose: &'a str,
     pub description: &'a str,
     pub event_types: Option<&'a [String]>,
     pub sealed_secret: &'a str,
@@ -231,11 +240,12 @@ pub async fn create_endpoint(
     let now = now_ms();
     let types = e.event_types.map(|t| serde_json::to_string(t).expect("strings serialise"));
     let sql = format!(
-        "INSERT INTO event_endpoints (app_id, url, description, event_types, secret, created_at, \
-         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {ENDPOINT_COLUMNS}"
+        "INSERT INTO event_endpoints (app_id, url, description, purpose, event_types, secret, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING {ENDPOINT_COLUMNS}"
     );
     let row: EndpointTuple = scoped_run!(db, Scope::App(app_id), c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(app_id).bind(e.url).bind(e.description).bind(types).bind(e.sealed_secret).bind(now)
+        .bind(app_id).bind(e.url).bind(e.description).bind(e.purpose).bind(types)
+        .bind(e.sealed_secret).bind(now)
         .fetch_one(c).await)?;
     Ok(endpoint_row(row))
 }
@@ -252,6 +262,16 @@ pub async fn endpoint(db: &Db, app_id: i64, id: i64) -> Result<Option<EndpointRo
     let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM event_endpoints WHERE app_id = $1 AND id = $2");
     let row: Option<EndpointTuple> = scoped_run!(db, Scope::App(app_id), c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(app_id).bind(id).fetch_optional(c).await)?;
+    Ok(row.map(endpoint_row))
+}
+
+/// The app's endpoint for its HTTP jobs, if it registered one.
+pub async fn jobs_endpoint(db: &Db, app_id: i64) -> Result<Option<EndpointRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM event_endpoints WHERE app_id = $1 AND purpose = 'jobs'"
+    );
+    let row: Option<EndpointTuple> = scoped_run!(db, Scope::App(app_id), c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(app_id).fetch_optional(c).await)?;
     Ok(row.map(endpoint_row))
 }
 
@@ -373,6 +393,7 @@ pub async fn add_deliveries(
     };
     let candidates: Vec<(i64, Option<String>)> = tx_run!(&mut *tx, c => sqlx::query_as(
         "SELECT id, event_types FROM event_endpoints WHERE app_id = $1 AND enabled \
+         AND purpose = 'events' \
          AND ($2 IS NULL OR id = $2) ORDER BY id")
         .bind(app_id).bind(only).fetch_all(&mut **c).await)?;
     let now = now_ms();

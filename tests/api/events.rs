@@ -13,7 +13,7 @@ use tollgate::jobs::Runtime;
 use tollgate::startup::Role;
 use tollgate::store::events::{self as store, Outgoing};
 use tollgate::store::ledger::{self, Credit, EntryKind, Note};
-use tollgate::store::{Db, now_ms};
+use tollgate::store::{Db, now_ms, scope};
 
 use crate::credits::{Shop, seed, shop_config};
 use crate::fake_receiver::{Received, Receiver};
@@ -115,8 +115,12 @@ impl Events {
 
 async fn count(db: &Db, table: &str) -> i64 {
     let sql = format!("SELECT COUNT(*) FROM {table}");
-    tollgate::db_run!(db, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await)
-        .unwrap()
+    let count = async {
+        let n: i64 = tollgate::scoped_run!(db, scope::Scope::AllApps, c =>
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(c).await)?;
+        Ok::<i64, sqlx::Error>(n)
+    };
+    count.await.unwrap()
 }
 
 /// Verifies a received delivery with the official `standardwebhooks` package; returns its
@@ -410,7 +414,7 @@ async fn in_production_private_and_loopback_targets_are_refused_at_registration_
     // One stored before the guard was on is refused when delivered, and nothing is sent.
     let sealed = tollgate::events::secrets::seal(&h.rt.config, "whsec_c2VjcmV0c2VjcmV0c2VjcmV0").unwrap();
     store::create_endpoint(&h.app.db, h.shop.app_id, &store::NewEndpoint {
-        url: &url, description: "", event_types: None, sealed_secret: &sealed,
+        url: &url, purpose: "events", description: "", event_types: None, sealed_secret: &sealed,
     }).await.unwrap();
     h.grant(1_000_000, "g1").await;
     h.work_at(now_ms()).await;
@@ -466,7 +470,12 @@ async fn plan_changes_deletions_and_an_exhausted_balance_publish_their_events() 
         .find(|v| v["type"] == "user.deleted").unwrap();
     assert_eq!(deleted["data"]["user_id"], "alice");
     // After the erasure no stored event but the deletion itself names alice.
-    let payloads: Vec<String> = tollgate::db_run!(&h.app.db, pool => sqlx::query_scalar(
-        "SELECT payload FROM events WHERE type <> 'user.deleted'").fetch_all(pool).await).unwrap();
+    let payloads = async {
+        let p: Vec<String> = tollgate::scoped_run!(&h.app.db, scope::Scope::App(h.shop.app_id),
+            c => sqlx::query_scalar("SELECT payload FROM events WHERE type <> 'user.deleted'")
+                .fetch_all(c).await)?;
+        Ok::<Vec<String>, sqlx::Error>(p)
+    };
+    let payloads = payloads.await.unwrap();
     assert!(payloads.iter().all(|p| !p.contains("\"alice\"")), "{payloads:?}");
 }

@@ -25,6 +25,7 @@ async fn every_event_is_delivered_with_its_one_id_after_workers_are_killed_mid_d
     rx.hold(Duration::from_millis(150));
     let endpoint = store::create_endpoint(&db, app.id, &store::NewEndpoint {
         url: &url,
+        purpose: "events",
         description: "",
         event_types: None,
         // The worker runs without ENCRYPTION_KEY (development): plain at rest.

@@ -44,6 +44,9 @@ pub struct EndpointIn {
     pub description: Option<String>,
     /// Event types to receive; omitted or empty: every type.
     pub event_types: Option<Vec<String>>,
+    /// `events` (default) or `jobs`: the endpoint the app's HTTP jobs are delivered to (one
+    /// per app; it receives no events).
+    pub purpose: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -124,10 +127,21 @@ pub async fn create_endpoint(
 ) -> Result<(StatusCode, Json<WithSecret>)> {
     op.require(Role::Admin)?;
     let app = visible_app(&state, &op, &slug).await?;
+    let for_jobs = match body.purpose.as_deref() {
+        None | Some("events") => false,
+        Some("jobs") => true,
+        Some(_) => {
+            return Err(Error::Validation(vec![FieldError::new(
+                "purpose",
+                "expected events or jobs",
+            )]));
+        }
+    };
     let input = EndpointInput {
         url: body.url,
         description: body.description,
         event_types: body.event_types,
+        for_jobs,
     };
     let made = service::create(&state.config, &state.db, app.id, input).await?;
     let id = made.endpoint.id;
