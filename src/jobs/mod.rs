@@ -9,7 +9,7 @@ pub mod client;
 pub mod cron;
 pub mod kind;
 pub mod kinds;
-mod maintenance;
+pub mod maintenance;
 pub mod metrics;
 pub mod ops;
 pub mod runtime;
