@@ -96,3 +96,8 @@ ALTER TABLE event_attempts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE event_attempts FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON event_attempts
     USING (tollgate_tenant_visible(app_id)) WITH CHECK (tollgate_tenant_visible(app_id));
+
+-- An app's HTTP job remembers the Idempotency-Key it was enqueued under: a retry of the request
+-- after a crash finds the job instead of enqueueing it again.
+ALTER TABLE jobs ADD COLUMN effect_key TEXT;
+CREATE UNIQUE INDEX jobs_effect_key ON jobs (effect_key) WHERE effect_key IS NOT NULL;

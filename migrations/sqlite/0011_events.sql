@@ -76,3 +76,8 @@ CREATE TABLE event_attempts (
     error        TEXT,
     UNIQUE (delivery_id, attempt)
 );
+
+-- An app's HTTP job remembers the Idempotency-Key it was enqueued under: a retry of the request
+-- after a crash finds the job instead of enqueueing it again.
+ALTER TABLE jobs ADD COLUMN effect_key TEXT;
+CREATE UNIQUE INDEX jobs_effect_key ON jobs (effect_key) WHERE effect_key IS NOT NULL;

@@ -43,6 +43,57 @@ pub struct AppConfig {
     /// What each store's products give: a plan, or credits.
     #[serde(default)]
     pub products: Vec<ProductConfig>,
+    /// The app's own jobs on a schedule, each run delivered to its jobs endpoint (docs/jobs.md).
+    #[serde(default)]
+    pub schedules: Vec<AppScheduleConfig>,
+}
+
+/// `[[apps.schedules]]`: one of the app's own kinds at every slot of `cron` (UTC).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppScheduleConfig {
+    pub name: String,
+    pub cron: crate::jobs::cron::CronExpr,
+    pub kind: String,
+    #[serde(default = "empty_object")]
+    pub args: serde_json::Value,
+    /// Default `app`.
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub catch_up: super::CatchUp,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+/// An app's schedules: valid names and kinds, object arguments, declared queues that are not
+/// tollgate's own.
+pub fn validate_schedules(apps: &[AppConfig], queues: &[&str], p: &mut Vec<Problem>) {
+    use crate::jobs::is_valid_queue_name;
+    for (i, a) in apps.iter().enumerate() {
+        let mut names = HashSet::new();
+        for (j, s) in a.schedules.iter().enumerate() {
+            let key = format!("apps.{i}.schedules.{j}");
+            if !is_valid_queue_name(&s.name) {
+                p.push(Problem::new(format!("{key}.name"), "1-64 characters of a-z, 0-9, '_', '-' and '.'"));
+            } else if !names.insert(s.name.as_str()) {
+                p.push(Problem::new(format!("{key}.name"), format!("{:?} is declared twice", s.name)));
+            }
+            if !is_valid_queue_name(&s.kind) {
+                p.push(Problem::new(format!("{key}.kind"), "1-64 characters of a-z, 0-9, '_', '-' and '.'"));
+            }
+            if !s.args.is_object() {
+                p.push(Problem::new(format!("{key}.args"), "expected a table of arguments"));
+            }
+            let queue = s.queue.as_deref().unwrap_or(crate::events::app_jobs::QUEUE);
+            if matches!(queue, "maintenance" | "events") {
+                p.push(Problem::new(format!("{key}.queue"), format!("{queue:?} is tollgate's own queue")));
+            } else if !queues.contains(&queue) {
+                p.push(Problem::new(format!("{key}.queue"), format!("queue {queue:?} is not declared under [jobs.queues]")));
+            }
+        }
+    }
 }
 
 impl AppConfig {

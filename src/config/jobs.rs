@@ -171,6 +171,13 @@ pub fn validate(c: &JobsConfig, p: &mut Vec<Problem>) {
                 format!("{:?} is declared twice", s.name),
             ));
         }
+        if s.kind.starts_with(crate::jobs::kind::APP_KIND_PREFIX) {
+            p.push(Problem::new(
+                format!("{key}.kind"),
+                "an app's own kinds are scheduled under [[apps.schedules]]",
+            ));
+            continue;
+        }
         match kinds::builtin().queue_of(&s.kind) {
             None => p.push(Problem::new(
                 format!("{key}.kind"),

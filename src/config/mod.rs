@@ -28,7 +28,7 @@ use serde::Deserialize;
 
 use crate::redact::redact_url;
 
-pub use apps::AppConfig;
+pub use apps::{AppConfig, AppScheduleConfig};
 pub use events::EventsConfig;
 pub use gateway::{GatewayConfig, MockConfig, ModelConfig, ModelTable, ProvidersConfig};
 pub use jobs::{CatchUp, JobsConfig, QueueConfig, ScheduleConfig};

@@ -5,6 +5,7 @@
 //! it; a delivery job sends it ([`send`]) and retries on the schedule of
 //! [`crate::domain::events::retry_delay`]. docs/events.md is the user's guide.
 
+pub mod app_jobs;
 pub mod endpoints;
 pub mod fan_out;
 pub mod metrics;

@@ -24,6 +24,9 @@ pub struct EnqueueOptions {
     /// While an unfinished job of the same kind holds this key, enqueueing again returns it.
     pub unique_key: Option<String>,
     pub timeout: Option<Duration>,
+    /// The `Idempotency-Key` effect of the request enqueueing it: enqueueing again under the
+    /// same effect returns the first job, finished or not.
+    pub effect_key: Option<String>,
 }
 
 impl EnqueueOptions {
@@ -173,6 +176,35 @@ impl Client {
         Ok((enqueued, spec.queue))
     }
 
+    /// Enqueues an app's own kind (`app.<slug>.<kind>`) with its JSON arguments, in its own
+    /// transaction: the kinds registered as [`super::kind::APP_KINDS`] run it.
+    pub async fn enqueue_named(
+        &self,
+        kind: String,
+        args: &str,
+        defaults: KindDefaults,
+        options: EnqueueOptions,
+    ) -> Result<(Enqueued, String), EnqueueError> {
+        let mut spec = Spec::new(defaults, options);
+        spec.kind = std::borrow::Cow::Owned(kind);
+        let mut tx = self.db.begin().await?;
+        if let Some(key) = spec.effect_key.as_deref()
+            && let Some(id) = queue::by_effect_key(&mut tx, key).await?
+        {
+            tx.rollback().await?;
+            let first = Enqueued {
+                id,
+                inserted: false,
+                parked: false,
+            };
+            return Ok((first, spec.queue));
+        }
+        let enqueued = self.insert_raw(&mut tx, &spec, args).await?;
+        tx.commit().await?;
+        self.wakers.wake(&spec.queue);
+        Ok((enqueued, spec.queue))
+    }
+
     /// Enqueues by kind name with JSON arguments (cron schedules from the config use this).
     pub(crate) async fn insert_raw(
         &self,
@@ -197,7 +229,7 @@ impl Client {
             tx,
             &NewJob {
                 queue: &spec.queue,
-                kind: spec.kind,
+                kind: &spec.kind,
                 args,
                 priority: spec.priority,
                 max_attempts: spec.max_attempts,
@@ -206,11 +238,12 @@ impl Client {
                 created_at: now,
                 parked,
                 unique_key: spec.unique_key.as_deref(),
+                effect_key: spec.effect_key.as_deref(),
             },
         )
         .await?;
         if inserted {
-            metrics::enqueued(&spec.queue, spec.kind);
+            metrics::enqueued(&spec.queue, &spec.kind);
         }
         Ok(Enqueued {
             id,
@@ -223,13 +256,15 @@ impl Client {
 /// Everything about a job except its arguments.
 #[derive(Debug, Clone)]
 pub(crate) struct Spec {
-    pub kind: &'static str,
+    /// The kind's name as stored: the kind's own, or an app's kind (`app.<slug>.<kind>`).
+    pub kind: std::borrow::Cow<'static, str>,
     pub queue: String,
     pub priority: i64,
     pub max_attempts: i64,
     pub timeout: Duration,
     pub run_at: Option<i64>,
     pub unique_key: Option<String>,
+    pub effect_key: Option<String>,
     pub when_off: WhenEnqueueOff,
 }
 
@@ -237,13 +272,14 @@ impl Spec {
     /// The kind's defaults with the caller's overrides.
     pub(crate) fn new(d: KindDefaults, o: EnqueueOptions) -> Spec {
         Spec {
-            kind: d.kind,
+            kind: std::borrow::Cow::Borrowed(d.kind),
             queue: o.queue.unwrap_or_else(|| d.queue.to_string()),
             priority: o.priority.unwrap_or(d.priority),
             max_attempts: o.max_attempts.unwrap_or(d.max_attempts),
             timeout: o.timeout.unwrap_or(d.timeout),
             run_at: o.run_at,
             unique_key: o.unique_key,
+            effect_key: o.effect_key,
             when_off: d.when_enqueue_off,
         }
     }

@@ -154,6 +154,12 @@ impl<J: Job> ErasedKind for Typed<J> {
     }
 }
 
+/// Jobs an app enqueues over HTTP are stored as `app.<slug>.<kind>`, so stats, switches and
+/// unique keys tell them apart by their own kind.
+pub const APP_KIND_PREFIX: &str = "app.";
+/// The registered name of the kind that runs every app kind.
+pub const APP_KINDS: &str = "app.*";
+
 /// The kinds a worker can run, by name.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -173,7 +179,17 @@ impl Registry {
     }
 
     pub fn contains(&self, kind: &str) -> bool {
-        self.kinds.contains_key(kind)
+        self.get(kind).is_some()
+    }
+
+    /// The kind named `kind`; an app's own kind (`app.<slug>.<kind>`, docs/jobs.md) is run by
+    /// the one kind registered as [`APP_KINDS`].
+    fn get(&self, kind: &str) -> Option<&Arc<dyn ErasedKind>> {
+        self.kinds.get(kind).or_else(|| {
+            kind.strip_prefix(APP_KIND_PREFIX)
+                .filter(|rest| rest.contains('.'))
+                .and_then(|_| self.kinds.get(APP_KINDS))
+        })
     }
 
     /// The default queue of a registered kind.
@@ -182,7 +198,7 @@ impl Registry {
     }
 
     pub fn defaults(&self, kind: &str) -> Option<KindDefaults> {
-        self.kinds.get(kind).map(|k| k.defaults())
+        self.get(kind).map(|k| k.defaults())
     }
 
     /// Sorted names, for messages.
@@ -194,12 +210,11 @@ impl Registry {
 
     /// Starts the handler of `kind` on `args`; `None` for an unknown kind.
     pub(crate) fn run(&self, kind: &str, args: &str, ctx: JobContext) -> Option<BoxFuture> {
-        self.kinds.get(kind).map(|k| k.run(args, ctx))
+        self.get(kind).map(|k| k.run(args, ctx))
     }
 
     pub(crate) fn backoff(&self, kind: &str, attempt: i64) -> Duration {
-        self.kinds
-            .get(kind)
+        self.get(kind)
             .map(|k| k.backoff(attempt))
             .unwrap_or_else(|| backoff::exponential(attempt))
     }

@@ -35,7 +35,8 @@ pub const PERIOD_CREDITS_SCHEDULE: &str = "tollgate.period_credits";
 pub struct Schedule {
     pub name: String,
     pub cron: CronExpr,
-    pub kind: &'static str,
+    /// A registered kind, or an app's (`app.<slug>.<kind>`).
+    pub kind: std::borrow::Cow<'static, str>,
     /// JSON text.
     pub args: String,
     pub queue: Option<String>,
@@ -49,7 +50,7 @@ impl Schedule {
         Some(Schedule {
             name: s.name.clone(),
             cron: s.cron.clone(),
-            kind: registry.defaults(&s.kind)?.kind,
+            kind: std::borrow::Cow::Borrowed(registry.defaults(&s.kind)?.kind),
             args: s.args.to_string(),
             queue: s.queue.clone(),
             catch_up: s.catch_up,
@@ -62,7 +63,7 @@ pub fn schedules(config: &Config, registry: &Registry) -> Vec<Schedule> {
     let mut all = vec![Schedule {
         name: PRUNE_SCHEDULE.into(),
         cron: config.jobs.prune_cron.clone(),
-        kind: super::kinds::maintenance::Prune::KIND_NAME,
+        kind: super::kinds::maintenance::Prune::KIND_NAME.into(),
         args: "{}".into(),
         queue: None,
         catch_up: CatchUp::Once,
@@ -82,7 +83,7 @@ pub fn schedules(config: &Config, registry: &Registry) -> Vec<Schedule> {
         all.push(Schedule {
             name: name.into(),
             cron: cron.clone(),
-            kind,
+            kind: kind.into(),
             args: "{}".into(),
             queue: None,
             catch_up: CatchUp::Once,
@@ -95,7 +96,29 @@ pub fn schedules(config: &Config, registry: &Registry) -> Vec<Schedule> {
             .iter()
             .filter_map(|s| Schedule::from_config(s, registry)),
     );
+    for app in &config.apps {
+        all.extend(app.schedules.iter().map(|s| app_schedule(&app.slug, s)));
+    }
     all
+}
+
+/// An app's schedule: its kind stored as `app.<slug>.<kind>`, its name likewise, so two apps'
+/// schedules of one name are two schedules.
+fn app_schedule(slug: &str, s: &crate::config::AppScheduleConfig) -> Schedule {
+    use crate::events::app_jobs::{self, AppJob};
+    let args = AppJob {
+        app: slug.to_string(),
+        kind: s.kind.clone(),
+        args: s.args.clone(),
+    };
+    Schedule {
+        name: app_jobs::stored_kind(slug, &s.name),
+        cron: s.cron.clone(),
+        kind: app_jobs::stored_kind(slug, &s.kind).into(),
+        args: serde_json::to_string(&args).expect("JSON values serialise"),
+        queue: Some(s.queue.clone().unwrap_or_else(|| app_jobs::QUEUE.to_string())),
+        catch_up: s.catch_up,
+    }
 }
 
 /// Runs schedules on a tick.
@@ -226,13 +249,14 @@ impl Scheduler {
     ) -> Result<bool, EnqueueError> {
         let defaults = self
             .registry
-            .defaults(s.kind)
+            .defaults(&s.kind)
             .expect("schedules only name registered kinds");
         let mut options = EnqueueOptions::default()
             .unique(format!("cron:{}:{slot}", s.name))
             .priority(CRON_PRIORITY.min(defaults.priority));
         options.queue = s.queue.clone();
-        let spec = Spec::new(defaults, options);
+        let mut spec = Spec::new(defaults, options);
+        spec.kind = s.kind.clone();
         let mut tx = self.client.db().begin().await?;
         if !slots::claim_slot(&mut tx, &s.name, slot, now).await? {
             tx.rollback().await?;

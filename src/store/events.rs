@@ -138,6 +138,7 @@ pub async fn publish(tx: &mut Tx, app_id: i64, e: &Outgoing) -> Result<Option<i6
             created_at: now,
             parked: enqueue_off.as_deref() == Some("off"),
             unique_key: None,
+            effect_key: None,
         },
     )
     .await?;

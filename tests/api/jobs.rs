@@ -531,7 +531,7 @@ async fn two_schedulers_enqueue_one_job_per_slot_and_catch_up_once() {
     let every_minute = |name: &str, catch_up| Schedule {
         name: name.into(),
         cron: CronExpr::parse("* * * * *").unwrap(),
-        kind: "noop",
+        kind: "noop".into(),
         args: "{}".into(),
         queue: None,
         catch_up,
@@ -645,7 +645,7 @@ async fn a_cron_slot_runs_before_a_backlog_on_its_queue() {
     let schedule = Schedule {
         name: "every-5s".into(),
         cron: CronExpr::parse("*/5 * * * * *").unwrap(),
-        kind: "noop",
+        kind: "noop".into(),
         args: "{}".into(),
         queue: None,
         catch_up: CatchUp::Once,

@@ -6,6 +6,7 @@ pub mod compat;
 pub mod credits;
 pub mod gateway;
 pub mod invites;
+pub mod jobs;
 pub mod me;
 pub mod money;
 pub mod users;
@@ -21,6 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(credits::router())
         .merge(gateway::router())
         .merge(invites::router())
+        .merge(jobs::router())
         .merge(me::router())
         .merge(users::router())
 }

@@ -1,14 +1,17 @@
 //! `events.fan_out` (one stored event → a delivery per endpoint) and `events.deliver` (one
 //! signed POST, retried on Svix's schedule; a 2xx ends it, a 410 disables the endpoint, an
-//! endpoint failing for longer than `events.disable_after_hours` is disabled).
+//! endpoint failing for longer than `events.disable_after_hours` is disabled); and the app's
+//! own HTTP jobs (`app.<slug>.<kind>`, docs/jobs.md).
 
 use std::time::Duration;
 
 use crate::domain::events::{DELIVERY_ATTEMPTS, retry_delay};
+use crate::events::app_jobs::{self, AppJob};
 use crate::events::endpoints::signing_secrets;
 use crate::events::fan_out::{self, Deliver};
 use crate::events::metrics;
 use crate::events::send::Message;
+use crate::jobs::kind::APP_KINDS;
 use crate::jobs::{Job, JobContext, Permanent, WhenEnqueueOff};
 use crate::store::events::{self as store, AttemptEnd, AttemptRow, FAN_OUT_KIND, FanOutArgs, QUEUE};
 
@@ -121,6 +124,67 @@ impl Job for Deliver {
             AttemptEnd::Succeeded => Ok(()),
             AttemptEnd::Retry => Err(anyhow::anyhow!(why())),
             AttemptEnd::Failed => Err(Permanent::error(why())),
+        }
+    }
+}
+
+/// An app's own job (`app.<slug>.<kind>`): one signed POST to the app's jobs endpoint per
+/// attempt, under one `webhook-id` for every attempt of the job (the app dedupes by it). A 2xx
+/// completes it; anything else is retried with the queue's backoff, then discarded.
+impl Job for AppJob {
+    const KIND: &'static str = APP_KINDS;
+    const QUEUE: &'static str = app_jobs::QUEUE;
+    const TIMEOUT: Duration = Duration::from_secs(150);
+    // The app asked for it and was answered 2xx: it must run some day.
+    const WHEN_ENQUEUE_OFF: WhenEnqueueOff = WhenEnqueueOff::Park;
+
+    async fn run(self, ctx: JobContext) -> anyhow::Result<()> {
+        let app = crate::store::identity::app_by_slug(&ctx.db, &self.app)
+            .await?
+            .ok_or_else(|| Permanent::error(format!("app {:?} no longer exists", self.app)))?;
+        let Some(endpoint) = store::jobs_endpoint(&ctx.db, app.id).await? else {
+            // Retried: the app may be registering it right now.
+            anyhow::bail!(
+                "app {:?} has no jobs endpoint (tollgate endpoints add --jobs)",
+                self.app
+            );
+        };
+        if !endpoint.enabled {
+            anyhow::bail!("the jobs endpoint of app {:?} is disabled", self.app);
+        }
+        let now = ctx.now_ms();
+        let body = serde_json::json!({
+            "type": "job.run",
+            "timestamp": store::rfc3339(now),
+            "data": {
+                "job_id": ctx.job.id,
+                "kind": self.kind,
+                "args": self.args,
+                "attempt": ctx.job.attempt,
+                "max_attempts": ctx.job.max_attempts,
+            },
+        })
+        .to_string();
+        let secrets = signing_secrets(&ctx.config, &endpoint, now)?;
+        let msg_id = format!("job_{}", ctx.job.id);
+        let sent = ctx
+            .sender
+            .send(&Message {
+                url: &endpoint.url,
+                msg_id: &msg_id,
+                timestamp: now / 1000,
+                body: &body,
+                secrets: &secrets,
+            })
+            .await;
+        metrics::attempted(sent.outcome(), sent.took);
+        match (sent.status, sent.error) {
+            (Some(200..=299), _) => Ok(()),
+            (Some(status), _) => {
+                let answer = sent.response.unwrap_or_default();
+                anyhow::bail!("the jobs endpoint answered {status}: {}", answer.chars().take(200).collect::<String>())
+            }
+            (None, error) => anyhow::bail!("{}", error.unwrap_or_else(|| "no answer".into())),
         }
     }
 }

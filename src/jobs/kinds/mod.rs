@@ -20,7 +20,8 @@ pub fn builtin() -> &'static Registry {
             .register::<ledger::PeriodCredits>()
             .register::<billing::ProcessWebhook>()
             .register::<crate::store::events::FanOutArgs>()
-            .register::<crate::events::fan_out::Deliver>();
+            .register::<crate::events::fan_out::Deliver>()
+            .register::<crate::events::app_jobs::AppJob>();
         r
     })
 }

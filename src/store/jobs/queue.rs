@@ -17,6 +17,8 @@ pub struct NewJob<'a> {
     pub created_at: i64,
     pub parked: bool,
     pub unique_key: Option<&'a str>,
+    /// The `Idempotency-Key` effect of the request that enqueued it (an app's HTTP job).
+    pub effect_key: Option<&'a str>,
 }
 
 /// The NOTIFY channel workers LISTEN on (PostgreSQL); the payload is the queue name.
@@ -27,14 +29,14 @@ pub const NOTIFY_CHANNEL: &str = "tollgate_jobs";
 pub async fn insert(tx: &mut Tx, job: &NewJob<'_>) -> Result<(i64, bool), sqlx::Error> {
     let inserted: Option<i64> = tx_run!(tx, c => sqlx::query_scalar(
         "INSERT INTO jobs (queue, kind, args, state, priority, attempt, max_attempts, timeout_ms, \
-         run_at, created_at, parked, unique_key) \
-         VALUES ($1, $2, $3, 'available', $4, 0, $5, $6, $7, $8, $9, $10) \
+         run_at, created_at, parked, unique_key, effect_key) \
+         VALUES ($1, $2, $3, 'available', $4, 0, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (kind, unique_key) \
          WHERE unique_key IS NOT NULL AND state IN ('available', 'running', 'retryable') \
          DO NOTHING RETURNING id")
         .bind(job.queue).bind(job.kind).bind(job.args).bind(job.priority)
         .bind(job.max_attempts).bind(job.timeout_ms).bind(job.run_at).bind(job.created_at)
-        .bind(job.parked).bind(job.unique_key)
+        .bind(job.parked).bind(job.unique_key).bind(job.effect_key)
         .fetch_optional(&mut **c).await)?;
     if let Some(id) = inserted {
         if let Tx::Postgres(c) = tx
@@ -55,6 +57,12 @@ pub async fn insert(tx: &mut Tx, job: &NewJob<'_>) -> Result<(i64, bool), sqlx::
         .bind(job.kind).bind(job.unique_key)
         .fetch_one(&mut **c).await)?;
     Ok((existing, false))
+}
+
+/// The job enqueued under an `Idempotency-Key` effect, if any.
+pub async fn by_effect_key(tx: &mut Tx, key: &str) -> Result<Option<i64>, sqlx::Error> {
+    tx_run!(tx, c => sqlx::query_scalar("SELECT id FROM jobs WHERE effect_key = $1")
+        .bind(key).fetch_optional(&mut **c).await)
 }
 
 /// A job handed to a worker.
