@@ -81,3 +81,25 @@ CREATE TABLE event_attempts (
 -- after a crash finds the job instead of enqueueing it again.
 ALTER TABLE jobs ADD COLUMN effect_key TEXT;
 CREATE UNIQUE INDEX jobs_effect_key ON jobs (effect_key) WHERE effect_key IS NOT NULL;
+
+-- Email (docs/email.md): one row per message, rendered when it is queued, sent by a job; the
+-- key makes a message once per app however often it is asked for.
+CREATE TABLE email_messages (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    app_id      BIGINT NOT NULL REFERENCES apps (id),
+    key         TEXT   NOT NULL,
+    template    TEXT   NOT NULL,
+    -- Personal data: pruned with the message (retention.email_days).
+    recipient   TEXT   NOT NULL,
+    subject     TEXT   NOT NULL,
+    text_body   TEXT   NOT NULL,
+    html_body   TEXT,
+    state       TEXT   NOT NULL CHECK (state IN ('pending', 'sent', 'failed', 'bounced')),
+    attempts    BIGINT NOT NULL DEFAULT 0,
+    -- The SMTP reply code of the last failure (a 5xx is a bounce).
+    smtp_code   BIGINT,
+    last_error  TEXT,
+    created_at  BIGINT NOT NULL,
+    sent_at     BIGINT,
+    UNIQUE (app_id, key)
+);

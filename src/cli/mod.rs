@@ -3,6 +3,7 @@
 
 mod check;
 mod credits;
+mod email;
 mod endpoints;
 mod identity;
 mod jobs;
@@ -93,6 +94,11 @@ pub enum Command {
         #[command(subcommand)]
         command: endpoints::EndpointsCommand,
     },
+    /// Email: send a test message through SMTP_URL.
+    Email {
+        #[command(subcommand)]
+        command: email::EmailCommand,
+    },
     /// Print the version.
     Version,
     /// Configuration helpers.
@@ -173,6 +179,7 @@ pub fn run(cli: Cli) -> ExitCode {
             db.close().await;
             result
         }),
+        Command::Email { command } => with_config(cli.config, |c| email::run(c, command)),
         Command::Ledger { command } => with_db(cli.config, async move |db: &crate::store::Db| {
             credits::ledger(db, command).await
         }),

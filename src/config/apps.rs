@@ -46,6 +46,8 @@ pub struct AppConfig {
     /// The app's own jobs on a schedule, each run delivered to its jobs endpoint (docs/jobs.md).
     #[serde(default)]
     pub schedules: Vec<AppScheduleConfig>,
+    /// The app's email sender and templates (docs/email.md).
+    pub email: Option<super::AppEmailConfig>,
 }
 
 /// `[[apps.schedules]]`: one of the app's own kinds at every slot of `cron` (UTC).

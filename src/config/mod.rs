@@ -6,6 +6,7 @@
 mod apps;
 pub mod billing;
 pub mod database_url;
+mod email;
 mod env;
 mod events;
 mod gateway;
@@ -29,6 +30,7 @@ use serde::Deserialize;
 use crate::redact::redact_url;
 
 pub use apps::{AppConfig, AppScheduleConfig};
+pub use email::{AppEmailConfig, EmailConfig, EmailTemplate};
 pub use events::EventsConfig;
 pub use gateway::{GatewayConfig, MockConfig, ModelConfig, ModelTable, ProvidersConfig};
 pub use jobs::{CatchUp, JobsConfig, QueueConfig, ScheduleConfig};
@@ -96,6 +98,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Delivering tollgate's own events to the apps' endpoints (docs/events.md).
     pub events: EventsConfig,
+    /// The SMTP transport (docs/email.md).
+    pub email: EmailConfig,
     pub log: LogConfig,
     /// Apps declared here are created or updated at startup.
     #[serde(default)]

@@ -6,6 +6,7 @@
 //! [`crate::domain::events::retry_delay`]. docs/events.md is the user's guide.
 
 pub mod app_jobs;
+pub mod email;
 pub mod endpoints;
 pub mod fan_out;
 pub mod metrics;

@@ -13,16 +13,27 @@ use crate::config::Config;
 pub struct Sender {
     client: reqwest::Client,
     policy: std::sync::Arc<Policy>,
+    /// The SMTP transport, when `SMTP_URL` is set.
+    mailer: Option<super::email::Mailer>,
 }
 
 impl Sender {
     pub fn from_config(c: &Config) -> Sender {
         let policy = std::sync::Arc::new(Policy::from_config(c));
         let timeout = Duration::from_millis(c.events.attempt_timeout_ms);
+        let mailer = super::email::Mailer::from_config(c).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "email.smtp_url cannot be used; email is not sent");
+            None
+        });
         Sender {
             client: target::client(policy.clone(), timeout),
             policy,
+            mailer,
         }
+    }
+
+    pub fn mailer(&self) -> Option<&super::email::Mailer> {
+        self.mailer.as_ref()
     }
 
     pub async fn send(&self, m: &Message<'_>) -> Sent {

@@ -33,7 +33,8 @@ pub struct ReadyOut {
     /// `rate_limits.on_redis_error = "open"`; still 200); `fail` (503).
     pub status: &'static str,
     pub version: &'static str,
-    /// One entry per dependency: `database`, `migrations`, and `redis` when configured.
+    /// One entry per dependency: `database`, `migrations`, and `redis` and `email` when
+    /// configured (email down is a `warn`: messages wait in their jobs).
     pub checks: BTreeMap<&'static str, Vec<CheckOut>>,
 }
 
@@ -92,11 +93,17 @@ pub async fn get_health() -> Response {
         (status = 503, description = "At least one dependency fails", body = ReadyOut,
             content_type = "application/health+json")))]
 pub async fn get_ready(State(state): State<AppState>) -> Response {
-    let results = checks::all(&state.db, state.config.redis.url.as_deref()).await;
+    let (mut results, email) = tokio::join!(
+        checks::all(&state.db, state.config.redis.url.as_deref()),
+        checks::email(&state.config)
+    );
+    results.extend(email);
     // Redis only backs the rate limits: set to fail open, its loss degrades them, it does not
-    // make the replica unable to serve.
-    let tolerated =
-        |c: &Check| c.name == "redis" && state.config.rate_limits.on_redis_error == FailMode::Open;
+    // make the replica unable to serve. Email is sent by jobs that wait for it to come back.
+    let tolerated = |c: &Check| {
+        (c.name == "redis" && state.config.rate_limits.on_redis_error == FailMode::Open)
+            || c.name == "email"
+    };
     let ok = results.iter().all(|c| c.ok || tolerated(c));
     let degraded = results.iter().any(|c| !c.ok);
     for failed in results.iter().filter(|c| !c.ok) {

@@ -92,6 +92,23 @@ pub async fn redis(url: &str) -> Check {
     .await
 }
 
+/// The SMTP server of `SMTP_URL` accepts a connection, the TLS it asks for and the credentials;
+/// `None` when email is not configured.
+pub async fn email(config: &crate::config::Config) -> Option<Check> {
+    let mailer = match crate::events::email::Mailer::from_config(config) {
+        Ok(None) => return None,
+        Ok(Some(m)) => Ok(m),
+        Err(e) => Err(e),
+    };
+    Some(
+        timed("email", async move {
+            let mailer = mailer?;
+            mailer.check().await.map(Some)
+        })
+        .await,
+    )
+}
+
 /// All checks that apply to this deployment, run concurrently.
 pub async fn all(db: &Db, redis_url: Option<&str>) -> Vec<Check> {
     let redis_check = async {

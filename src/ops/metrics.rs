@@ -64,6 +64,7 @@ fn describe() {
     );
     crate::jobs::metrics::describe();
     crate::events::metrics::describe();
+    crate::events::email::metrics::describe();
     crate::store::ledger::metrics::describe();
     crate::gateway::metrics::describe();
     crate::http::rate_limit::describe_metrics();

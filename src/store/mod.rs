@@ -6,6 +6,7 @@
 
 pub mod billing;
 pub mod bulk;
+pub mod email;
 pub mod events;
 pub mod idempotency;
 pub mod identity;

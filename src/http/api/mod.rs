@@ -4,6 +4,7 @@
 pub mod billing;
 pub mod compat;
 pub mod credits;
+pub mod email;
 pub mod gateway;
 pub mod invites;
 pub mod jobs;
@@ -20,6 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(billing::router())
         .merge(compat::router())
         .merge(credits::router())
+        .merge(email::router())
         .merge(gateway::router())
         .merge(invites::router())
         .merge(jobs::router())

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::domain::events::{DELIVERY_ATTEMPTS, retry_delay};
 use crate::events::app_jobs::{self, AppJob};
+use crate::events::email::{self, SendEmail};
 use crate::events::endpoints::signing_secrets;
 use crate::events::fan_out::{self, Deliver};
 use crate::events::metrics;
@@ -185,6 +186,77 @@ impl Job for AppJob {
                 anyhow::bail!("the jobs endpoint answered {status}: {}", answer.chars().take(200).collect::<String>())
             }
             (None, error) => anyhow::bail!("{}", error.unwrap_or_else(|| "no answer".into())),
+        }
+    }
+}
+
+/// `email.send`: one stored message through the SMTP transport. A 5xx refusal is a bounce
+/// (recorded, counted, not retried); anything else is retried with backoff, then failed.
+impl Job for SendEmail {
+    const KIND: &'static str = "email.send";
+    const QUEUE: &'static str = QUEUE;
+    const MAX_ATTEMPTS: i64 = 10;
+    const WHEN_ENQUEUE_OFF: WhenEnqueueOff = WhenEnqueueOff::Park;
+
+    async fn run(self, ctx: JobContext) -> anyhow::Result<()> {
+        use crate::store::email::{self as mail, Attempted};
+        let Some(m) = mail::message(&ctx.db, self.app, self.message).await? else {
+            return Err(Permanent::error(format!("email message {} does not exist", self.message)));
+        };
+        if m.state != "pending" {
+            return Ok(()); // sent by a run that died before completing its job
+        }
+        let Some(mailer) = ctx.sender.mailer() else {
+            anyhow::bail!("SMTP_URL is not set: the message waits until it is");
+        };
+        let app_from = match crate::store::identity::app_by_id(&ctx.db, self.app).await? {
+            Some(a) => ctx.config.app(&a.slug).and_then(|c| c.email.as_ref()).and_then(|e| e.from.clone()),
+            None => None,
+        };
+        let message_id = format!("<tollgate.{}.{}@{}>", self.app, m.id, "tollgate");
+        let sent = mailer
+            .send(&email::Outgoing {
+                from: app_from.as_deref(),
+                to: &m.recipient,
+                subject: &m.subject,
+                text: &m.text,
+                html: m.html.as_deref(),
+                message_id: &message_id,
+            })
+            .await;
+        let attempts = ctx.job.attempt;
+        let last = attempts >= ctx.job.max_attempts;
+        let to = email::mask(&m.recipient);
+        match sent {
+            Ok(()) => {
+                let done = Attempted { state: "sent", attempts, smtp_code: None, error: None };
+                mail::record(&ctx.db, self.app, m.id, &done).await?;
+                email::metrics::finished("sent");
+                tracing::info!(message = m.id, template = %m.template, to = %to, "email sent");
+                Ok(())
+            }
+            Err(e) => {
+                let (state, code) = match &e {
+                    email::SendError::Rejected { code, .. } => ("bounced", Some(i64::from(*code))),
+                    email::SendError::Transient { code, .. } if last => ("failed", code.map(i64::from)),
+                    email::SendError::Transient { code, .. } => ("pending", code.map(i64::from)),
+                };
+                let error = e.to_string();
+                let done = Attempted { state, attempts, smtp_code: code, error: Some(&error) };
+                mail::record(&ctx.db, self.app, m.id, &done).await?;
+                tracing::warn!(message = m.id, template = %m.template, to = %to, state, error = %error, "email not sent");
+                match state {
+                    "bounced" => {
+                        email::metrics::finished("bounced");
+                        Err(Permanent::error(error))
+                    }
+                    "failed" => {
+                        email::metrics::finished("failed");
+                        Err(Permanent::error(error))
+                    }
+                    _ => Err(anyhow::anyhow!(error)),
+                }
+            }
         }
     }
 }

@@ -21,7 +21,8 @@ pub fn builtin() -> &'static Registry {
             .register::<billing::ProcessWebhook>()
             .register::<crate::store::events::FanOutArgs>()
             .register::<crate::events::fan_out::Deliver>()
-            .register::<crate::events::app_jobs::AppJob>();
+            .register::<crate::events::app_jobs::AppJob>()
+            .register::<crate::events::email::SendEmail>();
         r
     })
 }
