@@ -81,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
                 ends: ledger::HoldState::Settled,
                 reason: None,
                 usage: None,
+                credits_low: None,
             };
             batcher.close(settle).await?;
             anyhow::Ok(())

@@ -14,6 +14,10 @@ pub struct RetentionConfig {
     pub usage_record_days: u32,
     pub audit_days: u32,
     pub payment_event_days: u32,
+    /// Outbound events with their deliveries and attempts (docs/events.md).
+    pub event_days: u32,
+    /// Email messages (docs/email.md).
+    pub email_days: u32,
 }
 
 /// At most a century: a longer one is a typo, and 0 already means for ever.
@@ -21,13 +25,15 @@ const MAX_DAYS: u32 = 36_500;
 
 impl RetentionConfig {
     /// Each kind with its retention in days (0: for ever).
-    pub fn days(&self) -> [(crate::store::privacy::Kept, u32); 4] {
+    pub fn days(&self) -> [(crate::store::privacy::Kept, u32); 6] {
         use crate::store::privacy::Kept;
         [
             (Kept::WebhookPayloads, self.webhook_payload_days),
             (Kept::UsageRecords, self.usage_record_days),
             (Kept::AuditEntries, self.audit_days),
             (Kept::PaymentEvents, self.payment_event_days),
+            (Kept::Events, self.event_days),
+            (Kept::EmailMessages, self.email_days),
         ]
     }
 }
@@ -38,6 +44,8 @@ pub fn validate(r: &RetentionConfig, p: &mut Vec<Problem>) {
         ("retention.usage_record_days", r.usage_record_days),
         ("retention.audit_days", r.audit_days),
         ("retention.payment_event_days", r.payment_event_days),
+        ("retention.event_days", r.event_days),
+        ("retention.email_days", r.email_days),
     ] {
         if days > MAX_DAYS {
             p.push(Problem::new(

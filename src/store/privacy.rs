@@ -50,14 +50,20 @@ pub enum Kept {
     UsageRecords,
     AuditEntries,
     PaymentEvents,
+    /// Outbound events, with their deliveries and attempts.
+    Events,
+    /// Email messages: recipient and rendered bodies.
+    EmailMessages,
 }
 
 impl Kept {
-    pub const ALL: [Kept; 4] = [
+    pub const ALL: [Kept; 6] = [
         Kept::WebhookPayloads,
         Kept::UsageRecords,
         Kept::AuditEntries,
         Kept::PaymentEvents,
+        Kept::Events,
+        Kept::EmailMessages,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +72,8 @@ impl Kept {
             Kept::UsageRecords => "usage_records",
             Kept::AuditEntries => "audit_entries",
             Kept::PaymentEvents => "payment_events",
+            Kept::Events => "events",
+            Kept::EmailMessages => "email_messages",
         }
     }
 
@@ -85,6 +93,13 @@ impl Kept {
             Kept::PaymentEvents => {
                 "DELETE FROM payment_events WHERE id IN \
                  (SELECT id FROM payment_events WHERE created_at < $1 LIMIT $2)"
+            }
+            Kept::Events => {
+                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE created_at < $1 LIMIT $2)"
+            }
+            Kept::EmailMessages => {
+                "DELETE FROM email_messages WHERE id IN \
+                 (SELECT id FROM email_messages WHERE created_at < $1 AND state <> 'pending' LIMIT $2)"
             }
         }
     }

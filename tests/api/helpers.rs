@@ -125,6 +125,9 @@ impl TestDb {
         c.database.owner_url = self.owner_url.clone();
         c.database.max_connections = 5;
         c.http.shutdown_timeout_ms = 5_000;
+        // The period-credits sweep runs every ten minutes by default; a test running across a
+        // boundary would see credits it did not grant. Tests run the job themselves.
+        c.ledger.period_credits_cron = "0 0 1 1 *".parse().expect("a cron expression");
         c
     }
 
