@@ -30,8 +30,15 @@ async fn main() -> anyhow::Result<()> {
     let n = env_usize("BENCH_EVENTS", 2000);
     let bench = support::BenchDb::new("events_bench").await?;
     let (db, config) = (bench.db.clone(), bench.config.clone());
-    let concurrency = config.jobs.queues.get(store::QUEUE).map_or(20, |q| q.concurrency);
-    println!("backend: {}  events: {n}  concurrency: {concurrency}", db.backend().as_str());
+    let concurrency = config
+        .jobs
+        .queues
+        .get(store::QUEUE)
+        .map_or(20, |q| q.concurrency);
+    println!(
+        "backend: {}  events: {n}  concurrency: {concurrency}",
+        db.backend().as_str()
+    );
 
     // A receiver that answers 200 at once and counts.
     let received = Arc::new(AtomicUsize::new(0));
@@ -58,7 +65,8 @@ async fn main() -> anyhow::Result<()> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (client, url, secret, next) = (client.clone(), url.clone(), secret.clone(), next.clone());
+        let (client, url, secret, next) =
+            (client.clone(), url.clone(), secret.clone(), next.clone());
         tasks.spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < n {
                 let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
@@ -82,20 +90,29 @@ async fn main() -> anyhow::Result<()> {
     }
     let direct = started.elapsed();
     let direct_rate = n as f64 / direct.as_secs_f64();
-    println!("direct signed POSTs:      {direct_rate:>8.0} /s  ({n} in {:.2} s)", direct.as_secs_f64());
+    println!(
+        "direct signed POSTs:      {direct_rate:>8.0} /s  ({n} in {:.2} s)",
+        direct.as_secs_f64()
+    );
     received.store(0, Ordering::Relaxed);
 
     // tollgate: the events written to the outbox beforehand (not timed), then the worker.
-    let app = identity::create_app(&db, "bench", "Bench").await?.expect("new app");
+    let app = identity::create_app(&db, "bench", "Bench")
+        .await?
+        .expect("new app");
     let (user, _) = identity::find_or_create_user(&db, app.id, "user").await?;
     let sealed = tollgate::events::secrets::seal(&config, &secret)?;
-    store::create_endpoint(&db, app.id, &NewEndpoint {
-        url: &url,
-        purpose: "events",
-        description: "",
-        event_types: None,
-        sealed_secret: &sealed,
-    })
+    store::create_endpoint(
+        &db,
+        app.id,
+        &NewEndpoint {
+            url: &url,
+            purpose: "events",
+            description: "",
+            event_types: None,
+            sealed_secret: &sealed,
+        },
+    )
     .await?;
     let mut tx = db.begin().await?;
     for i in 0..n {
@@ -108,22 +125,36 @@ async fn main() -> anyhow::Result<()> {
         store::publish(&mut tx, app.id, &e).await?;
     }
     tx.commit().await?;
-    let rt = tollgate::jobs::Runtime::new(db.clone(), Arc::new(config), tollgate::jobs::kinds::builtin().clone()).await;
+    let rt = tollgate::jobs::Runtime::new(
+        db.clone(),
+        Arc::new(config),
+        tollgate::jobs::kinds::builtin().clone(),
+    )
+    .await;
     let stop = CancellationToken::new();
     let started = Instant::now();
     let worker = tokio::spawn(rt.worker().run(stop.clone()));
     while received.load(Ordering::Relaxed) < n {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "deliveries did not finish");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "deliveries did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let through = started.elapsed();
     stop.cancel();
     let _ = worker.await;
     let rate = n as f64 / through.as_secs_f64();
-    println!("through the outbox:       {rate:>8.0} /s  ({n} in {:.2} s; a fan-out and a delivery job each)", through.as_secs_f64());
+    println!(
+        "through the outbox:       {rate:>8.0} /s  ({n} in {:.2} s; a fan-out and a delivery job each)",
+        through.as_secs_f64()
+    );
     println!("ratio outbox / direct:    {:.3}", rate / direct_rate);
     let done = store::deliveries(&db, app.id, 1, None, 1).await?;
-    anyhow::ensure!(done.first().is_some_and(|d| d.state == "succeeded"), "the last delivery is recorded");
+    anyhow::ensure!(
+        done.first().is_some_and(|d| d.state == "succeeded"),
+        "the last delivery is recorded"
+    );
     bench.remove().await?;
     Ok(())
 }

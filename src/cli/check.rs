@@ -101,7 +101,10 @@ pub async fn run(path: Option<PathBuf>) -> ExitCode {
         Some(c) => {
             let latency = format!("{:.1} ms", c.latency.as_secs_f64() * 1000.0);
             let output = c.output.map(|o| format!(": {o}")).unwrap_or_default();
-            line(c.ok, format!("email: SMTP connects and authenticates [{latency}]{output}"));
+            line(
+                c.ok,
+                format!("email: SMTP connects and authenticates [{latency}]{output}"),
+            );
         }
         None => println!("[skip] email: SMTP_URL not set (no email is sent)"),
     }

@@ -100,7 +100,9 @@ pub async fn run(config: &Config, db: &Db, command: EndpointsCommand) -> anyhow:
                 event_types: Some(events),
                 for_jobs: jobs,
             };
-            let made = service::create(config, db, app, input).await.map_err(explain)?;
+            let made = service::create(config, db, app, input)
+                .await
+                .map_err(explain)?;
             println!("endpoint {} -> {}", made.endpoint.id, made.endpoint.url);
             println!("secret (shown once): {}", made.secret);
         }
@@ -125,8 +127,12 @@ pub async fn run(config: &Config, db: &Db, command: EndpointsCommand) -> anyhow:
                 }
             }
         }
-        EndpointsCommand::Enable { app, id } => set_enabled(config, db, app_id(app).await?, id, true).await?,
-        EndpointsCommand::Disable { app, id } => set_enabled(config, db, app_id(app).await?, id, false).await?,
+        EndpointsCommand::Enable { app, id } => {
+            set_enabled(config, db, app_id(app).await?, id, true).await?
+        }
+        EndpointsCommand::Disable { app, id } => {
+            set_enabled(config, db, app_id(app).await?, id, false).await?
+        }
         EndpointsCommand::Rotate { app, id } => {
             let made = service::rotate(config, db, app_id(app).await?, id)
                 .await
@@ -175,8 +181,14 @@ async fn set_enabled(config: &Config, db: &Db, app: i64, id: i64, on: bool) -> a
         enabled: Some(on),
         ..Default::default()
     };
-    let e = service::update(config, db, app, id, change).await.map_err(explain)?;
-    println!("endpoint {} is {}", e.id, if e.enabled { "enabled" } else { "disabled" });
+    let e = service::update(config, db, app, id, change)
+        .await
+        .map_err(explain)?;
+    println!(
+        "endpoint {} is {}",
+        e.id,
+        if e.enabled { "enabled" } else { "disabled" }
+    );
     Ok(())
 }
 

@@ -78,21 +78,39 @@ pub fn validate_schedules(apps: &[AppConfig], queues: &[&str], p: &mut Vec<Probl
         for (j, s) in a.schedules.iter().enumerate() {
             let key = format!("apps.{i}.schedules.{j}");
             if !is_valid_queue_name(&s.name) {
-                p.push(Problem::new(format!("{key}.name"), "1-64 characters of a-z, 0-9, '_', '-' and '.'"));
+                p.push(Problem::new(
+                    format!("{key}.name"),
+                    "1-64 characters of a-z, 0-9, '_', '-' and '.'",
+                ));
             } else if !names.insert(s.name.as_str()) {
-                p.push(Problem::new(format!("{key}.name"), format!("{:?} is declared twice", s.name)));
+                p.push(Problem::new(
+                    format!("{key}.name"),
+                    format!("{:?} is declared twice", s.name),
+                ));
             }
             if !is_valid_queue_name(&s.kind) {
-                p.push(Problem::new(format!("{key}.kind"), "1-64 characters of a-z, 0-9, '_', '-' and '.'"));
+                p.push(Problem::new(
+                    format!("{key}.kind"),
+                    "1-64 characters of a-z, 0-9, '_', '-' and '.'",
+                ));
             }
             if !s.args.is_object() {
-                p.push(Problem::new(format!("{key}.args"), "expected a table of arguments"));
+                p.push(Problem::new(
+                    format!("{key}.args"),
+                    "expected a table of arguments",
+                ));
             }
             let queue = s.queue.as_deref().unwrap_or(crate::events::app_jobs::QUEUE);
             if matches!(queue, "maintenance" | "events") {
-                p.push(Problem::new(format!("{key}.queue"), format!("{queue:?} is tollgate's own queue")));
+                p.push(Problem::new(
+                    format!("{key}.queue"),
+                    format!("{queue:?} is tollgate's own queue"),
+                ));
             } else if !queues.contains(&queue) {
-                p.push(Problem::new(format!("{key}.queue"), format!("queue {queue:?} is not declared under [jobs.queues]")));
+                p.push(Problem::new(
+                    format!("{key}.queue"),
+                    format!("queue {queue:?} is not declared under [jobs.queues]"),
+                ));
             }
         }
     }

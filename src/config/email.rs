@@ -52,7 +52,11 @@ pub fn validate(c: &EmailConfig, apps: &[super::AppConfig], prod: bool, p: &mut 
                 "tls=none sends passwords and messages in the clear; refused in production",
             ));
         }
-        if c.from.is_none() && apps.iter().any(|a| a.email.as_ref().is_none_or(|e| e.from.is_none())) {
+        if c.from.is_none()
+            && apps
+                .iter()
+                .any(|a| a.email.as_ref().is_none_or(|e| e.from.is_none()))
+        {
             p.push(Problem::new(
                 "email.from",
                 "required with SMTP_URL (the sender of messages whose app names none)",
@@ -62,7 +66,10 @@ pub fn validate(c: &EmailConfig, apps: &[super::AppConfig], prod: bool, p: &mut 
     if let Some(from) = &c.from
         && from.parse::<lettre::message::Mailbox>().is_err()
     {
-        p.push(Problem::new("email.from", "expected an address: Name <user@example.com>"));
+        p.push(Problem::new(
+            "email.from",
+            "expected an address: Name <user@example.com>",
+        ));
     }
     if !(100..=120_000).contains(&c.timeout_ms) {
         p.push(Problem::new("email.timeout_ms", "expected 100 to 120000"));
@@ -73,13 +80,23 @@ pub fn validate(c: &EmailConfig, apps: &[super::AppConfig], prod: bool, p: &mut 
         if let Some(from) = &e.from
             && from.parse::<lettre::message::Mailbox>().is_err()
         {
-            p.push(Problem::new(format!("{key}.from"), "expected an address: Name <user@example.com>"));
+            p.push(Problem::new(
+                format!("{key}.from"),
+                "expected an address: Name <user@example.com>",
+            ));
         }
         for (name, t) in &e.templates {
             if !crate::jobs::is_valid_queue_name(name) {
-                p.push(Problem::new(format!("{key}.templates.{name}"), "template names are 1-64 characters of a-z, 0-9, '_', '-' and '.'"));
+                p.push(Problem::new(
+                    format!("{key}.templates.{name}"),
+                    "template names are 1-64 characters of a-z, 0-9, '_', '-' and '.'",
+                ));
             }
-            for (part, source) in [("subject", Some(&t.subject)), ("text", Some(&t.text)), ("html", t.html.as_ref())] {
+            for (part, source) in [
+                ("subject", Some(&t.subject)),
+                ("text", Some(&t.text)),
+                ("html", t.html.as_ref()),
+            ] {
                 if let Some(source) = source
                     && let Err(m) = crate::events::email::check_template(source)
                 {

@@ -829,3 +829,59 @@ fn a_broken_rule_names_where_its_value_came_from() {
     let token = missing.0.iter().find(|p| p.key == "metrics_token").unwrap();
     assert!(!token.message.contains("(from"), "{token:?}");
 }
+
+#[test]
+fn the_delivery_target_guard_is_on_in_production_unless_turned_off() {
+    let dev = load_from(None, &[]).unwrap();
+    assert!(!dev.events.guard_targets(dev.environment));
+    let prod = load_from(None, &production()).unwrap();
+    assert!(prod.events.guard_targets(prod.environment));
+    let mut env = production();
+    env.push((
+        "TOLLGATE_EVENTS__BLOCK_PRIVATE_TARGETS".into(),
+        "false".into(),
+    ));
+    let off = load_from(None, &env).unwrap();
+    assert!(!off.events.guard_targets(off.environment));
+}
+
+#[test]
+fn email_and_event_settings_name_every_problem_at_once() {
+    let file = TempToml::new(
+        r#"
+[events]
+allowed_targets = ["10.0.0.0/33"]
+attempt_timeout_ms = 5
+[email]
+smtp_url = "http://mail.example.com"
+from = "not an address"
+[[apps]]
+slug = "acme"
+credits_low = "0"
+[apps.email.templates.broken]
+subject = "Hi {{ name"
+text = "ok"
+[[apps.schedules]]
+name = "n"
+cron = "* * * * *"
+kind = "k"
+queue = "maintenance"
+"#,
+    );
+    assert_eq!(
+        keys(load_from(Some(&file.0), &[])),
+        [
+            "apps.0.credits_low",
+            "apps.0.email.templates.broken.subject",
+            "apps.0.schedules.0.queue",
+            "email.from",
+            "email.smtp_url",
+            "events.allowed_targets.0",
+            "events.attempt_timeout_ms",
+        ]
+    );
+    let mut env = production();
+    env.push(("SMTP_URL".into(), "smtp://relay:25?tls=none".into()));
+    env.push(("TOLLGATE_EMAIL__FROM".into(), "ops@example.com".into()));
+    assert_eq!(keys(load_from(None, &env)), ["email.smtp_url"]);
+}

@@ -144,7 +144,9 @@ pub fn forbidden(ip: IpAddr) -> Option<Forbidden> {
                 Some(Forbidden::Private)
             } else if (first & 0xffc0) == 0xfe80 {
                 Some(Forbidden::LinkLocal)
-            } else if v6.is_unspecified() || v6.is_multicast() || first == 0x2001 && v6.segments()[1] == 0xdb8
+            } else if v6.is_unspecified()
+                || v6.is_multicast()
+                || first == 0x2001 && v6.segments()[1] == 0xdb8
             {
                 Some(Forbidden::Special)
             } else {

@@ -94,7 +94,10 @@ pub async fn enqueue(
     }
     let queue = job.queue.unwrap_or_else(|| QUEUE.to_string());
     if RESERVED_QUEUES.contains(&queue.as_str()) {
-        fields.push(FieldError::new("queue", format!("{queue:?} is tollgate's own queue")));
+        fields.push(FieldError::new(
+            "queue",
+            format!("{queue:?} is tollgate's own queue"),
+        ));
     } else if !config.jobs.queues.contains_key(&queue) {
         fields.push(FieldError::new(
             "queue",
@@ -107,7 +110,11 @@ pub async fn enqueue(
     if job.max_attempts.is_some_and(|n| !(1..=100).contains(&n)) {
         fields.push(FieldError::new("max_attempts", "1 to 100"));
     }
-    if job.unique_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
+    if job
+        .unique_key
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > 200)
+    {
         fields.push(FieldError::new("unique_key", "1 to 200 characters"));
     }
     if !fields.is_empty() {

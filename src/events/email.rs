@@ -47,8 +47,9 @@ impl std::fmt::Debug for Transport {
 
 impl Transport {
     pub fn parse(url: &str) -> Result<Transport, String> {
-        let u = url::Url::parse(url)
-            .map_err(|_| "expected smtp://user:pass@host:587 or smtps://user:pass@host:465".to_string())?;
+        let u = url::Url::parse(url).map_err(|_| {
+            "expected smtp://user:pass@host:587 or smtps://user:pass@host:465".to_string()
+        })?;
         let tls = u
             .query_pairs()
             .find(|(k, _)| k == "tls")
@@ -130,17 +131,17 @@ pub enum SendError {
     /// The server refused it for good (a 5xx reply): a bounce.
     Rejected { code: u16, detail: String },
     /// Anything retrying may fix: a 4xx, a timeout, a lost connection, TLS.
-    Transient {
-        code: Option<u16>,
-        detail: String,
-    },
+    Transient { code: Option<u16>, detail: String },
 }
 
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SendError::Rejected { code, detail } => write!(f, "refused ({code}): {detail}"),
-            SendError::Transient { code: Some(c), detail } => write!(f, "failed ({c}): {detail}"),
+            SendError::Transient {
+                code: Some(c),
+                detail,
+            } => write!(f, "failed ({c}): {detail}"),
             SendError::Transient { code: None, detail } => write!(f, "failed: {detail}"),
         }
     }
@@ -190,13 +191,17 @@ impl Mailer {
     pub async fn send(&self, m: &Outgoing<'_>) -> Result<(), SendError> {
         let bad = |detail: String| SendError::Rejected { code: 0, detail };
         let from: Mailbox = match m.from {
-            Some(f) => f.parse().map_err(|_| bad("the sender is not an address".into()))?,
-            None => self.from.clone().ok_or_else(|| bad("no sender: set email.from".into()))?,
+            Some(f) => f
+                .parse()
+                .map_err(|_| bad("the sender is not an address".into()))?,
+            None => self
+                .from
+                .clone()
+                .ok_or_else(|| bad("no sender: set email.from".into()))?,
         };
-        let to: Mailbox = m
-            .to
-            .parse()
-            .map_err(|_| bad("the recipient is not an address".into()))?;
+        let to: Mailbox =
+            m.to.parse()
+                .map_err(|_| bad("the recipient is not an address".into()))?;
         let builder = Message::builder()
             .from(from)
             .to(to)
@@ -318,15 +323,24 @@ mod tests {
     #[test]
     fn smtp_urls_parse_with_their_security_and_default_ports() {
         let t = Transport::parse("smtps://u%40x:p%2Fw@mail.example.com").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.security), ("mail.example.com", 465, Security::Tls));
-        assert_eq!((t.user.as_deref(), t.password.as_deref()), (Some("u@x"), Some("p/w")));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.security),
+            ("mail.example.com", 465, Security::Tls)
+        );
+        assert_eq!(
+            (t.user.as_deref(), t.password.as_deref()),
+            (Some("u@x"), Some("p/w"))
+        );
         let t = Transport::parse("smtp://mail.example.com").unwrap();
         assert_eq!((t.port, t.security), (587, Security::StartTls));
         let t = Transport::parse("smtp://127.0.0.1:2525?tls=none").unwrap();
         assert_eq!((t.port, t.security), (2525, Security::None));
         assert!(Transport::parse("http://mail.example.com").is_err());
         assert!(Transport::parse("smtp://mail.example.com?tls=maybe").is_err());
-        assert!(!format!("{t:?}").contains("p/w"), "the password never prints");
+        assert!(
+            !format!("{t:?}").contains("p/w"),
+            "the password never prints"
+        );
     }
 
     #[test]
@@ -398,7 +412,10 @@ pub async fn queue(
     if template.is_none() {
         fields.push(FieldError::new(
             "template",
-            format!("app {slug:?} has no email template {:?} ([apps.email.templates])", r.template),
+            format!(
+                "app {slug:?} has no email template {:?} ([apps.email.templates])",
+                r.template
+            ),
         ));
     }
     if r.to.len() > 320 || r.to.parse::<Mailbox>().is_err() {
@@ -435,7 +452,10 @@ pub async fn queue(
     };
     let (id, inserted) = crate::store::email::insert(&mut tx, app_id, &new).await?;
     if inserted {
-        let job = SendEmail { app: app_id, message: id };
+        let job = SendEmail {
+            app: app_id,
+            message: id,
+        };
         jobs.enqueue_tx(&mut tx, &job, crate::jobs::EnqueueOptions::default())
             .await?;
     }

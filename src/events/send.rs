@@ -92,13 +92,22 @@ async fn send(client: &reqwest::Client, policy: &Policy, m: &Message<'_>) -> Sen
     };
     // The client's resolver guards names; an address written in the URL is never resolved.
     if let Some(ip) = url::Url::parse(m.url).ok().and_then(|u| {
-        u.host_str()
-            .and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok())
+        u.host_str().and_then(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .ok()
+        })
     }) && let Err(e) = policy.check_ip(&ip.to_string(), ip)
     {
         return failed(e.to_string(), true);
     }
-    let signature = sign_all(m.secrets.iter().map(String::as_str), m.msg_id, m.timestamp, m.body.as_bytes());
+    let signature = sign_all(
+        m.secrets.iter().map(String::as_str),
+        m.msg_id,
+        m.timestamp,
+        m.body.as_bytes(),
+    );
     let sent = client
         .post(m.url)
         .header(ID, m.msg_id)

@@ -116,7 +116,11 @@ fn app_schedule(slug: &str, s: &crate::config::AppScheduleConfig) -> Schedule {
         cron: s.cron.clone(),
         kind: app_jobs::stored_kind(slug, &s.kind).into(),
         args: serde_json::to_string(&args).expect("JSON values serialise"),
-        queue: Some(s.queue.clone().unwrap_or_else(|| app_jobs::QUEUE.to_string())),
+        queue: Some(
+            s.queue
+                .clone()
+                .unwrap_or_else(|| app_jobs::QUEUE.to_string()),
+        ),
         catch_up: s.catch_up,
     }
 }

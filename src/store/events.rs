@@ -239,7 +239,9 @@ pub async fn create_endpoint(
     e: &NewEndpoint<'_>,
 ) -> Result<EndpointRow, sqlx::Error> {
     let now = now_ms();
-    let types = e.event_types.map(|t| serde_json::to_string(t).expect("strings serialise"));
+    let types = e
+        .event_types
+        .map(|t| serde_json::to_string(t).expect("strings serialise"));
     let sql = format!(
         "INSERT INTO event_endpoints (app_id, url, description, purpose, event_types, secret, \
          created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING {ENDPOINT_COLUMNS}"
@@ -260,7 +262,8 @@ pub async fn endpoints(db: &Db, app_id: i64) -> Result<Vec<EndpointRow>, sqlx::E
 }
 
 pub async fn endpoint(db: &Db, app_id: i64, id: i64) -> Result<Option<EndpointRow>, sqlx::Error> {
-    let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM event_endpoints WHERE app_id = $1 AND id = $2");
+    let sql =
+        format!("SELECT {ENDPOINT_COLUMNS} FROM event_endpoints WHERE app_id = $1 AND id = $2");
     let row: Option<EndpointTuple> = scoped_run!(db, Scope::App(app_id), c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(app_id).bind(id).fetch_optional(c).await)?;
     Ok(row.map(endpoint_row))
@@ -631,8 +634,15 @@ pub async fn attempts(
     app_id: i64,
     delivery_id: i64,
 ) -> Result<Vec<AttemptRow>, sqlx::Error> {
-    let rows: Vec<(i64, i64, i64, Option<i64>, i64, Option<String>, Option<String>)> =
-        scoped_run!(db, Scope::App(app_id), c => sqlx::query_as(
+    let rows: Vec<(
+        i64,
+        i64,
+        i64,
+        Option<i64>,
+        i64,
+        Option<String>,
+        Option<String>,
+    )> = scoped_run!(db, Scope::App(app_id), c => sqlx::query_as(
         "SELECT delivery_id, attempt, at, status, latency_ms, response, error FROM event_attempts \
          WHERE app_id = $1 AND delivery_id = $2 ORDER BY attempt")
         .bind(app_id).bind(delivery_id).fetch_all(c).await)?;

@@ -53,22 +53,36 @@ async fn events_app(configure: impl Fn(&mut Config) + Clone + Send + 'static) ->
 impl Events {
     async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> reqwest::Response {
         let path = format!("/admin/v1/apps/shop{path}");
-        self.app.send_as(method, &path, &self.shop.owner, body).await
+        self.app
+            .send_as(method, &path, &self.shop.owner, body)
+            .await
     }
 
     /// Registers `url`; returns (endpoint id, secret).
     async fn add_endpoint(&self, url: &str, types: Option<&[&str]>) -> (i64, String) {
         let r = self
-            .admin(Method::POST, "/endpoints", Some(json!({ "url": url, "event_types": types })))
+            .admin(
+                Method::POST,
+                "/endpoints",
+                Some(json!({ "url": url, "event_types": types })),
+            )
             .await;
         assert_eq!(r.status(), 201);
         let v: Value = r.json().await.unwrap();
-        (v["id"].as_i64().unwrap(), v["secret"].as_str().unwrap().to_string())
+        (
+            v["id"].as_i64().unwrap(),
+            v["secret"].as_str().unwrap().to_string(),
+        )
     }
 
     /// Runs every events job due at `at` (ms since the epoch); returns how many ran.
     async fn work_at(&self, at: i64) -> usize {
-        self.rt.worker().at(at).run_available("events").await.unwrap()
+        self.rt
+            .worker()
+            .at(at)
+            .run_available("events")
+            .await
+            .unwrap()
     }
 
     async fn grant(&self, amount: i64, key: &str) {
@@ -87,12 +101,18 @@ impl Events {
                 key: Some(key),
             },
         };
-        ledger::credit(&self.app.db, t, &credit, None).await.unwrap();
+        ledger::credit(&self.app.db, t, &credit, None)
+            .await
+            .unwrap();
     }
 
     async fn deliveries(&self, endpoint: i64) -> Vec<Value> {
         let r = self
-            .admin(Method::GET, &format!("/endpoints/{endpoint}/deliveries"), None)
+            .admin(
+                Method::GET,
+                &format!("/endpoints/{endpoint}/deliveries"),
+                None,
+            )
             .await;
         assert_eq!(r.status(), 200);
         r.json().await.unwrap()
@@ -100,14 +120,20 @@ impl Events {
 
     async fn attempts(&self, delivery: i64) -> Vec<Value> {
         let r = self
-            .admin(Method::GET, &format!("/deliveries/{delivery}/attempts"), None)
+            .admin(
+                Method::GET,
+                &format!("/deliveries/{delivery}/attempts"),
+                None,
+            )
             .await;
         assert_eq!(r.status(), 200);
         r.json().await.unwrap()
     }
 
     async fn endpoint(&self, id: i64) -> Value {
-        let r = self.admin(Method::GET, &format!("/endpoints/{id}"), None).await;
+        let r = self
+            .admin(Method::GET, &format!("/endpoints/{id}"), None)
+            .await;
         assert_eq!(r.status(), 200);
         r.json().await.unwrap()
     }
@@ -181,12 +207,17 @@ async fn a_grant_is_delivered_once_and_verifies_with_the_official_standardwebhoo
     };
     let script_fails = std::panic::AssertUnwindSafe(verify_with_python(&secret, &forged));
     assert!(
-        futures_util::FutureExt::catch_unwind(script_fails).await.is_err(),
+        futures_util::FutureExt::catch_unwind(script_fails)
+            .await
+            .is_err(),
         "a forged body must not verify"
     );
     let d = h.deliveries(endpoint).await;
     assert_eq!(d.len(), 1);
-    assert_eq!((d[0]["state"].clone(), d[0]["attempts"].clone()), (json!("succeeded"), json!(1)));
+    assert_eq!(
+        (d[0]["state"].clone(), d[0]["attempts"].clone()),
+        (json!("succeeded"), json!(1))
+    );
     let a = h.attempts(d[0]["id"].as_i64().unwrap()).await;
     assert_eq!(a[0]["status"], 200);
     assert_eq!(a[0]["response"], "answered 200");
@@ -204,7 +235,12 @@ async fn a_rolled_back_change_publishes_nothing() {
         "rolled-back".into(),
         json!({ "amount_micros": 1 }),
     );
-    assert!(store::publish(&mut tx, h.shop.app_id, &e).await.unwrap().is_some());
+    assert!(
+        store::publish(&mut tx, h.shop.app_id, &e)
+            .await
+            .unwrap()
+            .is_some()
+    );
     tx.rollback().await.unwrap();
     assert_eq!(count(&h.app.db, "events").await, 0);
     assert_eq!(count(&h.app.db, "jobs").await, 0);
@@ -222,21 +258,45 @@ async fn a_failing_endpoint_is_retried_on_svixs_schedule_then_given_up() {
     let mut at = now_ms();
     assert_eq!(h.work_at(at).await, 2, "fan-out and the first attempt");
     // Each wait of the schedule: nothing runs a second early, the retry runs on time.
-    let waits = [5_000, 5 * MINUTE, 30 * MINUTE, 2 * HOUR, 5 * HOUR, 10 * HOUR, 10 * HOUR];
+    let waits = [
+        5_000,
+        5 * MINUTE,
+        30 * MINUTE,
+        2 * HOUR,
+        5 * HOUR,
+        10 * HOUR,
+        10 * HOUR,
+    ];
     for (i, wait) in waits.iter().enumerate() {
-        assert_eq!(h.work_at(at + wait - 1_500).await, 0, "retry {} ran early", i + 1);
+        assert_eq!(
+            h.work_at(at + wait - 1_500).await,
+            0,
+            "retry {} ran early",
+            i + 1
+        );
         at += wait + 1_000;
         assert_eq!(h.work_at(at).await, 1, "retry {} did not run", i + 1);
     }
-    assert_eq!(h.work_at(at + 100 * HOUR).await, 0, "eight attempts, then no more");
+    assert_eq!(
+        h.work_at(at + 100 * HOUR).await,
+        0,
+        "eight attempts, then no more"
+    );
     assert_eq!(rx.received().len(), 8);
     let ids: std::collections::HashSet<String> = rx.received().into_iter().map(|r| r.id).collect();
     assert_eq!(ids.len(), 1, "every attempt carries the same webhook-id");
     let d = &h.deliveries(endpoint).await[0];
-    assert_eq!((d["state"].clone(), d["attempts"].clone()), (json!("failed"), json!(8)));
+    assert_eq!(
+        (d["state"].clone(), d["attempts"].clone()),
+        (json!("failed"), json!(8))
+    );
     let attempts = h.attempts(d["id"].as_i64().unwrap()).await;
     assert_eq!(attempts.len(), 8);
-    assert!(attempts.iter().all(|a| a["status"] == 500 && a["response"] == "answered 500"));
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a["status"] == 500 && a["response"] == "answered 500")
+    );
     // The endpoint is still enabled (disabling after days is off here) and now failing.
     let e = h.endpoint(endpoint).await;
     assert_eq!(e["enabled"], true);
@@ -253,14 +313,25 @@ async fn a_410_disables_the_endpoint_and_later_events_are_not_sent_to_it() {
     let at = now_ms();
     assert_eq!(h.work_at(at).await, 2);
     let e = h.endpoint(endpoint).await;
-    assert_eq!((e["enabled"].clone(), e["disabled_reason"].clone()), (json!(false), json!("gone")));
+    assert_eq!(
+        (e["enabled"].clone(), e["disabled_reason"].clone()),
+        (json!(false), json!("gone"))
+    );
     assert_eq!(h.work_at(at + 10 * HOUR).await, 0, "a 410 is not retried");
     h.grant(1_000_000, "g2").await;
-    assert_eq!(h.work_at(at + 11 * HOUR).await, 1, "the fan-out finds no enabled endpoint");
+    assert_eq!(
+        h.work_at(at + 11 * HOUR).await,
+        1,
+        "the fan-out finds no enabled endpoint"
+    );
     assert_eq!(rx.received().len(), 1);
     // Enabling it again delivers new events.
     let r = h
-        .admin(Method::PATCH, &format!("/endpoints/{endpoint}"), Some(json!({ "enabled": true })))
+        .admin(
+            Method::PATCH,
+            &format!("/endpoints/{endpoint}"),
+            Some(json!({ "enabled": true })),
+        )
         .await;
     assert_eq!(r.status(), 200);
     h.grant(1_000_000, "g3").await;
@@ -292,14 +363,24 @@ async fn an_endpoint_failing_for_longer_than_the_limit_is_disabled_and_counted()
     at += 5 * HOUR + 1_000;
     assert_eq!(h.work_at(at).await, 1);
     let e = h.endpoint(endpoint).await;
-    assert_eq!((e["enabled"].clone(), e["disabled_reason"].clone()), (json!(false), json!("failing")));
+    assert_eq!(
+        (e["enabled"].clone(), e["disabled_reason"].clone()),
+        (json!(false), json!("failing"))
+    );
     // Its remaining retry is skipped, not sent.
     at += 10 * HOUR + 1_000;
     assert_eq!(h.work_at(at).await, 1);
-    assert_eq!(rx.received().len(), 6, "the attempt past the limit is sent, then no more");
+    assert_eq!(
+        rx.received().len(),
+        6,
+        "the attempt past the limit is sent, then no more"
+    );
     assert_eq!(h.deliveries(endpoint).await[0]["state"], "skipped");
     let m = h.app.get("/metrics").await.text().await.unwrap();
-    assert!(m.contains("tollgate_events_endpoints_disabled_total"), "{m}");
+    assert!(
+        m.contains("tollgate_events_endpoints_disabled_total"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -308,7 +389,11 @@ async fn during_a_rotation_both_secrets_sign_and_either_verifies() {
     let (rx, url) = Receiver::start().await;
     let (endpoint, old) = h.add_endpoint(&url, None).await;
     let r = h
-        .admin(Method::POST, &format!("/endpoints/{endpoint}/rotate-secret"), None)
+        .admin(
+            Method::POST,
+            &format!("/endpoints/{endpoint}/rotate-secret"),
+            None,
+        )
         .await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
@@ -341,30 +426,54 @@ async fn one_message_and_a_time_range_are_replayed_with_their_ids_and_the_attemp
     h.grant(2_000_000, "g2").await;
     h.work_at(now_ms()).await;
     assert_eq!(rx.received().len(), 2);
-    let events: Vec<Value> = h.admin(Method::GET, "/events", None).await.json().await.unwrap();
+    let events: Vec<Value> = h
+        .admin(Method::GET, "/events", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(events.len(), 2);
     let first = events[1]["msg_id"].as_str().unwrap().to_string();
     let r = h
-        .admin(Method::POST, "/events/replay", Some(json!({ "msg_id": first })))
+        .admin(
+            Method::POST,
+            "/events/replay",
+            Some(json!({ "msg_id": first })),
+        )
         .await;
     assert_eq!(r.status(), 202);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({ "events": 1, "deliveries": 1 }));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({ "events": 1, "deliveries": 1 })
+    );
     h.work_at(now_ms()).await;
     let got = rx.received();
     assert_eq!(got.len(), 3);
     assert_eq!(got[2].id, first, "a replay keeps the message id");
     let r = h
-        .admin(Method::POST, "/events/replay",
-            Some(json!({ "from": t0, "to": now_ms() + 1, "endpoint_id": endpoint })))
+        .admin(
+            Method::POST,
+            "/events/replay",
+            Some(json!({ "from": t0, "to": now_ms() + 1, "endpoint_id": endpoint })),
+        )
         .await;
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({ "events": 2, "deliveries": 2 }));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({ "events": 2, "deliveries": 2 })
+    );
     h.work_at(now_ms()).await;
     assert_eq!(rx.received().len(), 5);
     assert_eq!(h.deliveries(endpoint).await.len(), 5);
-    let bad = h.admin(Method::POST, "/events/replay", Some(json!({ "from": 5 }))).await;
+    let bad = h
+        .admin(Method::POST, "/events/replay", Some(json!({ "from": 5 })))
+        .await;
     assert_eq!(problem(bad, 422).await["errors"][0]["field"], "msg_id");
     let missing = h
-        .admin(Method::POST, "/events/replay", Some(json!({ "msg_id": "msg_nope" })))
+        .admin(
+            Method::POST,
+            "/events/replay",
+            Some(json!({ "msg_id": "msg_nope" })),
+        )
         .await;
     assert_eq!(missing.status(), 404);
 }
@@ -377,8 +486,12 @@ async fn registering_refuses_unknown_types_and_bad_urls_field_by_field() {
             Some(json!({ "url": "ftp://example.com/x", "event_types": ["credits.low", "credits.gone"] })))
         .await;
     let p = problem(r, 422).await;
-    let fields: Vec<&str> = p["errors"].as_array().unwrap().iter()
-        .map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = p["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["url", "event_types.1"]);
     assert_eq!(count(&h.app.db, "event_endpoints").await, 0);
     // A viewer may list but not register.
@@ -391,12 +504,20 @@ async fn registering_refuses_unknown_types_and_bad_urls_field_by_field() {
         },
     )
     .await;
-    let r = h.app
-        .send_as(Method::POST, "/admin/v1/apps/shop/endpoints", &viewer,
-            Some(json!({ "url": "https://example.com/hook" })))
+    let r = h
+        .app
+        .send_as(
+            Method::POST,
+            "/admin/v1/apps/shop/endpoints",
+            &viewer,
+            Some(json!({ "url": "https://example.com/hook" })),
+        )
         .await;
     assert_eq!(r.status(), 403);
-    let r = h.app.send_as(Method::GET, "/admin/v1/apps/shop/endpoints", &viewer, None).await;
+    let r = h
+        .app
+        .send_as(Method::GET, "/admin/v1/apps/shop/endpoints", &viewer, None)
+        .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -404,18 +525,42 @@ async fn registering_refuses_unknown_types_and_bad_urls_field_by_field() {
 async fn in_production_private_and_loopback_targets_are_refused_at_registration_and_delivery() {
     let h = events_app(|c| c.events.block_private_targets = Some(true)).await;
     let (rx, url) = Receiver::start().await;
-    for target in [url.as_str(), "http://localhost:9/hook", "http://169.254.169.254/latest",
-        "http://[::1]:8080/", "http://10.0.0.8/hook"] {
-        let r = h.admin(Method::POST, "/endpoints", Some(json!({ "url": target }))).await;
+    for target in [
+        url.as_str(),
+        "http://localhost:9/hook",
+        "http://169.254.169.254/latest",
+        "http://[::1]:8080/",
+        "http://10.0.0.8/hook",
+    ] {
+        let r = h
+            .admin(Method::POST, "/endpoints", Some(json!({ "url": target })))
+            .await;
         let p = problem(r, 422).await;
         assert_eq!(p["errors"][0]["field"], "url", "{target}");
-        assert!(p["errors"][0]["message"].as_str().unwrap().contains("refused"), "{p}");
+        assert!(
+            p["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("refused"),
+            "{p}"
+        );
     }
     // One stored before the guard was on is refused when delivered, and nothing is sent.
-    let sealed = tollgate::events::secrets::seal(&h.rt.config, "whsec_c2VjcmV0c2VjcmV0c2VjcmV0").unwrap();
-    store::create_endpoint(&h.app.db, h.shop.app_id, &store::NewEndpoint {
-        url: &url, purpose: "events", description: "", event_types: None, sealed_secret: &sealed,
-    }).await.unwrap();
+    let sealed =
+        tollgate::events::secrets::seal(&h.rt.config, "whsec_c2VjcmV0c2VjcmV0c2VjcmV0").unwrap();
+    store::create_endpoint(
+        &h.app.db,
+        h.shop.app_id,
+        &store::NewEndpoint {
+            url: &url,
+            purpose: "events",
+            description: "",
+            event_types: None,
+            sealed_secret: &sealed,
+        },
+    )
+    .await
+    .unwrap();
     h.grant(1_000_000, "g1").await;
     h.work_at(now_ms()).await;
     assert!(rx.received().is_empty());
@@ -423,7 +568,11 @@ async fn in_production_private_and_loopback_targets_are_refused_at_registration_
     let d = &h.deliveries(endpoint).await[0];
     let a = h.attempts(d["id"].as_i64().unwrap()).await;
     assert!(a[0]["status"].is_null());
-    assert!(a[0]["error"].as_str().unwrap().contains("loopback"), "{}", a[0]);
+    assert!(
+        a[0]["error"].as_str().unwrap().contains("loopback"),
+        "{}",
+        a[0]
+    );
 }
 
 #[tokio::test]
@@ -444,12 +593,28 @@ async fn an_allowed_network_is_reachable_even_with_the_guard_on() {
 async fn plan_changes_deletions_and_an_exhausted_balance_publish_their_events() {
     let h = events_app(|_| {}).await;
     let (rx, url) = Receiver::start().await;
-    h.add_endpoint(&url, Some(&["entitlements.updated", "user.deleted", "credits.exhausted"])).await;
-    let t = ledger::Target { app_id: h.shop.app_id, user_id: h.shop.user_id };
+    h.add_endpoint(
+        &url,
+        Some(&["entitlements.updated", "user.deleted", "credits.exhausted"]),
+    )
+    .await;
+    let t = ledger::Target {
+        app_id: h.shop.app_id,
+        user_id: h.shop.user_id,
+    };
     h.grant(2_000_000, "g1").await;
-    let note = Note { reason: Some("used"), reference: None, key: Some("d1") };
-    ledger::charge(&h.app.db, t, EntryKind::Debit, 2_000_000, 0, note, None).await.unwrap();
-    let pro = ledger::UserPlan { plan_id: Some("pro".into()), ..Default::default() };
+    let note = Note {
+        reason: Some("used"),
+        reference: None,
+        key: Some("d1"),
+    };
+    ledger::charge(&h.app.db, t, EntryKind::Debit, 2_000_000, 0, note, None)
+        .await
+        .unwrap();
+    let pro = ledger::UserPlan {
+        plan_id: Some("pro".into()),
+        ..Default::default()
+    };
     assert!(ledger::set_plan(&h.app.db, t, &pro, None).await.unwrap());
     // Setting the same plan again is no change.
     assert!(ledger::set_plan(&h.app.db, t, &pro, None).await.unwrap());
@@ -459,15 +624,23 @@ async fn plan_changes_deletions_and_an_exhausted_balance_publish_their_events() 
     let types: Vec<String> = rx
         .received()
         .iter()
-        .map(|r| serde_json::from_str::<Value>(&r.body).unwrap()["type"].as_str().unwrap().to_string())
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.body).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(types.len(), 3, "{types:?}");
     for t in ["credits.exhausted", "entitlements.updated", "user.deleted"] {
         assert!(types.iter().any(|x| x == t), "{t} missing from {types:?}");
     }
-    let deleted = rx.received().into_iter()
+    let deleted = rx
+        .received()
+        .into_iter()
         .map(|r| serde_json::from_str::<Value>(&r.body).unwrap())
-        .find(|v| v["type"] == "user.deleted").unwrap();
+        .find(|v| v["type"] == "user.deleted")
+        .unwrap();
     assert_eq!(deleted["data"]["user_id"], "alice");
     // After the erasure no stored event but the deletion itself names alice.
     let payloads = async {
@@ -477,5 +650,8 @@ async fn plan_changes_deletions_and_an_exhausted_balance_publish_their_events() 
         Ok::<Vec<String>, sqlx::Error>(p)
     };
     let payloads = payloads.await.unwrap();
-    assert!(payloads.iter().all(|p| !p.contains("\"alice\"")), "{payloads:?}");
+    assert!(
+        payloads.iter().all(|p| !p.contains("\"alice\"")),
+        "{payloads:?}"
+    );
 }

@@ -46,7 +46,10 @@ impl FakeSmtp {
                 tokio::spawn(s.clone().session(socket));
             }
         });
-        (smtp, format!("smtp://{USER}:{PASSWORD}@127.0.0.1:{port}?tls=none"))
+        (
+            smtp,
+            format!("smtp://{USER}:{PASSWORD}@127.0.0.1:{port}?tls=none"),
+        )
     }
 
     pub fn mails(&self) -> Vec<Mail> {
@@ -55,7 +58,11 @@ impl FakeSmtp {
 
     /// RCPT TO this address gets a permanent 550.
     pub fn refuse(&self, address: &str) {
-        self.inner.lock().unwrap().refused.insert(address.to_string());
+        self.inner
+            .lock()
+            .unwrap()
+            .refused
+            .insert(address.to_string());
     }
 
     /// The next `n` messages get a 451 after their data.
@@ -80,13 +87,27 @@ impl FakeSmtp {
             let command = line.trim_end().to_string();
             let upper = command.to_ascii_uppercase();
             if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-                say(&mut write, "250-fake.smtp\r\n250-AUTH PLAIN\r\n250 8BITMIME").await;
+                say(
+                    &mut write,
+                    "250-fake.smtp\r\n250-AUTH PLAIN\r\n250 8BITMIME",
+                )
+                .await;
             } else if upper.starts_with("AUTH PLAIN") {
                 let given = command.split(' ').nth(2).unwrap_or_default();
-                let decoded = base64::engine::general_purpose::STANDARD.decode(given).unwrap_or_default();
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(given)
+                    .unwrap_or_default();
                 let expected = format!("\0{USER}\0{PASSWORD}");
                 authed = decoded == expected.as_bytes();
-                say(&mut write, if authed { "235 2.7.0 accepted" } else { "535 5.7.8 bad credentials" }).await;
+                say(
+                    &mut write,
+                    if authed {
+                        "235 2.7.0 accepted"
+                    } else {
+                        "535 5.7.8 bad credentials"
+                    },
+                )
+                .await;
             } else if upper.starts_with("MAIL FROM:") {
                 if !authed {
                     say(&mut write, "530 5.7.0 authentication required").await;
@@ -122,11 +143,23 @@ impl FakeSmtp {
                         inner.temporary_failures -= 1;
                         true
                     } else {
-                        inner.mails.push(Mail { from: from.clone(), to: to.clone(), data });
+                        inner.mails.push(Mail {
+                            from: from.clone(),
+                            to: to.clone(),
+                            data,
+                        });
                         false
                     }
                 };
-                say(&mut write, if temporary { "451 4.3.0 try again later" } else { "250 2.0.0 queued" }).await;
+                say(
+                    &mut write,
+                    if temporary {
+                        "451 4.3.0 try again later"
+                    } else {
+                        "250 2.0.0 queued"
+                    },
+                )
+                .await;
             } else if upper == "RSET" || upper == "NOOP" {
                 say(&mut write, "250 2.0.0 ok").await;
             } else if upper == "QUIT" {

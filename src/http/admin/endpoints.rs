@@ -146,7 +146,15 @@ pub async fn create_endpoint(
     let made = service::create(&state.config, &state.db, app.id, input).await?;
     let id = made.endpoint.id;
     let details = json!({ "url": made.endpoint.url, "event_types": made.endpoint.event_types });
-    audit(&state, &op, "endpoint.create", &format!("endpoint:{id}"), Some(app.id), Some(details)).await?;
+    audit(
+        &state,
+        &op,
+        "endpoint.create",
+        &format!("endpoint:{id}"),
+        Some(app.id),
+        Some(details),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(made)))
 }
 
@@ -180,7 +188,8 @@ pub async fn update_endpoint(
 ) -> Result<Json<EndpointOut>> {
     op.require(Role::Admin)?;
     let app = visible_app(&state, &op, &slug).await?;
-    let details = json!({ "url": body.url, "event_types": body.event_types, "enabled": body.enabled });
+    let details =
+        json!({ "url": body.url, "event_types": body.event_types, "enabled": body.enabled });
     let change = EndpointChange {
         url: body.url,
         description: body.description,
@@ -188,7 +197,15 @@ pub async fn update_endpoint(
         enabled: body.enabled,
     };
     let out = service::update(&state.config, &state.db, app.id, id, change).await?;
-    audit(&state, &op, "endpoint.update", &format!("endpoint:{id}"), Some(app.id), Some(details)).await?;
+    audit(
+        &state,
+        &op,
+        "endpoint.update",
+        &format!("endpoint:{id}"),
+        Some(app.id),
+        Some(details),
+    )
+    .await?;
     Ok(Json(out))
 }
 
@@ -206,7 +223,15 @@ pub async fn delete_endpoint(
     if !store::delete_endpoint(&state.db, app.id, id).await? {
         return Err(not_found(id));
     }
-    audit(&state, &op, "endpoint.delete", &format!("endpoint:{id}"), Some(app.id), None).await?;
+    audit(
+        &state,
+        &op,
+        "endpoint.delete",
+        &format!("endpoint:{id}"),
+        Some(app.id),
+        None,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -223,7 +248,15 @@ pub async fn rotate_secret(
     op.require(Role::Admin)?;
     let app = visible_app(&state, &op, &slug).await?;
     let out = service::rotate(&state.config, &state.db, app.id, id).await?;
-    audit(&state, &op, "endpoint.rotate_secret", &format!("endpoint:{id}"), Some(app.id), None).await?;
+    audit(
+        &state,
+        &op,
+        "endpoint.rotate_secret",
+        &format!("endpoint:{id}"),
+        Some(app.id),
+        None,
+    )
+    .await?;
     Ok(Json(out))
 }
 
@@ -239,7 +272,9 @@ pub async fn list_deliveries(
 ) -> Result<Json<Vec<DeliveryRow>>> {
     op.require(Role::Viewer)?;
     let app = visible_app(&state, &op, &slug).await?;
-    Ok(Json(store::deliveries(&state.db, app.id, id, q.before, q.limit()).await?))
+    Ok(Json(
+        store::deliveries(&state.db, app.id, id, q.before, q.limit()).await?,
+    ))
 }
 
 /// A delivery's attempts: status, latency, the first 1 KiB of each answer.
@@ -268,7 +303,9 @@ pub async fn list_events(
 ) -> Result<Json<Vec<EventRow>>> {
     op.require(Role::Support)?;
     let app = visible_app(&state, &op, &slug).await?;
-    Ok(Json(store::events(&state.db, app.id, q.before, q.limit()).await?))
+    Ok(Json(
+        store::events(&state.db, app.id, q.before, q.limit()).await?,
+    ))
 }
 
 /// Sends one message, or every event of a time range, again: a new round of deliveries with
@@ -289,7 +326,10 @@ pub async fn replay_events(
         (Some(m), None, None) => Replay::Message(m),
         (None, Some(from), Some(to)) if from < to => Replay::Range { from, to },
         (None, Some(_), Some(_)) => {
-            return Err(Error::Validation(vec![FieldError::new("to", "must be after from")]));
+            return Err(Error::Validation(vec![FieldError::new(
+                "to",
+                "must be after from",
+            )]));
         }
         _ => {
             return Err(Error::Validation(vec![FieldError::new(
@@ -303,12 +343,26 @@ pub async fn replay_events(
     {
         return Err(not_found(id));
     }
-    let (events, deliveries) = fan_out::replay(&state.db, &state.jobs, app.id, what, body.endpoint_id)
-        .await
-        .map_err(Error::Internal)?
-        .ok_or_else(|| Error::NotFound(format!("no message {:?}", body.msg_id.clone().unwrap_or_default())))?;
+    let (events, deliveries) =
+        fan_out::replay(&state.db, &state.jobs, app.id, what, body.endpoint_id)
+            .await
+            .map_err(Error::Internal)?
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "no message {:?}",
+                    body.msg_id.clone().unwrap_or_default()
+                ))
+            })?;
     let details = json!({ "msg_id": body.msg_id, "from": body.from, "to": body.to,
         "endpoint_id": body.endpoint_id, "deliveries": deliveries });
-    audit(&state, &op, "events.replay", &format!("app:{slug}"), Some(app.id), Some(details)).await?;
+    audit(
+        &state,
+        &op,
+        "events.replay",
+        &format!("app:{slug}"),
+        Some(app.id),
+        Some(details),
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(ReplayOut { events, deliveries })))
 }

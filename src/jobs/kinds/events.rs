@@ -14,7 +14,9 @@ use crate::events::metrics;
 use crate::events::send::Message;
 use crate::jobs::kind::APP_KINDS;
 use crate::jobs::{Job, JobContext, Permanent, WhenEnqueueOff};
-use crate::store::events::{self as store, AttemptEnd, AttemptRow, FAN_OUT_KIND, FanOutArgs, QUEUE};
+use crate::store::events::{
+    self as store, AttemptEnd, AttemptRow, FAN_OUT_KIND, FanOutArgs, QUEUE,
+};
 
 impl Job for FanOutArgs {
     const KIND: &'static str = FAN_OUT_KIND;
@@ -103,9 +105,14 @@ impl Job for Deliver {
         if sent.status == Some(410) {
             if store::disable_endpoint(&ctx.db, self.app, endpoint.id, "gone").await? {
                 metrics::disabled("gone");
-                tracing::warn!(endpoint = endpoint.id, "endpoint answered 410 Gone; disabled");
+                tracing::warn!(
+                    endpoint = endpoint.id,
+                    "endpoint answered 410 Gone; disabled"
+                );
             }
-            return Err(Permanent::error("the endpoint answered 410 Gone and is disabled"));
+            return Err(Permanent::error(
+                "the endpoint answered 410 Gone and is disabled",
+            ));
         }
         let limit = ctx.config.events.disable_after_hours as i64 * 3_600_000;
         if let Some(since) = failing_since
@@ -114,7 +121,11 @@ impl Job for Deliver {
             && store::disable_endpoint(&ctx.db, self.app, endpoint.id, "failing").await?
         {
             metrics::disabled("failing");
-            tracing::warn!(endpoint = endpoint.id, failing_since = since, "endpoint failing for too long; disabled");
+            tracing::warn!(
+                endpoint = endpoint.id,
+                failing_since = since,
+                "endpoint failing for too long; disabled"
+            );
         }
         let why = || match (&sent.status, &sent.error) {
             (Some(s), _) => format!("the endpoint answered {s}"),
@@ -183,7 +194,10 @@ impl Job for AppJob {
             (Some(200..=299), _) => Ok(()),
             (Some(status), _) => {
                 let answer = sent.response.unwrap_or_default();
-                anyhow::bail!("the jobs endpoint answered {status}: {}", answer.chars().take(200).collect::<String>())
+                anyhow::bail!(
+                    "the jobs endpoint answered {status}: {}",
+                    answer.chars().take(200).collect::<String>()
+                )
             }
             (None, error) => anyhow::bail!("{}", error.unwrap_or_else(|| "no answer".into())),
         }
@@ -201,7 +215,10 @@ impl Job for SendEmail {
     async fn run(self, ctx: JobContext) -> anyhow::Result<()> {
         use crate::store::email::{self as mail, Attempted};
         let Some(m) = mail::message(&ctx.db, self.app, self.message).await? else {
-            return Err(Permanent::error(format!("email message {} does not exist", self.message)));
+            return Err(Permanent::error(format!(
+                "email message {} does not exist",
+                self.message
+            )));
         };
         if m.state != "pending" {
             return Ok(()); // sent by a run that died before completing its job
@@ -210,7 +227,11 @@ impl Job for SendEmail {
             anyhow::bail!("SMTP_URL is not set: the message waits until it is");
         };
         let app_from = match crate::store::identity::app_by_id(&ctx.db, self.app).await? {
-            Some(a) => ctx.config.app(&a.slug).and_then(|c| c.email.as_ref()).and_then(|e| e.from.clone()),
+            Some(a) => ctx
+                .config
+                .app(&a.slug)
+                .and_then(|c| c.email.as_ref())
+                .and_then(|e| e.from.clone()),
             None => None,
         };
         let message_id = format!("<tollgate.{}.{}@{}>", self.app, m.id, "tollgate");
@@ -229,7 +250,12 @@ impl Job for SendEmail {
         let to = email::mask(&m.recipient);
         match sent {
             Ok(()) => {
-                let done = Attempted { state: "sent", attempts, smtp_code: None, error: None };
+                let done = Attempted {
+                    state: "sent",
+                    attempts,
+                    smtp_code: None,
+                    error: None,
+                };
                 mail::record(&ctx.db, self.app, m.id, &done).await?;
                 email::metrics::finished("sent");
                 tracing::info!(message = m.id, template = %m.template, to = %to, "email sent");
@@ -238,11 +264,18 @@ impl Job for SendEmail {
             Err(e) => {
                 let (state, code) = match &e {
                     email::SendError::Rejected { code, .. } => ("bounced", Some(i64::from(*code))),
-                    email::SendError::Transient { code, .. } if last => ("failed", code.map(i64::from)),
+                    email::SendError::Transient { code, .. } if last => {
+                        ("failed", code.map(i64::from))
+                    }
                     email::SendError::Transient { code, .. } => ("pending", code.map(i64::from)),
                 };
                 let error = e.to_string();
-                let done = Attempted { state, attempts, smtp_code: code, error: Some(&error) };
+                let done = Attempted {
+                    state,
+                    attempts,
+                    smtp_code: code,
+                    error: Some(&error),
+                };
                 mail::record(&ctx.db, self.app, m.id, &done).await?;
                 tracing::warn!(message = m.id, template = %m.template, to = %to, state, error = %error, "email not sent");
                 match state {

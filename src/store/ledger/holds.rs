@@ -344,7 +344,9 @@ async fn resolve(db: &Db, c: Close<'_>) -> Result<Written<HoldRow>, LedgerError>
     // The same cause as the batch writer's, so the hold's close announces once either way.
     let cause = format!("hold:{hold_id}");
     let after = account.balance();
-    if let Some(e) = crate::store::events::balance_event(user_id, balance_before, after, c.credits_low, &cause) {
+    if let Some(e) =
+        crate::store::events::balance_event(user_id, balance_before, after, c.credits_low, &cause)
+    {
         crate::store::events::publish(&mut tx, app_id, &e).await?;
     }
     let closed = hold_in(&mut tx, app_id, hold_id)

@@ -33,9 +33,9 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
+use crate::domain::events::EventType;
 use crate::domain::ledger::{self as rules, Account, Entry, Refusal};
 pub use crate::domain::ledger::{EntryKind, HoldState};
-use crate::domain::events::EventType;
 use crate::store::events::Outgoing;
 use crate::store::identity::{NewAudit, record_audit_tx};
 use crate::store::scope::{self, Scope};
@@ -411,9 +411,13 @@ pub async fn charge(
         let row = rows.into_iter().last().ok_or(sqlx::Error::RowNotFound)?;
         // No app threshold here (an operator's or the app's own debit): zero is announced.
         let cause = format!("entry:{}", row.id);
-        if let Some(e) =
-            crate::store::events::balance_event(t.user_id, balance_before, account.balance(), None, &cause)
-        {
+        if let Some(e) = crate::store::events::balance_event(
+            t.user_id,
+            balance_before,
+            account.balance(),
+            None,
+            &cause,
+        ) {
             crate::store::events::publish(&mut tx, t.app_id, &e).await?;
         }
         Ok(row)

@@ -99,7 +99,10 @@ pub async fn set_plan(
         record_audit_tx(&mut tx, a).await?;
     }
     if updated && let Some(was) = was {
-        let (old, new) = (billing.plan(was.as_deref()), billing.plan(plan.plan_id.as_deref()));
+        let (old, new) = (
+            billing.plan(was.as_deref()),
+            billing.plan(plan.plan_id.as_deref()),
+        );
         if old.id != new.id {
             let data = crate::domain::events::EntitlementsUpdated {
                 user_id: String::new(),
@@ -110,7 +113,11 @@ pub async fn set_plan(
                 crate::domain::events::EventType::EntitlementsUpdated,
                 t.user_id,
                 // A change of plan happens once; a later change back is a new event.
-                format!("entitlements.updated:{}:{}", t.user_id, uuid::Uuid::now_v7().simple()),
+                format!(
+                    "entitlements.updated:{}:{}",
+                    t.user_id,
+                    uuid::Uuid::now_v7().simple()
+                ),
                 data,
             );
             crate::store::events::publish(&mut tx, t.app_id, &e).await?;

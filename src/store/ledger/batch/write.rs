@@ -12,11 +12,11 @@ use std::borrow::Cow;
 use super::{CallHold, Op, Outcome};
 use crate::domain::ledger::{Hold, Refusal};
 use crate::store::bulk::Writes;
+use crate::store::events::{self, balance_event};
 use crate::store::ledger::account::{self, NewEntry, NewHold};
 use crate::store::ledger::holds::close_key;
 use crate::store::ledger::{LedgerError, Target, metrics};
 use crate::store::scope::{self, Scope};
-use crate::store::events::{self, balance_event};
 use crate::store::usage::{self, NewUsage};
 use crate::store::{Tx, now_ms};
 
