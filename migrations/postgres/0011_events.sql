@@ -128,3 +128,24 @@ ALTER TABLE email_messages ENABLE ROW LEVEL SECURITY;
 ALTER TABLE email_messages FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON email_messages
     USING (tollgate_tenant_visible(app_id)) WITH CHECK (tollgate_tenant_visible(app_id));
+
+-- Schedules of an app's own jobs made at run time (the admin API), beside those of
+-- [[apps.schedules]] (docs/jobs.md). The scheduler re-reads them every few seconds.
+CREATE TABLE app_schedules (
+    id          BIGSERIAL PRIMARY KEY,
+    app_id      BIGINT NOT NULL REFERENCES apps (id),
+    name        TEXT   NOT NULL,
+    cron        TEXT   NOT NULL,
+    kind        TEXT   NOT NULL,
+    -- JSON object.
+    args        TEXT   NOT NULL,
+    queue       TEXT   NOT NULL,
+    catch_up    TEXT   NOT NULL CHECK (catch_up IN ('once', 'none', 'all')),
+    created_at  BIGINT NOT NULL,
+    UNIQUE (app_id, name)
+);
+
+ALTER TABLE app_schedules ENABLE ROW LEVEL SECURITY;
+ALTER TABLE app_schedules FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON app_schedules
+    USING (tollgate_tenant_visible(app_id)) WITH CHECK (tollgate_tenant_visible(app_id));

@@ -103,3 +103,19 @@ CREATE TABLE email_messages (
     sent_at     BIGINT,
     UNIQUE (app_id, key)
 );
+
+-- Schedules of an app's own jobs made at run time (the admin API), beside those of
+-- [[apps.schedules]] (docs/jobs.md). The scheduler re-reads them every few seconds.
+CREATE TABLE app_schedules (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    app_id      BIGINT NOT NULL REFERENCES apps (id),
+    name        TEXT   NOT NULL,
+    cron        TEXT   NOT NULL,
+    kind        TEXT   NOT NULL,
+    -- JSON object.
+    args        TEXT   NOT NULL,
+    queue       TEXT   NOT NULL,
+    catch_up    TEXT   NOT NULL CHECK (catch_up IN ('once', 'none', 'all')),
+    created_at  BIGINT NOT NULL,
+    UNIQUE (app_id, name)
+);

@@ -70,47 +70,24 @@ fn empty_object() -> serde_json::Value {
 }
 
 /// An app's schedules: valid names and kinds, object arguments, declared queues that are not
-/// tollgate's own.
+/// tollgate's own, each name once.
 pub fn validate_schedules(apps: &[AppConfig], queues: &[&str], p: &mut Vec<Problem>) {
-    use crate::jobs::is_valid_queue_name;
     for (i, a) in apps.iter().enumerate() {
         let mut names = HashSet::new();
         for (j, s) in a.schedules.iter().enumerate() {
             let key = format!("apps.{i}.schedules.{j}");
-            if !is_valid_queue_name(&s.name) {
-                p.push(Problem::new(
-                    format!("{key}.name"),
-                    "1-64 characters of a-z, 0-9, '_', '-' and '.'",
-                ));
-            } else if !names.insert(s.name.as_str()) {
-                p.push(Problem::new(
-                    format!("{key}.name"),
-                    format!("{:?} is declared twice", s.name),
-                ));
+            let found = crate::events::app_jobs::schedule_problems(
+                &s.name,
+                &s.kind,
+                &s.args,
+                s.queue.as_deref(),
+                queues,
+            );
+            for (field, message) in found {
+                p.push(Problem::new(format!("{key}.{field}"), message));
             }
-            if !is_valid_queue_name(&s.kind) {
-                p.push(Problem::new(
-                    format!("{key}.kind"),
-                    "1-64 characters of a-z, 0-9, '_', '-' and '.'",
-                ));
-            }
-            if !s.args.is_object() {
-                p.push(Problem::new(
-                    format!("{key}.args"),
-                    "expected a table of arguments",
-                ));
-            }
-            let queue = s.queue.as_deref().unwrap_or(crate::events::app_jobs::QUEUE);
-            if matches!(queue, "maintenance" | "events") {
-                p.push(Problem::new(
-                    format!("{key}.queue"),
-                    format!("{queue:?} is tollgate's own queue"),
-                ));
-            } else if !queues.contains(&queue) {
-                p.push(Problem::new(
-                    format!("{key}.queue"),
-                    format!("queue {queue:?} is not declared under [jobs.queues]"),
-                ));
+            if !names.insert(s.name.as_str()) {
+                p.push(Problem::new(format!("{key}.name"), format!("{:?} is declared twice", s.name)));
             }
         }
     }

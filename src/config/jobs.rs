@@ -60,8 +60,24 @@ pub struct ScheduleConfig {
     pub catch_up: CatchUp,
 }
 
+impl CatchUp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatchUp::Once => "once",
+            CatchUp::None => "none",
+            CatchUp::All => "all",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CatchUp> {
+        [CatchUp::Once, CatchUp::None, CatchUp::All]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+    }
+}
+
 /// What a scheduler does with the slots it missed while no scheduler ran.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CatchUp {
     /// Run once for all the missed slots (the default).

@@ -64,6 +64,45 @@ pub struct Enqueued {
     pub queue: String,
 }
 
+/// Why an app's job may not use `queue`, if it may not: tollgate's own, or not declared.
+pub fn queue_problem(queue: &str, declared: &[&str]) -> Option<String> {
+    if RESERVED_QUEUES.contains(&queue) {
+        Some(format!("{queue:?} is tollgate's own queue"))
+    } else if !declared.contains(&queue) {
+        Some(format!(
+            "{queue:?} is not declared under [jobs.queues]; no worker would run it"
+        ))
+    } else {
+        None
+    }
+}
+
+/// The problems of a schedule of an app's kind, by field (config and admin API alike; the
+/// cron expression is parsed by its caller).
+pub fn schedule_problems(
+    name: &str,
+    kind: &str,
+    args: &serde_json::Value,
+    queue: Option<&str>,
+    declared: &[&str],
+) -> Vec<(&'static str, String)> {
+    let names = "1-64 characters of a-z, 0-9, '_', '-' and '.'";
+    let mut p = Vec::new();
+    if !is_valid_queue_name(name) {
+        p.push(("name", names.to_string()));
+    }
+    if !is_valid_queue_name(kind) {
+        p.push(("kind", names.to_string()));
+    }
+    if !args.is_object() {
+        p.push(("args", "expected an object of arguments".to_string()));
+    }
+    if let Some(m) = queue_problem(queue.unwrap_or(QUEUE), declared) {
+        p.push(("queue", m));
+    }
+    p
+}
+
 /// Checks the request field by field (every problem at once), then enqueues.
 pub async fn enqueue(
     config: &Config,

@@ -105,31 +105,61 @@ pub fn schedules(config: &Config, registry: &Registry) -> Vec<Schedule> {
 /// An app's schedule: its kind stored as `app.<slug>.<kind>`, its name likewise, so two apps'
 /// schedules of one name are two schedules.
 fn app_schedule(slug: &str, s: &crate::config::AppScheduleConfig) -> Schedule {
+    app_kind_schedule(slug, &s.name, s.cron.clone(), &s.kind, &s.args, s.queue.as_deref(), s.catch_up)
+}
+
+fn app_kind_schedule(
+    slug: &str,
+    name: &str,
+    cron: CronExpr,
+    kind: &str,
+    args: &serde_json::Value,
+    queue: Option<&str>,
+    catch_up: CatchUp,
+) -> Schedule {
     use crate::events::app_jobs::{self, AppJob};
-    let args = AppJob {
+    let job = AppJob {
         app: slug.to_string(),
-        kind: s.kind.clone(),
-        args: s.args.clone(),
+        kind: kind.to_string(),
+        args: args.clone(),
     };
     Schedule {
-        name: app_jobs::stored_kind(slug, &s.name),
-        cron: s.cron.clone(),
-        kind: app_jobs::stored_kind(slug, &s.kind).into(),
-        args: serde_json::to_string(&args).expect("JSON values serialise"),
-        queue: Some(
-            s.queue
-                .clone()
-                .unwrap_or_else(|| app_jobs::QUEUE.to_string()),
-        ),
-        catch_up: s.catch_up,
+        name: app_jobs::stored_kind(slug, name),
+        cron,
+        kind: app_jobs::stored_kind(slug, kind).into(),
+        args: serde_json::to_string(&job).expect("JSON values serialise"),
+        queue: Some(queue.unwrap_or(app_jobs::QUEUE).to_string()),
+        catch_up,
     }
+}
+
+/// How often the schedules made through the admin API are re-read.
+const STORED_REFRESH: Duration = Duration::from_secs(5);
+
+/// The schedules made at run time (`app_schedules`), minus any whose name a config schedule
+/// already has (the config wins).
+async fn stored_schedules(db: &crate::store::Db, fixed: &[Schedule]) -> Result<Vec<Schedule>, sqlx::Error> {
+    let rows = crate::store::jobs::app_schedules::all(db).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let cron = CronExpr::parse(&r.cron).ok()?;
+            let catch_up = CatchUp::parse(&r.catch_up).unwrap_or_default();
+            let s = app_kind_schedule(&r.app, &r.name, cron, &r.kind, &r.args, Some(&r.queue), catch_up);
+            (!fixed.iter().any(|f| f.name == s.name)).then_some(s)
+        })
+        .collect())
 }
 
 /// Runs schedules on a tick.
 pub struct Scheduler {
     client: Client,
     registry: std::sync::Arc<Registry>,
+    /// The built-in and the config's schedules.
     schedules: Vec<Schedule>,
+    /// The apps' schedules made through the admin API, re-read every [`STORED_REFRESH`].
+    stored: Vec<Schedule>,
+    stored_at: Option<std::time::Instant>,
     tick: Duration,
     /// Latest slot known to be claimed, per schedule.
     last: HashMap<String, i64>,
@@ -146,9 +176,22 @@ impl Scheduler {
             client,
             registry,
             schedules,
+            stored: Vec::new(),
+            stored_at: None,
             tick,
             last: HashMap::new(),
         }
+    }
+
+    async fn refresh_stored(&mut self) {
+        if self.stored_at.is_some_and(|at| at.elapsed() < STORED_REFRESH) {
+            return;
+        }
+        match stored_schedules(self.client.db(), &self.schedules).await {
+            Ok(s) => self.stored = s,
+            Err(e) => tracing::warn!(error = %e, "cannot read the apps' schedules; keeping the last read"),
+        }
+        self.stored_at = Some(std::time::Instant::now());
     }
 
     /// Runs until `stop`, waking at each slot (or each tick, whichever is first).
@@ -162,6 +205,7 @@ impl Scheduler {
             let next = self
                 .schedules
                 .iter()
+                .chain(&self.stored)
                 .filter_map(|s| s.cron.next_after(now))
                 .min()
                 .unwrap_or(i64::MAX);
@@ -176,9 +220,10 @@ impl Scheduler {
 
     /// Enqueues every due, unclaimed slot as of `now`. Returns how many jobs it enqueued.
     pub async fn run_due(&mut self, now: i64) -> usize {
+        self.refresh_stored().await;
+        let all: Vec<Schedule> = self.schedules.iter().chain(&self.stored).cloned().collect();
         let mut enqueued = 0;
-        for i in 0..self.schedules.len() {
-            let schedule = self.schedules[i].clone();
+        for schedule in all {
             match self.due_slots(&schedule, now).await {
                 Ok(due) => {
                     for slot in due {

@@ -3,6 +3,7 @@
 //! ([`cron`]). One query text for both backends except the claim and the batch completion.
 
 pub mod admin;
+pub mod app_schedules;
 pub mod cron;
 pub mod queue;
 
