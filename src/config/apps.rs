@@ -87,7 +87,10 @@ pub fn validate_schedules(apps: &[AppConfig], queues: &[&str], p: &mut Vec<Probl
                 p.push(Problem::new(format!("{key}.{field}"), message));
             }
             if !names.insert(s.name.as_str()) {
-                p.push(Problem::new(format!("{key}.name"), format!("{:?} is declared twice", s.name)));
+                p.push(Problem::new(
+                    format!("{key}.name"),
+                    format!("{:?} is declared twice", s.name),
+                ));
             }
         }
     }

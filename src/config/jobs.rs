@@ -77,7 +77,9 @@ impl CatchUp {
 }
 
 /// What a scheduler does with the slots it missed while no scheduler ran.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum CatchUp {
     /// Run once for all the missed slots (the default).

@@ -105,7 +105,15 @@ pub fn schedules(config: &Config, registry: &Registry) -> Vec<Schedule> {
 /// An app's schedule: its kind stored as `app.<slug>.<kind>`, its name likewise, so two apps'
 /// schedules of one name are two schedules.
 fn app_schedule(slug: &str, s: &crate::config::AppScheduleConfig) -> Schedule {
-    app_kind_schedule(slug, &s.name, s.cron.clone(), &s.kind, &s.args, s.queue.as_deref(), s.catch_up)
+    app_kind_schedule(
+        slug,
+        &s.name,
+        s.cron.clone(),
+        &s.kind,
+        &s.args,
+        s.queue.as_deref(),
+        s.catch_up,
+    )
 }
 
 fn app_kind_schedule(
@@ -138,14 +146,25 @@ const STORED_REFRESH: Duration = Duration::from_secs(5);
 
 /// The schedules made at run time (`app_schedules`), minus any whose name a config schedule
 /// already has (the config wins).
-async fn stored_schedules(db: &crate::store::Db, fixed: &[Schedule]) -> Result<Vec<Schedule>, sqlx::Error> {
+async fn stored_schedules(
+    db: &crate::store::Db,
+    fixed: &[Schedule],
+) -> Result<Vec<Schedule>, sqlx::Error> {
     let rows = crate::store::jobs::app_schedules::all(db).await?;
     Ok(rows
         .into_iter()
         .filter_map(|r| {
             let cron = CronExpr::parse(&r.cron).ok()?;
             let catch_up = CatchUp::parse(&r.catch_up).unwrap_or_default();
-            let s = app_kind_schedule(&r.app, &r.name, cron, &r.kind, &r.args, Some(&r.queue), catch_up);
+            let s = app_kind_schedule(
+                &r.app,
+                &r.name,
+                cron,
+                &r.kind,
+                &r.args,
+                Some(&r.queue),
+                catch_up,
+            );
             (!fixed.iter().any(|f| f.name == s.name)).then_some(s)
         })
         .collect())
@@ -184,12 +203,17 @@ impl Scheduler {
     }
 
     async fn refresh_stored(&mut self) {
-        if self.stored_at.is_some_and(|at| at.elapsed() < STORED_REFRESH) {
+        if self
+            .stored_at
+            .is_some_and(|at| at.elapsed() < STORED_REFRESH)
+        {
             return;
         }
         match stored_schedules(self.client.db(), &self.schedules).await {
             Ok(s) => self.stored = s,
-            Err(e) => tracing::warn!(error = %e, "cannot read the apps' schedules; keeping the last read"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the apps' schedules; keeping the last read")
+            }
         }
         self.stored_at = Some(std::time::Instant::now());
     }

@@ -628,21 +628,23 @@ pub async fn deliveries(
         .collect())
 }
 
+type AttemptTuple = (
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    i64,
+    Option<String>,
+    Option<String>,
+);
+
 /// A delivery's attempts, first first.
 pub async fn attempts(
     db: &Db,
     app_id: i64,
     delivery_id: i64,
 ) -> Result<Vec<AttemptRow>, sqlx::Error> {
-    let rows: Vec<(
-        i64,
-        i64,
-        i64,
-        Option<i64>,
-        i64,
-        Option<String>,
-        Option<String>,
-    )> = scoped_run!(db, Scope::App(app_id), c => sqlx::query_as(
+    let rows: Vec<AttemptTuple> = scoped_run!(db, Scope::App(app_id), c => sqlx::query_as(
         "SELECT delivery_id, attempt, at, status, latency_ms, response, error FROM event_attempts \
          WHERE app_id = $1 AND delivery_id = $2 ORDER BY attempt")
         .bind(app_id).bind(delivery_id).fetch_all(c).await)?;

@@ -343,37 +343,69 @@ async fn app_jobs_run_once_each_across_two_worker_processes() {
 
 #[tokio::test]
 async fn a_schedule_made_through_the_admin_api_runs_until_deleted() {
-    let h = jobs_app(json!([{ "name": "nightly", "cron": "0 3 * * *", "kind": "report.nightly" }])).await;
+    let h = jobs_app(json!([{ "name": "nightly", "cron": "0 3 * * *", "kind": "report.nightly" }]))
+        .await;
     let admin = |method: Method, path: &str, body: Option<Value>| {
         let path = format!("/admin/v1/apps/shop/schedules{path}");
         let (app, owner) = (&h.app, &h.shop.owner);
         async move { app.send_as(method, &path, owner, body).await }
     };
-    let r = admin(Method::POST, "", Some(json!({ "name": "hourly", "cron": "0 * * * *",
-        "kind": "feeds.sync", "args": { "all": true } }))).await;
+    let r = admin(
+        Method::POST,
+        "",
+        Some(json!({ "name": "hourly", "cron": "0 * * * *",
+        "kind": "feeds.sync", "args": { "all": true } })),
+    )
+    .await;
     assert_eq!(r.status(), 201);
-    let bad = admin(Method::POST, "", Some(json!({ "name": "x y", "cron": "every hour",
-        "kind": "k", "queue": "events" }))).await;
+    let bad = admin(
+        Method::POST,
+        "",
+        Some(json!({ "name": "x y", "cron": "every hour",
+        "kind": "k", "queue": "events" })),
+    )
+    .await;
     let p = problem(bad, 422).await;
-    let fields: Vec<&str> = p["errors"].as_array().unwrap().iter()
-        .map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = p["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["name", "queue", "cron"]);
-    let taken = admin(Method::POST, "", Some(json!({ "name": "nightly", "cron": "0 4 * * *", "kind": "k" }))).await;
+    let taken = admin(
+        Method::POST,
+        "",
+        Some(json!({ "name": "nightly", "cron": "0 4 * * *", "kind": "k" })),
+    )
+    .await;
     assert_eq!(taken.status(), 409);
     let list: Vec<Value> = admin(Method::GET, "", None).await.json().await.unwrap();
-    let names: Vec<(&str, &str)> = list.iter()
-        .map(|s| (s["name"].as_str().unwrap(), s["source"].as_str().unwrap())).collect();
+    let names: Vec<(&str, &str)> = list
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["source"].as_str().unwrap()))
+        .collect();
     assert_eq!(names, [("nightly", "config"), ("hourly", "api")]);
     let hour = now_ms() - now_ms() % HOUR + HOUR;
     let mut scheduler = h.rt.scheduler();
     assert!(scheduler.run_due(hour + 500).await >= 1);
     assert_eq!(h.work_at(hour + 1_000).await, 1);
     let body: Value = serde_json::from_str(&h.rx.received()[0].body).unwrap();
-    assert_eq!((body["data"]["kind"].clone(), body["data"]["args"].clone()),
-        (json!("feeds.sync"), json!({ "all": true })));
+    assert_eq!(
+        (body["data"]["kind"].clone(), body["data"]["args"].clone()),
+        (json!("feeds.sync"), json!({ "all": true }))
+    );
     assert_eq!(admin(Method::DELETE, "/hourly", None).await.status(), 204);
-    assert_eq!(admin(Method::DELETE, "/nightly", None).await.status(), 409, "the config's stays");
+    assert_eq!(
+        admin(Method::DELETE, "/nightly", None).await.status(),
+        409,
+        "the config's stays"
+    );
     let mut later = h.rt.scheduler();
     later.run_due(hour + HOUR + 500).await;
-    assert_eq!(h.work_at(hour + HOUR + 1_000).await, 0, "deleted: no more slots");
+    assert_eq!(
+        h.work_at(hour + HOUR + 1_000).await,
+        0,
+        "deleted: no more slots"
+    );
 }

@@ -82,7 +82,11 @@ pub async fn list_schedules(
 ) -> Result<Json<Vec<ScheduleOut>>> {
     op.require(Role::Viewer)?;
     let app = visible_app(&state, &op, &slug).await?;
-    let fixed = state.config.app(&slug).map(|a| a.schedules.clone()).unwrap_or_default();
+    let fixed = state
+        .config
+        .app(&slug)
+        .map(|a| a.schedules.clone())
+        .unwrap_or_default();
     let mut out: Vec<ScheduleOut> = fixed
         .into_iter()
         .map(|s| ScheduleOut {
@@ -95,7 +99,12 @@ pub async fn list_schedules(
             source: "config",
         })
         .collect();
-    out.extend(store::of_app(&state.db, app.id).await?.into_iter().map(ScheduleOut::from));
+    out.extend(
+        store::of_app(&state.db, app.id)
+            .await?
+            .into_iter()
+            .map(ScheduleOut::from),
+    );
     Ok(Json(out))
 }
 
@@ -114,12 +123,23 @@ pub async fn create_schedule(
     op.require(Role::Admin)?;
     let app = visible_app(&state, &op, &slug).await?;
     let args = body.args.unwrap_or_else(|| json!({}));
-    let declared: Vec<&str> = state.config.jobs.queues.keys().map(String::as_str).collect();
-    let mut fields: Vec<FieldError> =
-        schedule_problems(&body.name, &body.kind, &args, body.queue.as_deref(), &declared)
-            .into_iter()
-            .map(|(f, m)| FieldError::new(f, m))
-            .collect();
+    let declared: Vec<&str> = state
+        .config
+        .jobs
+        .queues
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut fields: Vec<FieldError> = schedule_problems(
+        &body.name,
+        &body.kind,
+        &args,
+        body.queue.as_deref(),
+        &declared,
+    )
+    .into_iter()
+    .map(|(f, m)| FieldError::new(f, m))
+    .collect();
     let cron = match CronExpr::parse(&body.cron) {
         Ok(c) => Some(c),
         Err(m) => {
@@ -152,7 +172,15 @@ pub async fn create_schedule(
         return Err(conflict());
     }
     let details = json!({ "cron": schedule.cron, "kind": schedule.kind });
-    audit(&state, &op, "schedule.create", &format!("schedule:{}", schedule.name), Some(app.id), Some(details)).await?;
+    audit(
+        &state,
+        &op,
+        "schedule.create",
+        &format!("schedule:{}", schedule.name),
+        Some(app.id),
+        Some(details),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(schedule.into())))
 }
 
@@ -168,13 +196,24 @@ pub async fn delete_schedule(
     op.require(Role::Admin)?;
     let app = visible_app(&state, &op, &slug).await?;
     if !store::delete(&state.db, app.id, &name).await? {
-        let in_config = state.config.app(&slug).is_some_and(|a| a.schedules.iter().any(|s| s.name == name));
+        let in_config = state
+            .config
+            .app(&slug)
+            .is_some_and(|a| a.schedules.iter().any(|s| s.name == name));
         return Err(if in_config {
             Error::Conflict(format!("schedule {name:?} is declared in the config file"))
         } else {
             Error::NotFound(format!("no schedule {name:?}"))
         });
     }
-    audit(&state, &op, "schedule.delete", &format!("schedule:{name}"), Some(app.id), None).await?;
+    audit(
+        &state,
+        &op,
+        "schedule.delete",
+        &format!("schedule:{name}"),
+        Some(app.id),
+        None,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
