@@ -123,6 +123,12 @@ impl Effects<'_> {
                     currency: n.currency.as_deref(),
                     event_time: self.source.time_ms,
                     webhook_id,
+                    subscription: n
+                        .subscription_id
+                        .as_deref()
+                        .or(n.subscription.as_ref().map(|s| s.id.as_str()))
+                        .unwrap_or_default(),
+                    recovery_window_ms: self.billing.recovery_window_ms(),
                 },
             )
             .await?;

@@ -35,6 +35,8 @@ pub struct AppConfig {
     pub subscription_grace_hours: Option<u32>,
     /// Credits at or below which a user's balance is announced by a `credits.low` event.
     pub credits_low: Option<Micros>,
+    /// Days after a failed payment in which a payment recovers it (default 14; docs/recovery.md).
+    pub recovery_window_days: Option<u32>,
     /// Billing stores the app sells through (docs/billing.md); each optional.
     pub stripe: Option<StripeConfig>,
     pub revenuecat: Option<RevenueCatConfig>,
@@ -117,6 +119,7 @@ impl AppConfig {
                 .subscription_grace_hours
                 .unwrap_or(d.subscription_grace_hours),
             credits_low: self.credits_low,
+            recovery_window_days: self.recovery_window_days.unwrap_or(d.recovery_window_days),
         }
     }
 }
@@ -205,6 +208,12 @@ pub(super) fn billing(key: &str, b: &BillingSettings, p: &mut Vec<Problem>) {
         p.push(Problem::new(
             format!("{key}.credits_low"),
             "must be greater than 0 (leave it unset for no credits.low event)",
+        ));
+    }
+    if !(1..=90).contains(&b.recovery_window_days) {
+        p.push(Problem::new(
+            format!("{key}.recovery_window_days"),
+            "expected 1 to 90",
         ));
     }
     if b.subscription_grace_hours > 24 * 90 {

@@ -31,6 +31,8 @@ pub struct JobsConfig {
     pub retain_discarded_hours: u64,
     /// When the built-in pruning job runs.
     pub prune_cron: CronExpr,
+    /// When open recovery cases whose window passed are marked lost (docs/recovery.md).
+    pub recovery_sweep_cron: CronExpr,
     /// Queue name → settings. `default` always exists.
     pub queues: BTreeMap<String, QueueConfig>,
     #[serde(default)]

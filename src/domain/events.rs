@@ -27,10 +27,16 @@ pub enum EventType {
     PaymentSucceeded,
     #[serde(rename = "user.deleted")]
     UserDeleted,
+    #[serde(rename = "recovery.case_opened")]
+    RecoveryCaseOpened,
+    #[serde(rename = "recovery.recovered")]
+    RecoveryRecovered,
+    #[serde(rename = "recovery.lost")]
+    RecoveryLost,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 11] = [
         EventType::SubscriptionUpdated,
         EventType::EntitlementsUpdated,
         EventType::CreditsGranted,
@@ -39,6 +45,9 @@ impl EventType {
         EventType::PaymentFailed,
         EventType::PaymentSucceeded,
         EventType::UserDeleted,
+        EventType::RecoveryCaseOpened,
+        EventType::RecoveryRecovered,
+        EventType::RecoveryLost,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +60,9 @@ impl EventType {
             EventType::PaymentFailed => "payment.failed",
             EventType::PaymentSucceeded => "payment.succeeded",
             EventType::UserDeleted => "user.deleted",
+            EventType::RecoveryCaseOpened => "recovery.case_opened",
+            EventType::RecoveryRecovered => "recovery.recovered",
+            EventType::RecoveryLost => "recovery.lost",
         }
     }
 
@@ -230,6 +242,28 @@ pub struct Payment {
 #[schema(title = "UserDeletedV1")]
 pub struct UserDeleted {
     pub user_id: String,
+}
+
+/// `data` of `recovery.case_opened`, `recovery.recovered` and `recovery.lost`: a failed
+/// payment's case (docs/recovery.md).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(title = "RecoveryCaseV1")]
+pub struct RecoveryCase {
+    pub user_id: String,
+    pub case_id: i64,
+    pub provider: String,
+    /// The store's subscription id ('' when the store named none).
+    pub subscription_id: String,
+    /// `open`, `recovered`, `lost` or `canceled`.
+    pub state: String,
+    /// The store's time of the first failure, ms since the epoch.
+    pub first_failure_at: i64,
+    pub attempts: i64,
+    pub amount_minor: Option<i64>,
+    pub currency: Option<String>,
+    /// The store's time of the payment that recovered it.
+    pub recovered_at: Option<i64>,
+    pub recovered_amount_minor: Option<i64>,
 }
 
 /// Which threshold a change of available credits from `before` to `after` crosses downwards,

@@ -10,4 +10,5 @@ pub mod plans;
 pub mod pricing;
 pub mod privacy;
 pub mod rate_limit;
+pub mod recovery;
 pub mod subscriptions;

@@ -32,6 +32,14 @@ pub struct BillingSettings {
     /// (docs/events.md); unset: only `credits.exhausted`, at zero.
     #[serde(default)]
     pub credits_low: Option<Micros>,
+    /// Days after a failed payment's first failure in which a payment counts as recovering it
+    /// (docs/recovery.md).
+    #[serde(default = "default_recovery_window_days")]
+    pub recovery_window_days: u32,
+}
+
+fn default_recovery_window_days() -> u32 {
+    crate::domain::recovery::DEFAULT_WINDOW_DAYS
 }
 
 /// Three days: longer than the stores' usual renewal delays, short enough that access never
@@ -46,6 +54,11 @@ impl BillingSettings {
     /// [`Self::subscription_grace_hours`] in milliseconds.
     pub fn grace_ms(&self) -> i64 {
         self.subscription_grace_hours as i64 * 3_600_000
+    }
+
+    /// [`Self::recovery_window_days`] in milliseconds.
+    pub fn recovery_window_ms(&self) -> i64 {
+        self.recovery_window_days as i64 * crate::domain::recovery::DAY_MS
     }
 }
 
@@ -68,6 +81,7 @@ impl Default for BillingSettings {
             plans: Vec::new(),
             subscription_grace_hours: DEFAULT_GRACE_HOURS,
             credits_low: None,
+            recovery_window_days: default_recovery_window_days(),
         }
     }
 }

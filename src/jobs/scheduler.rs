@@ -27,6 +27,8 @@ const MAX_CATCH_UP: usize = 100;
 pub const PRUNE_SCHEDULE: &str = "tollgate.prune";
 /// The built-in schedule of `ledger.expire` (holds and grants past their expiry).
 pub const EXPIRE_SCHEDULE: &str = "tollgate.ledger_expire";
+/// The built-in schedule of `recovery.sweep`.
+pub const RECOVERY_SWEEP_SCHEDULE: &str = "tollgate.recovery_sweep";
 /// The built-in schedule of `ledger.period_credits`.
 pub const PERIOD_CREDITS_SCHEDULE: &str = "tollgate.period_credits";
 
@@ -78,6 +80,11 @@ pub fn schedules(config: &Config, registry: &Registry) -> Vec<Schedule> {
             PERIOD_CREDITS_SCHEDULE,
             &config.ledger.period_credits_cron,
             super::kinds::ledger::PeriodCredits::KIND_NAME,
+        ),
+        (
+            RECOVERY_SWEEP_SCHEDULE,
+            &config.jobs.recovery_sweep_cron,
+            super::kinds::recovery::Sweep::KIND_NAME,
         ),
     ] {
         all.push(Schedule {

@@ -69,6 +69,11 @@ const SQLITE: Embedded = &[
         "events",
         include_str!("../../migrations/sqlite/0011_events.sql"),
     ),
+    (
+        12,
+        "recovery",
+        include_str!("../../migrations/sqlite/0012_recovery.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -125,6 +130,11 @@ const POSTGRES: Embedded = &[
         11,
         "events",
         include_str!("../../migrations/postgres/0011_events.sql"),
+    ),
+    (
+        12,
+        "recovery",
+        include_str!("../../migrations/postgres/0012_recovery.sql"),
     ),
 ];
 

@@ -17,6 +17,7 @@ pub mod migrate;
 mod pool;
 pub mod privacy;
 pub mod quotas;
+pub mod recovery;
 pub mod scope;
 mod tx;
 pub mod usage;

@@ -128,6 +128,7 @@ impl TestDb {
         // The period-credits sweep runs every ten minutes by default; a test running across a
         // boundary would see credits it did not grant. Tests run the job themselves.
         c.ledger.period_credits_cron = "0 0 1 1 *".parse().expect("a cron expression");
+        c.jobs.recovery_sweep_cron = "0 0 1 1 *".parse().expect("a cron expression");
         c
     }
 

@@ -49,6 +49,7 @@ mod privacy;
 mod problems;
 mod python;
 mod rate_limits;
+mod recovery;
 mod request_id;
 mod sentry;
 mod shutdown;

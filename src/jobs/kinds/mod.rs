@@ -4,6 +4,7 @@ pub mod billing;
 pub mod events;
 pub mod ledger;
 pub mod maintenance;
+pub mod recovery;
 
 use std::sync::OnceLock;
 
@@ -19,6 +20,7 @@ pub fn builtin() -> &'static Registry {
             .register::<ledger::Expire>()
             .register::<ledger::PeriodCredits>()
             .register::<billing::ProcessWebhook>()
+            .register::<recovery::Sweep>()
             .register::<crate::store::events::FanOutArgs>()
             .register::<crate::events::fan_out::Deliver>()
             .register::<crate::events::app_jobs::AppJob>()

@@ -43,18 +43,25 @@ pub struct PaymentEvent<'a> {
     pub currency: Option<&'a str>,
     pub event_time: i64,
     pub webhook_id: i64,
+    /// The store's subscription it is for ('' when it names none).
+    pub subscription: &'a str,
+    /// The app's recovery window, for a case a failure opens.
+    pub recovery_window_ms: i64,
 }
 
-/// Publishes a payment outcome, once per delivery.
+/// Publishes a payment outcome, once per delivery, and applies it to the user's recovery cases
+/// in the same transaction.
 pub async fn record_payment(db: &Db, t: Target, p: &PaymentEvent<'_>) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
     crate::store::scope::apply_tx(&mut tx, Scope::App(t.app_id)).await?;
     let id: Option<i64> = crate::tx_run!(&mut tx, c => sqlx::query_scalar(
         "INSERT INTO payment_events (app_id, user_id, provider, kind, reference, amount_minor, \
-         currency, event_time, webhook_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         currency, event_time, webhook_id, created_at, subscription_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (webhook_id) DO NOTHING RETURNING id")
         .bind(t.app_id).bind(t.user_id).bind(p.provider.as_str()).bind(p.kind).bind(p.reference)
         .bind(p.amount_minor).bind(p.currency).bind(p.event_time).bind(p.webhook_id).bind(now_ms())
+        .bind(p.subscription)
         .fetch_optional(&mut **c).await)?;
     if let Some(id) = id {
         use crate::domain::events::{EventType, Payment};
@@ -74,6 +81,16 @@ pub async fn record_payment(db: &Db, t: Target, p: &PaymentEvent<'_>) -> Result<
         let key = format!("{}:{id}", kind.as_str());
         let e = crate::store::events::Outgoing::about(kind, t.user_id, key, data);
         crate::store::events::publish(&mut tx, t.app_id, &e).await?;
+        let outcome = crate::store::recovery::Outcome {
+            provider: p.provider.as_str(),
+            failed: kind == EventType::PaymentFailed,
+            subscription: p.subscription,
+            amount_minor: p.amount_minor,
+            currency: p.currency,
+            event_time: p.event_time,
+            window_ms: p.recovery_window_ms,
+        };
+        crate::store::recovery::apply(&mut tx, t, &outcome).await?;
     }
     tx.commit().await
 }

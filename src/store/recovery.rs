@@ -1,0 +1,241 @@
+//! Recovery cases (docs/recovery.md): a payment outcome applied to the user's cases in the
+//! transaction that records it, by the store's event times ([`crate::domain::recovery`]); the
+//! sweep that loses cases whose window passed. Each change publishes its event.
+
+use serde::Serialize;
+
+use crate::domain::events::{EventType, RecoveryCase};
+use crate::domain::recovery::{CaseState, attributes, belongs_to_closed};
+use crate::store::events::{Outgoing, publish};
+use crate::store::ledger::Target;
+use crate::store::scope::{self, Scope};
+use crate::store::{Db, Tx, now_ms};
+use crate::{scoped_run, tx_run};
+
+/// A payment outcome as recovery sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome<'a> {
+    pub provider: &'a str,
+    pub failed: bool,
+    /// '' when the store named no subscription.
+    pub subscription: &'a str,
+    pub amount_minor: Option<i64>,
+    pub currency: Option<&'a str>,
+    /// The store's time for it.
+    pub event_time: i64,
+    /// The app's window, for a case this opens.
+    pub window_ms: i64,
+}
+
+/// A case as stored.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CaseRow {
+    pub id: i64,
+    #[serde(skip)]
+    pub user_id: i64,
+    pub provider: String,
+    pub subscription_id: String,
+    pub state: String,
+    pub first_failure_at: i64,
+    pub last_failure_at: i64,
+    pub attempts: i64,
+    pub amount_minor: Option<i64>,
+    pub currency: Option<String>,
+    pub window_ms: i64,
+    pub recovered_at: Option<i64>,
+    pub recovered_amount_minor: Option<i64>,
+}
+
+type CaseTuple = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+const COLUMNS: &str = "id, user_id, provider, subscription_id, state, first_failure_at, \
+     last_failure_at, attempts, amount_minor, currency, window_ms, recovered_at, recovered_amount_minor";
+
+fn case_row(t: CaseTuple) -> CaseRow {
+    CaseRow {
+        id: t.0,
+        user_id: t.1,
+        provider: t.2,
+        subscription_id: t.3,
+        state: t.4,
+        first_failure_at: t.5,
+        last_failure_at: t.6,
+        attempts: t.7,
+        amount_minor: t.8,
+        currency: t.9,
+        window_ms: t.10,
+        recovered_at: t.11,
+        recovered_amount_minor: t.12,
+    }
+}
+
+/// The user's cases for one store subscription, oldest first.
+async fn cases_of(tx: &mut Tx, t: Target, o: &Outcome<'_>) -> Result<Vec<CaseRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM recovery_cases WHERE app_id = $1 AND user_id = $2 AND provider = $3 \
+         AND subscription_id = $4 ORDER BY first_failure_at, id"
+    );
+    let rows: Vec<CaseTuple> = tx_run!(&mut *tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(t.app_id).bind(t.user_id).bind(o.provider).bind(o.subscription)
+        .fetch_all(&mut **c).await)?;
+    Ok(rows.into_iter().map(case_row).collect())
+}
+
+/// Applies a payment outcome to the user's cases, in the caller's transaction (the one that
+/// records the outcome, so a redelivered outcome, recorded once, is applied once).
+pub async fn apply(tx: &mut Tx, t: Target, o: &Outcome<'_>) -> Result<(), sqlx::Error> {
+    scope::apply_tx(tx, Scope::App(t.app_id)).await?;
+    let cases = cases_of(tx, t, o).await?;
+    let now = now_ms();
+    if !o.failed {
+        // The earliest case this payment falls in the window of — open, or lost by the sweep
+        // before this (late) payment arrived.
+        let recovers = cases.iter().find(|c| {
+            [CaseState::Open, CaseState::Lost]
+                .iter()
+                .any(|s| s.as_str() == c.state)
+                && attributes(c.first_failure_at, c.window_ms, o.event_time)
+        });
+        if let Some(c) = recovers {
+            recover(tx, t, c.id, o.event_time, o.amount_minor, now).await?;
+        }
+        return Ok(());
+    }
+    if let Some(open) = cases.iter().find(|c| c.state == CaseState::Open.as_str()) {
+        tx_run!(&mut *tx, c => sqlx::query(
+            "UPDATE recovery_cases SET attempts = attempts + 1, \
+             first_failure_at = CASE WHEN $3 < first_failure_at THEN $3 ELSE first_failure_at END, \
+             last_failure_at = CASE WHEN $3 > last_failure_at THEN $3 ELSE last_failure_at END, \
+             amount_minor = COALESCE($4, amount_minor), currency = COALESCE($5, currency), updated_at = $6 \
+             WHERE app_id = $1 AND id = $2")
+            .bind(t.app_id).bind(open.id).bind(o.event_time).bind(o.amount_minor).bind(o.currency)
+            .bind(now).execute(&mut **c).await.map(|_| ()))?;
+        return Ok(());
+    }
+    if let Some(closed) = cases.iter().find(|c| {
+        belongs_to_closed(
+            c.first_failure_at,
+            c.window_ms,
+            c.recovered_at,
+            o.event_time,
+        )
+    }) {
+        // A retry of a payment whose case is settled already: counted, nothing reopens.
+        tx_run!(&mut *tx, c => sqlx::query(
+            "UPDATE recovery_cases SET attempts = attempts + 1, updated_at = $3 WHERE app_id = $1 AND id = $2")
+            .bind(t.app_id).bind(closed.id).bind(now).execute(&mut **c).await.map(|_| ()))?;
+        return Ok(());
+    }
+    let id: i64 = tx_run!(&mut *tx, c => sqlx::query_scalar(
+        "INSERT INTO recovery_cases (app_id, user_id, provider, subscription_id, state, first_failure_at, \
+         last_failure_at, attempts, amount_minor, currency, window_ms, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'open', $5, $5, 1, $6, $7, $8, $9, $9) RETURNING id")
+        .bind(t.app_id).bind(t.user_id).bind(o.provider).bind(o.subscription).bind(o.event_time)
+        .bind(o.amount_minor).bind(o.currency).bind(o.window_ms).bind(now)
+        .fetch_one(&mut **c).await)?;
+    announce(tx, t.app_id, id, EventType::RecoveryCaseOpened).await?;
+    // Stores do not deliver in order: the payment that recovers this case may be here already.
+    let paid: Option<(i64, Option<i64>)> = tx_run!(&mut *tx, c => sqlx::query_as(
+        "SELECT event_time, amount_minor FROM payment_events WHERE app_id = $1 AND user_id = $2 \
+         AND provider = $3 AND subscription_id = $4 AND kind = 'payment_succeeded' \
+         AND event_time >= $5 AND event_time <= $6 ORDER BY event_time LIMIT 1")
+        .bind(t.app_id).bind(t.user_id).bind(o.provider).bind(o.subscription).bind(o.event_time)
+        .bind(o.event_time.saturating_add(o.window_ms)).fetch_optional(&mut **c).await)?;
+    if let Some((at, amount)) = paid {
+        recover(tx, t, id, at, amount, now).await?;
+    }
+    Ok(())
+}
+
+async fn recover(
+    tx: &mut Tx,
+    t: Target,
+    id: i64,
+    at: i64,
+    amount: Option<i64>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    tx_run!(&mut *tx, c => sqlx::query(
+        "UPDATE recovery_cases SET state = 'recovered', recovered_at = $3, recovered_amount_minor = $4, \
+         closed_at = $5, updated_at = $5 WHERE app_id = $1 AND id = $2")
+        .bind(t.app_id).bind(id).bind(at).bind(amount).bind(now)
+        .execute(&mut **c).await.map(|_| ()))?;
+    announce(tx, t.app_id, id, EventType::RecoveryRecovered).await
+}
+
+/// Publishes the case's event with its state as it is now.
+async fn announce(tx: &mut Tx, app_id: i64, id: i64, kind: EventType) -> Result<(), sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM recovery_cases WHERE app_id = $1 AND id = $2");
+    let c: CaseTuple = tx_run!(&mut *tx, x => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(app_id).bind(id).fetch_one(&mut **x).await)?;
+    let c = case_row(c);
+    let data = RecoveryCase {
+        user_id: String::new(),
+        case_id: c.id,
+        provider: c.provider.clone(),
+        subscription_id: c.subscription_id.clone(),
+        state: c.state.clone(),
+        first_failure_at: c.first_failure_at,
+        attempts: c.attempts,
+        amount_minor: c.amount_minor,
+        currency: c.currency.clone(),
+        recovered_at: c.recovered_at,
+        recovered_amount_minor: c.recovered_amount_minor,
+    };
+    // A case opens, recovers and is lost once each — but a lost case can still be recovered by
+    // a late payment, so the key names the transition.
+    let key = format!("{}:{}", kind.as_str(), c.id);
+    let e = Outgoing::about(kind, c.user_id, key, data);
+    publish(tx, app_id, &e).await.map(|_| ())
+}
+
+/// Loses open cases whose window has passed by `now`, or whose subscription has ended; returns
+/// how many. Across apps, each case in its own app's transaction.
+pub async fn sweep(db: &Db, now: i64, limit: i64) -> Result<usize, sqlx::Error> {
+    let due: Vec<(i64, i64)> = scoped_run!(db, Scope::AllApps, c => sqlx::query_as(
+        "SELECT c.app_id, c.id FROM recovery_cases c WHERE c.state = 'open' \
+         AND (c.first_failure_at + c.window_ms < $1 OR EXISTS (SELECT 1 FROM subscriptions s \
+           WHERE s.app_id = c.app_id AND s.provider = c.provider AND s.provider_id = c.subscription_id \
+           AND s.status = 'expired')) \
+         ORDER BY c.first_failure_at LIMIT $2")
+        .bind(now).bind(limit).fetch_all(c).await)?;
+    let mut lost = 0;
+    for (app_id, id) in due {
+        let mut tx = db.begin().await?;
+        scope::apply_tx(&mut tx, Scope::App(app_id)).await?;
+        let n = tx_run!(&mut tx, c => sqlx::query(
+            "UPDATE recovery_cases SET state = 'lost', closed_at = $3, updated_at = $3 \
+             WHERE app_id = $1 AND id = $2 AND state = 'open'")
+            .bind(app_id).bind(id).bind(now).execute(&mut **c).await.map(|r| r.rows_affected()))?;
+        if n == 1 {
+            announce(&mut tx, app_id, id, EventType::RecoveryLost).await?;
+            lost += 1;
+        }
+        tx.commit().await?;
+    }
+    Ok(lost)
+}
+
+/// A user's cases, newest first (tests and the tenant API to come).
+pub async fn cases(db: &Db, t: Target) -> Result<Vec<CaseRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM recovery_cases WHERE app_id = $1 AND user_id = $2 ORDER BY id DESC"
+    );
+    let rows: Vec<CaseTuple> = scoped_run!(db, Scope::App(t.app_id), c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(t.app_id).bind(t.user_id).fetch_all(c).await)?;
+    Ok(rows.into_iter().map(case_row).collect())
+}
