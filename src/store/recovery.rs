@@ -239,3 +239,80 @@ pub async fn cases(db: &Db, t: Target) -> Result<Vec<CaseRow>, sqlx::Error> {
         .bind(t.app_id).bind(t.user_id).fetch_all(c).await)?;
     Ok(rows.into_iter().map(case_row).collect())
 }
+
+/// Recovery's numbers over cases whose first failure is in `[from, to)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Kpis {
+    pub from: i64,
+    pub to: i64,
+    pub opened: i64,
+    /// Still open.
+    pub active: i64,
+    pub recovered: i64,
+    pub lost: i64,
+    pub canceled: i64,
+    /// recovered / (recovered + lost), in basis points (10000 = every settled case recovered);
+    /// absent while none is settled.
+    pub recovery_rate_bps: Option<i64>,
+    /// Recovered amounts, per currency, in the currency's minor unit.
+    pub recovered_revenue: Vec<Revenue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Revenue {
+    pub currency: String,
+    pub amount_minor: i64,
+}
+
+pub async fn kpis(db: &Db, app_id: i64, from: i64, to: i64) -> Result<Kpis, sqlx::Error> {
+    let by_state: Vec<(String, i64)> = scoped_run!(db, Scope::App(app_id), c => sqlx::query_as(
+        "SELECT state, COUNT(*) FROM recovery_cases WHERE app_id = $1 AND first_failure_at >= $2 \
+         AND first_failure_at < $3 GROUP BY state")
+        .bind(app_id).bind(from).bind(to).fetch_all(c).await)?;
+    let revenue: Vec<(String, i64)> = scoped_run!(db, Scope::App(app_id), c => sqlx::query_as(
+        "SELECT COALESCE(currency, ''), CAST(SUM(COALESCE(recovered_amount_minor, 0)) AS BIGINT) \
+         FROM recovery_cases WHERE app_id = $1 AND state = 'recovered' AND first_failure_at >= $2 \
+         AND first_failure_at < $3 GROUP BY COALESCE(currency, '') ORDER BY 1")
+        .bind(app_id).bind(from).bind(to).fetch_all(c).await)?;
+    let n = |s: CaseState| {
+        by_state
+            .iter()
+            .find(|(state, _)| state == s.as_str())
+            .map_or(0, |(_, n)| *n)
+    };
+    let (recovered, lost) = (n(CaseState::Recovered), n(CaseState::Lost));
+    Ok(Kpis {
+        from,
+        to,
+        opened: by_state.iter().map(|(_, n)| n).sum(),
+        active: n(CaseState::Open),
+        recovered,
+        lost,
+        canceled: n(CaseState::Canceled),
+        recovery_rate_bps: (recovered + lost > 0).then(|| recovered * 10_000 / (recovered + lost)),
+        recovered_revenue: revenue
+            .into_iter()
+            .map(|(currency, amount_minor)| Revenue {
+                currency,
+                amount_minor,
+            })
+            .collect(),
+    })
+}
+
+/// An app's cases, newest first, older than `before`, optionally in one state.
+pub async fn app_cases(
+    db: &Db,
+    app_id: i64,
+    state: Option<&str>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<CaseRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM recovery_cases WHERE app_id = $1 AND ($2 IS NULL OR state = $2) \
+         AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+    );
+    let rows: Vec<CaseTuple> = scoped_run!(db, Scope::App(app_id), c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(app_id).bind(state).bind(before).bind(limit).fetch_all(c).await)?;
+    Ok(rows.into_iter().map(case_row).collect())
+}

@@ -110,6 +110,50 @@ async fn a_payment_within_fourteen_days_of_the_first_failure_recovers_in_any_del
         ),
         (4, 2, 2)
     );
+    // The numbers, computed by hand: four cases, two recovered (1999 cents each), two lost.
+    let owner = crate::credits::seed(&app, "shop").await.owner;
+    let get = |path: String| {
+        let (app, owner) = (&app, &owner);
+        async move { app.send_as(reqwest::Method::GET, &path, owner, None).await }
+    };
+    let kpis = |from: i64, to: i64| {
+        get(format!(
+            "/admin/v1/apps/shop/recovery/kpis?from={from}&to={to}"
+        ))
+    };
+    let k: Value = kpis(t0 * 1000, now_ms()).await.json().await.unwrap();
+    assert_eq!(
+        (
+            k["opened"].clone(),
+            k["active"].clone(),
+            k["recovered"].clone(),
+            k["lost"].clone(),
+            k["recovery_rate_bps"].clone()
+        ),
+        (json!(4), json!(0), json!(2), json!(2), json!(5000)),
+        "{k}"
+    );
+    assert_eq!(
+        k["recovered_revenue"],
+        json!([{ "currency": "usd", "amount_minor": 3998 }])
+    );
+    let k: Value = kpis(t0 * 1000 + 1, now_ms()).await.json().await.unwrap();
+    assert_eq!(
+        (k["opened"].clone(), k["recovery_rate_bps"].clone()),
+        (json!(0), Value::Null),
+        "by first failure time"
+    );
+    let lost: Vec<Value> = get("/admin/v1/apps/shop/recovery/cases?state=lost".into())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(lost.len(), 2);
+    let bad = get("/admin/v1/apps/shop/recovery/cases?state=won".into()).await;
+    assert_eq!(
+        crate::helpers::problem(bad, 422).await["errors"][0]["field"],
+        "state"
+    );
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ pub mod apps;
 pub mod credits;
 pub mod endpoints;
 pub mod jobs;
+pub mod recovery;
 pub mod schedules;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -21,6 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(credits::router())
         .merge(endpoints::router())
         .merge(jobs::router())
+        .merge(recovery::router())
         .merge(schedules::router())
 }
 
