@@ -35,7 +35,8 @@ impl Switch {
         }
     }
 
-    fn key(self) -> String {
+    /// The `settings` row that stores it.
+    pub fn key(self) -> String {
         format!("{KEY_PREFIX}{}", self.as_str())
     }
 }

@@ -117,9 +117,12 @@ pub async fn publish(tx: &mut Tx, app_id: i64, e: &Outgoing) -> Result<Option<i6
     let Some(id) = id else {
         return Ok(None);
     };
+    // The store has no `jobs::Client` (and its cached switches) here, so it reads the enqueue
+    // switch's row itself: parked while it is off, like every kind that parks.
+    let switch = crate::jobs::switches::Switch::Enqueue.key();
     let enqueue_off: Option<String> = tx_run!(&mut *tx, c => sqlx::query_scalar(
-        "SELECT value FROM settings WHERE key = 'jobs.switch.enqueue'")
-        .fetch_optional(&mut **c).await)?;
+        "SELECT value FROM settings WHERE key = $1")
+        .bind(&switch).fetch_optional(&mut **c).await)?;
     let args = serde_json::to_string(&FanOutArgs {
         app: app_id,
         event: id,

@@ -9,12 +9,11 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tollgate::jobs::Runtime;
-use tollgate::startup::Role;
 use tollgate::store::{migrate, now_ms};
 
 use crate::credits::{Shop, seed};
 use crate::fake_receiver::Receiver;
-use crate::helpers::{TestApp, TestDb, problem, spawn_app_on};
+use crate::helpers::{TestApp, TestDb, problem, spawn_api_with_runtime};
 use crate::jobs::wait_until;
 use crate::jobs_processes::spawn_worker;
 
@@ -29,17 +28,12 @@ struct Jobs {
 const HOUR: i64 = 3_600_000;
 
 async fn jobs_app(schedules: Value) -> Jobs {
-    let test_db = TestDb::new().await;
-    let configure = move |c: &mut tollgate::config::Config| {
+    let (app, rt) = spawn_api_with_runtime(move |c: &mut tollgate::config::Config| {
         let mut shop = crate::credits::shop_config();
         shop.schedules = serde_json::from_value(schedules.clone()).unwrap();
         c.apps.push(shop);
-    };
-    let mut config = test_db.config();
-    configure(&mut config);
-    let app = spawn_app_on(test_db, configure, Role::Api, axum::Router::new()).await;
-    let registry = tollgate::jobs::kinds::builtin().clone();
-    let rt = Runtime::new(app.db.clone(), Arc::new(config), registry).await;
+    })
+    .await;
     let shop = seed(&app, "shop").await;
     let (rx, url) = Receiver::start().await;
     let r = app

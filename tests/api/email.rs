@@ -2,19 +2,16 @@
 //! sent once per key by its job, escaped in HTML; a refused recipient is a bounce, a 451 is
 //! retried; `tollgate check`, `tollgate email test` and `/ready` see the transport.
 
-use std::sync::Arc;
-
 use reqwest::Method;
 use serde_json::{Value, json};
 use tollgate::config::Config;
 use tollgate::jobs::Runtime;
-use tollgate::startup::Role;
 use tollgate::store::now_ms;
 
 use crate::cli::{as_refs, db_vars, run};
 use crate::credits::{Shop, seed};
 use crate::fake_smtp::FakeSmtp;
-use crate::helpers::{TestApp, TestDb, problem, spawn_app_on};
+use crate::helpers::{TestApp, problem, spawn_api_with_runtime};
 
 struct Mail {
     app: TestApp,
@@ -43,18 +40,8 @@ fn with_templates(c: &mut Config, smtp_url: &str) {
 
 async fn mail_app() -> Mail {
     let (smtp, url) = FakeSmtp::start().await;
-    let test_db = TestDb::new().await;
     let u = url.clone();
-    let configure = move |c: &mut Config| with_templates(c, &u);
-    let mut config = test_db.config();
-    configure(&mut config);
-    let app = spawn_app_on(test_db, configure, Role::Api, axum::Router::new()).await;
-    let rt = Runtime::new(
-        app.db.clone(),
-        Arc::new(config),
-        tollgate::jobs::kinds::builtin().clone(),
-    )
-    .await;
+    let (app, rt) = spawn_api_with_runtime(move |c: &mut Config| with_templates(c, &u)).await;
     let shop = seed(&app, "shop").await;
     Mail {
         app,

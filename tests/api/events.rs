@@ -3,21 +3,18 @@
 //! schedule (a worker clock, no sleeps), disabled on 410 or after failing too long, replayed,
 //! signed by both secrets during a rotation, refused on private targets in production.
 
-use std::sync::Arc;
-
 use reqwest::Method;
 use serde_json::{Value, json};
 use tollgate::config::Config;
 use tollgate::domain::events::EventType;
 use tollgate::jobs::Runtime;
-use tollgate::startup::Role;
 use tollgate::store::events::{self as store, Outgoing};
 use tollgate::store::ledger::{self, Credit, EntryKind, Note};
 use tollgate::store::{Db, now_ms, scope};
 
 use crate::credits::{Shop, seed, shop_config};
 use crate::fake_receiver::{Received, Receiver};
-use crate::helpers::{TestApp, TestDb, problem, spawn_app_on};
+use crate::helpers::{TestApp, problem, spawn_api_with_runtime};
 use crate::python::python_with;
 
 const MINUTE: i64 = 60_000;
@@ -32,19 +29,10 @@ struct Events {
 }
 
 async fn events_app(configure: impl Fn(&mut Config) + Clone + Send + 'static) -> Events {
-    let test_db = TestDb::new().await;
-    let configure = move |c: &mut Config| {
+    let (app, rt) = spawn_api_with_runtime(move |c: &mut Config| {
         c.apps.push(shop_config());
         configure(c);
-    };
-    let mut config = test_db.config();
-    configure(&mut config);
-    let app = spawn_app_on(test_db, configure, Role::Api, axum::Router::new()).await;
-    let rt = Runtime::new(
-        app.db.clone(),
-        Arc::new(config),
-        tollgate::jobs::kinds::builtin().clone(),
-    )
+    })
     .await;
     let shop = seed(&app, "shop").await;
     Events { app, rt, shop }
@@ -653,5 +641,67 @@ async fn plan_changes_deletions_and_an_exhausted_balance_publish_their_events() 
     assert!(
         payloads.iter().all(|p| !p.contains("\"alice\"")),
         "{payloads:?}"
+    );
+}
+
+/// Reserves `hold` and settles it at `charged` through the group-committed writer (the AI
+/// call's path), announcing the app's threshold `low`.
+async fn metered_call(h: &Events, batcher: &ledger::Batcher, hold: i64, charged: i64, low: i64) {
+    let t = ledger::Target {
+        app_id: h.shop.app_id,
+        user_id: h.shop.user_id,
+    };
+    let id = batcher
+        .reserve_call(ledger::CallHold {
+            t,
+            amount: hold,
+            overdraft: 0,
+            expires_at: now_ms() + 600_000,
+            reason: Some("ai call"),
+            reference: None,
+            key: None,
+            plan: None,
+            call: None,
+        })
+        .await
+        .unwrap();
+    let close =
+        ledger::CallClose::of_call(t, id, charged, "ai call", None).announcing_below(Some(low));
+    batcher.close(close).await.unwrap();
+}
+
+#[tokio::test]
+async fn metered_calls_announce_the_low_threshold_then_exhaustion_once_each_on_the_way_down() {
+    let h = events_app(|_| {}).await;
+    let (rx, url) = Receiver::start().await;
+    h.add_endpoint(&url, Some(&["credits.low", "credits.exhausted"]))
+        .await;
+    h.grant(2_000_000, "g1").await;
+    let batcher = ledger::Batcher::start(h.app.db.clone());
+    let low = 1_500_000;
+    // 2 → 1.4 credits: crosses 1.5 once; 1.4 → 1.0 stays under it: nothing more.
+    metered_call(&h, &batcher, 1_000_000, 600_000, low).await;
+    metered_call(&h, &batcher, 1_000_000, 400_000, low).await;
+    // 1.0 → 0: exhausted.
+    metered_call(&h, &batcher, 1_000_000, 1_000_000, low).await;
+    h.work_at(now_ms()).await;
+    let got: Vec<Value> = rx
+        .received()
+        .iter()
+        .map(|r| serde_json::from_str(&r.body).unwrap())
+        .collect();
+    let types: Vec<&str> = got.iter().map(|v| v["type"].as_str().unwrap()).collect();
+    assert_eq!(types.len(), 2, "{types:?}");
+    assert!(
+        types.contains(&"credits.low") && types.contains(&"credits.exhausted"),
+        "{types:?}"
+    );
+    let low_event = got.iter().find(|v| v["type"] == "credits.low").unwrap();
+    assert_eq!(
+        (
+            low_event["data"]["balance_micros"].clone(),
+            low_event["data"]["threshold_micros"].clone()
+        ),
+        (json!(1_400_000), json!(low))
     );
 }

@@ -464,3 +464,19 @@ pub async fn new_key(
         .1
         .secret
 }
+
+/// An API-only app (no background worker) and a job runtime over the same database and config,
+/// whose worker the test runs itself (`rt.worker().at(t).run_available(queue)`), at the times
+/// it chooses.
+pub async fn spawn_api_with_runtime(
+    configure: impl Fn(&mut Config) + Send + 'static,
+) -> (TestApp, tollgate::jobs::Runtime) {
+    let test_db = TestDb::new().await;
+    let mut config = test_db.config();
+    configure(&mut config);
+    let app = spawn_app_on(test_db, configure, Role::Api, Router::new()).await;
+    let registry = tollgate::jobs::kinds::builtin().clone();
+    let rt =
+        tollgate::jobs::Runtime::new(app.db.clone(), std::sync::Arc::new(config), registry).await;
+    (app, rt)
+}

@@ -80,11 +80,6 @@ pub async fn set_plan(
     audit: Option<&NewAudit<'_>>,
 ) -> Result<bool, sqlx::Error> {
     let (start, end) = plan.billing.map(|p| (p.start, p.end)).unzip();
-    // The app's plans name the entitlements a change of plan announces.
-    let billing = crate::store::identity::app_by_id(db, t.app_id)
-        .await?
-        .map(|a| a.settings.billing)
-        .unwrap_or_default();
     let mut tx = db.begin().await?;
     scope::apply_tx(&mut tx, Scope::App(t.app_id)).await?;
     let was: Option<Option<String>> = tx_run!(&mut tx, c => sqlx::query_scalar(
@@ -98,7 +93,16 @@ pub async fn set_plan(
     if updated && let Some(a) = audit {
         record_audit_tx(&mut tx, a).await?;
     }
-    if updated && let Some(was) = was {
+    // Most calls set the plan the user already has (every delivery of a subscription): only a
+    // different plan id reads the app's plans, which name the entitlements announced.
+    if updated
+        && let Some(was) = was
+        && was != plan.plan_id
+    {
+        let billing = crate::store::identity::app_by_id(db, t.app_id)
+            .await?
+            .map(|a| a.settings.billing)
+            .unwrap_or_default();
         let (old, new) = (
             billing.plan(was.as_deref()),
             billing.plan(plan.plan_id.as_deref()),

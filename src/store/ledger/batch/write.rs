@@ -84,11 +84,9 @@ async fn write_app<'a>(
     } = account::load(tx, app_id, &users, reads).await?;
     let mut seen = std::collections::HashSet::new();
     let now = now_ms();
-    // Each account's balance before the batch, to tell which closes cross a threshold.
-    let before: std::collections::HashMap<i64, i64> =
-        accounts.iter().map(|(u, a)| (*u, a.balance())).collect();
-    // Per user: the last hold this batch closed, and the app's threshold it announces.
-    let mut announced: std::collections::HashMap<i64, (i64, Option<i64>)> = Default::default();
+    // Per user whose hold this batch closes: the balance before the first close, the last hold
+    // closed and the app's threshold — to tell whether the batch's charges cross it.
+    let mut announced: std::collections::HashMap<i64, (i64, i64, Option<i64>)> = Default::default();
     let mut entries: Vec<NewEntry<'a>> = Vec::new();
     // The holds to insert: (op index, entry index, hold).
     let mut new_holds: Vec<(usize, usize, &CallHold)> = Vec::new();
@@ -138,6 +136,7 @@ async fn write_app<'a>(
                     amount: hold.amount,
                     state: hold.state,
                 };
+                let was = a.balance();
                 let Ok(entry) = a.close(held, c.charged, c.ends) else {
                     continue;
                 };
@@ -152,7 +151,8 @@ async fn write_app<'a>(
                 // What the closed hold covered of expired buckets can expire now.
                 entries.extend(NewEntry::expiries(t.user_id, a.expire(now)));
                 usages.extend(c.usage.as_ref().map(|u| (t.user_id, u)));
-                announced.insert(t.user_id, (c.hold_id, c.credits_low));
+                let seen = announced.entry(t.user_id).or_insert((was, 0, None));
+                (seen.1, seen.2) = (c.hold_id, c.credits_low);
                 outcomes[i] = Outcome::Closed;
             }
         }
@@ -179,8 +179,8 @@ async fn write_app<'a>(
     account::append_into(&mut writes, &entries);
     usage::insert_into(&mut writes, &usages);
     writes.run(tx, app_id, now).await?;
-    for (user_id, (hold_id, low)) in announced {
-        let (Some(&was), Some(a)) = (before.get(&user_id), accounts.get(&user_id)) else {
+    for (user_id, (was, hold_id, low)) in announced {
+        let Some(a) = accounts.get(&user_id) else {
             continue;
         };
         if let Some(e) = balance_event(user_id, was, a.balance(), low, &format!("hold:{hold_id}")) {
