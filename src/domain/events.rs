@@ -66,6 +66,21 @@ impl EventType {
         }
     }
 
+    /// The OpenAPI component that describes this type's `data` (its title adds the version).
+    pub fn schema(self) -> &'static str {
+        match self {
+            EventType::SubscriptionUpdated => "SubscriptionUpdated",
+            EventType::EntitlementsUpdated => "EntitlementsUpdated",
+            EventType::CreditsGranted => "CreditsGranted",
+            EventType::CreditsLow | EventType::CreditsExhausted => "CreditsBalance",
+            EventType::PaymentFailed | EventType::PaymentSucceeded => "Payment",
+            EventType::UserDeleted => "UserDeleted",
+            EventType::RecoveryCaseOpened
+            | EventType::RecoveryRecovered
+            | EventType::RecoveryLost => "RecoveryCase",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<EventType> {
         EventType::ALL.into_iter().find(|t| t.as_str() == s)
     }

@@ -206,6 +206,17 @@ pub enum QuotaPeriod {
     BillingPeriod,
 }
 
+impl QuotaPeriod {
+    /// The name the config file and the API use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaPeriod::Day => "day",
+            QuotaPeriod::Month => "month",
+            QuotaPeriod::BillingPeriod => "billing_period",
+        }
+    }
+}
+
 /// A half-open window `[start, end)` in ms since the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Period {

@@ -73,6 +73,7 @@ pub fn routes(role: Role) -> Router<AppState> {
         .split_for_parts();
     let mut doc = serde_json::to_value(&spec).expect("the OpenAPI document serializes");
     document_common_answers(&mut doc);
+    document_events(&mut doc);
     let json = serde_json::to_string_pretty(&doc).expect("the OpenAPI document serializes");
     router.route(
         "/openapi.json",
@@ -83,6 +84,45 @@ pub fn routes(role: Role) -> Router<AppState> {
             )
         }),
     )
+}
+
+/// The events tollgate POSTs to the apps' endpoints, as OpenAPI 3.1 `webhooks`: one entry per
+/// type, its body `{type, timestamp, data}` with `data` the type's schema, and the Standard
+/// Webhooks headers. Typed clients generate their event union from this.
+fn document_events(doc: &mut serde_json::Value) {
+    use crate::domain::events::EventType;
+    use serde_json::json;
+    let header = |name: &str, description: &str| {
+        json!({ "name": name, "in": "header", "required": true, "description": description,
+                "schema": { "type": "string" } })
+    };
+    let mut webhooks = serde_json::Map::new();
+    for kind in EventType::ALL {
+        let body = json!({
+            "type": "object",
+            "required": ["type", "timestamp", "data"],
+            "properties": {
+                "type": { "type": "string", "const": kind.as_str() },
+                "timestamp": { "type": "string", "format": "date-time",
+                               "description": "When the change happened (RFC 3339, UTC)" },
+                "data": { "$ref": format!("#/components/schemas/{}", kind.schema()) }
+            }
+        });
+        webhooks.insert(kind.as_str().into(), json!({ "post": {
+            "operationId": format!("event_{}", kind.as_str().replace('.', "_")),
+            "summary": format!("The {} event (docs/events.md)", kind.as_str()),
+            "tags": ["events"],
+            "parameters": [
+                header("webhook-id", "The message id (msg_…), the same on every retry and replay"),
+                header("webhook-timestamp", "Unix seconds when this attempt was signed"),
+                header("webhook-signature", "v1,<base64 HMAC-SHA256> of {id}.{timestamp}.{body}; two during a rotation, space-separated"),
+            ],
+            "requestBody": { "required": true,
+                             "content": { "application/json": { "schema": body } } },
+            "responses": { "2XX": { "description": "Received; any other answer is retried" } }
+        }}));
+    }
+    doc["webhooks"] = serde_json::Value::Object(webhooks);
 }
 
 /// A problem+json answer with `description`.

@@ -781,3 +781,57 @@ async fn a_late_renewal_grants_its_paid_period_once_and_no_calendar_month_beside
         100 * CREDIT
     );
 }
+
+/// `GET /v1/plans`: what a paywall shows — each plan with the store products that give it, the
+/// credit packs, and the caller's current plan, which follows a plan change at once. An app
+/// key is not a user and gets 403.
+#[tokio::test]
+async fn the_plans_list_names_each_plans_products_the_packs_and_the_callers_plan() {
+    let app = spawn_store_app().await;
+    let shop = crate::credits::seed(&app, "shop").await;
+    let key = shop.user_key.clone();
+    let plans = app.get_as("/v1/plans", &key).await;
+    assert_eq!(plans.status(), 200);
+    let plans: Value = plans.json().await.unwrap();
+    assert_eq!(plans["current"], "free");
+    assert_eq!(plans["default_plan"], "free");
+    let ids: Vec<&str> = plans["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["free", "pro"]);
+    assert_eq!(plans["data"][0]["products"], json!([]));
+    assert_eq!(
+        plans["data"][1]["products"],
+        json!([{ "provider": "stripe", "id": "price_pro" },
+               { "provider": "revenuecat", "id": "pro_monthly" }])
+    );
+    assert_eq!(
+        plans["data"][1]["quotas"],
+        json!([{ "metric": "requests", "limit": 1000, "period": "billing_period" }])
+    );
+    assert_eq!(plans["data"][1]["credits_micros"], 100 * CREDIT);
+    assert_eq!(
+        plans["packs"],
+        json!([
+            { "provider": "stripe", "id": "price_pack", "credits_micros": 50 * CREDIT, "credits": "50" },
+            { "provider": "revenuecat", "id": "pack_20", "credits_micros": 20 * CREDIT, "credits": "20" }
+        ])
+    );
+
+    let set = app
+        .send_as(
+            reqwest::Method::PUT,
+            "/admin/v1/apps/shop/users/alice/plan",
+            &shop.owner,
+            Some(json!({ "plan_id": "pro" })),
+        )
+        .await;
+    assert_eq!(set.status(), 200);
+    let after: Value = app.get_as("/v1/plans", &key).await.json().await.unwrap();
+    assert_eq!(after["current"], "pro");
+
+    problem(app.get_as("/v1/plans", &shop.app_key).await, 403).await;
+}

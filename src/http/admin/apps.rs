@@ -296,7 +296,7 @@ pub async fn revoke_key(
 }
 
 /// One user (support).
-#[utoipa::path(get, path = "/admin/v1/apps/{slug}/users/{external_id}", tag = "admin", security(("operator_token" = [])),
+#[utoipa::path(get, path = "/admin/v1/apps/{slug}/users/{external_id}", operation_id = "admin_get_user", tag = "admin", security(("operator_token" = [])),
     params(("slug" = String, Path), ("external_id" = String, Path)),
     responses((status = 200, description = "The user", body = UserRow)))]
 pub async fn get_user(
@@ -313,7 +313,7 @@ pub async fn get_user(
 }
 
 /// Deletes a user's personal data (admin).
-#[utoipa::path(delete, path = "/admin/v1/apps/{slug}/users/{external_id}", tag = "admin", security(("operator_token" = [])),
+#[utoipa::path(delete, path = "/admin/v1/apps/{slug}/users/{external_id}", operation_id = "admin_delete_user", tag = "admin", security(("operator_token" = [])),
     params(("slug" = String, Path), ("external_id" = String, Path)),
     responses((status = 204, description = "Deleted")))]
 pub async fn delete_user(

@@ -105,7 +105,7 @@ pub async fn list_jobs(
 }
 
 /// One job with every attempt's error.
-#[utoipa::path(get, path = "/admin/v1/jobs/{id}", tag = "jobs", security(("operator_token" = [])),
+#[utoipa::path(get, path = "/admin/v1/jobs/{id}", operation_id = "admin_get_job", tag = "jobs", security(("operator_token" = [])),
     params(("id" = i64, Path)),
     responses((status = 200, description = "The job", body = JobOut)))]
 pub async fn get_job(

@@ -10,6 +10,7 @@ pub mod invites;
 pub mod jobs;
 pub mod me;
 pub mod money;
+pub mod plans;
 pub mod users;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -26,5 +27,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(invites::router())
         .merge(jobs::router())
         .merge(me::router())
+        .merge(plans::router())
         .merge(users::router())
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::domain::money::Micros;
-use crate::domain::plans::{Period, Plan, Quota, QuotaPeriod};
+use crate::domain::plans::{Period, Plan, Quota};
 use crate::error::{Error, Result};
 use crate::store::ledger::{Balances, EntryRow, HoldRow, Snapshot, Target, UserPlan};
 use crate::store::quotas::PlanQuota;
@@ -255,12 +255,7 @@ impl QuotaOut {
             limit: quota.limit,
             used,
             remaining: (quota.limit - used).max(0),
-            period: match quota.period {
-                QuotaPeriod::Day => "day",
-                QuotaPeriod::Month => "month",
-                QuotaPeriod::BillingPeriod => "billing_period",
-            }
-            .into(),
+            period: quota.period.as_str().into(),
             period_start: period.start,
             resets_at: period.end,
         }
