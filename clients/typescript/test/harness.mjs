@@ -46,11 +46,17 @@ slug = "acme"
 name = "Acme"
 default_plan = "free"
 
-# Checkout validates before it calls Stripe; nothing here reaches this address.
+# The stores' APIs: test/fake_stores.mjs when a test starts them, else an address where
+# nothing listens (checkout validates its input before it calls Stripe).
 [apps.stripe]
 secret_key = "sk_test_tollgate_ts_client"
 webhook_secrets = ["whsec_dGVzdHMgb2YgdGhlIFRTIGNsaWVudA=="]
-api_base = "http://127.0.0.1:9"
+api_base = "{STRIPE_API}"
+
+[apps.revenuecat]
+webhook_authorization = "Bearer revenuecat-webhook-for-the-ts-client"
+api_key = "sk_rc_tollgate_ts_client"
+api_base = "{REVENUECAT_API}"
 
 [apps.compat.desktop]
 min_version = "2.0.0"
@@ -82,6 +88,11 @@ plan = "pro"
 provider = "stripe"
 id = "price_pack_500"
 credits = "500"
+
+[[apps.products]]
+provider = "revenuecat"
+id = "pro_monthly"
+plan = "pro"
 `;
 
 function psql(url, sql) {
@@ -108,7 +119,11 @@ function database(dir) {
  * A running tollgate: `{baseUrl, cli(args), stop()}`. `cli` runs the binary's commands against
  * the same database and config and returns stdout.
  */
-export async function startTollgate({ config = CONFIG, extra = "" } = {}) {
+export async function startTollgate({ config = CONFIG, extra = "", stores = {} } = {}) {
+  const nowhere = "http://127.0.0.1:9";
+  config = config
+    .replace("{STRIPE_API}", stores.stripe ?? nowhere)
+    .replace("{REVENUECAT_API}", stores.revenuecat ?? nowhere);
   const bin = binary();
   const dir = mkdtempSync(join(tmpdir(), "tollgate-ts-"));
   const configPath = join(dir, "tollgate.toml");

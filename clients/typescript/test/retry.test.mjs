@@ -89,6 +89,40 @@ test("an AI call through the official openai package, answer lost, retried: one 
   }
 });
 
+test("a streamed AI call whose answer was lost is replayed whole on the retry and charged once", async () => {
+  const proxy = await droppingProxy(tollgate.baseUrl, 1);
+  try {
+    const server = new TollgateServer({ baseUrl: tollgate.baseUrl, appKey });
+    const { key } = await server.createUserKey("retry-stream");
+    const direct = new TollgateClient({ environments: { production: tollgate.baseUrl } });
+    await direct.setToken(key);
+    const start = (await direct.balances()).balance_micros;
+    const viaProxy = new TollgateClient({ environments: { production: proxy.url }, backoffMs: 50, retries: 4 });
+    await viaProxy.setToken(key);
+    const openai = new OpenAI(await viaProxy.openai());
+    const stream = await openai.chat.completions.create({
+      model: "mock",
+      messages: [{ role: "user", content: "Say hi" }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let text = "";
+    let usage = null;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta?.content ?? "";
+      usage = chunk.usage ?? usage;
+    }
+    assert.ok(text.length > 0, "the whole answer arrived on the retry");
+    assert.ok(usage?.completion_tokens > 0);
+    assert.equal(proxy.seen.dropped, 1);
+    const records = await direct.usage();
+    assert.equal(records.data.length, 1, "one provider call");
+    assert.equal(start - (await direct.balances()).balance_micros, records.data[0].cost_micros, "charged once");
+  } finally {
+    proxy.close();
+  }
+});
+
 test("with nobody answering, the client gives up after its retries with a NetworkError", async () => {
   const proxy = await droppingProxy(tollgate.baseUrl, 100);
   try {

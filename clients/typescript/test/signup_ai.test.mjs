@@ -105,7 +105,10 @@ test("plans, models and the server's holds and debits are typed calls", async ()
   assert.equal(plans.current, "free");
   assert.deepEqual(plans.data.map((p) => p.id), ["free", "pro"]);
   const pro = plans.data.find((p) => p.id === "pro");
-  assert.deepEqual(pro.products, [{ provider: "stripe", id: "price_pro_monthly" }]);
+  assert.deepEqual(pro.products, [
+    { provider: "stripe", id: "price_pro_monthly" },
+    { provider: "revenuecat", id: "pro_monthly" },
+  ]);
   assert.deepEqual(pro.quotas, [{ metric: "exports", limit: 20, period: "month" }]);
   assert.deepEqual(plans.packs, [{ provider: "stripe", id: "price_pack_500", credits_micros: 500_000_000, credits: "500" }]);
   const models = await client.models();
