@@ -37,6 +37,8 @@ pub struct AppConfig {
     pub credits_low: Option<Micros>,
     /// Days after a failed payment in which a payment recovers it (default 14; docs/recovery.md).
     pub recovery_window_days: Option<u32>,
+    /// How recovery nudges go out: cadence, variants, quiet hours, links (docs/recovery.md).
+    pub recovery: Option<super::recovery::RecoveryConfig>,
     /// Billing stores the app sells through (docs/billing.md); each optional.
     pub stripe: Option<StripeConfig>,
     pub revenuecat: Option<RevenueCatConfig>,
@@ -159,6 +161,9 @@ pub fn validate(apps: &[AppConfig], prod: bool, p: &mut Vec<Problem>) {
         }
         billing(&key, &a.billing(), p);
         super::billing::validate(&key, a, prod, p);
+        if let Some(r) = &a.recovery {
+            super::recovery::validate(&format!("{key}.recovery"), r, prod, p);
+        }
         if let Some(jwt) = &a.jwt {
             if !issuers.insert(jwt.issuer.as_str()) {
                 p.push(Problem::new(

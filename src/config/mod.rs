@@ -14,6 +14,7 @@ mod jobs;
 mod ledger;
 mod limits;
 mod one_app;
+pub mod recovery;
 mod retention;
 mod validate;
 

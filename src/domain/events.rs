@@ -33,10 +33,12 @@ pub enum EventType {
     RecoveryRecovered,
     #[serde(rename = "recovery.lost")]
     RecoveryLost,
+    #[serde(rename = "recovery.nudge")]
+    RecoveryNudge,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 12] = [
         EventType::SubscriptionUpdated,
         EventType::EntitlementsUpdated,
         EventType::CreditsGranted,
@@ -48,6 +50,7 @@ impl EventType {
         EventType::RecoveryCaseOpened,
         EventType::RecoveryRecovered,
         EventType::RecoveryLost,
+        EventType::RecoveryNudge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +66,7 @@ impl EventType {
             EventType::RecoveryCaseOpened => "recovery.case_opened",
             EventType::RecoveryRecovered => "recovery.recovered",
             EventType::RecoveryLost => "recovery.lost",
+            EventType::RecoveryNudge => "recovery.nudge",
         }
     }
 
@@ -78,6 +82,7 @@ impl EventType {
             EventType::RecoveryCaseOpened
             | EventType::RecoveryRecovered
             | EventType::RecoveryLost => "RecoveryCase",
+            EventType::RecoveryNudge => "RecoveryNudge",
         }
     }
 
@@ -279,6 +284,33 @@ pub struct RecoveryCase {
     /// The store's time of the payment that recovered it.
     pub recovered_at: Option<i64>,
     pub recovered_amount_minor: Option<i64>,
+}
+
+/// `data` of `recovery.nudge`: a step of a case's cadence is due; the app reminds the user
+/// (push, in-app, email, DM) with `message` and `link`, which leads to where they fix the
+/// payment and counts the click (docs/recovery.md).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(title = "RecoveryNudgeV1")]
+pub struct RecoveryNudge {
+    pub user_id: String,
+    pub case_id: i64,
+    pub nudge_id: i64,
+    /// The cadence step, from 0 (at the first failure).
+    pub step: i64,
+    /// The copy variant this case got at this step (recorded, for A/B results).
+    pub variant: String,
+    /// The variant's text, when the app configured one.
+    pub message: Option<String>,
+    /// tollgate's link for this user (`…/r/{token}`): counts the click, then redirects.
+    pub link: String,
+    /// When the link stops working (ms): the end of the case's window.
+    pub link_expires_at: i64,
+    pub provider: String,
+    pub subscription_id: String,
+    pub amount_minor: Option<i64>,
+    pub currency: Option<String>,
+    pub first_failure_at: i64,
+    pub attempts: i64,
 }
 
 /// Which threshold a change of available credits from `before` to `after` crosses downwards,

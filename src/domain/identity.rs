@@ -220,7 +220,7 @@ pub fn mask(prefix: &str, last4: &str) -> String {
     format!("{prefix}…{last4}")
 }
 
-fn random_base62(n: usize) -> String {
+pub fn random_base62(n: usize) -> String {
     let mut out = String::with_capacity(n);
     let mut buf = [0u8; 64];
     while out.len() < n {

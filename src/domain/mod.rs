@@ -6,6 +6,7 @@ pub mod events;
 pub mod identity;
 pub mod ledger;
 pub mod money;
+pub mod nudges;
 pub mod plans;
 pub mod pricing;
 pub mod privacy;

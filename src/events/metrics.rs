@@ -14,6 +14,10 @@ pub const DISABLED: &str = "tollgate_events_endpoints_disabled_total";
 pub fn describe() {
     metrics::describe_counter!(PUBLISHED, "Events written to the outbox, by type.");
     metrics::describe_counter!(
+        crate::jobs::kinds::recovery::NUDGES,
+        "Recovery nudges handled, by channel and outcome (sent; canceled: the case closed first; deferred: quiet hours; already_done: a retried job)."
+    );
+    metrics::describe_counter!(
         ATTEMPTS,
         "Delivery attempts, by outcome (2xx, 4xx, 5xx, 410, unreachable, blocked)."
     );

@@ -21,7 +21,8 @@ use crate::role::Role;
         crate::domain::events::EventType, crate::domain::events::SubscriptionUpdated,
         crate::domain::events::EntitlementsUpdated, crate::domain::events::CreditsGranted,
         crate::domain::events::CreditsBalance, crate::domain::events::Payment,
-        crate::domain::events::UserDeleted, crate::domain::events::RecoveryCase)),
+        crate::domain::events::UserDeleted, crate::domain::events::RecoveryCase,
+        crate::domain::events::RecoveryNudge)),
     tags(
         (name = "ops", description = "Health, readiness and metrics"),
         (name = "identity", description = "Users, keys and the caller (user keys, app secret keys)"),

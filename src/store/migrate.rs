@@ -74,6 +74,11 @@ const SQLITE: Embedded = &[
         "recovery",
         include_str!("../../migrations/sqlite/0012_recovery.sql"),
     ),
+    (
+        13,
+        "recovery_nudges",
+        include_str!("../../migrations/sqlite/0013_recovery_nudges.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -135,6 +140,11 @@ const POSTGRES: Embedded = &[
         12,
         "recovery",
         include_str!("../../migrations/postgres/0012_recovery.sql"),
+    ),
+    (
+        13,
+        "recovery_nudges",
+        include_str!("../../migrations/postgres/0013_recovery_nudges.sql"),
     ),
 ];
 

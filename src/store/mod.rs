@@ -14,6 +14,7 @@ pub mod invites;
 pub mod jobs;
 pub mod ledger;
 pub mod migrate;
+pub mod nudges;
 mod pool;
 pub mod privacy;
 pub mod quotas;

@@ -256,6 +256,8 @@ pub struct Kpis {
     pub recovery_rate_bps: Option<i64>,
     /// Recovered amounts, per currency, in the currency's minor unit.
     pub recovered_revenue: Vec<Revenue>,
+    /// Each cadence step and copy variant: nudges sent, clicked, and their cases recovered.
+    pub variants: Vec<crate::store::nudges::VariantStats>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -281,7 +283,9 @@ pub async fn kpis(db: &Db, app_id: i64, from: i64, to: i64) -> Result<Kpis, sqlx
             .map_or(0, |(_, n)| *n)
     };
     let (recovered, lost) = (n(CaseState::Recovered), n(CaseState::Lost));
+    let variants = crate::store::nudges::variant_stats(db, app_id, from, to).await?;
     Ok(Kpis {
+        variants,
         from,
         to,
         opened: by_state.iter().map(|(_, n)| n).sum(),

@@ -50,6 +50,7 @@ mod problems;
 mod python;
 mod rate_limits;
 mod recovery;
+mod recovery_nudges;
 mod request_id;
 mod sentry;
 mod shutdown;

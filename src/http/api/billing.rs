@@ -347,7 +347,7 @@ pub async fn create_portal(
     auth: UserAuth,
     body: extract::Json<PortalIn>,
 ) -> Result<Json<PortalOut>> {
-    let (_, api) = stripe(&state, &auth)?;
+    let (app, _) = stripe(&state, &auth)?;
     let mut errors = Vec::new();
     check_url(
         "return_url",
@@ -358,8 +358,27 @@ pub async fn create_portal(
     if !errors.is_empty() {
         return Err(Error::Validation(errors));
     }
-    let Some(customer) = store::user_customer(&state.db, auth.target(), Provider::Stripe).await?
-    else {
+    let url = portal_session(&state, app, auth.target(), &body.0.return_url).await?;
+    Ok(Json(PortalOut { url }))
+}
+
+/// A Stripe Customer Portal session's URL for a user of `app` (also where a recovery nudge's
+/// link leads a Stripe subscriber). 404 when the app has no Stripe secret key, 409 when the
+/// user has no Stripe customer yet, 502 when Stripe fails.
+pub async fn portal_session(
+    state: &AppState,
+    app: &AppConfig,
+    t: crate::store::ledger::Target,
+    return_url: &str,
+) -> Result<String> {
+    let s = app.stripe.as_ref().ok_or_else(no_stripe)?;
+    let key = s.secret_key.as_ref().ok_or_else(no_stripe)?;
+    let api = StripeApi {
+        http: &state.stores,
+        base: &s.api_base,
+        key,
+    };
+    let Some(customer) = store::user_customer(&state.db, t, Provider::Stripe).await? else {
         return Err(Error::Conflict(
             "the user has no Stripe customer yet: a checkout creates it".into(),
         ));
@@ -368,7 +387,7 @@ pub async fn create_portal(
     let session = api
         .post(
             "/v1/billing_portal/sessions",
-            &[("customer", &customer), ("return_url", &body.0.return_url)],
+            &[("customer", &customer), ("return_url", return_url)],
             &key,
         )
         .await
@@ -376,9 +395,7 @@ pub async fn create_portal(
     let url = session["url"]
         .as_str()
         .ok_or_else(|| invalid_answer("a portal session without a url"))?;
-    Ok(Json(PortalOut {
-        url: url.to_string(),
-    }))
+    Ok(url.to_string())
 }
 
 fn invalid_answer(what: &str) -> Error {

@@ -10,6 +10,7 @@ pub mod invites;
 pub mod jobs;
 pub mod me;
 pub mod money;
+pub mod nudge_links;
 pub mod plans;
 pub mod users;
 
@@ -27,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(invites::router())
         .merge(jobs::router())
         .merge(me::router())
+        .merge(nudge_links::router())
         .merge(plans::router())
         .merge(users::router())
 }

@@ -21,6 +21,7 @@ pub fn builtin() -> &'static Registry {
             .register::<ledger::PeriodCredits>()
             .register::<billing::ProcessWebhook>()
             .register::<recovery::Sweep>()
+            .register::<recovery::SendNudge>()
             .register::<crate::store::events::FanOutArgs>()
             .register::<crate::events::fan_out::Deliver>()
             .register::<crate::events::app_jobs::AppJob>()

@@ -589,6 +589,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/r/{token}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Follows a recovery nudge's link: counts the click, then redirects (302) to the page where
+         *     the user updates their payment method.
+         */
+        get: operations["follow_nudge_link"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/ready": {
         parameters: {
             query?: never;
@@ -1253,6 +1273,23 @@ export interface webhooks {
         patch?: never;
         trace?: never;
     };
+    "recovery.nudge": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** The recovery.nudge event (docs/events.md) */
+        post: operations["event_recovery_nudge"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "recovery.recovered": {
         parameters: {
             query?: never;
@@ -1722,7 +1759,7 @@ export interface components {
          *     would break a receiver is a new type (`….v2`), never a new meaning of an old one.
          * @enum {string}
          */
-        EventType: "subscription.updated" | "entitlements.updated" | "credits.granted" | "credits.low" | "credits.exhausted" | "payment.failed" | "payment.succeeded" | "user.deleted" | "recovery.case_opened" | "recovery.recovered" | "recovery.lost";
+        EventType: "subscription.updated" | "entitlements.updated" | "credits.granted" | "credits.low" | "credits.exhausted" | "payment.failed" | "payment.succeeded" | "user.deleted" | "recovery.case_opened" | "recovery.recovered" | "recovery.lost" | "recovery.nudge";
         /** @description A field that failed validation, named by its JSON path. */
         FieldError: {
             field: string;
@@ -1900,6 +1937,8 @@ export interface components {
             recovery_rate_bps?: number | null;
             /** Format: int64 */
             to: number;
+            /** @description Each cadence step and copy variant: nudges sent, clicked, and their cases recovered. */
+            variants: components["schemas"]["VariantStats"][];
         };
         MeApp: {
             /** @description New users must redeem an invite code before paid or metered routes. */
@@ -2168,6 +2207,44 @@ export interface components {
             subscription_id: string;
             user_id: string;
         };
+        /**
+         * RecoveryNudgeV1
+         * @description `data` of `recovery.nudge`: a step of a case's cadence is due; the app reminds the user
+         *     (push, in-app, email, DM) with `message` and `link`, which leads to where they fix the
+         *     payment and counts the click (docs/recovery.md).
+         */
+        RecoveryNudge: {
+            /** Format: int64 */
+            amount_minor?: number | null;
+            /** Format: int64 */
+            attempts: number;
+            /** Format: int64 */
+            case_id: number;
+            currency?: string | null;
+            /** Format: int64 */
+            first_failure_at: number;
+            /** @description tollgate's link for this user (`…/r/{token}`): counts the click, then redirects. */
+            link: string;
+            /**
+             * Format: int64
+             * @description When the link stops working (ms): the end of the case's window.
+             */
+            link_expires_at: number;
+            /** @description The variant's text, when the app configured one. */
+            message?: string | null;
+            /** Format: int64 */
+            nudge_id: number;
+            provider: string;
+            /**
+             * Format: int64
+             * @description The cadence step, from 0 (at the first failure).
+             */
+            step: number;
+            subscription_id: string;
+            user_id: string;
+            /** @description The copy variant this case got at this step (recorded, for A/B results). */
+            variant: string;
+        };
         RedeemIn: {
             code: string;
         };
@@ -2397,6 +2474,29 @@ export interface components {
             invited_at?: number | null;
             /** Format: int64 */
             last_seen_at?: number | null;
+        };
+        /** @description One step and variant's results over cases whose first failure is in a window. */
+        VariantStats: {
+            /**
+             * Format: int64
+             * @description Sent nudges whose link was opened at least once.
+             */
+            clicked: number;
+            /**
+             * Format: int64
+             * @description clicked / sent, in basis points (absent while none is sent).
+             */
+            ctr_bps?: number | null;
+            /**
+             * Format: int64
+             * @description Sent nudges whose case was recovered.
+             */
+            recovered: number;
+            /** Format: int64 */
+            sent: number;
+            /** Format: int64 */
+            step: number;
+            variant: string;
         };
         /** @description An endpoint and the secret it was just given (shown this once). */
         WithSecret: components["schemas"]["EndpointOut"] & {
@@ -5864,6 +5964,72 @@ export interface operations {
             };
         };
     };
+    follow_nudge_link: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The token of a `recovery.nudge` link */
+                token: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description To the page where the payment is fixed (Location) */
+            302: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Malformed request: a control character in the path or query, a body that is not a JSON object, a bad header */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing, unknown, expired or revoked credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown or expired link, or no page configured */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited; Retry-After says when to try again */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Stripe failed to make a portal session */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     get_ready: {
         parameters: {
             query?: never;
@@ -8770,6 +8936,44 @@ export interface operations {
                     timestamp: string;
                     /** @constant */
                     type: "recovery.lost";
+                };
+            };
+        };
+        responses: {
+            /** @description Received; any other answer is retried */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    event_recovery_nudge: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The message id (msg_…), the same on every retry and replay */
+                "webhook-id": string;
+                /** @description Unix seconds when this attempt was signed */
+                "webhook-timestamp": string;
+                /** @description v1,<base64 HMAC-SHA256> of {id}.{timestamp}.{body}; two during a rotation, space-separated */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    data: components["schemas"]["RecoveryNudge"];
+                    /**
+                     * Format: date-time
+                     * @description When the change happened (RFC 3339, UTC)
+                     */
+                    timestamp: string;
+                    /** @constant */
+                    type: "recovery.nudge";
                 };
             };
         };
