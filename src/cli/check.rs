@@ -81,6 +81,27 @@ pub async fn run(path: Option<PathBuf>) -> ExitCode {
         line(c.ok, format!("{label} [{latency}]{output}"));
     }
     if let Some(db) = db {
+        match checks::backup(&db, &config).await {
+            Some(c) => {
+                let output = c.output.unwrap_or_default();
+                line(
+                    c.ok,
+                    format!(
+                        "backups: scheduled ({}); {output}",
+                        config
+                            .backup
+                            .cron
+                            .as_ref()
+                            .map(|c| c.as_str())
+                            .unwrap_or_default()
+                    ),
+                );
+            }
+            None if config.is_production() => println!(
+                "[warn] backups: none scheduled (backup.cron); take them with `tollgate backup` or your platform's snapshots"
+            ),
+            None => println!("[skip] backups: none scheduled (backup.cron)"),
+        }
         match checks::database_superuser(&db).await {
             Some(true) if config.is_production() => line(
                 false,

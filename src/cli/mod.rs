@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand group. Exit codes: 0 success, 1 failure,
 //! 2 configuration problems (listed on stderr).
 
+mod backup;
 mod check;
 mod credits;
 mod email;
@@ -49,6 +50,21 @@ pub enum Command {
     },
     /// The deploy checklist: validate the configuration and check every dependency.
     Check,
+    /// Take a verified backup now, while tollgate serves (SQLite: an online copy; PostgreSQL:
+    /// pg_dump). Writes PATH and its manifest PATH.json.
+    Backup {
+        /// The file to write; it must not exist.
+        path: PathBuf,
+    },
+    /// Restore a backup into the configured database, then compare its row counts with the
+    /// manifest and verify the ledger. Stop tollgate first.
+    Restore {
+        /// A file written by `tollgate backup` (or a scheduled backup).
+        path: PathBuf,
+        /// Replace a database that already holds tables.
+        #[arg(long)]
+        force: bool,
+    },
     /// Queue operations: stats, list, show, retry, discard, cancel, pause, resume, switch, drain.
     Jobs {
         #[command(subcommand)]
@@ -149,6 +165,12 @@ pub fn run(cli: Cli) -> ExitCode {
             with_config(cli.config, |c| serve::run(c, role, migrate))
         }
         Command::Migrate { status } => with_config(cli.config, |c| migrate::run(c, status)),
+        Command::Backup { path } => with_config(cli.config, async move |c: Config| {
+            backup::take(c, &path).await
+        }),
+        Command::Restore { path, force } => with_config(cli.config, async move |c: Config| {
+            backup::restore(c, &path, force).await
+        }),
         Command::Jobs { command } => with_config(cli.config, |c| jobs::run(c, command)),
         Command::Apps { command } => with_config(cli.config, async move |config: Config| {
             let db = open_db(&config).await?;

@@ -37,6 +37,8 @@ const TEXT_KEYS: &[&str] = &[
     "http.cors_origins",
     "log.level",
     "jobs.prune_cron",
+    "backup.cron",
+    "backup.dir",
     "http.trusted_proxies",
     "events.allowed_targets",
     "email.smtp_url",

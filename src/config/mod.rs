@@ -4,6 +4,7 @@
 //! the key path and what is expected, so an operator fixes a config in one pass.
 
 mod apps;
+pub mod backup;
 pub mod billing;
 pub mod database_url;
 mod email;
@@ -97,6 +98,8 @@ pub struct Config {
     pub new_app_billing: crate::domain::plans::BillingSettings,
     /// How long records that may carry personal data are kept (docs/privacy.md).
     pub retention: RetentionConfig,
+    /// Scheduled backups (docs/backups.md).
+    pub backup: backup::BackupConfig,
     /// Delivering tollgate's own events to the apps' endpoints (docs/events.md).
     pub events: EventsConfig,
     /// The SMTP transport (docs/email.md).

@@ -66,6 +66,7 @@ pub fn validate(c: &Config) -> Vec<Problem> {
     }
     super::limits::validate(&c.rate_limits, &c.http.trusted_proxies, &mut p);
     super::retention::validate(&c.retention, &mut p);
+    super::backup::validate(&c.backup, &mut p);
     super::events::validate(&c.events, &mut p);
     super::email::validate(&c.email, &c.apps, c.is_production(), &mut p);
     let queues: Vec<&str> = c.jobs.queues.keys().map(String::as_str).collect();

@@ -33,8 +33,9 @@ pub struct ReadyOut {
     /// `rate_limits.on_redis_error = "open"`; still 200); `fail` (503).
     pub status: &'static str,
     pub version: &'static str,
-    /// One entry per dependency: `database`, `migrations`, and `redis` and `email` when
-    /// configured (email down is a `warn`: messages wait in their jobs).
+    /// One entry per dependency: `database`, `migrations`, and `redis`, `email` and `backup`
+    /// when configured (email down is a `warn`: messages wait in their jobs; a backup older than
+    /// `backup.max_age_hours` is a `warn`).
     pub checks: BTreeMap<&'static str, Vec<CheckOut>>,
 }
 
@@ -93,16 +94,20 @@ pub async fn get_health() -> Response {
         (status = 503, description = "At least one dependency fails", body = ReadyOut,
             content_type = "application/health+json")))]
 pub async fn get_ready(State(state): State<AppState>) -> Response {
-    let (mut results, email) = tokio::join!(
+    let (mut results, email, backup) = tokio::join!(
         checks::all(&state.db, state.config.redis.url.as_deref()),
-        checks::email(&state.config)
+        checks::email(&state.config),
+        checks::backup(&state.db, &state.config)
     );
     results.extend(email);
+    results.extend(backup);
     // Redis only backs the rate limits: set to fail open, its loss degrades them, it does not
     // make the replica unable to serve. Email is sent by jobs that wait for it to come back.
     let tolerated = |c: &Check| {
         (c.name == "redis" && state.config.rate_limits.on_redis_error == FailMode::Open)
             || c.name == "email"
+            // An old backup is an operator's alarm, not a reason to stop serving.
+            || c.name == "backup"
     };
     let ok = results.iter().all(|c| c.ok || tolerated(c));
     let degraded = results.iter().any(|c| !c.ok);

@@ -29,6 +29,7 @@ pub const PRUNE_SCHEDULE: &str = "tollgate.prune";
 pub const EXPIRE_SCHEDULE: &str = "tollgate.ledger_expire";
 /// The built-in schedule of `recovery.sweep`.
 pub const RECOVERY_SWEEP_SCHEDULE: &str = "tollgate.recovery_sweep";
+pub const BACKUP_SCHEDULE: &str = "tollgate.backup";
 /// The built-in schedule of `ledger.period_credits`.
 pub const PERIOD_CREDITS_SCHEDULE: &str = "tollgate.period_credits";
 
@@ -93,6 +94,17 @@ pub fn schedules(config: &Config, registry: &Registry) -> Vec<Schedule> {
             kind: kind.into(),
             args: "{}".into(),
             queue: None,
+            catch_up: CatchUp::Once,
+        });
+    }
+    if let Some(cron) = &config.backup.cron {
+        all.push(Schedule {
+            name: BACKUP_SCHEDULE.into(),
+            cron: cron.clone(),
+            kind: super::kinds::backup::Backup::KIND_NAME.into(),
+            args: "{}".into(),
+            queue: None,
+            // A backup of the present state is what counts, not one per slot missed.
             catch_up: CatchUp::Once,
         });
     }

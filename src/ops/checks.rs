@@ -134,3 +134,31 @@ pub async fn database_superuser(db: &Db) -> Option<bool> {
         Db::Sqlite(_) => None,
     }
 }
+
+/// The newest verified backup is younger than `backup.max_age_hours`; `None` when no backups
+/// are scheduled. Its output says the age, so `/ready` and `tollgate check` show it.
+pub async fn backup(db: &Db, config: &crate::config::Config) -> Option<Check> {
+    config.backup.cron.as_ref()?;
+    let max_age_ms = i64::from(config.backup.max_age_hours) * 3_600_000;
+    Some(
+        timed("backup", async move {
+            let newest = crate::store::backup::newest_ok(db)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(finished_at) = newest else {
+                return Err("no verified backup yet".to_string());
+            };
+            let age_ms = (crate::store::now_ms() - finished_at).max(0);
+            let age = format!("newest verified backup {} min old", age_ms / 60_000);
+            if age_ms > max_age_ms {
+                Err(format!(
+                    "{age}, older than backup.max_age_hours ({} h)",
+                    config.backup.max_age_hours
+                ))
+            } else {
+                Ok(Some(age))
+            }
+        })
+        .await,
+    )
+}

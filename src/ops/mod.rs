@@ -1,6 +1,7 @@
 //! Operating tollgate: dependency checks (shared by `/ready` and `tollgate check`), metrics,
-//! and error reporting.
+//! backups and restores, and error reporting.
 
+pub mod backup;
 pub mod checks;
 pub mod fault;
 pub mod limiter;

@@ -79,6 +79,11 @@ const SQLITE: Embedded = &[
         "recovery_nudges",
         include_str!("../../migrations/sqlite/0013_recovery_nudges.sql"),
     ),
+    (
+        14,
+        "backups",
+        include_str!("../../migrations/sqlite/0014_backups.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -145,6 +150,11 @@ const POSTGRES: Embedded = &[
         13,
         "recovery_nudges",
         include_str!("../../migrations/postgres/0013_recovery_nudges.sql"),
+    ),
+    (
+        14,
+        "backups",
+        include_str!("../../migrations/postgres/0014_backups.sql"),
     ),
 ];
 

@@ -4,6 +4,7 @@
 //! is live through [`db_run!`]; only the few statements that must differ per dialect get their
 //! own arm. Transactions stay inside the store: handlers call store functions.
 
+pub mod backup;
 pub mod billing;
 pub mod bulk;
 pub mod email;

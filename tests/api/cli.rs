@@ -95,7 +95,7 @@ async fn check_fails_on_pending_migrations_and_passes_after_migrate() {
     assert!(stdout.contains("[pass] database reachable"), "{stdout}");
     assert!(stdout.contains("[FAIL] migrations applied"), "{stdout}");
     assert!(
-        stdout.contains("pending migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]"),
+        stdout.contains("pending migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]"),
         "{stdout}"
     );
 
@@ -105,7 +105,7 @@ async fn check_fails_on_pending_migrations_and_passes_after_migrate() {
     let (code, stdout, stderr) = run(&["migrate"], &vars).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]"),
+        stdout.contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]"),
         "{stdout}"
     );
 

@@ -109,6 +109,13 @@ impl TestDb {
         self.postgres.is_some()
     }
 
+    /// On PostgreSQL: the admin URL and the test's schema.
+    pub fn postgres_schema(&self) -> Option<(&str, &str)> {
+        self.postgres
+            .as_ref()
+            .map(|(a, s)| (a.as_str(), s.as_str()))
+    }
+
     /// The URL the app connects to, as the CLI would see it.
     pub fn effective_url(&self) -> String {
         self.url

@@ -2,6 +2,7 @@
 //! when TEST_DATABASE_URL is set (`.ci/run` runs both).
 
 mod app_jobs;
+mod backup;
 mod billing;
 mod billing_checkout;
 mod billing_clients;
@@ -44,6 +45,7 @@ mod metrics;
 mod migrations;
 mod openapi;
 mod openapi_fuzz;
+mod ops_files;
 mod postgres_only;
 mod privacy;
 mod problems;

@@ -1,5 +1,6 @@
 //! The job kinds built into tollgate, one file per domain.
 
+pub mod backup;
 pub mod billing;
 pub mod events;
 pub mod ledger;
@@ -16,6 +17,7 @@ pub fn builtin() -> &'static Registry {
     REGISTRY.get_or_init(|| {
         let mut r = Registry::new();
         r.register::<maintenance::Prune>()
+            .register::<backup::Backup>()
             .register::<maintenance::Noop>()
             .register::<ledger::Expire>()
             .register::<ledger::PeriodCredits>()

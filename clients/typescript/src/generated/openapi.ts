@@ -2155,8 +2155,9 @@ export interface components {
         /** @description Readiness: every dependency and its observed latency. */
         ReadyOut: {
             /**
-             * @description One entry per dependency: `database`, `migrations`, and `redis` and `email` when
-             *     configured (email down is a `warn`: messages wait in their jobs).
+             * @description One entry per dependency: `database`, `migrations`, and `redis`, `email` and `backup`
+             *     when configured (email down is a `warn`: messages wait in their jobs; a backup older than
+             *     `backup.max_age_hours` is a `warn`).
              */
             checks: {
                 [key: string]: components["schemas"]["CheckOut"][];

@@ -1,0 +1,130 @@
+//! The operations files that ship beside the binary stay true to it: every `tollgate …`
+//! command in the runbooks exists, and every alert names metrics tollgate exports and a runbook
+//! that exists. (`promtool check/test rules` runs in `.ci/run`.)
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The `tollgate …` commands in the fenced blocks of a Markdown file, as argument lists
+/// (environment assignments before them, comments, pipes and shell variables left out).
+fn commands(markdown: &str) -> Vec<Vec<String>> {
+    let mut found = Vec::new();
+    let mut in_block = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            in_block = !in_block;
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        let line = line.split(" #").next().unwrap_or_default();
+        let line = line.split(['|', '>']).next().unwrap_or_default();
+        let mut words = line.split_whitespace().skip_while(|w| w.contains('='));
+        if words.next() != Some("tollgate") {
+            continue;
+        }
+        found.push(
+            words
+                .filter(|w| !w.contains('$'))
+                .map(str::to_string)
+                .collect(),
+        );
+    }
+    found
+}
+
+#[tokio::test]
+async fn every_tollgate_command_in_the_runbooks_exists() {
+    let dir = root().join("docs/runbooks");
+    let mut checked = 0;
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 9, "the runbooks are there: {names:?}");
+    for path in names {
+        for args in commands(&read(&path)) {
+            let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            argv.push("--help");
+            let (code, stdout, stderr) = crate::cli::run(&argv, &[]).await;
+            assert_eq!(
+                code,
+                0,
+                "{}: `tollgate {}` is not a command: {stderr}",
+                path.display(),
+                args.join(" ")
+            );
+            assert!(stdout.contains("Usage: tollgate"), "{stdout}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} commands found");
+}
+
+#[test]
+fn every_alert_names_exported_metrics_and_an_existing_runbook() {
+    let alerts = read(&root().join("deploy/prometheus/alerts.yml"));
+    let mut source = String::new();
+    let mut stack = vec![root().join("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                source.push_str(&read(&path));
+            }
+        }
+    }
+    let mut metrics: Vec<&str> = alerts
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("tollgate_"))
+        .collect();
+    metrics.sort();
+    metrics.dedup();
+    assert!(metrics.len() >= 12, "{metrics:?}");
+    for name in metrics {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        assert!(
+            source.contains(&format!("\"{base}\"")),
+            "alerts.yml names {name}, which tollgate does not export"
+        );
+    }
+    let runbooks: Vec<&str> = alerts
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("runbook: "))
+        .collect();
+    assert_eq!(
+        runbooks.len(),
+        alerts.matches("- alert: ").count(),
+        "every alert has a runbook"
+    );
+    for r in runbooks {
+        assert!(root().join(r).is_file(), "{r} does not exist");
+    }
+}
+
+#[test]
+fn the_command_finder_reads_env_prefixes_and_skips_comments() {
+    let md = "text tollgate x\n```sh\nDATABASE_URL=a tollgate restore /p # note\n\
+              tollgate jobs stats | head\ncurl $URL\n```\n";
+    assert_eq!(
+        commands(md),
+        vec![
+            vec!["restore".to_string(), "/p".to_string()],
+            vec!["jobs".to_string(), "stats".to_string()]
+        ]
+    );
+}
