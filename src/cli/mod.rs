@@ -9,6 +9,7 @@ mod endpoints;
 mod identity;
 mod jobs;
 mod migrate;
+mod probe;
 mod serve;
 mod webhooks;
 
@@ -48,8 +49,26 @@ pub enum Command {
         #[arg(long)]
         status: bool,
     },
-    /// The deploy checklist: validate the configuration and check every dependency.
-    Check,
+    /// The deploy checklist: validate the configuration, check every dependency and every
+    /// setting production needs; one pass/warn/FAIL line each. Exit 0 unless a line fails.
+    Check {
+        /// Apply production's rules whatever the configured environment.
+        #[arg(long)]
+        production: bool,
+        /// One JSON document instead of lines (for CI).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running server's /health (or /ready) and exit 0 only on 200: a container health
+    /// check for images without curl.
+    Health {
+        /// Ask /ready (every dependency) instead of /health (the process).
+        #[arg(long)]
+        ready: bool,
+        /// The server's base URL; default: the configured listen address on loopback.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Take a verified backup now, while tollgate serves (SQLite: an online copy; PostgreSQL:
     /// pg_dump). Writes PATH and its manifest PATH.json.
     Backup {
@@ -160,7 +179,10 @@ pub fn run(cli: Cli) -> ExitCode {
             println!("{}", crate::crypto::seal(key.expose_secret(), secret)?);
             Ok(())
         }),
-        Command::Check => block_on(check::run(cli.config)),
+        Command::Check { production, json } => {
+            block_on(check::run(cli.config, check::Options { production, json }))
+        }
+        Command::Health { ready, url } => with_config(cli.config, |c| probe::run(c, ready, url)),
         Command::Serve { role, migrate } => {
             with_config(cli.config, |c| serve::run(c, role, migrate))
         }

@@ -2,6 +2,7 @@
 //! backups and restores, and error reporting.
 
 pub mod backup;
+pub mod checklist;
 pub mod checks;
 pub mod fault;
 pub mod limiter;

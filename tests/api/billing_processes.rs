@@ -151,7 +151,7 @@ async fn check_reports_store_settings() {
     let good = good.display().to_string();
     let (_, stdout, _) = crate::cli::run(&["--config", &good, "check"], &vars).await;
     assert!(
-        stdout.contains("[info] app shop: sells through stripe (1 webhook secret(s); no secret_key: no checkout), 1 product(s) mapped"),
+        stdout.contains("[info] stores.shop: app shop sells through stripe (1 webhook secret(s); no secret_key: no checkout), 1 product(s) mapped"),
         "{stdout}"
     );
 }

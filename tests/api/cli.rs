@@ -91,9 +91,15 @@ async fn check_fails_on_pending_migrations_and_passes_after_migrate() {
 
     let (code, stdout, _) = run(&["check"], &vars).await;
     assert_eq!(code, 1, "{stdout}");
-    assert!(stdout.contains("[pass] configuration is valid"), "{stdout}");
-    assert!(stdout.contains("[pass] database reachable"), "{stdout}");
-    assert!(stdout.contains("[FAIL] migrations applied"), "{stdout}");
+    assert!(
+        stdout.contains("[pass] configuration: valid for development"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[pass] database: reachable"), "{stdout}");
+    assert!(
+        stdout.contains("[FAIL] migrations: not applied"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("pending migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]"),
         "{stdout}"
@@ -111,16 +117,22 @@ async fn check_fails_on_pending_migrations_and_passes_after_migrate() {
 
     let (code, stdout, _) = run(&["check"], &vars).await;
     assert_eq!(code, 0, "{stdout}");
-    assert!(stdout.contains("[pass] migrations applied"), "{stdout}");
+    assert!(stdout.contains("[pass] migrations: applied"), "{stdout}");
     if db.is_postgres() {
         // The test role is an ordinary one, so row-level security applies to it.
         assert!(
-            stdout.contains("[pass] database role: not a superuser"),
+            stdout.contains("[pass] database_role: not a superuser"),
             "{stdout}"
         );
-        assert!(stdout.contains("result: all 4 checks passed"), "{stdout}");
+        assert!(
+            stdout.contains("result: all 7 checks passed (0 warnings)"),
+            "{stdout}"
+        );
     } else {
-        assert!(stdout.contains("result: all 3 checks passed"), "{stdout}");
+        assert!(
+            stdout.contains("result: all 6 checks passed (0 warnings)"),
+            "{stdout}"
+        );
     }
 }
 
@@ -131,7 +143,7 @@ async fn check_fails_when_redis_is_configured_but_down() {
     vars.push(("REDIS_URL", "redis://127.0.0.1:1".into()));
     let (code, stdout, _) = run(&["check"], &as_refs(&vars)).await;
     assert_eq!(code, 1);
-    assert!(stdout.contains("[FAIL] redis reachable"), "{stdout}");
+    assert!(stdout.contains("[FAIL] redis: not reachable"), "{stdout}");
 }
 
 #[tokio::test]
@@ -305,4 +317,97 @@ async fn migrate_status_does_not_create_the_sqlite_file_it_reports_on() {
         "migrate --status created {}",
         data.display()
     );
+}
+
+#[tokio::test]
+async fn check_json_reports_switches_left_off_and_whether_stripe_sends_webhooks_here() {
+    let db = TestDb::new().await;
+    let live = db.connect().await;
+    tollgate::store::migrate::run(&live).await.unwrap();
+    tollgate::jobs::switches::set(&live, tollgate::jobs::switches::Switch::Processing, false)
+        .await
+        .unwrap();
+    let (stripe, stripe_url) = crate::fake_stripe::start(&[]).await;
+    let config = db.data_dir.join("check.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "public_url = \"https://api.example.com\"\n\
+             [[apps]]\nslug = \"shop\"\ndefault_plan = \"free\"\n\
+             [[apps.plans]]\nid = \"free\"\n\
+             [apps.stripe]\nwebhook_secrets = [\"whsec_test_shop_endpoint\"]\n\
+             secret_key = \"{}\"\napi_base = \"{stripe_url}\"\n",
+            crate::fake_stripe::SECRET_KEY
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let vars = db_vars(&db);
+    let vars = as_refs(&vars);
+    let item = |doc: &serde_json::Value, name: &str| {
+        doc["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no item {name} in {doc:#}"))
+    };
+
+    // Stripe's account has only an endpoint pointing elsewhere.
+    stripe.add_webhook_endpoint("https://old.example.com/webhooks/shop/stripe", "enabled");
+    let (code, stdout, _) = run(&["--config", &config, "check", "--json"], &vars).await;
+    assert_eq!(code, 1, "{stdout}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["ok"], false);
+    let endpoint = item(&doc, "stripe_webhook_endpoint.shop");
+    assert_eq!(endpoint["status"], "fail", "{endpoint}");
+    assert!(
+        endpoint["detail"]
+            .as_str()
+            .unwrap()
+            .contains("https://api.example.com/webhooks/shop/stripe"),
+        "{endpoint}"
+    );
+    let switches = item(&doc, "jobs_switches");
+    assert_eq!(switches["status"], "warn", "{switches}");
+    assert!(
+        switches["detail"].as_str().unwrap().contains("processing"),
+        "{switches}"
+    );
+    assert_eq!(item(&doc, "rate_limits")["status"], "pass");
+    assert_eq!(
+        stripe.received("GET /v1/webhook_endpoints").len(),
+        1,
+        "listed with the app's secret key"
+    );
+
+    // The endpoint added in Stripe, the switch back on: every line passes.
+    stripe.add_webhook_endpoint("https://api.example.com/webhooks/shop/stripe", "enabled");
+    tollgate::jobs::switches::set(&live, tollgate::jobs::switches::Switch::Processing, true)
+        .await
+        .unwrap();
+    let (code, stdout, _) = run(&["--config", &config, "check", "--json"], &vars).await;
+    assert_eq!(code, 0, "{stdout}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(item(&doc, "stripe_webhook_endpoint.shop")["status"], "pass");
+    assert_eq!(item(&doc, "jobs_switches")["status"], "pass");
+
+    // The same development config judged by production's rules.
+    let (code, stdout, _) = run(
+        &["--config", &config, "check", "--production", "--json"],
+        &vars,
+    )
+    .await;
+    assert_eq!(code, 2, "{stdout}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let configuration = item(&doc, "configuration");
+    assert_eq!(configuration["status"], "fail");
+    for key in ["encryption_key", "metrics_token"] {
+        assert!(
+            configuration["detail"].as_str().unwrap().contains(key),
+            "{configuration}"
+        );
+    }
+    live.close().await;
 }

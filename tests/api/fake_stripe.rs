@@ -32,6 +32,8 @@ struct Books {
     prices: Vec<String>,
     /// The price each session sold (its line items).
     session_prices: HashMap<String, String>,
+    /// Webhook endpoints of the account (`GET /v1/webhook_endpoints`).
+    webhook_endpoints: Vec<Value>,
 }
 
 impl FakeStripe {
@@ -63,6 +65,17 @@ impl FakeStripe {
             .insert(id.to_string(), price.to_string());
     }
 
+    /// A webhook endpoint in the account, as Stripe lists it (`status`: enabled or disabled).
+    pub fn add_webhook_endpoint(&self, url: &str, status: &str) {
+        let mut books = self.state.lock().unwrap();
+        let id = format!("we_{}", books.webhook_endpoints.len() + 1);
+        books
+            .webhook_endpoints
+            .push(json!({ "id": id, "object": "webhook_endpoint",
+            "url": url, "status": status, "enabled_events": ["*"], "livemode": false,
+            "api_version": null, "description": null, "metadata": {} }));
+    }
+
     pub fn complete(&self, id: &str) {
         let mut books = self.state.lock().unwrap();
         for s in books.sessions.iter_mut().filter(|s| s["id"] == id) {
@@ -84,6 +97,7 @@ pub async fn start(prices: &[&str]) -> (FakeStripe, String) {
             get(session_line_items),
         )
         .route("/v1/billing_portal/sessions", post(create_portal))
+        .route("/v1/webhook_endpoints", get(list_webhook_endpoints))
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -227,6 +241,27 @@ async fn create_session(
     drop(books);
     remember(&fake, key, &session);
     ok(&session)
+}
+
+async fn list_webhook_endpoints(
+    State(fake): State<FakeStripe>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let query = query.unwrap_or_default();
+    if let Err(r) = admit(
+        &fake,
+        "GET /v1/webhook_endpoints",
+        &headers,
+        query.as_bytes(),
+    ) {
+        return *r;
+    }
+    let data = fake.state.lock().unwrap().webhook_endpoints.clone();
+    ok(
+        &json!({ "object": "list", "url": "/v1/webhook_endpoints", "has_more": false,
+        "data": data }),
+    )
 }
 
 async fn list_sessions(

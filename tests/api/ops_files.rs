@@ -128,3 +128,84 @@ fn the_command_finder_reads_env_prefixes_and_skips_comments() {
         ]
     );
 }
+
+/// Environment names set by the deploy files: `NAME=` lines (commented or not) of the env file
+/// and the unit, and the keys of the ConfigMap, the Secret and compose's `environment`.
+fn deploy_env_names() -> Vec<String> {
+    let deploy = root().join("deploy");
+    let mut names = Vec::new();
+    let is_name = |w: &str| {
+        !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            && w.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+    };
+    for line in read(&deploy.join("tollgate.env.example")).lines() {
+        let line = line.trim_start_matches(['#', ' ']);
+        if let Some((name, _)) = line.split_once('=')
+            && is_name(name)
+        {
+            names.push(name.to_string());
+        }
+    }
+    for line in read(&deploy.join("systemd/tollgate.service")).lines() {
+        if let Some(rest) = line.strip_prefix("Environment=")
+            && let Some((name, _)) = rest.split_once('=')
+        {
+            names.push(name.to_string());
+        }
+    }
+    for file in ["kubernetes/config.yaml", "compose.yaml"] {
+        for line in read(&deploy.join(file)).lines() {
+            if let Some((key, _)) = line.trim().split_once(':')
+                && is_name(key)
+                && !key.starts_with("POSTGRES_")
+            {
+                names.push(key.to_string());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn every_environment_name_in_the_deploy_files_is_one_tollgate_documents() {
+    let documented = read(&root().join("docs/configuration.md"));
+    let names = deploy_env_names();
+    for expected in [
+        "DATABASE_URL",
+        "ENCRYPTION_KEY",
+        "TOLLGATE_ENVIRONMENT",
+        "PUBLIC_URL",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "{names:?}");
+    }
+    for name in &names {
+        assert!(
+            documented.contains(&format!("`{name}`")),
+            "deploy/ sets {name}, which docs/configuration.md does not name"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tollgate_health_exits_0_on_a_live_server_and_1_when_nothing_answers() {
+    let app = crate::helpers::spawn_app().await;
+    let (code, stdout, stderr) = crate::cli::run(&["health", "--url", &app.address], &[]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("\"status\":\"pass\""), "{stdout}");
+    let (code, stdout, _) =
+        crate::cli::run(&["health", "--ready", "--url", &app.address], &[]).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("\"database\""), "{stdout}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, _, stderr) =
+        crate::cli::run(&["health", "--url", &format!("http://{closed}")], &[]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("does not answer"), "{stderr}");
+}
