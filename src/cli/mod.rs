@@ -84,6 +84,17 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Copy every table of a SQLite database into an empty PostgreSQL schema (ids and
+    /// sequences intact), then compare row counts and verify the ledger there. Stop tollgate
+    /// first.
+    MigrateData {
+        /// The SQLite database: sqlite:///path/tollgate.db
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The PostgreSQL database, as the schema's owner: postgres://…
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
     /// Queue operations: stats, list, show, retry, discard, cancel, pause, resume, switch, drain.
     Jobs {
         #[command(subcommand)]
@@ -192,6 +203,9 @@ pub fn run(cli: Cli) -> ExitCode {
         }),
         Command::Restore { path, force } => with_config(cli.config, async move |c: Config| {
             backup::restore(c, &path, force).await
+        }),
+        Command::MigrateData { from, to } => with_config(cli.config, async move |c: Config| {
+            migrate::migrate_data(c, &from, &to).await
         }),
         Command::Jobs { command } => with_config(cli.config, |c| jobs::run(c, command)),
         Command::Apps { command } => with_config(cli.config, async move |config: Config| {

@@ -182,7 +182,7 @@ pub async fn restore(config: &Config, file: &Path, force: bool) -> anyhow::Resul
         ensure!(
             m.backend == backend.as_str(),
             "this is a {} backup and the configured database is {}; a backup restores into the \
-             backend it was taken from",
+             backend it was taken from; `tollgate migrate-data` moves SQLite into PostgreSQL",
             m.backend,
             backend.as_str()
         );
@@ -203,7 +203,7 @@ pub async fn restore(config: &Config, file: &Path, force: bool) -> anyhow::Resul
 }
 
 /// Tables whose count differs: (table, in the manifest, restored).
-fn compare(expected: &RowCounts, found: &RowCounts) -> Vec<(String, i64, i64)> {
+pub fn compare(expected: &RowCounts, found: &RowCounts) -> Vec<(String, i64, i64)> {
     let mut names: Vec<&String> = expected.keys().chain(found.keys()).collect();
     names.sort();
     names.dedup();

@@ -7,4 +7,5 @@ pub mod checks;
 pub mod fault;
 pub mod limiter;
 pub mod metrics;
+pub mod migrate_data;
 pub mod sentry;

@@ -117,7 +117,7 @@ fn counts_of(manifest: &Value) -> BTreeMap<String, i64> {
 
 /// An instance with four users (grants, one hold left open each), two webhook deliveries and
 /// three jobs waiting; returns the app key.
-async fn populate(db: &Db) -> String {
+pub async fn populate(db: &Db) -> String {
     migrate::run(db).await.unwrap();
     let app = identity::create_app(db, "drill", "Drill")
         .await

@@ -3,6 +3,7 @@
 //! `postgres` profile (`NEXTEST_PROFILE=postgres`, set with `TEST_DATABASE_URL`) runs it, and a
 //! test here run on SQLite fails rather than passing with nothing checked.
 
+mod migrate_data;
 mod tenant_rls;
 
 /// Fails a test of this module that is run on SQLite.
