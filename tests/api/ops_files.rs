@@ -209,3 +209,82 @@ async fn tollgate_health_exits_0_on_a_live_server_and_1_when_nothing_answers() {
     assert_eq!(code, 1);
     assert!(stderr.contains("does not answer"), "{stderr}");
 }
+
+/// The metric families a PromQL text names (histogram series folded into their family).
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("tollgate_"))
+        .map(|w| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| w.strip_suffix(s))
+                .unwrap_or(w)
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[tokio::test]
+async fn every_dashboard_query_names_a_metric_that_metrics_serves() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read(&root().join("deploy/grafana/tollgate.json"))).unwrap();
+    let mut queries = String::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        assert!(panel["gridPos"]["w"].as_i64().is_some(), "{panel}");
+        if panel["type"] == "row" {
+            continue;
+        }
+        let targets = panel["targets"].as_array().expect("a panel has queries");
+        assert!(!targets.is_empty(), "{panel}");
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{panel}");
+        for t in targets {
+            queries.push_str(t["expr"].as_str().unwrap());
+            queries.push('\n');
+        }
+    }
+    let names = metric_names(&queries);
+    assert!(names.len() >= 20, "{names:?}");
+
+    // Traffic that makes every family appear: a store webhook through its job into a recovery
+    // nudge, a rejected delivery, AI calls (one through a fallback), and the worker's gauges.
+    let shop = crate::recovery_nudges::a_shop_that_sent_a_nudge().await;
+    let forged = shop
+        .app
+        .client
+        .post(shop.app.url("/webhooks/shop/stripe"))
+        .header("stripe-signature", "t=1,v1=00")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    let (ai, _openai) = crate::gateway::gateway_app().await;
+    let key = ai.user_key("ai", "dash").await;
+    for model in ["gpt", "broken"] {
+        let body =
+            serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        assert_eq!(crate::gateway::chat(&ai, &key, body).await.status(), 200);
+    }
+    let missing = || async {
+        let served = ai.get_metrics(None).await.text().await.unwrap();
+        names
+            .iter()
+            .filter(|n| {
+                !served
+                    .lines()
+                    .any(|l| l.starts_with(n.as_str()) && !l.starts_with('#'))
+            })
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // The worker's gauges come on its own tick: wait for them, then name what is missing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !missing().await.is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(missing().await, Vec::<String>::new());
+}

@@ -267,8 +267,31 @@ async fn a_link_leads_to_the_apps_page_without_a_portal_and_stops_when_the_windo
 
 /// The jobs end to end, by the worker's clock: the sweep makes the due step and enqueues its
 /// job; the job publishes `recovery.nudge` once; a second sweep enqueues nothing more.
-#[tokio::test]
-async fn the_sweep_job_enqueues_a_nudge_job_that_sends_it_once() {
+/// A shop whose user `jo` failed a payment an hour ago, swept by the recovery job into one
+/// nudge job, which the worker sent: the path every recovery counter sits on.
+pub struct NudgedShop {
+    pub app: TestApp,
+    pub rt: tollgate::jobs::Runtime,
+    pub jo: tollgate::store::ledger::Target,
+    _stripe: fake_stripe::FakeStripe,
+}
+
+impl NudgedShop {
+    /// Enqueues a sweep and runs the maintenance queue; returns how many jobs ran.
+    pub async fn sweep(&self) -> usize {
+        self.rt
+            .client
+            .enqueue(
+                &tollgate::jobs::kinds::recovery::Sweep {},
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        self.rt.worker().run_available("maintenance").await.unwrap()
+    }
+}
+
+pub async fn a_shop_that_sent_a_nudge() -> NudgedShop {
     let (fake, url) = fake_stripe::start(&["price_pro"]).await;
     let mut shop = store_config();
     shop.stripe.as_mut().unwrap().api_base = url;
@@ -295,33 +318,35 @@ async fn the_sweep_job_enqueues_a_nudge_job_that_sends_it_once() {
     assert_eq!(recovery::cases(&app.db, jo).await.unwrap().len(), 1);
     let fan_outs = rt.worker().run_available("events").await.unwrap();
     assert_eq!(fan_outs, 2, "payment.failed and recovery.case_opened");
-    let sweep = || async {
-        rt.client
-            .enqueue(
-                &tollgate::jobs::kinds::recovery::Sweep {},
-                Default::default(),
-            )
-            .await
-            .unwrap();
-        rt.worker().run_available("maintenance").await.unwrap()
+    let shop = NudgedShop {
+        app,
+        rt,
+        jo,
+        _stripe: fake,
     };
-    assert_eq!(sweep().await, 1);
+    assert_eq!(shop.sweep().await, 1);
     assert_eq!(
-        sweep().await,
+        shop.sweep().await,
         1,
         "a second sweep finds the nudge queued already"
     );
     // The nudge job, then the event's fan-out (no endpoint: nothing to deliver).
-    assert_eq!(rt.worker().run_available("events").await.unwrap(), 2);
-    let events = nudge_events(&app, jo.app_id).await;
+    assert_eq!(shop.rt.worker().run_available("events").await.unwrap(), 2);
+    shop
+}
+
+#[tokio::test]
+async fn the_sweep_job_enqueues_a_nudge_job_that_sends_it_once() {
+    let shop = a_shop_that_sent_a_nudge().await;
+    let (app, jo) = (&shop.app, shop.jo);
+    let events = nudge_events(app, jo.app_id).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["user_id"], "jo");
     assert_eq!(events[0]["step"], 0);
-    assert_eq!(sweep().await, 1);
+    assert_eq!(shop.sweep().await, 1);
     assert_eq!(
-        rt.worker().run_available("events").await.unwrap(),
+        shop.rt.worker().run_available("events").await.unwrap(),
         0,
         "sent once"
     );
-    drop(fake);
 }
