@@ -171,6 +171,9 @@ pub struct HttpConfig {
     /// Proxies (IPs or CIDRs) whose `X-Forwarded-For` is believed. Empty: never.
     #[serde(deserialize_with = "env::string_list")]
     pub trusted_proxies: Vec<String>,
+    /// Serve the interactive API reference at `/docs`; unset: on outside production.
+    #[serde(default)]
+    pub api_docs: Option<bool>,
 }
 
 /// Log output format.
@@ -256,6 +259,11 @@ impl Config {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", self.data_dir.join("tollgate.db").display()),
         }
+    }
+
+    /// Whether `/docs` is served: `http.api_docs`, or outside production when unset.
+    pub fn api_docs_enabled(&self) -> bool {
+        self.http.api_docs.unwrap_or(!self.is_production())
     }
 
     pub fn is_production(&self) -> bool {

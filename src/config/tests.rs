@@ -67,7 +67,18 @@ fn the_defaults_are_a_valid_development_config() {
 fn a_complete_production_config_is_accepted() {
     let c = load_from(None, &production()).unwrap();
     assert!(c.is_production());
+    assert!(
+        !c.api_docs_enabled(),
+        "/docs is off in production unless asked for"
+    );
     assert_eq!(c.metrics_token.unwrap().expose_secret(), TOKEN32);
+    let mut asked = production();
+    asked.push(("TOLLGATE_HTTP__API_DOCS".into(), "true".into()));
+    assert!(load_from(None, &asked).unwrap().api_docs_enabled());
+    assert!(
+        load_from(None, &[]).unwrap().api_docs_enabled(),
+        "on in development"
+    );
 }
 
 #[test]

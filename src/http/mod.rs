@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+mod docs;
 pub mod extract;
 pub mod health;
 pub mod idempotency;

@@ -76,7 +76,7 @@ pub fn routes(role: Role) -> Router<AppState> {
     document_common_answers(&mut doc);
     document_events(&mut doc);
     let json = serde_json::to_string_pretty(&doc).expect("the OpenAPI document serializes");
-    router.route(
+    router.merge(super::docs::router()).route(
         "/openapi.json",
         get(move || async move {
             (

@@ -1,6 +1,7 @@
 //! Integration tests: the real app on a random port, on SQLite by default and on PostgreSQL
 //! when TEST_DATABASE_URL is set (`.ci/run` runs both).
 
+mod api_docs;
 mod app_jobs;
 mod backup;
 mod billing;
