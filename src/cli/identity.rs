@@ -278,3 +278,30 @@ pub async fn users(db: &Db, command: UsersCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `tollgate import --app SLUG FILE`.
+pub async fn import(db: &Db, slug: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    use crate::ops::import::{self, Format};
+    use sha2::Digest;
+    let format = Format::of(path)
+        .ok_or_else(|| anyhow::anyhow!("{}: expected a .csv or .json file", path.display()))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let app = app(db, slug).await?;
+    let rows = match import::parse(&bytes, format, &app.settings.billing) {
+        Ok(rows) => rows,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{}: {p}", path.display());
+            }
+            anyhow::bail!("{} problem(s); nothing was imported", problems.len());
+        }
+    };
+    let file_key = hex::encode(&sha2::Sha256::digest(&bytes)[..8]);
+    let done = import::apply(db, &app, &rows, &file_key).await?;
+    println!(
+        "imported {} users into {slug} ({} new), {} plans set, {} balances granted ({} granted by this file before)",
+        done.users, done.created, done.plans_set, done.granted, done.already
+    );
+    Ok(())
+}

@@ -95,6 +95,16 @@ pub enum Command {
         #[arg(long, value_name = "URL")]
         to: String,
     },
+    /// Import users, their plans and balances from CSV (header: external_id,plan,balance,reason)
+    /// or JSON (an array of those objects); every row is checked first. Each balance becomes one
+    /// grant with its reason; importing the same file again grants nothing twice.
+    Import {
+        /// The app (slug) the users belong to.
+        #[arg(long)]
+        app: String,
+        /// A .csv or .json file.
+        path: PathBuf,
+    },
     /// Queue operations: stats, list, show, retry, discard, cancel, pause, resume, switch, drain.
     Jobs {
         #[command(subcommand)]
@@ -206,6 +216,9 @@ pub fn run(cli: Cli) -> ExitCode {
         }),
         Command::MigrateData { from, to } => with_config(cli.config, async move |c: Config| {
             migrate::migrate_data(c, &from, &to).await
+        }),
+        Command::Import { app, path } => with_db(cli.config, async move |db: &crate::store::Db| {
+            identity::import(db, &app, &path).await
         }),
         Command::Jobs { command } => with_config(cli.config, |c| jobs::run(c, command)),
         Command::Apps { command } => with_config(cli.config, async move |config: Config| {

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod checklist;
 pub mod checks;
 pub mod fault;
+pub mod import;
 pub mod limiter;
 pub mod metrics;
 pub mod migrate_data;

@@ -36,6 +36,7 @@ mod helpers;
 mod idempotency;
 mod idempotency_crash;
 mod identity;
+mod import;
 mod invites;
 mod jobs;
 mod jobs_processes;
