@@ -6,8 +6,10 @@
 # Not validated here: the Dockerfile (no daemon, no registry to pull the base images from).
 # Usage: deploy/validate.sh [path to the tollgate binary]
 set -euo pipefail
-cd "$(dirname "$0")"
-bin=$(realpath "${1:-../target/debug/tollgate}")
+here=$(dirname "$0")
+# The binary's path is read from where the script was called, before moving into deploy/.
+bin=$(realpath "${1:-$here/../target/debug/tollgate}")
+cd "$here"
 
 check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
 kubernetes-validate --strict --quiet kubernetes/*.yaml
