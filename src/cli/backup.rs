@@ -6,8 +6,7 @@ use std::time::Instant;
 use anyhow::bail;
 
 use crate::config::Config;
-use crate::jobs::kinds::backup::take_and_record;
-use crate::ops::backup::{self, manifest_path};
+use crate::ops::backup::{self, manifest_path, take_and_record};
 use crate::store::Db;
 use crate::store::backup::Trigger;
 

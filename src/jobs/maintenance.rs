@@ -73,7 +73,7 @@ pub async fn gauges_loop(db: Db, every: Duration, stop: CancellationToken) {
 
 /// The same numbers as `tollgate jobs stats`, as gauges.
 async fn publish_gauges(db: &Db) -> Result<(), sqlx::Error> {
-    super::kinds::backup::publish_gauge(db).await?;
+    crate::ops::backup::publish_gauge(db).await?;
     for q in super::ops::stats(db).await?.queues {
         for (state, n) in &q.counts {
             metrics::gauge_depth(&q.queue, state, *n);

@@ -16,8 +16,8 @@ use anyhow::{Context, bail, ensure};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::store::backup::{self as stored, RowCounts};
-use crate::store::{Backend, Db, migrate};
+use crate::store::backup::{self as stored, RowCounts, Trigger};
+use crate::store::{Backend, Db, migrate, now_ms};
 
 /// The manifest's format name; a restore refuses any other.
 const FORMAT: &str = "tollgate-backup/1";
@@ -48,9 +48,7 @@ impl Manifest {
 
 /// The manifest's path for a backup file.
 pub fn manifest_path(file: &Path) -> PathBuf {
-    let mut name = file.as_os_str().to_owned();
-    name.push(".json");
-    PathBuf::from(name)
+    with_suffix(file, ".json")
 }
 
 /// Takes a verified backup of `db` into `file`, which must not exist yet. The file appears only
@@ -99,6 +97,67 @@ pub async fn take(config: &Config, db: &Db, file: &Path) -> anyhow::Result<Manif
     durable_rename(&partial, file)?;
     write_atomically(&manifest_path(file), &serde_json::to_vec_pretty(&manifest)?)?;
     Ok(manifest)
+}
+
+pub const BACKUPS: &str = "tollgate_backups_total";
+pub const LAST_SUCCESS: &str = "tollgate_backup_last_success_timestamp_seconds";
+pub const SIZE: &str = "tollgate_backup_size_bytes";
+
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        BACKUPS,
+        "Backups attempted, by trigger (schedule, command) and outcome (ok, failed)."
+    );
+    metrics::describe_gauge!(
+        LAST_SUCCESS,
+        metrics::Unit::Seconds,
+        "When the newest verified backup finished (Unix time), as recorded in the database."
+    );
+    metrics::describe_gauge!(
+        SIZE,
+        metrics::Unit::Bytes,
+        "Size of the newest backup this process took."
+    );
+}
+
+/// Publishes the newest verified backup's time (from the database, so every replica and a
+/// restarted worker agree). 0 when there is none, so an age alert fires.
+pub async fn publish_gauge(db: &Db) -> Result<(), sqlx::Error> {
+    let newest = stored::newest_ok(db).await?.unwrap_or(0);
+    metrics::gauge!(LAST_SUCCESS).set(newest as f64 / 1000.0);
+    Ok(())
+}
+
+/// Takes a backup and records its outcome, in the `backups` table and the metrics, whether it
+/// worked or not. Used by the job and by `tollgate backup`.
+pub async fn take_and_record(
+    config: &Config,
+    db: &Db,
+    file: &Path,
+    trigger: Trigger,
+) -> anyhow::Result<Manifest> {
+    let started_at = now_ms();
+    let result = take(config, db, file).await;
+    let error = result.as_ref().err().map(|e| format!("{e:#}"));
+    let path = file.display().to_string();
+    let recorded = stored::Recorded {
+        trigger,
+        path: &path,
+        bytes: result.as_ref().ok().map(|m| m.bytes as i64),
+        error: error.as_deref(),
+        started_at,
+        finished_at: now_ms(),
+    };
+    if let Err(e) = stored::record(db, &recorded).await {
+        tracing::warn!(error = %e, "cannot record the backup in the database");
+    }
+    let outcome = if result.is_ok() { "ok" } else { "failed" };
+    metrics::counter!(BACKUPS, "trigger" => trigger.as_str(), "outcome" => outcome).increment(1);
+    if let Ok(m) = &result {
+        metrics::gauge!(SIZE).set(m.bytes as f64);
+        metrics::gauge!(LAST_SUCCESS).set(recorded.finished_at as f64 / 1000.0);
+    }
+    result
 }
 
 async fn sqlite_copy(db: &Db, partial: &Path) -> anyhow::Result<(Option<String>, RowCounts)> {

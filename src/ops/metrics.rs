@@ -63,7 +63,7 @@ fn describe() {
         "Always 1; labels carry the version and backend."
     );
     crate::jobs::metrics::describe();
-    crate::jobs::kinds::backup::describe_metrics();
+    crate::ops::backup::describe_metrics();
     crate::events::metrics::describe();
     crate::events::email::metrics::describe();
     crate::store::ledger::metrics::describe();

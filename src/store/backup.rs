@@ -35,6 +35,14 @@ fn identifier(name: &str) -> Result<&str, sqlx::Error> {
     }
 }
 
+/// `SELECT count(*)` of a table named by the catalog.
+fn count_sql(name: &str) -> Result<sqlx::AssertSqlSafe<String>, sqlx::Error> {
+    Ok(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM \"{}\"",
+        identifier(name)?
+    )))
+}
+
 /// A SQLite database file, opened read-only to check a backup (or a restore target).
 pub struct SqliteFile(SqliteConnection);
 
@@ -61,10 +69,8 @@ impl SqliteFile {
             .await?;
         let mut counts = RowCounts::new();
         for name in names {
-            let sql = format!("SELECT count(*) FROM \"{}\"", identifier(&name)?);
-            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .fetch_one(&mut self.0)
-                .await?;
+            let sql = count_sql(&name)?;
+            let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut self.0).await?;
             counts.insert(name, n);
         }
         Ok(counts)
@@ -130,10 +136,8 @@ pub async fn pg_snapshot(db: &Db) -> Result<PgSnapshot, sqlx::Error> {
         .await?;
     let mut counts = RowCounts::new();
     for name in names {
-        let sql = format!("SELECT count(*) FROM \"{}\"", identifier(&name)?);
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_one(&mut *tx)
-            .await?;
+        let sql = count_sql(&name)?;
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut *tx).await?;
         counts.insert(name, n);
     }
     Ok(PgSnapshot {
@@ -173,8 +177,8 @@ pub async fn row_counts(db: &Db) -> Result<RowCounts, sqlx::Error> {
         Db::Sqlite(_) => {
             let mut counts = RowCounts::new();
             for name in tables(db, "").await? {
-                let sql = format!("SELECT count(*) FROM \"{}\"", identifier(&name)?);
-                let n: i64 = db_run!(db, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await)?;
+                let sql = count_sql(&name)?;
+                let n: i64 = db_run!(db, pool => sqlx::query_scalar(sql).fetch_one(pool).await)?;
                 counts.insert(name, n);
             }
             Ok(counts)

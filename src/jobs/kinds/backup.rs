@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::jobs::{Job, JobContext};
 use crate::ops::backup;
-use crate::store::backup::{self as stored, Recorded, Trigger};
-use crate::store::{Backend, Db, now_ms};
+use crate::store::backup::Trigger;
+use crate::store::{Backend, now_ms};
 
 /// Takes one scheduled backup. Runs on `backup.cron`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -24,35 +24,6 @@ impl Backup {
 /// File names of scheduled backups: `tollgate-<UTC time>.<ext>`, so names sort by age.
 const PREFIX: &str = "tollgate-";
 
-pub const BACKUPS: &str = "tollgate_backups_total";
-pub const LAST_SUCCESS: &str = "tollgate_backup_last_success_timestamp_seconds";
-pub const SIZE: &str = "tollgate_backup_size_bytes";
-
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        BACKUPS,
-        "Backups attempted, by trigger (schedule, command) and outcome (ok, failed)."
-    );
-    metrics::describe_gauge!(
-        LAST_SUCCESS,
-        metrics::Unit::Seconds,
-        "When the newest verified backup finished (Unix time), as recorded in the database."
-    );
-    metrics::describe_gauge!(
-        SIZE,
-        metrics::Unit::Bytes,
-        "Size of the newest backup this process took."
-    );
-}
-
-/// Publishes the newest verified backup's time (from the database, so every replica and a
-/// restarted worker agree). 0 when there is none, so an age alert fires.
-pub async fn publish_gauge(db: &Db) -> Result<(), sqlx::Error> {
-    let newest = stored::newest_ok(db).await?.unwrap_or(0);
-    metrics::gauge!(LAST_SUCCESS).set(newest as f64 / 1000.0);
-    Ok(())
-}
-
 impl Job for Backup {
     const KIND: &'static str = Backup::KIND_NAME;
     const QUEUE: &'static str = crate::jobs::MAINTENANCE_QUEUE;
@@ -62,7 +33,7 @@ impl Job for Backup {
     async fn run(self, ctx: JobContext) -> anyhow::Result<()> {
         let dir = ctx.config.backup.dir(&ctx.config.data_dir);
         let file = dir.join(file_name(ctx.db.backend(), now_ms()));
-        let taken = take_and_record(&ctx.config, &ctx.db, &file, Trigger::Schedule).await?;
+        let taken = backup::take_and_record(&ctx.config, &ctx.db, &file, Trigger::Schedule).await?;
         let removed = prune(&dir, ctx.config.backup.keep as usize)?;
         tracing::info!(
             path = %file.display(),
@@ -73,38 +44,6 @@ impl Job for Backup {
         );
         Ok(())
     }
-}
-
-/// Takes a backup and records its outcome, in the `backups` table and the metrics, whether it
-/// worked or not. Used by the job and by `tollgate backup`.
-pub async fn take_and_record(
-    config: &crate::config::Config,
-    db: &Db,
-    file: &Path,
-    trigger: Trigger,
-) -> anyhow::Result<backup::Manifest> {
-    let started_at = now_ms();
-    let result = backup::take(config, db, file).await;
-    let error = result.as_ref().err().map(|e| format!("{e:#}"));
-    let path = file.display().to_string();
-    let recorded = Recorded {
-        trigger,
-        path: &path,
-        bytes: result.as_ref().ok().map(|m| m.bytes as i64),
-        error: error.as_deref(),
-        started_at,
-        finished_at: now_ms(),
-    };
-    if let Err(e) = stored::record(db, &recorded).await {
-        tracing::warn!(error = %e, "cannot record the backup in the database");
-    }
-    let outcome = if result.is_ok() { "ok" } else { "failed" };
-    metrics::counter!(BACKUPS, "trigger" => trigger.as_str(), "outcome" => outcome).increment(1);
-    if let Ok(m) = &result {
-        metrics::gauge!(SIZE).set(m.bytes as f64);
-        metrics::gauge!(LAST_SUCCESS).set(recorded.finished_at as f64 / 1000.0);
-    }
-    result
 }
 
 fn file_name(backend: Backend, at_ms: i64) -> String {
