@@ -99,6 +99,7 @@ async fn cases_of(tx: &mut Tx, t: Target, o: &Outcome<'_>) -> Result<Vec<CaseRow
 /// records the outcome, so a redelivered outcome, recorded once, is applied once).
 pub async fn apply(tx: &mut Tx, t: Target, o: &Outcome<'_>) -> Result<(), sqlx::Error> {
     scope::apply_tx(tx, Scope::App(t.app_id)).await?;
+    lock_user(tx, t).await?;
     let cases = cases_of(tx, t, o).await?;
     let now = now_ms();
     if !o.failed {
@@ -157,6 +158,24 @@ pub async fn apply(tx: &mut Tx, t: Target, o: &Outcome<'_>) -> Result<(), sqlx::
         .bind(o.event_time.saturating_add(o.window_ms)).fetch_optional(&mut **c).await)?;
     if let Some((at, amount)) = paid {
         recover(tx, t, id, at, amount, now).await?;
+    }
+    Ok(())
+}
+
+/// Makes a user's outcomes apply one at a time. The worker runs deliveries side by side, and
+/// on PostgreSQL a failure's transaction and its payment's cannot see each other's uncommitted
+/// rows: each would find nothing to pair with, and the case would stay open. Locking the user
+/// row makes the later one wait and then read what the earlier committed. `NO KEY UPDATE`, not
+/// `UPDATE`: both transactions already hold the key-share lock their inserted rows' foreign keys
+/// took on the user, which `FOR UPDATE` would wait on — a deadlock. SQLite's transactions
+/// already hold the write lock from their first statement.
+async fn lock_user(tx: &mut Tx, t: Target) -> Result<(), sqlx::Error> {
+    if let Tx::Postgres(c) = tx {
+        sqlx::query("SELECT 1 FROM users WHERE app_id = $1 AND id = $2 FOR NO KEY UPDATE")
+            .bind(t.app_id)
+            .bind(t.user_id)
+            .execute(&mut **c)
+            .await?;
     }
     Ok(())
 }

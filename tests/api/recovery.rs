@@ -185,3 +185,34 @@ async fn retried_failures_are_one_case_counted_from_the_earliest_and_a_redeliver
     assert_eq!(c.len(), 2, "{c:?}");
     assert_eq!(c[0].state, "open");
 }
+
+#[tokio::test]
+async fn a_failure_and_its_payment_processed_at_the_same_moment_still_recover() {
+    // The worker processes deliveries concurrently: the failure's transaction and the payment's
+    // may run side by side, each unable to see the other's uncommitted row. Many pairs at once
+    // make that overlap certain; every pair must end recovered, with one case each.
+    let app = spawn_store_app().await;
+    let t0 = now_ms() / 1000 - 86_400;
+    let users: Vec<String> = (0..24).map(|i| format!("u{i}")).collect();
+    let deliveries = users
+        .iter()
+        .flat_map(|u| [(u, false), (u, true)])
+        .map(|(u, paid)| {
+            let (event, at) = if paid {
+                ("paid", t0 + 3600)
+            } else {
+                ("fail", t0)
+            };
+            let id = format!("evt_{u}_{event}");
+            let app = &app;
+            async move { deliver(app, &id, u, paid, at).await }
+        });
+    futures_util::future::join_all(deliveries).await;
+    let rows = settled(&app).await;
+    assert!(rows.iter().all(|r| r.status == "processed"), "{rows:?}");
+    for u in &users {
+        let c = cases(&app, u).await;
+        assert_eq!(c.len(), 1, "{u}: {c:?}");
+        assert_eq!(c[0].state, "recovered", "{u}: {c:?}");
+    }
+}
