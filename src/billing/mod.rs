@@ -5,6 +5,7 @@
 //! that writes.
 
 pub mod apply;
+pub mod deliveries;
 pub mod paddle;
 pub mod revenuecat;
 pub mod revenuecat_api;

@@ -305,3 +305,37 @@ pub async fn import(db: &Db, slug: &str, path: &std::path::Path) -> anyhow::Resu
     );
     Ok(())
 }
+
+pub async fn seed_demo(db: &Db, config: &crate::config::Config) -> anyhow::Result<()> {
+    let seeded = crate::ops::seed::demo(db, config).await?;
+    let cases: Vec<String> = seeded
+        .cases
+        .iter()
+        .map(|(state, n)| format!("{n} {state}"))
+        .collect();
+    let what = format!(
+        "{} users, {} store deliveries applied, {} AI calls, recovery cases: {}",
+        seeded.users,
+        seeded.deliveries,
+        seeded.calls,
+        cases.join(", ")
+    );
+    if seeded.created {
+        println!("seeded app {}: {what}", seeded.app);
+    } else {
+        println!(
+            "app {} was seeded before; nothing added ({what})",
+            seeded.app
+        );
+    }
+    if seeded.created {
+        audit(db, "apps.seed_demo", &seeded.app, Some(seeded.app_id)).await?;
+        let user = crate::ops::seed::first_user();
+        println!(
+            "try it: KEY=$(tollgate keys create --app {} --user {user} | tail -n1), then \
+             curl -H \"Authorization: Bearer $KEY\" localhost:8080/v1/me",
+            seeded.app
+        );
+    }
+    Ok(())
+}

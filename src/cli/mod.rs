@@ -105,6 +105,14 @@ pub enum Command {
         /// A .csv or .json file.
         path: PathBuf,
     },
+    /// Data for a try-out instance: the app `demo` with a Free and a Pro plan, 12 users with
+    /// balances, AI calls with their usage, Stripe subscriptions and recovery cases in each
+    /// state. Seeding again adds nothing; an app `demo` it did not make is left alone.
+    Seed {
+        /// The demo data set (the only one).
+        #[arg(long, required = true)]
+        demo: bool,
+    },
     /// Queue operations: stats, list, show, retry, discard, cancel, pause, resume, switch, drain.
     Jobs {
         #[command(subcommand)]
@@ -219,6 +227,12 @@ pub fn run(cli: Cli) -> ExitCode {
         }),
         Command::Import { app, path } => with_db(cli.config, async move |db: &crate::store::Db| {
             identity::import(db, &app, &path).await
+        }),
+        Command::Seed { demo: _ } => with_config(cli.config, async move |config: Config| {
+            let db = open_db(&config).await?;
+            let result = identity::seed_demo(&db, &config).await;
+            db.close().await;
+            result
         }),
         Command::Jobs { command } => with_config(cli.config, |c| jobs::run(c, command)),
         Command::Apps { command } => with_config(cli.config, async move |config: Config| {

@@ -31,7 +31,7 @@ use serde::Deserialize;
 
 use crate::redact::redact_url;
 
-pub use apps::{AppConfig, AppScheduleConfig};
+pub use apps::{AppConfig, AppScheduleConfig, validate as validate_apps};
 pub use email::{AppEmailConfig, EmailConfig, EmailTemplate};
 pub use events::EventsConfig;
 pub use gateway::{GatewayConfig, MockConfig, ModelConfig, ModelTable, ProvidersConfig};

@@ -9,4 +9,5 @@ pub mod import;
 pub mod limiter;
 pub mod metrics;
 pub mod migrate_data;
+pub mod seed;
 pub mod sentry;

@@ -56,5 +56,6 @@ mod rate_limits;
 mod recovery;
 mod recovery_nudges;
 mod request_id;
+mod seed;
 mod sentry;
 mod shutdown;

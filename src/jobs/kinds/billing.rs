@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::billing::apply::{Effects, Source};
-use crate::billing::{self, Change, Provider};
+use crate::billing::Change;
+use crate::billing::deliveries::{self, Done};
 use crate::jobs::{Job, JobContext, Permanent, WhenEnqueueOff};
 use crate::store::billing::{self as store, Processed, WebhookRow};
 use crate::store::identity;
@@ -83,93 +83,12 @@ impl Job for ProcessWebhook {
     }
 }
 
-/// The price a Stripe Checkout Session sold, read from its line items with the app's secret
-/// key. Without the key the delivery fails with the reason (an operator sets the key, then
-/// replays); Stripe unreachable is retried; Stripe refusing is final.
-async fn checkout_product(app: &crate::config::AppConfig, session: &str) -> anyhow::Result<String> {
-    use crate::billing::store_http::StoreError;
-    let Some((stripe, key)) = app
-        .stripe
-        .as_ref()
-        .and_then(|s| s.secret_key.as_ref().map(|k| (s, k)))
-    else {
-        metrics::counter!("tollgate_billing_unresolved_checkouts_total", "reason" => "no_secret_key")
-            .increment(1);
-        return Err(Permanent::error(format!(
-            "Checkout Session {session} has no tollgate_product metadata (a Payment Link or a \
-             session the app created): tollgate reads its line items with [apps.stripe] \
-             secret_key, which this app does not set; set it, then replay"
-        )));
-    };
-    let http = crate::billing::store_http::http_client();
-    let api = crate::billing::stripe_api::StripeApi {
-        http: &http,
-        base: &stripe.api_base,
-        key,
-    };
-    match api.session_price(session).await {
-        Ok(Some(price)) => Ok(price),
-        Ok(None) => {
-            metrics::counter!("tollgate_billing_unresolved_checkouts_total", "reason" => "no_line_items")
-                .increment(1);
-            Err(Permanent::error(format!(
-                "Checkout Session {session} lists no line item with a price"
-            )))
-        }
-        Err(e @ StoreError::Refused { status, .. }) if status < 500 => {
-            metrics::counter!("tollgate_billing_unresolved_checkouts_total", "reason" => "refused")
-                .increment(1);
-            Err(Permanent::error(format!(
-                "reading the line items of {session}: {e}"
-            )))
-        }
-        Err(e) => Err(anyhow::anyhow!("reading the line items of {session}: {e}")),
-    }
-}
-
-/// What processing did.
-struct Done {
-    user_id: Option<i64>,
-    change: Option<Change>,
-    outcome: String,
-}
-
 async fn process(ctx: &JobContext, row: &WebhookRow) -> anyhow::Result<Done> {
-    let provider = Provider::parse(&row.provider)
-        .ok_or_else(|| Permanent::error(format!("unknown provider {:?}", row.provider)))?;
     let app = identity::app_by_id(&ctx.db, row.app_id)
         .await?
         .ok_or_else(|| Permanent::error("the app no longer exists"))?;
     let app_config = ctx.config.app(&app.slug).ok_or_else(|| {
         Permanent::error(format!("app {:?} is no longer in the config", app.slug))
     })?;
-    let Some(mut n) = billing::normalize(provider, &row.body).map_err(Permanent::error)? else {
-        return Ok(Done {
-            user_id: None,
-            change: None,
-            outcome: format!("{} is not an event tollgate acts on", row.event_type),
-        });
-    };
-    if let Some(session) = n.unresolved_checkout.take() {
-        n.product = Some(checkout_product(app_config, &session).await?);
-    }
-    let source = Source {
-        time_ms: row.event_time,
-        event_id: &row.event_id,
-        webhook_id: Some(row.id),
-    };
-    let effects = Effects {
-        db: &ctx.db,
-        app: app_config,
-        billing: &app.settings.billing,
-        provider,
-        source,
-        n: &n,
-    };
-    let applied = effects.apply(app.id).await?;
-    Ok(Done {
-        user_id: Some(applied.user_id),
-        change: Some(applied.change),
-        outcome: applied.outcome,
-    })
+    deliveries::process(&ctx.db, &app, app_config, row).await
 }

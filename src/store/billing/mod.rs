@@ -15,4 +15,6 @@ pub use subscriptions::{
     SubscriptionRow, SubscriptionWrite, put_subscription, subscription_for_product,
     subscription_user, subscriptions,
 };
-pub use webhooks::{Ingested, Processed, WebhookRow, finish, ingest, replay, webhook, webhooks};
+pub use webhooks::{
+    Ingested, Processed, WebhookRow, finish, ingest, replay, store_unqueued, webhook, webhooks,
+};

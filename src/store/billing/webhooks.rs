@@ -31,31 +31,56 @@ pub async fn ingest<J: Job>(
 ) -> anyhow::Result<Ingested> {
     let mut tx = db.begin().await?;
     scope::apply_tx(&mut tx, Scope::App(app_id)).await?;
-    let now = now_ms();
-    let inserted: Option<i64> = tx_run!(&mut tx, c => sqlx::query_scalar(
+    let result = insert_tx(&mut tx, app_id, provider, envelope, body).await?;
+    if let Ingested::New(id) = result {
+        jobs.enqueue_tx(&mut tx, &job(id), EnqueueOptions::default())
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(result)
+}
+
+/// Stores a delivery that its caller processes itself, with no job (the demo seed, which
+/// applies its made-up store history at once). A repeat is counted, as [`ingest`] counts one.
+pub async fn store_unqueued(
+    db: &Db,
+    app_id: i64,
+    provider: Provider,
+    envelope: &Envelope,
+    body: &[u8],
+) -> Result<Ingested, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    scope::apply_tx(&mut tx, Scope::App(app_id)).await?;
+    let result = insert_tx(&mut tx, app_id, provider, envelope, body).await?;
+    tx.commit().await?;
+    Ok(result)
+}
+
+/// Stores a delivery in the caller's transaction, or counts a repeat of one (unique by the
+/// store's event id).
+async fn insert_tx(
+    tx: &mut crate::store::Tx,
+    app_id: i64,
+    provider: Provider,
+    envelope: &Envelope,
+    body: &[u8],
+) -> Result<Ingested, sqlx::Error> {
+    let inserted: Option<i64> = tx_run!(&mut *tx, c => sqlx::query_scalar(
         "INSERT INTO webhook_events (app_id, provider, event_id, event_type, event_time, received_at, \
          body, status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending') \
          ON CONFLICT (app_id, provider, event_id) DO NOTHING RETURNING id")
         .bind(app_id).bind(provider.as_str()).bind(&envelope.id).bind(&envelope.kind)
-        .bind(envelope.time_ms).bind(now).bind(body)
+        .bind(envelope.time_ms).bind(now_ms()).bind(body)
         .fetch_optional(&mut **c).await)?;
-    let result = match inserted {
-        Some(id) => {
-            jobs.enqueue_tx(&mut tx, &job(id), EnqueueOptions::default())
-                .await?;
-            Ingested::New(id)
-        }
-        None => {
-            let id: i64 = tx_run!(&mut tx, c => sqlx::query_scalar(
-                "UPDATE webhook_events SET deliveries = deliveries + 1 \
-                 WHERE app_id = $1 AND provider = $2 AND event_id = $3 RETURNING id")
-                .bind(app_id).bind(provider.as_str()).bind(&envelope.id)
-                .fetch_one(&mut **c).await)?;
-            Ingested::Duplicate(id)
-        }
-    };
-    tx.commit().await?;
-    Ok(result)
+    if let Some(id) = inserted {
+        return Ok(Ingested::New(id));
+    }
+    let id: i64 = tx_run!(&mut *tx, c => sqlx::query_scalar(
+        "UPDATE webhook_events SET deliveries = deliveries + 1 \
+         WHERE app_id = $1 AND provider = $2 AND event_id = $3 RETURNING id")
+        .bind(app_id).bind(provider.as_str()).bind(&envelope.id)
+        .fetch_one(&mut **c).await)?;
+    Ok(Ingested::Duplicate(id))
 }
 
 /// A stored delivery. Its `Debug` leaves the body out (it may carry personal data).
