@@ -237,6 +237,14 @@ impl IntoResponse for Error {
             // `{:#}` prints the whole anyhow chain on one line.
             tracing::error!(error = %format!("{cause:#}"), "internal error");
         }
+        self.response()
+    }
+}
+
+impl Error {
+    /// The problem response, for an error its caller has logged already (a handler's panic,
+    /// which the panic hook reported with its stack trace).
+    pub fn response(self) -> Response {
         let body = serde_json::to_vec(&self.problem()).expect("a problem always serializes");
         let mut response = (self.status(), body).into_response();
         let headers = response.headers_mut();

@@ -12,7 +12,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use secrecy::ExposeSecret;
 
 use crate::config::{Config, Environment, LogFormat};
-use crate::ops::sentry::{self, Dsn};
+use crate::ops::sentry;
 
 /// Installs the global subscriber, and the Sentry reporter when `sentry_dsn` is set (`service`
 /// names the role in its tags). `RUST_LOG`, when set, overrides `log.level`. Call inside a
@@ -29,8 +29,8 @@ pub fn init(config: &Config, service: &str) {
     let sentry = config
         .sentry_dsn
         .as_ref()
-        .and_then(|dsn| Dsn::parse(dsn.expose_secret()))
-        .map(|dsn| sentry::layer(dsn, service, config.environment.as_str()));
+        .filter(|dsn| sentry::init(dsn.expose_secret(), service, config.environment.as_str()))
+        .map(|_| sentry::layer());
     let registry = tracing_subscriber::registry().with(filter).with(sentry);
     let _ = if json {
         registry

@@ -137,7 +137,7 @@ fn secrets(c: &Config, prod: bool, p: &mut Vec<Problem>) {
         None => {}
     }
     if let Some(dsn) = &c.sentry_dsn
-        && crate::ops::sentry::Dsn::parse(dsn.expose_secret()).is_none()
+        && !crate::ops::sentry::valid_dsn(dsn.expose_secret())
     {
         p.push(Problem::new(
             "sentry_dsn",

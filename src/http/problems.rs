@@ -20,8 +20,11 @@ pub async fn method_not_allowed() -> Error {
 }
 
 pub fn panic(_payload: Box<dyn Any + Send + 'static>) -> Response {
-    // The payload may hold user data; the panic hook has already printed it to stderr.
-    Error::Internal(anyhow::anyhow!("a request handler panicked")).into_response()
+    // The payload may hold user data; the panic hook has already printed it to stderr, and
+    // reported it to Sentry (when set) with its stack trace: this log is not a second report.
+    const WHAT: &str = "a request handler panicked";
+    tracing::error!(reported_as_panic = true, error = WHAT, "internal error");
+    Error::Internal(anyhow::anyhow!(WHAT)).response()
 }
 
 /// Rewrites bare error responses (a tower-http 408/413/503, an axum rejection in plain text)

@@ -267,6 +267,8 @@ enum Outcome {
     Failed {
         error: String,
         permanent: bool,
+        /// The handler panicked: the panic hook reported it (with its stack trace) already.
+        panicked: bool,
     },
     /// Shutdown deadline: give the job back.
     Released,
@@ -304,10 +306,16 @@ async fn execute(shared: Arc<Shared>, job: Claimed, hard_stop: CancellationToken
         None => Outcome::Failed {
             error: format!("no handler for job kind {:?} in this build", job.kind),
             permanent: false,
+            panicked: false,
         },
         Some(handler) => {
             // Its own task, so a panic is a failed attempt and not a dead worker.
-            let mut handle = tokio::spawn(handler.instrument(span.clone()));
+            // With its own error-reporting hub, so a panic is reported tagged with the job.
+            let hub = crate::ops::sentry::job_hub(job.id, &job.kind);
+            let mut handle = tokio::spawn(sentry::SentryFutureExt::bind_hub(
+                handler.instrument(span.clone()),
+                hub,
+            ));
             let limit = Duration::from_millis(job.timeout_ms.max(1) as u64);
             tokio::select! {
                 result = tokio::time::timeout(limit, &mut handle) => match result {
@@ -315,11 +323,20 @@ async fn execute(shared: Arc<Shared>, job: Claimed, hard_stop: CancellationToken
                     Ok(Ok(Err(e))) => Outcome::Failed {
                         permanent: e.downcast_ref::<Permanent>().is_some(),
                         error: format!("{e:#}"),
+                        panicked: false,
                     },
-                    Ok(Err(join)) => Outcome::Failed { error: panic_text(join), permanent: false },
+                    Ok(Err(join)) => Outcome::Failed {
+                        panicked: join.is_panic(),
+                        error: panic_text(join),
+                        permanent: false,
+                    },
                     Err(_) => {
                         handle.abort();
-                        Outcome::Failed { error: format!("timed out after {limit:?}"), permanent: false }
+                        Outcome::Failed {
+                            error: format!("timed out after {limit:?}"),
+                            permanent: false,
+                            panicked: false,
+                        }
                     }
                 },
                 _ = cancel.cancelled() => {
@@ -341,21 +358,25 @@ async fn finish(shared: &Shared, job: &Claimed, outcome: Outcome, took: Duration
             metrics::finished(&job.queue, &job.kind, "completed", took);
             let _ = shared.completions.send(job.id);
         }
-        Outcome::Failed { error, permanent } => {
+        Outcome::Failed {
+            error,
+            permanent,
+            panicked,
+        } => {
             let last = permanent || job.attempt >= job.max_attempts;
             let now = shared.now();
             let retry_at = (!last)
                 .then(|| now + shared.registry.backoff(&job.kind, job.attempt).as_millis() as i64);
-            tracing::error!(
-                service = "worker",
-                job_id = job.id,
-                job_kind = %job.kind,
-                attempt = job.attempt,
-                max_attempts = job.max_attempts,
-                will_retry = !last,
-                error = %error,
-                "job failed"
-            );
+            // The fields name the field set, fixed per call site: two calls, one with the mark.
+            if panicked {
+                tracing::error!(service = "worker", job_id = job.id, job_kind = %job.kind,
+                    attempt = job.attempt, max_attempts = job.max_attempts, will_retry = !last,
+                    error = %error, reported_as_panic = true, "job failed");
+            } else {
+                tracing::error!(service = "worker", job_id = job.id, job_kind = %job.kind,
+                    attempt = job.attempt, max_attempts = job.max_attempts, will_retry = !last,
+                    error = %error, "job failed");
+            }
             metrics::finished(
                 &job.queue,
                 &job.kind,

@@ -64,18 +64,12 @@ pub fn error_reporting(config: &Config, production: bool) -> Item {
     match config
         .sentry_dsn
         .as_ref()
-        .and_then(|d| crate::ops::sentry::Dsn::parse(d.expose_secret()))
+        .and_then(|d| d.expose_secret().parse::<sentry::types::Dsn>().ok())
     {
         Some(dsn) => Item::new(
             "error_reporting",
             Status::Pass,
-            format!(
-                "errors and panics go to Sentry ({})",
-                url::Url::parse(&dsn.envelope_url)
-                    .ok()
-                    .and_then(|u| u.host_str().map(str::to_string))
-                    .unwrap_or_default()
-            ),
+            format!("errors and panics go to Sentry ({})", dsn.host()),
         ),
         None if production => Item::new(
             "error_reporting",

@@ -1,191 +1,113 @@
-//! Error reporting to Sentry, when `sentry_dsn` is set: every `error!` log event becomes a
-//! Sentry event (tagged with `service` = the role, the environment and the request id), posted
-//! as an envelope by a background task. Without a DSN nothing is installed and no network call
-//! is made. Hand-written (about what the sentry crate's core does for us) to avoid a second
-//! HTTP/TLS stack in the build; see docs/decisions.md.
+//! Error reporting to Sentry through the `sentry` crate, when `sentry_dsn` is set: every
+//! `error!` log event and every panic (in a handler, a job or any background task) becomes one
+//! Sentry event with its stack trace, the release and the environment, tagged with `service`
+//! (the role), the request id and, in a job, `job_id` and `job_kind`. It sends on tollgate's own
+//! reqwest and rustls (see docs/decisions.md). Without a DSN nothing is installed and no
+//! network call is made.
 
-use std::collections::BTreeMap;
-use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
-use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::Layer;
-use tracing_subscriber::layer::Context;
+use sentry::protocol::{Context, Event};
+use sentry::{ClientInitGuard, ClientOptions, Hub};
 
 use crate::http::request_id;
 
-/// Events waiting to be sent; beyond this, new ones are dropped (reporting never blocks).
-const QUEUE: usize = 256;
-const CLIENT: &str = concat!("tollgate/", env!("CARGO_PKG_VERSION"));
+/// Set on an `error!` whose panic the panic hook has reported already (with its stack trace):
+/// the log becomes a breadcrumb of that event, not a second event.
+pub const REPORTED_AS_PANIC: &str = "reported_as_panic";
+/// The tracing fields that become tags (the rest stay in the event's fields context).
+const TAG_FIELDS: [&str; 3] = ["service", "job_id", "job_kind"];
+const FIELDS_CONTEXT: &str = "Rust Tracing Fields";
 
-/// A parsed DSN: `scheme://public_key@host[:port][/prefix]/project_id`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dsn {
-    pub public_key: String,
-    /// `scheme://host[:port][/prefix]/api/<project_id>/envelope/`
-    pub envelope_url: String,
+static GUARD: OnceLock<ClientInitGuard> = OnceLock::new();
+
+/// Whether `raw` is a DSN the client accepts (`scheme://public_key@host[:port][/prefix]/project`).
+pub fn valid_dsn(raw: &str) -> bool {
+    raw.parse::<sentry::types::Dsn>().is_ok()
 }
 
-impl Dsn {
-    pub fn parse(raw: &str) -> Option<Dsn> {
-        let url = url::Url::parse(raw).ok()?;
-        if !matches!(url.scheme(), "http" | "https") || url.username().is_empty() {
-            return None;
-        }
-        let path = url.path().trim_end_matches('/');
-        let (prefix, project) = path.rsplit_once('/')?;
-        if project.is_empty() {
-            return None;
-        }
-        let host = url.host_str()?;
-        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-        Some(Dsn {
-            public_key: url.username().to_string(),
-            envelope_url: format!(
-                "{}://{host}{port}{prefix}/api/{project}/envelope/",
-                url.scheme()
-            ),
-        })
+/// Installs the client (once per process; a second call is a no-op). False if the DSN is
+/// invalid (validation refuses one before this is reached).
+pub fn init(dsn: &str, service: &str, environment: &str) -> bool {
+    let Ok(dsn) = dsn.parse() else {
+        return false;
+    };
+    let service = service.to_string();
+    GUARD.get_or_init(|| {
+        let mut options = ClientOptions::default();
+        options.dsn = Some(dsn);
+        options.release = Some(concat!("tollgate@", env!("CARGO_PKG_VERSION")).into());
+        options.environment = Some(environment.to_string().into());
+        // A stack trace on `error!` events too, not only on panics.
+        options.attach_stacktrace = true;
+        // User data never leaves: no IP addresses, no request bodies.
+        options.send_default_pii = false;
+        options.before_send = Some(Arc::new(tag));
+        let guard = sentry::init(options);
+        sentry::configure_scope(|scope| scope.set_tag("service", &service));
+        guard
+    });
+    true
+}
+
+/// The tracing layers: `error!` is an event (unless [`REPORTED_AS_PANIC`]), `warn!` and
+/// `info!` are breadcrumbs of the next one, the rest is ignored. Spans are not traced (no
+/// performance data: a transaction per request would cost the hot path for nothing sampled).
+pub fn layer<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use sentry::integrations::tracing::{BreadcrumbLayer, ErrorLayer};
+    use tracing::Level;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::filter_fn;
+    let errors = ErrorLayer::new().with_filter(filter_fn(|m| {
+        m.is_event() && *m.level() == Level::ERROR && m.fields().field(REPORTED_AS_PANIC).is_none()
+    }));
+    // Levels order by verbosity: ERROR < WARN < INFO < DEBUG < TRACE.
+    let breadcrumbs = BreadcrumbLayer::new()
+        .with_filter(filter_fn(|m| m.is_event() && *m.level() <= Level::INFO));
+    errors.and_then(breadcrumbs)
+}
+
+/// Tags an event as it is sent: the request id of the request it happened in, and the fields
+/// that name the service and the job.
+fn tag(mut event: Event<'static>) -> Option<Event<'static>> {
+    if let Some(id) = request_id::current() {
+        event.tags.insert("request_id".into(), id);
     }
-}
-
-enum Message {
-    Event(Value),
-    Flush(oneshot::Sender<()>),
-}
-
-static QUEUE_TX: OnceLock<mpsc::Sender<Message>> = OnceLock::new();
-
-/// The tracing layer that turns `error!` events into Sentry events. Must be called inside a
-/// Tokio runtime (it spawns the sender task).
-pub fn layer(dsn: Dsn, service: &str, environment: &str) -> SentryLayer {
-    let (tx, rx) = mpsc::channel(QUEUE);
-    let _ = QUEUE_TX.set(tx.clone());
-    tokio::spawn(send_loop(dsn, rx));
-    SentryLayer {
-        tx,
-        service: service.to_string(),
-        environment: environment.to_string(),
+    if let Some(Context::Other(fields)) = event.contexts.get_mut(FIELDS_CONTEXT) {
+        for key in TAG_FIELDS {
+            if let Some(value) = fields.remove(key) {
+                let text = value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_string);
+                event.tags.insert(key.into(), text);
+            }
+        }
     }
+    Some(event)
 }
 
-/// Waits until every event reported so far has been posted (or `timeout` passes).
+/// A hub for one job's task: a panic in it is tagged with the job (and `service = worker`,
+/// even in a process running both roles).
+pub fn job_hub(id: i64, kind: &str) -> Arc<Hub> {
+    let hub = Arc::new(Hub::new_from_top(Hub::main()));
+    hub.configure_scope(|scope| {
+        scope.set_tag("service", "worker");
+        scope.set_tag("job_id", id);
+        scope.set_tag("job_kind", kind);
+    });
+    hub
+}
+
+/// Waits until every event reported so far has been sent (or `timeout` passes).
 pub async fn flush(timeout: Duration) {
-    let Some(tx) = QUEUE_TX.get() else { return };
-    let (done, wait) = oneshot::channel();
-    if tx.send(Message::Flush(done)).await.is_ok() {
-        let _ = tokio::time::timeout(timeout, wait).await;
-    }
-}
-
-async fn send_loop(dsn: Dsn, mut rx: mpsc::Receiver<Message>) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("an HTTP client with default TLS builds");
-    let auth = format!(
-        "Sentry sentry_version=7, sentry_key={}, sentry_client={CLIENT}",
-        dsn.public_key
-    );
-    while let Some(message) = rx.recv().await {
-        let event = match message {
-            Message::Event(event) => event,
-            Message::Flush(done) => {
-                let _ = done.send(());
-                continue;
-            }
-        };
-        let result = client
-            .post(&dsn.envelope_url)
-            .header("content-type", "application/x-sentry-envelope")
-            .header("x-sentry-auth", &auth)
-            .body(envelope(&event))
-            .send()
-            .await;
-        // warn!, not error!: an error here would be reported again, in a loop.
-        match result {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => tracing::warn!(status = r.status().as_u16(), "sentry refused an event"),
-            Err(e) => tracing::warn!(error = %e, "cannot reach sentry"),
-        }
-    }
-}
-
-/// An envelope with one event item: header line, item header line, payload.
-pub fn envelope(event: &Value) -> Vec<u8> {
-    let payload = event.to_string();
-    let header = json!({ "event_id": event["event_id"] });
-    let item = json!({ "type": "event", "length": payload.len() });
-    format!("{header}\n{item}\n{payload}\n").into_bytes()
-}
-
-/// See [`layer`].
-pub struct SentryLayer {
-    tx: mpsc::Sender<Message>,
-    service: String,
-    environment: String,
-}
-
-#[derive(Default)]
-struct Fields(BTreeMap<String, String>);
-
-impl Visit for Fields {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().to_string(), format!("{value:?}"));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_string(), value.to_string());
-    }
-}
-
-impl<S: Subscriber> Layer<S> for SentryLayer {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        if *event.metadata().level() != Level::ERROR {
-            return;
-        }
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        let message = fields.0.remove("message").unwrap_or_default();
-        // An event may name its own service (job failures say `service = "worker"` even in a
-        // process running both roles).
-        let service = fields
-            .0
-            .remove("service")
-            .unwrap_or_else(|| self.service.clone());
-        let mut tags = json!({ "service": service });
-        for key in ["job_id", "job_kind"] {
-            if let Some(v) = fields.0.get(key) {
-                tags[key] = json!(v);
-            }
-        }
-        if let Some(id) = request_id::current() {
-            tags["request_id"] = json!(id);
-        }
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or_default();
-        let payload = json!({
-            "event_id": uuid::Uuid::now_v7().simple().to_string(),
-            "timestamp": timestamp,
-            "platform": "other",
-            "level": "error",
-            "logger": event.metadata().target(),
-            "message": { "formatted": message },
-            "release": concat!("tollgate@", env!("CARGO_PKG_VERSION")),
-            "environment": self.environment,
-            "tags": tags,
-            "extra": fields.0,
-            "sdk": { "name": "tollgate", "version": env!("CARGO_PKG_VERSION") },
-        });
-        // A full queue drops the event: reporting must never slow a request down.
-        let _ = self.tx.try_send(Message::Event(payload));
-    }
+    let Some(client) = Hub::main().client() else {
+        return;
+    };
+    let _ = tokio::task::spawn_blocking(move || client.flush(Some(timeout))).await;
 }
 
 #[cfg(test)]
@@ -193,35 +115,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_dsn_gives_the_envelope_url_and_key() {
-        let dsn = Dsn::parse("https://abc123@o1.ingest.sentry.io/42").unwrap();
-        assert_eq!(dsn.public_key, "abc123");
-        assert_eq!(
-            dsn.envelope_url,
-            "https://o1.ingest.sentry.io/api/42/envelope/"
-        );
-        let self_hosted = Dsn::parse("http://k@127.0.0.1:9000/sentry/7").unwrap();
-        assert_eq!(
-            self_hosted.envelope_url,
-            "http://127.0.0.1:9000/sentry/api/7/envelope/"
-        );
-        assert!(Dsn::parse("https://o1.ingest.sentry.io/42").is_none());
-        assert!(Dsn::parse("https://k@o1.ingest.sentry.io/").is_none());
-        assert!(Dsn::parse("not a dsn").is_none());
+    fn dsns_need_a_key_and_a_project() {
+        assert!(valid_dsn("https://abc123@o1.ingest.sentry.io/42"));
+        assert!(valid_dsn("http://k@127.0.0.1:9000/sentry/7"));
+        assert!(!valid_dsn("https://o1.ingest.sentry.io/42"));
+        assert!(!valid_dsn("https://k@o1.ingest.sentry.io/"));
+        assert!(!valid_dsn("not a dsn"));
     }
 
     #[test]
-    fn an_envelope_is_three_lines_with_the_payload_length() {
-        let event = json!({ "event_id": "abc", "message": { "formatted": "boom" } });
-        let text = String::from_utf8(envelope(&event)).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3);
-        let item: Value = serde_json::from_str(lines[1]).unwrap();
-        assert_eq!(item["type"], "event");
-        assert_eq!(item["length"], lines[2].len());
-        assert_eq!(
-            serde_json::from_str::<Value>(lines[0]).unwrap()["event_id"],
-            "abc"
-        );
+    fn service_and_job_fields_become_tags() {
+        let mut fields = std::collections::BTreeMap::new();
+        fields.insert("service".to_string(), serde_json::json!("worker"));
+        fields.insert("job_id".to_string(), serde_json::json!(7));
+        fields.insert("attempt".to_string(), serde_json::json!(2));
+        let mut event = Event::default();
+        event
+            .contexts
+            .insert(FIELDS_CONTEXT.into(), Context::Other(fields));
+        let event = tag(event).unwrap();
+        assert_eq!(event.tags["service"], "worker");
+        assert_eq!(event.tags["job_id"], "7");
+        let Some(Context::Other(rest)) = event.contexts.get(FIELDS_CONTEXT) else {
+            panic!("the fields context stays");
+        };
+        assert_eq!(rest.keys().collect::<Vec<_>>(), ["attempt"]);
     }
 }

@@ -90,17 +90,17 @@ async fn a_failing_job_is_reported_to_sentry_as_the_worker_with_its_kind() {
     .await;
     tollgate::ops::sentry::flush(Duration::from_secs(5)).await;
 
-    let received = fake.received.lock().unwrap().clone();
-    let event: serde_json::Value =
-        serde_json::from_str(received[0].2.lines().nth(2).unwrap()).unwrap();
-    assert_eq!(event["message"]["formatted"], "job failed");
+    let events = crate::sentry::events(&fake);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(event["message"], "job failed", "{event}");
     assert_eq!(
         event["tags"]["service"], "worker",
         "reported as the worker even in role all"
     );
     assert_eq!(event["tags"]["job_kind"], "retired.kind");
     assert!(
-        event["extra"]["error"]
+        event["contexts"]["Rust Tracing Fields"]["error"]
             .as_str()
             .unwrap()
             .contains("no handler for job kind"),
