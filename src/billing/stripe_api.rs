@@ -1,7 +1,7 @@
 //! Outbound calls to Stripe's API (form-encoded, `Authorization: Bearer sk_…`): customers,
-//! Checkout Sessions and Customer Portal sessions. Every write carries an `Idempotency-Key`, and
-//! a call that fails in transit or with a 5xx is retried once with the same key, so a retry
-//! never creates a second object.
+//! Checkout Sessions, Customer Portal sessions, subscription cancellation. Every write carries
+//! an `Idempotency-Key`, and a call that fails in transit or with a 5xx is retried once with
+//! the same key, so a retry never creates a second object.
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -29,6 +29,18 @@ impl StripeApi<'_> {
         form: &[(&str, &str)],
         key: &str,
     ) -> Result<Value, StoreError> {
+        self.write(reqwest::Method::POST, path, form, key).await
+    }
+
+    /// A write (`POST`, `DELETE`) with a form body, retried once in transit or on a 5xx with
+    /// the same `Idempotency-Key`.
+    async fn write(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        form: &[(&str, &str)],
+        key: &str,
+    ) -> Result<Value, StoreError> {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
@@ -36,7 +48,7 @@ impl StripeApi<'_> {
         for _ in 0..2 {
             let sent = self
                 .http
-                .post(self.url(path))
+                .request(method.clone(), self.url(path))
                 .bearer_auth(self.key.expose_secret())
                 .header("content-type", "application/x-www-form-urlencoded")
                 .header("idempotency-key", key)
@@ -88,6 +100,27 @@ impl StripeApi<'_> {
             .pointer("/data/0/price/id")
             .and_then(Value::as_str)
             .map(str::to_string))
+    }
+}
+
+impl StripeApi<'_> {
+    /// Ends a subscription at the end of its paid period (`POST /v1/subscriptions/{id}` with
+    /// `cancel_at_period_end=true`), or now (`DELETE /v1/subscriptions/{id}`). Stripe then sends
+    /// the subscription's webhook, which is what changes the user's plan.
+    pub async fn cancel_subscription(
+        &self,
+        id: &str,
+        at_period_end: bool,
+        key: &str,
+    ) -> Result<Value, StoreError> {
+        let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        let path = format!("/v1/subscriptions/{id}");
+        if at_period_end {
+            self.post(&path, &[("cancel_at_period_end", "true")], key)
+                .await
+        } else {
+            self.write(reqwest::Method::DELETE, &path, &[], key).await
+        }
     }
 }
 

@@ -33,12 +33,14 @@ pub enum EventType {
     RecoveryRecovered,
     #[serde(rename = "recovery.lost")]
     RecoveryLost,
+    #[serde(rename = "recovery.canceled")]
+    RecoveryCanceled,
     #[serde(rename = "recovery.nudge")]
     RecoveryNudge,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 13] = [
         EventType::SubscriptionUpdated,
         EventType::EntitlementsUpdated,
         EventType::CreditsGranted,
@@ -50,6 +52,7 @@ impl EventType {
         EventType::RecoveryCaseOpened,
         EventType::RecoveryRecovered,
         EventType::RecoveryLost,
+        EventType::RecoveryCanceled,
         EventType::RecoveryNudge,
     ];
 
@@ -66,6 +69,7 @@ impl EventType {
             EventType::RecoveryCaseOpened => "recovery.case_opened",
             EventType::RecoveryRecovered => "recovery.recovered",
             EventType::RecoveryLost => "recovery.lost",
+            EventType::RecoveryCanceled => "recovery.canceled",
             EventType::RecoveryNudge => "recovery.nudge",
         }
     }
@@ -81,7 +85,8 @@ impl EventType {
             EventType::UserDeleted => "UserDeleted",
             EventType::RecoveryCaseOpened
             | EventType::RecoveryRecovered
-            | EventType::RecoveryLost => "RecoveryCase",
+            | EventType::RecoveryLost
+            | EventType::RecoveryCanceled => "RecoveryCase",
             EventType::RecoveryNudge => "RecoveryNudge",
         }
     }

@@ -30,6 +30,7 @@ use crate::role::Role;
         (name = "jobs", description = "Queue operations and kill switches (operator tokens)"),
         (name = "events", description = "Outbound event endpoints, deliveries and replays (operator tokens)"),
         (name = "billing", description = "Billing stores' webhooks (signed by the store), subscriptions"),
+        (name = "recovery", description = "Payment recovery cases, actions, numbers and export (app secret keys)"),
     )
 )]
 struct ApiDoc;

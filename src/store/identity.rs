@@ -496,10 +496,29 @@ pub async fn list_audit(
     app_id: Option<i64>,
     limit: i64,
 ) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    audit_where(db, app_id, None, limit).await
+}
+
+/// The audit entries about one target of an app (`recovery_case:7`), newest first.
+pub async fn audit_of(
+    db: &Db,
+    app_id: i64,
+    target: &str,
+    limit: i64,
+) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    audit_where(db, Some(app_id), Some(target), limit).await
+}
+
+async fn audit_where(
+    db: &Db,
+    app_id: Option<i64>,
+    target: Option<&str>,
+    limit: i64,
+) -> Result<Vec<AuditEntry>, sqlx::Error> {
     let rows: Vec<AuditTuple> = scoped_run!(db, Scope::of(app_id), pool => sqlx::query_as(
         "SELECT id, at, actor, actor_role, action, target, app_id, request_id, details FROM audit_log \
-         WHERE ($1 IS NULL OR app_id = $1) ORDER BY id DESC LIMIT $2")
-        .bind(app_id).bind(limit).fetch_all(pool).await)?;
+         WHERE ($1 IS NULL OR app_id = $1) AND ($3 IS NULL OR target = $3) ORDER BY id DESC LIMIT $2")
+        .bind(app_id).bind(limit).bind(target).fetch_all(pool).await)?;
     Ok(rows
         .into_iter()
         .map(|t| AuditEntry {

@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod billing;
 pub mod bulk;
+pub mod case_timeline;
 pub mod copy;
 pub mod email;
 pub mod events;

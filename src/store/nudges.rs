@@ -321,13 +321,24 @@ pub struct NudgeRow {
     pub send_after: i64,
     pub sent_at: Option<i64>,
     pub clicks: i64,
+    pub first_click_at: Option<i64>,
 }
 
-type NudgeTuple = (i64, i64, String, String, i64, i64, Option<i64>, i64);
+type NudgeTuple = (
+    i64,
+    i64,
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    i64,
+    Option<i64>,
+);
 
 pub async fn of_case(db: &Db, app_id: i64, case_id: i64) -> Result<Vec<NudgeRow>, sqlx::Error> {
     let rows: Vec<NudgeTuple> = scoped_run!(db, Scope::App(app_id), c => sqlx::query_as(
-        "SELECT id, step, variant, state, due_at, send_after, sent_at, clicks FROM recovery_nudges \
+        "SELECT id, step, variant, state, due_at, send_after, sent_at, clicks, first_click_at FROM recovery_nudges \
          WHERE app_id = $1 AND case_id = $2 ORDER BY step")
         .bind(app_id).bind(case_id).fetch_all(c).await)?;
     Ok(rows
@@ -341,6 +352,80 @@ pub async fn of_case(db: &Db, app_id: i64, case_id: i64) -> Result<Vec<NudgeRow>
             send_after: r.5,
             sent_at: r.6,
             clicks: r.7,
+            first_click_at: r.8,
         })
         .collect())
+}
+
+/// What "nudge now" came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NudgeNow {
+    /// This nudge goes at `send_after` (now, or the end of the app's quiet hours): the case's
+    /// pending step, moved up, or its next step, made now.
+    Ready {
+        nudge: i64,
+        step: i64,
+        send_after: i64,
+    },
+    NotOpen,
+    /// Every step of the cadence has been made.
+    NoStepLeft,
+    NotFound,
+}
+
+/// Moves the case's next nudge to now (its pending step, or the first step not made yet), with
+/// its audit entry in the same transaction. The nudge is still sent once, by its job, and only
+/// while the case is open; quiet hours still hold.
+pub async fn nudge_now(
+    db: &Db,
+    app_id: i64,
+    case_id: i64,
+    cad: &Cadence,
+    now: i64,
+    audit: &crate::store::identity::NewAudit<'_>,
+) -> Result<NudgeNow, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    scope::apply_tx(&mut tx, Scope::App(app_id)).await?;
+    let state: Option<String> = tx_run!(&mut tx, c => sqlx::query_scalar(
+        "SELECT state FROM recovery_cases WHERE app_id = $1 AND id = $2")
+        .bind(app_id).bind(case_id).fetch_optional(&mut **c).await)?;
+    match state.as_deref() {
+        None => return Ok(NudgeNow::NotFound),
+        Some("open") => {}
+        Some(_) => return Ok(NudgeNow::NotOpen),
+    }
+    let steps: Vec<(i64, i64, String)> = tx_run!(&mut tx, c => sqlx::query_as(
+        "SELECT id, step, state FROM recovery_nudges WHERE app_id = $1 AND case_id = $2 ORDER BY step")
+        .bind(app_id).bind(case_id).fetch_all(&mut **c).await)?;
+    let at = send_after(now, cad.tz, cad.quiet);
+    let ready = if let Some((id, step, _)) = steps.iter().find(|s| s.2 == "pending") {
+        tx_run!(&mut tx, c => sqlx::query(
+            "UPDATE recovery_nudges SET send_after = $3, updated_at = $4 WHERE app_id = $1 AND id = $2")
+            .bind(app_id).bind(id).bind(at).bind(now).execute(&mut **c).await.map(|_| ()))?;
+        NudgeNow::Ready {
+            nudge: *id,
+            step: *step,
+            send_after: at,
+        }
+    } else {
+        let made: Vec<usize> = steps.iter().map(|s| s.1 as usize).collect();
+        let Some(step) = (0..cad.hours.len()).find(|s| !made.contains(s)) else {
+            return Ok(NudgeNow::NoStepLeft);
+        };
+        let weights: Vec<u32> = cad.variants[step].iter().map(|v| v.weight).collect();
+        let variant = &cad.variants[step][pick_variant(&weights, case_id, step)].name;
+        let id: i64 = tx_run!(&mut tx, c => sqlx::query_scalar(
+            "INSERT INTO recovery_nudges (app_id, case_id, step, variant, state, due_at, send_after, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $5, $5) RETURNING id")
+            .bind(app_id).bind(case_id).bind(step as i64).bind(variant).bind(now).bind(at)
+            .fetch_one(&mut **c).await)?;
+        NudgeNow::Ready {
+            nudge: id,
+            step: step as i64,
+            send_after: at,
+        }
+    };
+    crate::store::identity::record_audit_tx(&mut tx, audit).await?;
+    tx.commit().await?;
+    Ok(ready)
 }

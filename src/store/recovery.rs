@@ -44,6 +44,8 @@ pub struct CaseRow {
     pub window_ms: i64,
     pub recovered_at: Option<i64>,
     pub recovered_amount_minor: Option<i64>,
+    /// When it was recovered, lost or canceled.
+    pub closed_at: Option<i64>,
 }
 
 type CaseTuple = (
@@ -60,10 +62,12 @@ type CaseTuple = (
     i64,
     Option<i64>,
     Option<i64>,
+    Option<i64>,
 );
 
 const COLUMNS: &str = "id, user_id, provider, subscription_id, state, first_failure_at, \
-     last_failure_at, attempts, amount_minor, currency, window_ms, recovered_at, recovered_amount_minor";
+     last_failure_at, attempts, amount_minor, currency, window_ms, recovered_at, recovered_amount_minor, \
+     closed_at";
 
 fn case_row(t: CaseTuple) -> CaseRow {
     CaseRow {
@@ -80,6 +84,7 @@ fn case_row(t: CaseTuple) -> CaseRow {
         window_ms: t.10,
         recovered_at: t.11,
         recovered_amount_minor: t.12,
+        closed_at: t.13,
     }
 }
 
@@ -198,10 +203,9 @@ async fn recover(
 
 /// Publishes the case's event with its state as it is now.
 async fn announce(tx: &mut Tx, app_id: i64, id: i64, kind: EventType) -> Result<(), sqlx::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM recovery_cases WHERE app_id = $1 AND id = $2");
-    let c: CaseTuple = tx_run!(&mut *tx, x => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(app_id).bind(id).fetch_one(&mut **x).await)?;
-    let c = case_row(c);
+    let c = case_in(tx, app_id, id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
     let data = RecoveryCase {
         user_id: String::new(),
         case_id: c.id,
@@ -236,17 +240,87 @@ pub async fn sweep(db: &Db, now: i64, limit: i64) -> Result<usize, sqlx::Error> 
     for (app_id, id) in due {
         let mut tx = db.begin().await?;
         scope::apply_tx(&mut tx, Scope::App(app_id)).await?;
-        let n = tx_run!(&mut tx, c => sqlx::query(
-            "UPDATE recovery_cases SET state = 'lost', closed_at = $3, updated_at = $3 \
-             WHERE app_id = $1 AND id = $2 AND state = 'open'")
-            .bind(app_id).bind(id).bind(now).execute(&mut **c).await.map(|r| r.rows_affected()))?;
-        if n == 1 {
-            announce(&mut tx, app_id, id, EventType::RecoveryLost).await?;
+        if close_open(&mut tx, app_id, id, CaseState::Lost, now).await? {
             lost += 1;
         }
         tx.commit().await?;
     }
     Ok(lost)
+}
+
+/// Closes case `id` as `to` (lost or canceled) if it is open, publishing its event, in the
+/// caller's transaction; false if it was not open.
+async fn close_open(
+    tx: &mut Tx,
+    app_id: i64,
+    id: i64,
+    to: CaseState,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let event = match to {
+        CaseState::Lost => EventType::RecoveryLost,
+        CaseState::Canceled => EventType::RecoveryCanceled,
+        other => unreachable!("a case is closed as lost or canceled, not {other:?}"),
+    };
+    let n = tx_run!(&mut *tx, c => sqlx::query(
+        "UPDATE recovery_cases SET state = $4, closed_at = $3, updated_at = $3 \
+         WHERE app_id = $1 AND id = $2 AND state = 'open'")
+        .bind(app_id).bind(id).bind(now).bind(to.as_str())
+        .execute(&mut **c).await.map(|r| r.rows_affected()))?;
+    if n == 1 {
+        announce(tx, app_id, id, event).await?;
+    }
+    Ok(n == 1)
+}
+
+/// What an operator's (or the app's) close of a case came to.
+#[derive(Debug)]
+pub enum Closed {
+    Closed(CaseRow),
+    /// It was not open: nothing changed.
+    NotOpen(CaseRow),
+    NotFound,
+}
+
+/// Closes an open case of the app as `to` (lost or canceled), with its audit entry in the same
+/// transaction.
+pub async fn close(
+    db: &Db,
+    app_id: i64,
+    id: i64,
+    to: CaseState,
+    audit: &crate::store::identity::NewAudit<'_>,
+) -> Result<Closed, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    scope::apply_tx(&mut tx, Scope::App(app_id)).await?;
+    // The action first, then what it did: the timeline reads them in that order. Nothing
+    // closed, nothing is committed (the audit entry goes with the rollback).
+    crate::store::identity::record_audit_tx(&mut tx, audit).await?;
+    let closed = close_open(&mut tx, app_id, id, to, now_ms()).await?;
+    let row = case_in(&mut tx, app_id, id).await?;
+    if closed {
+        tx.commit().await?;
+    }
+    Ok(match (row, closed) {
+        (None, _) => Closed::NotFound,
+        (Some(c), true) => Closed::Closed(c),
+        (Some(c), false) => Closed::NotOpen(c),
+    })
+}
+
+async fn case_in(tx: &mut Tx, app_id: i64, id: i64) -> Result<Option<CaseRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM recovery_cases WHERE app_id = $1 AND id = $2");
+    let row: Option<CaseTuple> = tx_run!(&mut *tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(app_id).bind(id).fetch_optional(&mut **c).await)?;
+    Ok(row.map(case_row))
+}
+
+/// Case `id` of the app.
+pub async fn case(db: &Db, app_id: i64, id: i64) -> Result<Option<CaseRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM recovery_cases WHERE app_id = $1 AND id = $2");
+    let row: Option<CaseTuple> = scoped_run!(db, Scope::App(app_id), c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(app_id).bind(id).fetch_optional(c).await)?;
+    Ok(row.map(case_row))
 }
 
 /// A user's cases, newest first (tests and the tenant API to come).
@@ -331,11 +405,75 @@ pub async fn app_cases(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<CaseRow>, sqlx::Error> {
+    let filter = CaseFilter {
+        state,
+        ..Default::default()
+    };
+    Ok(app_cases_with_users(db, app_id, &filter, before, limit)
+        .await?
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect())
+}
+
+/// Which of an app's cases a list or an export takes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CaseFilter<'a> {
+    pub state: Option<&'a str>,
+    /// The user's external id.
+    pub user: Option<&'a str>,
+    /// First failure at or after this (ms).
+    pub from: Option<i64>,
+    /// … and before this.
+    pub to: Option<i64>,
+}
+
+/// An app's cases with their users' external ids, newest first, older than `before`.
+pub async fn app_cases_with_users(
+    db: &Db,
+    app_id: i64,
+    f: &CaseFilter<'_>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<(CaseRow, Option<String>)>, sqlx::Error> {
+    let columns: Vec<String> = COLUMNS
+        .split(',')
+        .map(|c| format!("c.{}", c.trim()))
+        .collect();
     let sql = format!(
-        "SELECT {COLUMNS} FROM recovery_cases WHERE app_id = $1 AND ($2 IS NULL OR state = $2) \
-         AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+        "SELECT {}, u.external_id FROM recovery_cases c JOIN users u ON u.id = c.user_id \
+         WHERE c.app_id = $1 AND ($2 IS NULL OR c.state = $2) AND ($3 IS NULL OR c.id < $3) \
+         AND ($5 IS NULL OR u.external_id = $5) AND ($6 IS NULL OR c.first_failure_at >= $6) \
+         AND ($7 IS NULL OR c.first_failure_at < $7) ORDER BY c.id DESC LIMIT $4",
+        columns.join(", ")
     );
-    let rows: Vec<CaseTuple> = scoped_run!(db, Scope::App(app_id), c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(app_id).bind(state).bind(before).bind(limit).fetch_all(c).await)?;
-    Ok(rows.into_iter().map(case_row).collect())
+    type Row = (
+        i64,
+        i64,
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        i64,
+        Option<i64>,
+        Option<String>,
+        i64,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = scoped_run!(db, Scope::App(app_id), c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(app_id).bind(f.state).bind(before).bind(limit).bind(f.user).bind(f.from).bind(f.to)
+        .fetch_all(c).await)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let t = (
+                r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11, r.12, r.13,
+            );
+            (case_row(t), r.14)
+        })
+        .collect())
 }

@@ -69,7 +69,7 @@ pub async fn post_stripe(app: &TestApp, event: &Value) -> reqwest::Response {
         .unwrap()
 }
 
-async fn post_revenuecat(app: &TestApp, auth: &str, event: Value) -> reqwest::Response {
+pub async fn post_revenuecat(app: &TestApp, auth: &str, event: Value) -> reqwest::Response {
     app.client
         .post(app.url("/webhooks/shop/revenuecat"))
         .header("authorization", auth)
@@ -687,7 +687,7 @@ async fn a_refunded_invoice_claws_back_its_periods_credits_whoever_granted_them(
 }
 
 /// A RevenueCat subscription event for bob's `pro_monthly` over `[start, end]`.
-fn rc_event(id: &str, kind: &str, at: i64, start: i64, end: i64) -> Value {
+pub fn rc_event(id: &str, kind: &str, at: i64, start: i64, end: i64) -> Value {
     json!({ "id": id, "type": kind, "app_user_id": "bob", "original_app_user_id": "bob",
         "product_id": "pro_monthly", "original_transaction_id": "otx_bob",
         "transaction_id": format!("tx_{id}"), "purchased_at_ms": start, "expiration_at_ms": end,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -34,6 +34,8 @@ struct Books {
     session_prices: HashMap<String, String>,
     /// Webhook endpoints of the account (`GET /v1/webhook_endpoints`).
     webhook_endpoints: Vec<Value>,
+    /// Subscriptions of the account, by id.
+    subscriptions: HashMap<String, Value>,
 }
 
 impl FakeStripe {
@@ -76,6 +78,20 @@ impl FakeStripe {
             "api_version": null, "description": null, "metadata": {} }));
     }
 
+    /// A live subscription in the account.
+    pub fn add_subscription(&self, id: &str, customer: &str) {
+        let sub = json!({ "id": id, "object": "subscription", "customer": customer,
+            "status": "past_due", "cancel_at_period_end": false, "canceled_at": null,
+            "ended_at": null, "metadata": {} });
+        let mut books = self.state.lock().unwrap();
+        books.subscriptions.insert(id.to_string(), sub);
+    }
+
+    /// A subscription as the fake holds it now.
+    pub fn subscription(&self, id: &str) -> Option<Value> {
+        self.state.lock().unwrap().subscriptions.get(id).cloned()
+    }
+
     pub fn complete(&self, id: &str) {
         let mut books = self.state.lock().unwrap();
         for s in books.sessions.iter_mut().filter(|s| s["id"] == id) {
@@ -98,6 +114,10 @@ pub async fn start(prices: &[&str]) -> (FakeStripe, String) {
         )
         .route("/v1/billing_portal/sessions", post(create_portal))
         .route("/v1/webhook_endpoints", get(list_webhook_endpoints))
+        .route(
+            "/v1/subscriptions/{id}",
+            post(update_subscription).delete(cancel_subscription),
+        )
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -368,4 +388,75 @@ async fn create_portal(
         "url": format!("https://billing.stripe.com/p/session/test_{customer}") });
     remember(&fake, key, &session);
     ok(&session)
+}
+
+/// `POST /v1/subscriptions/{id}`: only `cancel_at_period_end` is understood.
+async fn update_subscription(
+    State(fake): State<FakeStripe>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    change_subscription(&fake, "POST", &id, &headers, &body, |fields, sub| {
+        if let Some(v) = fields.get("cancel_at_period_end") {
+            sub["cancel_at_period_end"] = json!(v == "true");
+        }
+        Ok(())
+    })
+}
+
+/// `DELETE /v1/subscriptions/{id}`: canceled now; a canceled one cannot be canceled again.
+async fn cancel_subscription(
+    State(fake): State<FakeStripe>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    change_subscription(&fake, "DELETE", &id, &headers, &body, |_, sub| {
+        if sub["status"] == "canceled" {
+            let message = format!(
+                "A canceled subscription can only update its cancellation_details and metadata. ({})",
+                sub["id"]
+            );
+            return Err(Box::new(error(StatusCode::BAD_REQUEST, &message, None)));
+        }
+        sub["status"] = json!("canceled");
+        sub["canceled_at"] = json!(1_700_000_000);
+        sub["ended_at"] = json!(1_700_000_000);
+        Ok(())
+    })
+}
+
+/// Admits a request about subscription `id` (recorded as `METHOD /v1/subscriptions`), applies
+/// `change` to it, and answers it as Stripe does (404 for an unknown id).
+fn change_subscription(
+    fake: &FakeStripe,
+    method: &str,
+    id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    change: impl FnOnce(&HashMap<String, String>, &mut Value) -> Result<(), Box<Response>>,
+) -> Response {
+    let (fields, key) = match admit(fake, &format!("{method} /v1/subscriptions"), headers, body) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let changed = {
+        let mut books = fake.state.lock().unwrap();
+        match books.subscriptions.get_mut(id) {
+            None => Err(Box::new(error(
+                StatusCode::NOT_FOUND,
+                &format!("No such subscription: '{id}'"),
+                Some("id"),
+            ))),
+            Some(sub) => change(&fields, sub).map(|()| sub.clone()),
+        }
+    };
+    match changed {
+        Ok(sub) => {
+            remember(fake, key, &sub);
+            ok(&sub)
+        }
+        Err(r) => *r,
+    }
 }

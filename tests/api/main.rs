@@ -54,6 +54,7 @@ mod problems;
 mod python;
 mod rate_limits;
 mod recovery;
+mod recovery_cases;
 mod recovery_nudges;
 mod request_id;
 mod seed;

@@ -25,7 +25,7 @@ fn invoice(id: &str, user: &str, sub: &str, paid: bool) -> Value {
 }
 
 /// Delivers a failed (or paid) invoice whose Stripe event time is `at` (unix seconds).
-async fn deliver(app: &TestApp, event_id: &str, user: &str, paid: bool, at: i64) {
+pub async fn deliver(app: &TestApp, event_id: &str, user: &str, paid: bool, at: i64) {
     let kind = if paid {
         "invoice.paid"
     } else {
@@ -41,7 +41,7 @@ async fn deliver(app: &TestApp, event_id: &str, user: &str, paid: bool, at: i64)
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 }
 
-async fn cases(app: &TestApp, user: &str) -> Vec<CaseRow> {
+pub async fn cases(app: &TestApp, user: &str) -> Vec<CaseRow> {
     let t = app.user_target("shop", user).await;
     recovery::cases(
         &app.db,

@@ -72,25 +72,27 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The app's Stripe API, or why the app cannot use it.
 fn stripe<'a>(state: &'a AppState, auth: &UserAuth) -> Result<(&'a AppConfig, StripeApi<'a>)> {
     let app = state.config.app(&auth.app_slug).ok_or_else(no_stripe)?;
-    let s = app.stripe.as_ref().ok_or_else(no_stripe)?;
-    let key = s.secret_key.as_ref().ok_or_else(no_stripe)?;
-    Ok((
-        app,
-        StripeApi {
-            http: &state.stores,
-            base: &s.api_base,
-            key,
-        },
-    ))
+    Ok((app, stripe_api(state, app)?))
 }
 
-fn no_stripe() -> Error {
+/// `app`'s Stripe API with its secret key, or 404 naming the missing setting.
+pub(crate) fn stripe_api<'a>(state: &'a AppState, app: &'a AppConfig) -> Result<StripeApi<'a>> {
+    let s = app.stripe.as_ref().ok_or_else(no_stripe)?;
+    let key = s.secret_key.as_ref().ok_or_else(no_stripe)?;
+    Ok(StripeApi {
+        http: &state.stores,
+        base: &s.api_base,
+        key,
+    })
+}
+
+pub(crate) fn no_stripe() -> Error {
     Error::NotFound("this app does not sell through Stripe (no [apps.stripe] secret_key)".into())
 }
 
 /// A store API that failed or refused: 502, naming the store's own message (the request was
 /// checked before the call, so a refusal is a configuration mismatch, not the caller's fault).
-fn store_failed(e: StoreError) -> Error {
+pub(crate) fn store_failed(e: StoreError) -> Error {
     tracing::warn!(error = %e, "billing store call failed");
     Error::Upstream {
         status: StatusCode::BAD_GATEWAY,
@@ -371,13 +373,7 @@ pub async fn portal_session(
     t: crate::store::ledger::Target,
     return_url: &str,
 ) -> Result<String> {
-    let s = app.stripe.as_ref().ok_or_else(no_stripe)?;
-    let key = s.secret_key.as_ref().ok_or_else(no_stripe)?;
-    let api = StripeApi {
-        http: &state.stores,
-        base: &s.api_base,
-        key,
-    };
+    let api = stripe_api(state, app)?;
     let Some(customer) = store::user_customer(&state.db, t, Provider::Stripe).await? else {
         return Err(Error::Conflict(
             "the user has no Stripe customer yet: a checkout creates it".into(),

@@ -12,6 +12,7 @@ pub mod me;
 pub mod money;
 pub mod nudge_links;
 pub mod plans;
+pub mod recovery;
 pub mod users;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -30,5 +31,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(me::router())
         .merge(nudge_links::router())
         .merge(plans::router())
+        .merge(recovery::router())
         .merge(users::router())
 }
