@@ -25,11 +25,11 @@ use crate::store::recovery::{self, CaseFilter, CaseRow, Closed, Kpis};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list_cases))
-        .routes(routes!(get_case))
-        .routes(routes!(case_action))
-        .routes(routes!(get_kpis))
-        .routes(routes!(export_cases))
+        .routes(routes!(list_recovery_cases))
+        .routes(routes!(get_recovery_case))
+        .routes(routes!(act_on_recovery_case))
+        .routes(routes!(get_recovery_kpis))
+        .routes(routes!(export_recovery_cases))
 }
 
 /// A case and whose it is.
@@ -348,7 +348,7 @@ async fn cancel_at_store(
 #[utoipa::path(get, path = "/v1/recovery/cases", tag = "recovery", security(("api_key" = [])),
     params(CasesQuery),
     responses((status = 200, description = "A page of cases", body = CasesPage)))]
-pub async fn list_cases(
+pub async fn list_recovery_cases(
     State(state): State<AppState>,
     app: AppAuth,
     Query(q): Query<CasesQuery>,
@@ -361,7 +361,7 @@ pub async fn list_cases(
     params(("id" = i64, Path)),
     responses((status = 200, description = "The case", body = CaseDetail),
         (status = 404, description = "No such case of this app")))]
-pub async fn get_case(
+pub async fn get_recovery_case(
     State(state): State<AppState>,
     app: AppAuth,
     Path(id): Path<i64>,
@@ -377,7 +377,7 @@ pub async fn get_case(
         (status = 404, description = "No such case of this app"),
         (status = 409, description = "The case is not open, or the store cannot do this"),
         (status = 502, description = "The store's API failed")))]
-pub async fn case_action(
+pub async fn act_on_recovery_case(
     State(state): State<AppState>,
     app: AppAuth,
     Path(id): Path<i64>,
@@ -396,7 +396,7 @@ pub async fn case_action(
 #[utoipa::path(get, path = "/v1/recovery/kpis", tag = "recovery", security(("api_key" = [])),
     params(WindowQuery),
     responses((status = 200, description = "The numbers", body = Kpis)))]
-pub async fn get_kpis(
+pub async fn get_recovery_kpis(
     State(state): State<AppState>,
     app: AppAuth,
     Query(q): Query<WindowQuery>,
@@ -434,7 +434,7 @@ pub const CSV_COLUMNS: [&str; 13] = [
 #[utoipa::path(get, path = "/v1/recovery/cases.csv", tag = "recovery", security(("api_key" = [])),
     params(ExportQuery),
     responses((status = 200, description = "The cases", content_type = "text/csv", body = String)))]
-pub async fn export_cases(
+pub async fn export_recovery_cases(
     State(state): State<AppState>,
     app: AppAuth,
     Query(q): Query<ExportQuery>,

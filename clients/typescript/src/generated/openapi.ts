@@ -1061,7 +1061,7 @@ export interface paths {
             cookie?: never;
         };
         /** The app's recovery cases, newest first. */
-        get: operations["list_cases"];
+        get: operations["list_recovery_cases"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1081,7 +1081,7 @@ export interface paths {
          * The app's cases as CSV (RFC 4180, a header row, times as RFC 3339 UTC), newest first,
          *     streamed a page at a time.
          */
-        get: operations["export_cases"];
+        get: operations["export_recovery_cases"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1098,7 +1098,7 @@ export interface paths {
             cookie?: never;
         };
         /** One case with its timeline: the store's payment outcomes, nudges sent and clicked, actions. */
-        get: operations["get_case"];
+        get: operations["get_recovery_case"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1120,7 +1120,7 @@ export interface paths {
          * Acts on an open case: nudge now, cancel it, mark it lost, or cancel its subscription at the
          *     store (at period end or now; Stripe).
          */
-        post: operations["case_action"];
+        post: operations["act_on_recovery_case"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1135,7 +1135,7 @@ export interface paths {
             cookie?: never;
         };
         /** Recovery's numbers over the cases whose first failure is in `[from, to)`. */
-        get: operations["get_kpis"];
+        get: operations["get_recovery_kpis"];
         put?: never;
         post?: never;
         delete?: never;
@@ -8314,7 +8314,7 @@ export interface operations {
             };
         };
     };
-    list_cases: {
+    list_recovery_cases: {
         parameters: {
             query?: {
                 /** @description `open`, `recovered`, `lost` or `canceled`. */
@@ -8388,7 +8388,7 @@ export interface operations {
             };
         };
     };
-    export_cases: {
+    export_recovery_cases: {
         parameters: {
             query?: {
                 /** @description `open`, `recovered`, `lost` or `canceled`. */
@@ -8460,7 +8460,7 @@ export interface operations {
             };
         };
     };
-    get_case: {
+    get_recovery_case: {
         parameters: {
             query?: never;
             header?: never;
@@ -8525,7 +8525,7 @@ export interface operations {
             };
         };
     };
-    case_action: {
+    act_on_recovery_case: {
         parameters: {
             query?: never;
             header?: {
@@ -8638,7 +8638,7 @@ export interface operations {
             };
         };
     };
-    get_kpis: {
+    get_recovery_kpis: {
         parameters: {
             query: {
                 /** @description Cases whose first failure is at or after this (ms since the epoch). */
