@@ -129,6 +129,11 @@ impl Effects<'_> {
                         .or(n.subscription.as_ref().map(|s| s.id.as_str()))
                         .unwrap_or_default(),
                     recovery_window_ms: self.billing.recovery_window_ms(),
+                    recovery_incentive: self
+                        .app
+                        .recovery
+                        .as_ref()
+                        .is_some_and(|r| r.incentive_days > 0 || r.incentive_credits.is_positive()),
                 },
             )
             .await?;

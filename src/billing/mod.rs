@@ -14,6 +14,7 @@ pub mod store_http;
 pub mod stripe;
 pub mod stripe_api;
 pub mod whop;
+pub mod whop_api;
 
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};

@@ -44,3 +44,45 @@ pub async fn read_json(
         .map_err(|e| unreachable(format!("an answer that is not JSON ({status}): {e}")))?;
     Ok((status, body))
 }
+
+/// Runs a write and, when it fails in transit or with a 5xx, once more: the write carries an
+/// `Idempotency-Key`, so the second attempt cannot make a second object.
+pub async fn retried_once<F, Fut>(store: &'static str, mut call: F) -> Result<Value, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Value, StoreError>>,
+{
+    let mut last = None;
+    for _ in 0..2 {
+        match call().await {
+            Err(e @ StoreError::Unreachable { .. }) => last = Some(e),
+            Err(StoreError::Refused { status, .. }) if status >= 500 => {
+                last = Some(StoreError::Unreachable {
+                    store,
+                    detail: format!("status {status}"),
+                })
+            }
+            other => return other,
+        }
+    }
+    Err(last.expect("at least one attempt"))
+}
+
+/// A store's JSON answer: the body on a 2xx, else the refusal with the store's
+/// `{"error": {"type", "message"}}` (Stripe's and Whop's shape).
+pub async fn answer(
+    store: &'static str,
+    sent: reqwest::Result<reqwest::Response>,
+) -> Result<Value, StoreError> {
+    let (status, body) = read_json(store, sent).await?;
+    if (200..300).contains(&status) {
+        return Ok(body);
+    }
+    let text = |k: &str| body.pointer(&format!("/error/{k}")).and_then(Value::as_str);
+    Err(StoreError::Refused {
+        store,
+        status,
+        kind: text("type").unwrap_or("api_error").to_string(),
+        message: text("message").unwrap_or("no message").to_string(),
+    })
+}

@@ -6,7 +6,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use super::store_http::{StoreError, read_json};
+use super::store_http::{StoreError, answer, retried_once};
 
 const STORE: &str = "Stripe";
 
@@ -44,8 +44,7 @@ impl StripeApi<'_> {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
-        let mut last = None;
-        for _ in 0..2 {
+        retried_once(STORE, || async {
             let sent = self
                 .http
                 .request(method.clone(), self.url(path))
@@ -55,18 +54,9 @@ impl StripeApi<'_> {
                 .body(body.clone())
                 .send()
                 .await;
-            match answer(sent).await {
-                Err(e @ StoreError::Unreachable { .. }) => last = Some(e),
-                Err(StoreError::Refused { status, .. }) if status >= 500 => {
-                    last = Some(StoreError::Unreachable {
-                        store: STORE,
-                        detail: format!("status {status}"),
-                    })
-                }
-                other => return other,
-            }
-        }
-        Err(last.expect("at least one attempt"))
+            answer(STORE, sent).await
+        })
+        .await
     }
 
     /// `GET path?query`.
@@ -80,7 +70,7 @@ impl StripeApi<'_> {
             .bearer_auth(self.key.expose_secret())
             .send()
             .await;
-        answer(sent).await
+        answer(STORE, sent).await
     }
 }
 
@@ -122,19 +112,4 @@ impl StripeApi<'_> {
             self.write(reqwest::Method::DELETE, &path, &[], key).await
         }
     }
-}
-
-async fn answer(sent: reqwest::Result<reqwest::Response>) -> Result<Value, StoreError> {
-    let (status, body) = read_json(STORE, sent).await?;
-    if (200..300).contains(&status) {
-        return Ok(body);
-    }
-    // Stripe's error body: {"error": {"type", "message", "code", "param"}}.
-    let text = |k: &str| body.pointer(&format!("/error/{k}")).and_then(Value::as_str);
-    Err(StoreError::Refused {
-        store: STORE,
-        status,
-        kind: text("type").unwrap_or("api_error").to_string(),
-        message: text("message").unwrap_or("no message").to_string(),
-    })
 }

@@ -163,6 +163,16 @@ pub fn validate(apps: &[AppConfig], prod: bool, p: &mut Vec<Problem>) {
         super::billing::validate(&key, a, prod, p);
         if let Some(r) = &a.recovery {
             super::recovery::validate(&format!("{key}.recovery"), r, prod, p);
+            if r.incentive_days > 0
+                && let Some(w) = &a.whop
+                && w.api_key.is_none()
+            {
+                p.push(Problem::new(
+                    format!("{key}.whop.api_key"),
+                    "recovery.incentive_days adds free days through Whop's API: set an API key \
+                     with the member:manage permission",
+                ));
+            }
         }
         if let Some(jwt) = &a.jwt {
             if !issuers.insert(jwt.issuer.as_str()) {

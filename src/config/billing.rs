@@ -45,7 +45,8 @@ pub struct RevenueCatConfig {
     pub api_base: String,
 }
 
-/// Paddle Billing or Whop: signing secrets only (several during a rotation).
+/// Paddle Billing or Whop: signing secrets (several during a rotation) and, optionally, an API
+/// key for the store's API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignedWebhooks {
@@ -53,6 +54,12 @@ pub struct SignedWebhooks {
     pub webhook_secrets: Vec<SecretString>,
     #[serde(default = "default_tolerance")]
     pub tolerance_secs: u64,
+    /// A secret API key (Whop: an app or company API key with `member:manage`, for a recovery
+    /// incentive's free days).
+    #[serde(default, deserialize_with = "super::env::secret")]
+    pub api_key: Option<SecretString>,
+    /// The API root (tests point it at a local fake); default the store's own.
+    pub api_base: Option<String>,
 }
 
 /// What a store's product (Stripe price, RevenueCat product, Paddle price, Whop plan) gives.
@@ -114,6 +121,8 @@ impl Default for SignedWebhooks {
         SignedWebhooks {
             webhook_secrets: Vec::new(),
             tolerance_secs: default_tolerance(),
+            api_key: None,
+            api_base: None,
         }
     }
 }
@@ -162,6 +171,9 @@ impl super::AppConfig {
             if let Some(st) = store {
                 for (i, w) in st.webhook_secrets.iter_mut().enumerate() {
                     out.push((format!("{name}.webhook_secrets.{i}"), w));
+                }
+                if let Some(k) = st.api_key.as_mut() {
+                    out.push((format!("{name}.api_key"), k));
                 }
             }
         }
@@ -342,8 +354,9 @@ pub fn describe_stores(app: &super::AppConfig) -> Vec<String> {
     }
     for (name, s) in [("paddle", &app.paddle), ("whop", &app.whop)] {
         if let Some(s) = s {
+            let api = if s.api_key.is_some() { "; api_key" } else { "" };
             out.push(format!(
-                "{name} ({} webhook secret(s))",
+                "{name} ({} webhook secret(s){api})",
                 s.webhook_secrets.len()
             ));
         }

@@ -21,6 +21,14 @@ pub struct RecoveryConfig {
     pub manage_url: Option<String>,
     /// Where Stripe's billing portal returns the user (needed for a Stripe portal link).
     pub return_url: Option<String>,
+    /// Free days given once when a case is recovered (Whop: added to the membership through
+    /// its API, which needs `[apps.whop] api_key`); 0: none.
+    #[serde(default)]
+    pub incentive_days: u32,
+    /// Credits granted once when a case is recovered (through the ledger, source `incentive`);
+    /// 0: none.
+    #[serde(default)]
+    pub incentive_credits: crate::domain::money::Micros,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +119,18 @@ pub fn validate(key: &str, c: &RecoveryConfig, prod: bool, p: &mut Vec<Problem>)
         p.push(Problem::new(
             format!("{key}.quiet_hours"),
             "two hours of the day, 0-23: [start, end]",
+        ));
+    }
+    if c.incentive_days > 1095 {
+        p.push(Problem::new(
+            format!("{key}.incentive_days"),
+            "at most 1095 (three years; Whop's own limit)",
+        ));
+    }
+    if c.incentive_credits.0 < 0 {
+        p.push(Problem::new(
+            format!("{key}.incentive_credits"),
+            "not negative (0: none)",
         ));
     }
     let mut last = None;

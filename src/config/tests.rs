@@ -896,3 +896,26 @@ queue = "maintenance"
     env.push(("TOLLGATE_EMAIL__FROM".into(), "ops@example.com".into()));
     assert_eq!(keys(load_from(None, &env)), ["email.smtp_url"]);
 }
+
+#[test]
+fn recovery_incentives_are_bounded_and_free_days_need_a_whop_api_key() {
+    let file = TempToml::new(
+        r#"
+[[apps]]
+slug = "shop"
+[apps.whop]
+webhook_secrets = ["whsec_dGVzdC13aG9wLXNpZ25pbmcta2V5LTEyMw=="]
+[apps.recovery]
+incentive_days = 2000
+incentive_credits = "-1"
+"#,
+    );
+    assert_eq!(
+        keys(load_from(Some(&file.0), &[])),
+        [
+            "apps.0.recovery.incentive_credits",
+            "apps.0.recovery.incentive_days",
+            "apps.0.whop.api_key",
+        ]
+    );
+}

@@ -18,6 +18,10 @@ pub fn describe() {
         "Recovery nudges handled, by channel and outcome (sent; canceled: the case closed first; deferred: quiet hours; already_done: a retried job)."
     );
     metrics::describe_counter!(
+        crate::jobs::kinds::recovery::INCENTIVES,
+        "Recovery incentives given (credits, free days), once per recovered case, by store."
+    );
+    metrics::describe_counter!(
         ATTEMPTS,
         "Delivery attempts, by outcome (2xx, 4xx, 5xx, 410, unreachable, blocked)."
     );

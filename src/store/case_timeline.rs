@@ -16,7 +16,7 @@ pub struct TimelineEntry {
     /// ms since the epoch: the store's time for its events, tollgate's for the rest.
     pub at: i64,
     /// `opened`, `payment_failed`, `payment_succeeded`, `nudge_sent`, `nudge_clicked`,
-    /// `recovered`, `lost`, `canceled`, or an action (`recovery.case.cancel_case`, …).
+    /// `recovered`, `lost`, `canceled`, `incentive`, or an action (`recovery.case.cancel_case`, …).
     pub kind: String,
     #[schema(value_type = Object)]
     pub details: Value,
@@ -79,6 +79,7 @@ pub async fn timeline(
             json!({ "actor": a.actor, "details": details }),
         ));
     }
+    let given = crate::store::recovery::incentive(db, app_id, case.id).await?;
     match (case.state.as_str(), case.recovered_at, case.closed_at) {
         ("recovered", Some(at), _) => out.push(entry(
             at,
@@ -87,6 +88,10 @@ pub async fn timeline(
         )),
         (state @ ("lost" | "canceled"), _, Some(at)) => out.push(entry(at, state, Value::Null)),
         _ => {}
+    }
+    if let Some(g) = given {
+        let details = json!({ "days": g.days, "credits_micros": g.credits_micros });
+        out.push(entry(g.applied_at, "incentive", details));
     }
     // Stable: entries at the same time keep the order above (the store's, ours, people's).
     out.sort_by_key(|e| e.at);

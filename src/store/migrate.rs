@@ -84,6 +84,11 @@ const SQLITE: Embedded = &[
         "backups",
         include_str!("../../migrations/sqlite/0014_backups.sql"),
     ),
+    (
+        15,
+        "recovery_incentives",
+        include_str!("../../migrations/sqlite/0015_recovery_incentives.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -155,6 +160,11 @@ const POSTGRES: Embedded = &[
         14,
         "backups",
         include_str!("../../migrations/postgres/0014_backups.sql"),
+    ),
+    (
+        15,
+        "recovery_incentives",
+        include_str!("../../migrations/postgres/0015_recovery_incentives.sql"),
     ),
 ];
 

@@ -25,6 +25,8 @@ pub struct Outcome<'a> {
     pub event_time: i64,
     /// The app's window, for a case this opens.
     pub window_ms: i64,
+    /// Whether the app gives an incentive when a case is recovered.
+    pub incentive: bool,
 }
 
 /// A case as stored.
@@ -117,7 +119,15 @@ pub async fn apply(tx: &mut Tx, t: Target, o: &Outcome<'_>) -> Result<(), sqlx::
                 && attributes(c.first_failure_at, c.window_ms, o.event_time)
         });
         if let Some(c) = recovers {
-            recover(tx, t, c.id, o.event_time, o.amount_minor, now).await?;
+            recover(
+                tx,
+                t,
+                c.id,
+                (o.event_time, o.amount_minor),
+                o.incentive,
+                now,
+            )
+            .await?;
         }
         return Ok(());
     }
@@ -162,7 +172,7 @@ pub async fn apply(tx: &mut Tx, t: Target, o: &Outcome<'_>) -> Result<(), sqlx::
         .bind(t.app_id).bind(t.user_id).bind(o.provider).bind(o.subscription).bind(o.event_time)
         .bind(o.event_time.saturating_add(o.window_ms)).fetch_optional(&mut **c).await)?;
     if let Some((at, amount)) = paid {
-        recover(tx, t, id, at, amount, now).await?;
+        recover(tx, t, id, (at, amount), o.incentive, now).await?;
     }
     Ok(())
 }
@@ -189,16 +199,87 @@ async fn recover(
     tx: &mut Tx,
     t: Target,
     id: i64,
-    at: i64,
-    amount: Option<i64>,
+    paid: (i64, Option<i64>),
+    incentive: bool,
     now: i64,
 ) -> Result<(), sqlx::Error> {
+    let (at, amount) = paid;
     tx_run!(&mut *tx, c => sqlx::query(
         "UPDATE recovery_cases SET state = 'recovered', recovered_at = $3, recovered_amount_minor = $4, \
          closed_at = $5, updated_at = $5 WHERE app_id = $1 AND id = $2")
         .bind(t.app_id).bind(id).bind(at).bind(amount).bind(now)
         .execute(&mut **c).await.map(|_| ()))?;
+    if incentive {
+        enqueue_incentive(tx, t.app_id, id, now).await?;
+    }
     announce(tx, t.app_id, id, EventType::RecoveryRecovered).await
+}
+
+/// The incentive job's kind (`jobs::kinds::recovery::ApplyIncentive`).
+pub const INCENTIVE_KIND: &str = "recovery.incentive";
+
+/// Enqueues the job that gives case `id`'s incentive, in the recovery's transaction: the
+/// incentive follows the recovery or neither happens. Unique per case while unfinished; the
+/// job itself gives once (see [`record_incentive`]).
+async fn enqueue_incentive(tx: &mut Tx, app_id: i64, id: i64, now: i64) -> Result<(), sqlx::Error> {
+    let args = serde_json::json!({ "app": app_id, "case": id }).to_string();
+    let unique = format!("incentive:{id}");
+    crate::store::jobs::queue::insert(
+        tx,
+        &crate::store::jobs::queue::NewJob {
+            queue: crate::store::events::QUEUE,
+            kind: INCENTIVE_KIND,
+            args: &args,
+            priority: 0,
+            max_attempts: 10,
+            timeout_ms: 60_000,
+            run_at: now,
+            created_at: now,
+            parked: false,
+            unique_key: Some(&unique),
+            effect_key: None,
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
+/// What a case's incentive was: free days and credits given, and when (none until given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Incentive {
+    pub days: i64,
+    pub credits_micros: i64,
+    pub applied_at: i64,
+}
+
+/// Case `id`'s incentive, once given.
+pub async fn incentive(db: &Db, app_id: i64, id: i64) -> Result<Option<Incentive>, sqlx::Error> {
+    let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = scoped_run!(db, Scope::App(app_id), c => sqlx::query_as(
+        "SELECT incentive_days, incentive_credits, incentive_applied_at FROM recovery_cases \
+         WHERE app_id = $1 AND id = $2")
+        .bind(app_id).bind(id).fetch_optional(c).await)?;
+    Ok(row.and_then(|(days, credits, at)| {
+        at.map(|applied_at| Incentive {
+            days: days.unwrap_or(0),
+            credits_micros: credits.unwrap_or(0),
+            applied_at,
+        })
+    }))
+}
+
+/// Records case `id`'s incentive as given; false if it was recorded before.
+pub async fn record_incentive(
+    db: &Db,
+    app_id: i64,
+    id: i64,
+    given: &Incentive,
+) -> Result<bool, sqlx::Error> {
+    scoped_run!(db, Scope::App(app_id), c => sqlx::query(
+        "UPDATE recovery_cases SET incentive_days = $3, incentive_credits = $4, \
+         incentive_applied_at = $5, updated_at = $5 WHERE app_id = $1 AND id = $2 \
+         AND incentive_applied_at IS NULL")
+        .bind(app_id).bind(id).bind(given.days).bind(given.credits_micros).bind(given.applied_at)
+        .execute(c).await.map(|r| r.rows_affected() == 1))
 }
 
 /// Publishes the case's event with its state as it is now.

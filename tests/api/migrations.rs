@@ -43,20 +43,21 @@ async fn migrations_apply_once_on_a_fresh_database() {
             (11, "events".to_string()),
             (12, "recovery".to_string()),
             (13, "recovery_nudges".to_string()),
-            (14, "backups".to_string())
+            (14, "backups".to_string()),
+            (15, "recovery_incentives".to_string())
         ]
     );
     assert!(!before.is_current());
 
     assert_eq!(
         migrate::run(&db).await.unwrap(),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
     );
     let after = migrate::status(&db).await.unwrap();
     assert!(after.is_current(), "{after:?}");
     assert_eq!(
         after.applied,
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
     );
     assert_eq!(migrate::run(&db).await.unwrap(), Vec::<i64>::new());
 }
@@ -123,7 +124,9 @@ async fn production_refuses_to_start_with_pending_migrations_unless_told_to_migr
     .await;
     let message = format!("{:#}", refused.err().expect("start is refused"));
     assert!(
-        message.contains("14 pending migration(s) [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]"),
+        message.contains(
+            "15 pending migration(s) [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]"
+        ),
         "{message}"
     );
     assert!(message.contains("tollgate serve --migrate"), "{message}");

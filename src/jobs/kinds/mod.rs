@@ -24,6 +24,7 @@ pub fn builtin() -> &'static Registry {
             .register::<billing::ProcessWebhook>()
             .register::<recovery::Sweep>()
             .register::<recovery::SendNudge>()
+            .register::<recovery::ApplyIncentive>()
             .register::<crate::store::events::FanOutArgs>()
             .register::<crate::events::fan_out::Deliver>()
             .register::<crate::events::app_jobs::AppJob>()

@@ -107,3 +107,118 @@ pub fn public_base(config: &Config) -> String {
         .map(|u| u.trim_end_matches('/').to_string())
         .unwrap_or_else(|| format!("http://{}", config.listen))
 }
+
+/// Gives a recovered case its app's incentive, once: the credits through the ledger (keyed by
+/// the case), the free days through Whop's API (with an `Idempotency-Key` per case), then
+/// records both on the case — a retry or a second job finds it recorded and gives nothing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyIncentive {
+    pub app: i64,
+    pub case: i64,
+}
+
+impl Job for ApplyIncentive {
+    const KIND: &'static str = recovery::INCENTIVE_KIND;
+    const QUEUE: &'static str = crate::store::events::QUEUE;
+    const MAX_ATTEMPTS: i64 = 10;
+    const TIMEOUT: Duration = Duration::from_secs(60);
+
+    async fn run(self, ctx: JobContext) -> anyhow::Result<()> {
+        use crate::store::ledger::{self, Credit, EntryKind, Note, Target};
+        let Some(app) = crate::store::identity::app_by_id(&ctx.db, self.app).await? else {
+            return Ok(()); // the app is gone
+        };
+        let Some(settings) = ctx.config.app(&app.slug).and_then(|a| a.recovery.as_ref()) else {
+            return Ok(()); // no longer configured: nothing to give
+        };
+        let Some(case) = recovery::case(&ctx.db, app.id, self.case).await? else {
+            return Ok(());
+        };
+        if case.state != crate::domain::recovery::CaseState::Recovered.as_str()
+            || recovery::incentive(&ctx.db, app.id, case.id)
+                .await?
+                .is_some()
+        {
+            return Ok(());
+        }
+        let credits = settings.incentive_credits.0.max(0);
+        if credits > 0 {
+            let t = Target {
+                app_id: app.id,
+                user_id: case.user_id,
+            };
+            let key = format!("recovery:incentive:{}", case.id);
+            let reference = format!("recovery_case:{}", case.id);
+            let credit = Credit {
+                kind: EntryKind::Grant,
+                amount: credits,
+                source: "incentive",
+                expires_at: None,
+                note: Note {
+                    reason: Some("recovery incentive"),
+                    reference: Some(&reference),
+                    key: Some(&key),
+                },
+            };
+            ledger::credit(&ctx.db, t, &credit, None).await?;
+        }
+        let days = free_days(&ctx, &app.slug, &case, settings.incentive_days).await?;
+        let given = recovery::Incentive {
+            days: i64::from(days),
+            credits_micros: credits,
+            applied_at: ctx.now_ms(),
+        };
+        recovery::record_incentive(&ctx.db, app.id, case.id, &given).await?;
+        metrics::counter!(INCENTIVES, "provider" => case.provider.clone()).increment(1);
+        Ok(())
+    }
+}
+
+/// `tollgate_recovery_incentives_total{provider}`.
+pub const INCENTIVES: &str = "tollgate_recovery_incentives_total";
+
+/// Adds the free days at the store; the days given (0 where the store has no such call).
+async fn free_days(
+    ctx: &JobContext,
+    slug: &str,
+    case: &recovery::CaseRow,
+    days: u32,
+) -> anyhow::Result<u32> {
+    use crate::billing::store_http::StoreError;
+    if days == 0 {
+        return Ok(0);
+    }
+    if case.provider != crate::billing::Provider::Whop.as_str() {
+        tracing::info!(case = case.id, provider = %case.provider,
+            "free days are given through Whop's API only; this case gets its credits alone");
+        return Ok(0);
+    }
+    let whop = ctx.config.app(slug).and_then(|a| a.whop.as_ref());
+    let Some((whop, key)) = whop.and_then(|w| w.api_key.as_ref().map(|k| (w, k))) else {
+        // Validation requires the key with incentive days; a config changed under a queued job.
+        return Err(crate::jobs::Permanent::error(
+            "the app gives free days but [apps.whop] api_key is not set",
+        ));
+    };
+    let http = crate::billing::store_http::http_client();
+    let api = crate::billing::whop_api::WhopApi {
+        http: &http,
+        base: whop
+            .api_base
+            .as_deref()
+            .unwrap_or(crate::billing::whop_api::DEFAULT_BASE),
+        key,
+    };
+    let idempotency = format!("tollgate-incentive-{}", case.id);
+    match api
+        .add_free_days(&case.subscription_id, days, &idempotency)
+        .await
+    {
+        Ok(_) => Ok(days),
+        Err(e @ StoreError::Refused { status, .. }) if status < 500 => Err(
+            crate::jobs::Permanent::error(format!("Whop refused the free days: {e}")),
+        ),
+        Err(e) => Err(anyhow::anyhow!("adding free days at Whop: {e}")),
+    }
+}

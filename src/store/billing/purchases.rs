@@ -47,6 +47,8 @@ pub struct PaymentEvent<'a> {
     pub subscription: &'a str,
     /// The app's recovery window, for a case a failure opens.
     pub recovery_window_ms: i64,
+    /// Whether the app gives an incentive on recovery (a job applies it once).
+    pub recovery_incentive: bool,
 }
 
 /// Publishes a payment outcome, once per delivery, and applies it to the user's recovery cases
@@ -89,6 +91,7 @@ pub async fn record_payment(db: &Db, t: Target, p: &PaymentEvent<'_>) -> Result<
             currency: p.currency,
             event_time: p.event_time,
             window_ms: p.recovery_window_ms,
+            incentive: p.recovery_incentive,
         };
         crate::store::recovery::apply(&mut tx, t, &outcome).await?;
     }

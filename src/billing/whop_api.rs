@@ -1,0 +1,49 @@
+//! Outbound calls to Whop's API (`https://api.whop.com/api/v1`, JSON, `Authorization: Bearer`
+//! with an app or company API key): free days added to a membership, a recovery incentive.
+//! Every write carries an `Idempotency-Key`, and a call that fails in transit or with a 5xx is
+//! retried once with the same key.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+
+use super::store_http::{StoreError, answer, retried_once};
+
+const STORE: &str = "Whop";
+/// Whop's API root when `[apps.whop] api_base` is not set.
+pub const DEFAULT_BASE: &str = "https://api.whop.com/api/v1";
+
+pub struct WhopApi<'a> {
+    pub http: &'a reqwest::Client,
+    pub base: &'a str,
+    pub key: &'a SecretString,
+}
+
+impl WhopApi<'_> {
+    /// `POST /memberships/{id}/add_free_days` with `{"free_days": days}`: extends the
+    /// membership's billing period, expiration or trial; answers the membership.
+    pub async fn add_free_days(
+        &self,
+        membership: &str,
+        days: u32,
+        key: &str,
+    ) -> Result<Value, StoreError> {
+        let id: String = url::form_urlencoded::byte_serialize(membership.as_bytes()).collect();
+        let url = format!(
+            "{}/memberships/{id}/add_free_days",
+            self.base.trim_end_matches('/')
+        );
+        let body = json!({ "free_days": days });
+        retried_once(STORE, || async {
+            let sent = self
+                .http
+                .post(&url)
+                .bearer_auth(self.key.expose_secret())
+                .header("idempotency-key", key)
+                .json(&body)
+                .send()
+                .await;
+            answer(STORE, sent).await
+        })
+        .await
+    }
+}

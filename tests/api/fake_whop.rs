@@ -1,0 +1,127 @@
+//! A fake Whop API on a local port: `POST /api/v1/memberships/{id}/add_free_days` with
+//! `{"free_days": n}`, bearer-key checked, answering the membership with its renewal period
+//! moved by those days, replaying the first answer for a repeated `Idempotency-Key`, and Whop's
+//! error body for an unknown membership. It records every request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+pub const API_KEY: &str = "whop_test_api_key_company_a";
+
+#[derive(Clone, Default)]
+pub struct FakeWhop {
+    state: Arc<Mutex<Books>>,
+}
+
+#[derive(Default)]
+struct Books {
+    /// (membership, body, idempotency key) of every add_free_days request.
+    requests: Vec<(String, Value, Option<String>)>,
+    by_key: HashMap<String, Value>,
+    /// Memberships by id: days added so far.
+    memberships: HashMap<String, i64>,
+}
+
+impl FakeWhop {
+    pub fn add_membership(&self, id: &str) {
+        self.state.lock().unwrap().memberships.insert(id.into(), 0);
+    }
+
+    /// Requests so far: (membership, body, idempotency key).
+    pub fn requests(&self) -> Vec<(String, Value, Option<String>)> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Free days the membership has been given, counted once per distinct request.
+    pub fn days_added(&self, id: &str) -> i64 {
+        self.state
+            .lock()
+            .unwrap()
+            .memberships
+            .get(id)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+pub async fn start() -> (FakeWhop, String) {
+    let fake = FakeWhop::default();
+    let app = Router::new()
+        .route(
+            "/api/v1/memberships/{id}/add_free_days",
+            post(add_free_days),
+        )
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (fake, url)
+}
+
+fn answer(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    answer(
+        status,
+        &json!({ "error": { "type": "invalid_request_error", "message": message } }),
+    )
+}
+
+async fn add_free_days(
+    State(fake): State<FakeWhop>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {API_KEY}"))
+    {
+        return error(StatusCode::UNAUTHORIZED, "Invalid API key");
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "The body is not JSON");
+    };
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut books = fake.state.lock().unwrap();
+    books.requests.push((id.clone(), body.clone(), key.clone()));
+    if let Some(first) = key.as_ref().and_then(|k| books.by_key.get(k)) {
+        return answer(StatusCode::OK, first);
+    }
+    let Some(days) = body["free_days"]
+        .as_i64()
+        .filter(|d| (1..=1095).contains(d))
+    else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "free_days must be between 1 and 1095",
+        );
+    };
+    let Some(added) = books.memberships.get_mut(&id) else {
+        return error(StatusCode::NOT_FOUND, "Membership not found");
+    };
+    *added += days;
+    let membership = json!({ "id": id, "status": "active", "cancel_at_period_end": false,
+        "manage_url": format!("https://whop.com/billing/manage/{id}"),
+        "renewal_period_end": 1_800_000_000 + *added * 86_400 });
+    if let Some(k) = key {
+        books.by_key.insert(k, membership.clone());
+    }
+    answer(StatusCode::OK, &membership)
+}
