@@ -2597,7 +2597,7 @@ export interface components {
             details: Record<string, never>;
             /**
              * @description `opened`, `payment_failed`, `payment_succeeded`, `nudge_sent`, `nudge_clicked`,
-             *     `recovered`, `lost`, `canceled`, or an action (`recovery.case.cancel_case`, …).
+             *     `recovered`, `lost`, `canceled`, `incentive`, or an action (`recovery.case.cancel_case`, …).
              */
             kind: string;
         };
