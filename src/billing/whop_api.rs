@@ -1,5 +1,6 @@
 //! Outbound calls to Whop's API (`https://api.whop.com/api/v1`, JSON, `Authorization: Bearer`
-//! with an app or company API key): free days added to a membership, a recovery incentive.
+//! with an app or company API key): a membership's manage URL, and free days added to it (a
+//! recovery incentive).
 //! Every write carries an `Idempotency-Key`, and a call that fails in transit or with a 5xx is
 //! retried once with the same key.
 
@@ -18,7 +19,33 @@ pub struct WhopApi<'a> {
     pub key: &'a SecretString,
 }
 
+impl<'a> WhopApi<'a> {
+    /// The app's Whop API, when `[apps.whop] api_key` is set.
+    pub fn of_app(app: &'a crate::config::AppConfig, http: &'a reqwest::Client) -> Option<Self> {
+        let whop = app.whop.as_ref()?;
+        Some(WhopApi {
+            http,
+            base: whop.api_base.as_deref().unwrap_or(DEFAULT_BASE),
+            key: whop.api_key.as_ref()?,
+        })
+    }
+}
+
 impl WhopApi<'_> {
+    /// `GET /memberships/{id}`: the membership, with the `manage_url` where its user updates
+    /// their payment method.
+    pub async fn membership(&self, membership: &str) -> Result<Value, StoreError> {
+        let id: String = url::form_urlencoded::byte_serialize(membership.as_bytes()).collect();
+        let url = format!("{}/memberships/{id}", self.base.trim_end_matches('/'));
+        let sent = self
+            .http
+            .get(url)
+            .bearer_auth(self.key.expose_secret())
+            .send()
+            .await;
+        answer(STORE, sent).await
+    }
+
     /// `POST /memberships/{id}/add_free_days` with `{"free_days": days}`: extends the
     /// membership's billing period, expiration or trial; answers the membership.
     pub async fn add_free_days(

@@ -237,6 +237,10 @@ pub struct Clicked {
     pub slug: String,
     pub user_id: i64,
     pub provider: String,
+    /// The store's subscription of the case (a Whop membership id, a Stripe subscription).
+    pub subscription_id: String,
+    /// The user's id in the app (RevenueCat's app user id); none once erased.
+    pub external_id: Option<String>,
 }
 
 /// Counts a click on a live link (by its token) and returns its case; `None` for an unknown or
@@ -255,10 +259,10 @@ pub async fn click(db: &Db, token: &str, now: i64) -> Result<Option<Clicked>, sq
         "UPDATE recovery_nudges SET clicks = clicks + 1, \
          first_click_at = COALESCE(first_click_at, $3), updated_at = $3 WHERE app_id = $1 AND id = $2")
         .bind(app_id).bind(id).bind(now).execute(&mut **c).await.map(|_| ()))?;
-    let row: (String, i64, String) = tx_run!(&mut tx, c => sqlx::query_as(
-        "SELECT a.slug, c.user_id, c.provider FROM recovery_nudges n \
+    let row: (String, i64, String, String, Option<String>) = tx_run!(&mut tx, c => sqlx::query_as(
+        "SELECT a.slug, c.user_id, c.provider, c.subscription_id, u.external_id FROM recovery_nudges n \
          JOIN recovery_cases c ON c.id = n.case_id JOIN apps a ON a.id = n.app_id \
-         WHERE n.app_id = $1 AND n.id = $2")
+         JOIN users u ON u.id = c.user_id WHERE n.app_id = $1 AND n.id = $2")
         .bind(app_id).bind(id).fetch_one(&mut **c).await)?;
     tx.commit().await?;
     Ok(Some(Clicked {
@@ -266,6 +270,8 @@ pub async fn click(db: &Db, token: &str, now: i64) -> Result<Option<Clicked>, sq
         slug: row.0,
         user_id: row.1,
         provider: row.2,
+        subscription_id: row.3,
+        external_id: row.4,
     }))
 }
 

@@ -194,3 +194,21 @@ async fn a_purchase_seen_by_the_sync_and_then_by_the_webhooks_is_one_subscriptio
     let me: Value = app.get_as("/v1/me", &key).await.json().await.unwrap();
     assert_eq!(me["plan"]["id"], "free", "{me}");
 }
+
+#[tokio::test]
+async fn a_revenuecat_nudge_link_leads_to_the_subscribers_store_management_page() {
+    let (app, subs) = app_with_fake_revenuecat(RC_KEY).await;
+    let manage = "https://apps.apple.com/account/subscriptions";
+    subs.lock().unwrap()["bob"] = json!({ "original_app_user_id": "bob", "entitlements": {},
+        "subscriptions": {}, "non_subscriptions": {}, "management_url": manage });
+    let at = tollgate::store::now_ms() - 3_600_000;
+    let issue =
+        crate::billing::rc_event("rc_bill", "BILLING_ISSUE", at, at - 1000, at + 86_400_000);
+    let r = crate::billing::post_revenuecat(&app, RC_AUTH, issue).await;
+    assert_eq!(r.status(), 200);
+    settled(&app).await;
+    assert_eq!(
+        crate::recovery_incentives::nudge_link_target(&app, "shop", "bob").await,
+        manage
+    );
+}

@@ -1,4 +1,5 @@
-//! A fake Whop API on a local port: `POST /api/v1/memberships/{id}/add_free_days` with
+//! A fake Whop API on a local port: `GET /api/v1/memberships/{id}` (with its `manage_url`),
+//! `POST /api/v1/memberships/{id}/add_free_days` with
 //! `{"free_days": n}`, bearer-key checked, answering the membership with its renewal period
 //! moved by those days, replaying the first answer for a repeated `Idempotency-Key`, and Whop's
 //! error body for an unknown membership. It records every request.
@@ -10,7 +11,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 pub const API_KEY: &str = "whop_test_api_key_company_a";
@@ -58,6 +59,7 @@ pub async fn start() -> (FakeWhop, String) {
             "/api/v1/memberships/{id}/add_free_days",
             post(add_free_days),
         )
+        .route("/api/v1/memberships/{id}", get(get_membership))
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/api/v1", listener.local_addr().unwrap());
@@ -79,6 +81,30 @@ fn error(status: StatusCode, message: &str) -> Response {
         status,
         &json!({ "error": { "type": "invalid_request_error", "message": message } }),
     )
+}
+
+fn membership(id: &str, added: i64) -> Value {
+    json!({ "id": id, "status": "past_due", "cancel_at_period_end": false,
+        "manage_url": format!("https://whop.com/billing/manage/{id}"),
+        "renewal_period_end": 1_800_000_000 + added * 86_400 })
+}
+
+fn authorized(headers: &HeaderMap) -> bool {
+    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {API_KEY}"))
+}
+
+async fn get_membership(
+    State(fake): State<FakeWhop>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&headers) {
+        return error(StatusCode::UNAUTHORIZED, "Invalid API key");
+    }
+    match fake.state.lock().unwrap().memberships.get(&id) {
+        Some(added) => answer(StatusCode::OK, &membership(&id, *added)),
+        None => error(StatusCode::NOT_FOUND, "Membership not found"),
+    }
 }
 
 async fn add_free_days(
@@ -117,11 +143,9 @@ async fn add_free_days(
         return error(StatusCode::NOT_FOUND, "Membership not found");
     };
     *added += days;
-    let membership = json!({ "id": id, "status": "active", "cancel_at_period_end": false,
-        "manage_url": format!("https://whop.com/billing/manage/{id}"),
-        "renewal_period_end": 1_800_000_000 + *added * 86_400 });
+    let changed = membership(&id, *added);
     if let Some(k) = key {
-        books.by_key.insert(k, membership.clone());
+        books.by_key.insert(k, changed.clone());
     }
-    answer(StatusCode::OK, &membership)
+    answer(StatusCode::OK, &changed)
 }

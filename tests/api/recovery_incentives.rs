@@ -38,7 +38,8 @@ async fn companies() -> (TestApp, FakeWhop) {
     let b = company(
         "company_b",
         json!({ "webhook_secrets": [WHOP_SECRET] }),
-        json!({ "incentive_days": 0, "incentive_credits": "0" }),
+        json!({ "incentive_days": 0, "incentive_credits": "0",
+            "manage_url": "https://company-b.example/billing" }),
     );
     let app = spawn_app_with(|c| c.apps = vec![a, b]).await;
     (app, fake)
@@ -218,5 +219,66 @@ async fn a_recovered_case_gets_its_companys_incentive_once_and_a_company_without
     assert_eq!(
         incentive["details"],
         json!({ "days": 3, "credits_micros": 5_000_000 })
+    );
+}
+
+/// Follows the link of the nudge "nudge now" sent for `user`'s case; where it redirects.
+pub async fn nudge_link_target(app: &TestApp, slug: &str, user: &str) -> String {
+    let seeded = crate::credits::seed(app, slug).await;
+    let t = app.user_target(slug, user).await;
+    let case = recovery::cases(
+        &app.db,
+        Target {
+            app_id: t.app_id,
+            user_id: t.user_id,
+        },
+    )
+    .await
+    .unwrap()[0]
+        .id;
+    let path = format!("/v1/recovery/cases/{case}/actions");
+    let r = app
+        .send_as(
+            reqwest::Method::POST,
+            &path,
+            &seeded.app_key,
+            Some(json!({ "action": "nudge_now" })),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let link = || async {
+        tollgate::store::events::events(&app.db, t.app_id, None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|e| e.kind == "recovery.nudge")
+            .and_then(|e| e.payload["data"]["link"].as_str().map(str::to_string))
+    };
+    wait_until(Duration::from_secs(10), || async { link().await.is_some() }).await;
+    let url = link().await.unwrap();
+    let token = url.rsplit('/').next().unwrap();
+    let r = app.get(&format!("/r/{token}")).await;
+    assert_eq!(r.status(), 302);
+    r.headers()["location"].to_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_whop_nudge_link_leads_to_the_memberships_manage_url_and_without_a_key_to_the_apps_page()
+{
+    let (app, fake) = companies().await;
+    fake.add_membership("mem_ann");
+    let t0 = tollgate::store::now_ms() / 1000 - 3600;
+    payment(&app, "company_a", "msg_a_fail", "ann", false, t0).await;
+    payment(&app, "company_b", "msg_b_fail", "bob", false, t0).await;
+    settled(&app).await;
+    assert_eq!(
+        nudge_link_target(&app, "company_a", "ann").await,
+        "https://whop.com/billing/manage/mem_ann",
+        "from Whop's API"
+    );
+    assert_eq!(
+        nudge_link_target(&app, "company_b", "bob").await,
+        "https://company-b.example/billing",
+        "company B has no Whop API key: its own page"
     );
 }

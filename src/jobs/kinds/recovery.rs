@@ -194,21 +194,13 @@ async fn free_days(
             "free days are given through Whop's API only; this case gets its credits alone");
         return Ok(0);
     }
-    let whop = ctx.config.app(slug).and_then(|a| a.whop.as_ref());
-    let Some((whop, key)) = whop.and_then(|w| w.api_key.as_ref().map(|k| (w, k))) else {
+    let http = crate::billing::store_http::http_client();
+    let app = ctx.config.app(slug);
+    let Some(api) = app.and_then(|a| crate::billing::whop_api::WhopApi::of_app(a, &http)) else {
         // Validation requires the key with incentive days; a config changed under a queued job.
         return Err(crate::jobs::Permanent::error(
             "the app gives free days but [apps.whop] api_key is not set",
         ));
-    };
-    let http = crate::billing::store_http::http_client();
-    let api = crate::billing::whop_api::WhopApi {
-        http: &http,
-        base: whop
-            .api_base
-            .as_deref()
-            .unwrap_or(crate::billing::whop_api::DEFAULT_BASE),
-        key,
     };
     let idempotency = format!("tollgate-incentive-{}", case.id);
     match api

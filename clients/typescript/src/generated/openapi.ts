@@ -6490,7 +6490,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Stripe failed to make a portal session */
+            /** @description The store failed to give its page (Stripe portal, Whop, RevenueCat) */
             502: {
                 headers: {
                     [name: string]: unknown;
