@@ -208,7 +208,7 @@ async fn a_revenuecat_nudge_link_leads_to_the_subscribers_store_management_page(
     assert_eq!(r.status(), 200);
     settled(&app).await;
     assert_eq!(
-        crate::recovery_incentives::nudge_link_target(&app, "shop", "bob").await,
+        crate::recovery_whop::nudge_link_target(&app, "shop", "bob").await,
         manage
     );
 }

@@ -28,6 +28,8 @@ struct Books {
     by_key: HashMap<String, Value>,
     /// Memberships by id: days added so far.
     memberships: HashMap<String, i64>,
+    /// (membership, body, idempotency key) of every cancel request.
+    cancels: Vec<(String, Value, Option<String>)>,
 }
 
 impl FakeWhop {
@@ -38,6 +40,11 @@ impl FakeWhop {
     /// Requests so far: (membership, body, idempotency key).
     pub fn requests(&self) -> Vec<(String, Value, Option<String>)> {
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Cancel requests so far: (membership, body, idempotency key).
+    pub fn cancels(&self) -> Vec<(String, Value, Option<String>)> {
+        self.state.lock().unwrap().cancels.clone()
     }
 
     /// Free days the membership has been given, counted once per distinct request.
@@ -60,6 +67,7 @@ pub async fn start() -> (FakeWhop, String) {
             post(add_free_days),
         )
         .route("/api/v1/memberships/{id}", get(get_membership))
+        .route("/api/v1/memberships/{id}/cancel", post(cancel_membership))
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/api/v1", listener.local_addr().unwrap());
@@ -148,4 +156,41 @@ async fn add_free_days(
         books.by_key.insert(k, changed.clone());
     }
     answer(StatusCode::OK, &changed)
+}
+
+/// `POST /api/v1/memberships/{id}/cancel` with `{"cancellation_mode": …}` (default at period end).
+async fn cancel_membership(
+    State(fake): State<FakeWhop>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorized(&headers) {
+        return error(StatusCode::UNAUTHORIZED, "Invalid API key");
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut books = fake.state.lock().unwrap();
+    books.cancels.push((id.clone(), body.clone(), key));
+    let Some(added) = books.memberships.get(&id).copied() else {
+        return error(StatusCode::NOT_FOUND, "Membership not found");
+    };
+    let mut m = membership(&id, added);
+    match body["cancellation_mode"]
+        .as_str()
+        .unwrap_or("at_period_end")
+    {
+        "at_period_end" => m["cancel_at_period_end"] = json!(true),
+        "immediate" => m["status"] = json!("canceled"),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "cancellation_mode must be at_period_end or immediate",
+            );
+        }
+    }
+    answer(StatusCode::OK, &m)
 }

@@ -56,7 +56,7 @@ mod python;
 mod rate_limits;
 mod recovery;
 mod recovery_cases;
-mod recovery_incentives;
+mod recovery_whop;
 mod recovery_nudges;
 mod request_id;
 mod seed;

@@ -111,9 +111,9 @@ pub enum Action {
     CancelCase,
     /// Give up: the case counts as lost.
     MarkLost,
-    /// Cancel the store subscription at the end of its paid period (Stripe), and the case.
+    /// Cancel the store subscription at the end of its paid period (Stripe, Whop), and the case.
     CancelSubscriptionAtPeriodEnd,
-    /// End the store subscription now (Stripe), and the case.
+    /// End the store subscription now (Stripe, Whop), and the case.
     TerminateSubscription,
 }
 
@@ -310,8 +310,32 @@ async fn cancel_at_store(
     at_period_end: bool,
 ) -> Result<()> {
     use crate::billing::Provider;
-    match Provider::parse(&case.provider) {
-        Some(Provider::Stripe) => {}
+    // One key per case and kind of cancellation: a retried request cancels once at the store.
+    let key = format!(
+        "tollgate-recovery-{}-{}",
+        case.id,
+        if at_period_end { "period-end" } else { "now" }
+    );
+    let app = state.config.app(slug);
+    let done = match Provider::parse(&case.provider) {
+        Some(Provider::Stripe) => {
+            let app = app.ok_or_else(super::billing::no_stripe)?;
+            let api = super::billing::stripe_api(state, app)?;
+            api.cancel_subscription(&case.subscription_id, at_period_end, &key)
+                .await
+        }
+        Some(Provider::Whop) => {
+            let api = app
+                .and_then(|a| crate::billing::whop_api::WhopApi::of_app(a, &state.stores))
+                .ok_or_else(|| {
+                    Error::Conflict(
+                        "canceling a Whop membership needs [apps.whop] api_key (with the \
+                         membership:cancel permission)"
+                            .into(),
+                    )
+                })?;
+            api.cancel(&case.subscription_id, at_period_end, &key).await
+        }
         Some(Provider::RevenueCat) => {
             return Err(Error::Conflict(
                 "App Store and Google Play subscriptions cannot be canceled by the seller's \
@@ -326,21 +350,8 @@ async fn cancel_at_store(
                 case.provider
             )));
         }
-    }
-    let app = state
-        .config
-        .app(slug)
-        .ok_or_else(super::billing::no_stripe)?;
-    let api = super::billing::stripe_api(state, app)?;
-    // One key per case and kind of cancellation: a retried request cancels once at Stripe.
-    let key = format!(
-        "tollgate-recovery-{}-{}",
-        case.id,
-        if at_period_end { "period-end" } else { "now" }
-    );
-    api.cancel_subscription(&case.subscription_id, at_period_end, &key)
-        .await
-        .map_err(super::billing::store_failed)?;
+    };
+    done.map_err(super::billing::store_failed)?;
     Ok(())
 }
 
@@ -370,7 +381,7 @@ pub async fn get_recovery_case(
 }
 
 /// Acts on an open case: nudge now, cancel it, mark it lost, or cancel its subscription at the
-/// store (at period end or now; Stripe).
+/// store (at period end or now; Stripe, Whop).
 #[utoipa::path(post, path = "/v1/recovery/cases/{id}/actions", tag = "recovery", security(("api_key" = [])),
     params(("id" = i64, Path)), request_body = ActionIn,
     responses((status = 200, description = "The case after the action", body = CaseDetail),

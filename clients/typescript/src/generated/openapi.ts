@@ -1118,7 +1118,7 @@ export interface paths {
         put?: never;
         /**
          * Acts on an open case: nudge now, cancel it, mark it lost, or cancel its subscription at the
-         *     store (at period end or now; Stripe).
+         *     store (at period end or now; Stripe, Whop).
          */
         post: operations["act_on_recovery_case"];
         delete?: never;

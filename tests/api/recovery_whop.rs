@@ -1,6 +1,8 @@
-//! Recovery incentives through real Whop deliveries: company A gives 3 free days (through a fake
-//! Whop API speaking its `add_free_days`) and 5 credits when a case is recovered, company B
-//! gives nothing. Each is given once, whatever is redelivered or retried. Both databases.
+//! Payment recovery with Whop, through real Whop deliveries and a fake Whop API: company A gives
+//! 3 free days (`add_free_days`) and 5 credits when a case is recovered, company B nothing —
+//! each given once, whatever is redelivered or retried; a nudge's link leads to the membership's
+//! `manage_url`; a case cancels its membership (`cancel`) — and without an API key, the app's
+//! own page and a clear refusal. Both databases.
 
 use std::time::Duration;
 
@@ -280,5 +282,70 @@ async fn a_whop_nudge_link_leads_to_the_memberships_manage_url_and_without_a_key
         nudge_link_target(&app, "company_b", "bob").await,
         "https://company-b.example/billing",
         "company B has no Whop API key: its own page"
+    );
+}
+
+#[tokio::test]
+async fn a_whop_case_cancels_its_membership_through_whops_api_and_not_without_a_key() {
+    let (app, fake) = companies().await;
+    fake.add_membership("mem_ann");
+    let t0 = tollgate::store::now_ms() / 1000 - 3600;
+    payment(&app, "company_a", "msg_a_fail", "ann", false, t0).await;
+    payment(&app, "company_b", "msg_b_fail", "bob", false, t0).await;
+    settled(&app).await;
+    let act = |slug: &'static str, user: &'static str, action: &'static str| {
+        let app = &app;
+        async move {
+            let key = crate::credits::seed(app, slug).await.app_key;
+            let (case, _) = case_and_incentive_credits(app, slug, user).await;
+            let path = format!("/v1/recovery/cases/{}/actions", case.id);
+            app.send_as(
+                reqwest::Method::POST,
+                &path,
+                &key,
+                Some(json!({ "action": action })),
+            )
+            .await
+        }
+    };
+    let r = act("company_a", "ann", "cancel_subscription_at_period_end").await;
+    assert_eq!(r.status(), 200);
+    let cancels = fake.cancels();
+    assert_eq!(cancels.len(), 1, "{cancels:?}");
+    assert_eq!(cancels[0].0, "mem_ann");
+    assert_eq!(
+        cancels[0].1,
+        json!({ "cancellation_mode": "at_period_end" })
+    );
+    assert!(
+        cancels[0]
+            .2
+            .as_deref()
+            .is_some_and(|k| k.ends_with("-period-end"))
+    );
+    assert_eq!(
+        case_and_incentive_credits(&app, "company_a", "ann")
+            .await
+            .0
+            .state,
+        "canceled"
+    );
+
+    let refused =
+        crate::helpers::problem(act("company_b", "bob", "terminate_subscription").await, 409).await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("[apps.whop] api_key"),
+        "{refused}"
+    );
+    assert_eq!(fake.cancels().len(), 1);
+    assert_eq!(
+        case_and_incentive_credits(&app, "company_b", "bob")
+            .await
+            .0
+            .state,
+        "open"
     );
 }
