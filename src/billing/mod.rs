@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod deliveries;
 pub mod paddle;
+pub mod paddle_api;
 pub mod revenuecat;
 pub mod revenuecat_api;
 pub mod signing;

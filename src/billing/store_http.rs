@@ -69,7 +69,7 @@ where
 }
 
 /// A store's JSON answer: the body on a 2xx, else the refusal with the store's
-/// `{"error": {"type", "message"}}` (Stripe's and Whop's shape).
+/// `{"error": {"type", "message"}}` (Stripe's and Whop's shape; Paddle's says `detail`).
 pub async fn answer(
     store: &'static str,
     sent: reqwest::Result<reqwest::Response>,
@@ -83,6 +83,9 @@ pub async fn answer(
         store,
         status,
         kind: text("type").unwrap_or("api_error").to_string(),
-        message: text("message").unwrap_or("no message").to_string(),
+        message: text("message")
+            .or_else(|| text("detail"))
+            .unwrap_or("no message")
+            .to_string(),
     })
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::billing::{settled, store_config};
 use crate::helpers::{TestApp, problem, spawn_app_with};
 
-const PADDLE_SECRET: &str = "pdl_ntfset_01hv_test_secret_key";
+pub const PADDLE_SECRET: &str = "pdl_ntfset_01hv_test_secret_key";
 const WHOP_SECRET: &str = "whsec_dGVzdC13aG9wLXNpZ25pbmcta2V5LTEyMw==";
 
 async fn app() -> TestApp {
@@ -33,13 +33,13 @@ fn now_secs() -> i64 {
     tollgate::store::now_ms() / 1000
 }
 
-fn rfc3339(secs: i64) -> String {
+pub fn rfc3339(secs: i64) -> String {
     chrono::DateTime::from_timestamp(secs, 0)
         .unwrap()
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-async fn post_paddle(app: &TestApp, event: &Value) -> reqwest::Response {
+pub async fn post_paddle(app: &TestApp, event: &Value) -> reqwest::Response {
     let body = serde_json::to_vec(event).unwrap();
     let sig = tollgate::billing::paddle::sign(PADDLE_SECRET, now_secs(), &body);
     app.client

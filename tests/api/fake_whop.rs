@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
@@ -69,20 +69,11 @@ pub async fn start() -> (FakeWhop, String) {
         .route("/api/v1/memberships/{id}", get(get_membership))
         .route("/api/v1/memberships/{id}/cancel", post(cancel_membership))
         .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/api/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (fake, url)
+    let url = crate::helpers::serve_fake(app).await;
+    (fake, format!("{url}/api/v1"))
 }
 
-fn answer(status: StatusCode, body: &Value) -> Response {
-    (
-        status,
-        [("content-type", "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
+use crate::helpers::json_answer as answer;
 
 fn error(status: StatusCode, message: &str) -> Response {
     answer(

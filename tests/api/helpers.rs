@@ -487,3 +487,25 @@ pub async fn spawn_api_with_runtime(
         tollgate::jobs::Runtime::new(app.db.clone(), std::sync::Arc::new(config), registry).await;
     (app, rt)
 }
+
+/// Serves a fake store API on a loopback port; its base URL (`http://127.0.0.1:port`).
+pub async fn serve_fake(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    url
+}
+
+/// A JSON answer of a fake store API.
+pub fn json_answer(
+    status: axum::http::StatusCode,
+    body: &serde_json::Value,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}

@@ -1,6 +1,7 @@
 //! `GET /r/{token}`: a recovery nudge's link. Counts the click (for the app's CTR per variant),
 //! then redirects to where the user fixes the payment: the store's own page ([`store_page`]:
-//! Stripe's billing portal, Whop's manage URL, RevenueCat's management URL), else the app's
+//! Stripe's billing portal, Whop's manage URL, Paddle's payment-method checkout, RevenueCat's
+//! management URL), else the app's
 //! `recovery.manage_url`. The token is unguessable (190 bits) and expires with the case's window.
 
 use axum::extract::{Path, State};
@@ -25,7 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 302, description = "To the page where the payment is fixed (Location)"),
         (status = 404, description = "Unknown or expired link, or no page configured", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The store failed to give its page (Stripe portal, Whop, RevenueCat)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The store failed to give its page (Stripe, Whop, Paddle, RevenueCat)", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn follow_nudge_link(
     State(state): State<AppState>,
@@ -68,7 +69,8 @@ pub async fn follow_nudge_link(
 }
 
 /// The store's own page where this user fixes their payment: a Stripe billing-portal session
-/// made now (with `recovery.return_url`), the Whop membership's `manage_url`, or RevenueCat's
+/// made now (with `recovery.return_url`), the Whop membership's `manage_url`, Paddle's checkout
+/// for updating the payment method, or RevenueCat's
 /// `management_url` for the subscriber (the App Store's or Google Play's page) — each when the
 /// app has the store's API key. `None` falls back to the app's `manage_url`; so does a store
 /// that cannot say (no customer yet, an unknown membership).
@@ -110,6 +112,16 @@ async fn store_page(
             };
             match api.membership(&clicked.subscription_id).await {
                 Ok(m) => Ok(url_at(&m, "/manage_url")),
+                Err(e) => fallback(e),
+            }
+        }
+        "paddle" => {
+            let Some(api) = crate::billing::paddle_api::PaddleApi::of_app(app, &state.stores)
+            else {
+                return Ok(None);
+            };
+            match api.update_payment_url(&clicked.subscription_id).await {
+                Ok(url) => Ok(url.filter(|u| u.starts_with("https://"))),
                 Err(e) => fallback(e),
             }
         }

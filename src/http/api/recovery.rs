@@ -111,9 +111,10 @@ pub enum Action {
     CancelCase,
     /// Give up: the case counts as lost.
     MarkLost,
-    /// Cancel the store subscription at the end of its paid period (Stripe, Whop), and the case.
+    /// Cancel the store subscription at the end of its paid period (Stripe, Whop, Paddle), and
+    /// the case.
     CancelSubscriptionAtPeriodEnd,
-    /// End the store subscription now (Stripe, Whop), and the case.
+    /// End the store subscription now (Stripe, Whop, Paddle), and the case.
     TerminateSubscription,
 }
 
@@ -343,10 +344,21 @@ async fn cancel_at_store(
                     .into(),
             ));
         }
-        _ => {
+        Some(Provider::Paddle) => {
+            let api = app
+                .and_then(|a| crate::billing::paddle_api::PaddleApi::of_app(a, &state.stores))
+                .ok_or_else(|| {
+                    Error::Conflict(
+                        "canceling a Paddle subscription needs [apps.paddle] api_key (with the \
+                         subscription.write permission)"
+                            .into(),
+                    )
+                })?;
+            api.cancel(&case.subscription_id, at_period_end).await
+        }
+        None => {
             return Err(Error::Conflict(format!(
-                "canceling a {} subscription from tollgate is not supported yet: cancel it in \
-                 the store's dashboard, then cancel the case",
+                "cannot cancel a subscription of the unknown store {:?}",
                 case.provider
             )));
         }
@@ -381,7 +393,7 @@ pub async fn get_recovery_case(
 }
 
 /// Acts on an open case: nudge now, cancel it, mark it lost, or cancel its subscription at the
-/// store (at period end or now; Stripe, Whop).
+/// store (at period end or now; Stripe, Whop, Paddle; RevenueCat has no such call).
 #[utoipa::path(post, path = "/v1/recovery/cases/{id}/actions", tag = "recovery", security(("api_key" = [])),
     params(("id" = i64, Path)), request_body = ActionIn,
     responses((status = 200, description = "The case after the action", body = CaseDetail),

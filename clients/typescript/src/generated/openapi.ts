@@ -1118,7 +1118,7 @@ export interface paths {
         put?: never;
         /**
          * Acts on an open case: nudge now, cancel it, mark it lost, or cancel its subscription at the
-         *     store (at period end or now; Stripe, Whop).
+         *     store (at period end or now; Stripe, Whop, Paddle; RevenueCat has no such call).
          */
         post: operations["act_on_recovery_case"];
         delete?: never;
@@ -6490,7 +6490,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The store failed to give its page (Stripe portal, Whop, RevenueCat) */
+            /** @description The store failed to give its page (Stripe, Whop, Paddle, RevenueCat) */
             502: {
                 headers: {
                     [name: string]: unknown;
