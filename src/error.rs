@@ -231,6 +231,24 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The problem in one line: its detail, then each field's message (for logs and config
+    /// problems, where there is no response to carry them).
+    pub fn one_line(&self) -> String {
+        let p = self.problem();
+        let fields: Vec<String> = p
+            .errors
+            .iter()
+            .map(|f| format!("{}: {}", f.field, f.message))
+            .collect();
+        if fields.is_empty() {
+            p.detail
+        } else {
+            format!("{} ({})", p.detail, fields.join("; "))
+        }
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         if let Error::Internal(cause) = &self {

@@ -163,6 +163,9 @@ pub fn validate(apps: &[AppConfig], prod: bool, p: &mut Vec<Problem>) {
         super::billing::validate(&key, a, prod, p);
         if let Some(r) = &a.recovery {
             super::recovery::validate(&format!("{key}.recovery"), r, prod, p);
+            if let Some(name) = &r.email_template {
+                nudge_template(&key, a, name, p);
+            }
             if r.incentive_days > 0
                 && let Some(w) = &a.whop
                 && w.api_key.is_none()
@@ -308,5 +311,36 @@ pub(super) fn billing(key: &str, b: &BillingSettings, p: &mut Vec<Problem>) {
                 "must not be negative",
             ));
         }
+    }
+}
+
+/// A nudge email template must exist and render with the nudge's variables alone.
+fn nudge_template(key: &str, a: &AppConfig, name: &str, p: &mut Vec<Problem>) {
+    let field = format!("{key}.recovery.email_template");
+    let Some(t) = a.email.as_ref().and_then(|e| e.templates.get(name)) else {
+        p.push(Problem::new(
+            field,
+            format!("{name:?} is not a template of [apps.email.templates]"),
+        ));
+        return;
+    };
+    let sample = crate::store::nudges::email_variables(
+        "https://example.com/r/token",
+        Some("Your card was declined."),
+        0,
+        "default",
+        Some(1999),
+        Some("usd"),
+        "user_1",
+    );
+    if let Err(e) = crate::events::email::render(t, &sample) {
+        p.push(Problem::new(
+            field,
+            format!(
+                "{name:?} must render with the nudge's variables (link, message, step, variant, \
+                 amount, user): {}",
+                e.one_line()
+            ),
+        ));
     }
 }

@@ -29,6 +29,9 @@ pub struct RecoveryConfig {
     /// 0: none.
     #[serde(default)]
     pub incentive_credits: crate::domain::money::Micros,
+    /// Also send each nudge by email, with this template of `[apps.email.templates]`, to users
+    /// whose email address the app has set (`PUT /v1/users/{external_id}/email`).
+    pub email_template: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -919,3 +919,37 @@ incentive_credits = "-1"
         ]
     );
 }
+
+#[test]
+fn a_nudge_email_template_must_exist_and_use_only_the_nudges_variables() {
+    let file = TempToml::new(
+        r#"
+[[apps]]
+slug = "shop"
+[apps.email.templates.nudge]
+subject = "Hi {{ name }}"
+text = "{{ link }}"
+[apps.recovery]
+email_template = "nudge"
+
+[[apps]]
+slug = "other"
+[apps.recovery]
+email_template = "missing"
+"#,
+    );
+    let errors = load_from(Some(&file.0), &[]).unwrap_err().to_string();
+    assert!(
+        errors.contains("apps.0.recovery.email_template"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("(subject)"),
+        "the part that fails is named: {errors}"
+    );
+    assert!(
+        errors.contains("apps.1.recovery.email_template"),
+        "{errors}"
+    );
+    assert!(errors.contains("\"missing\" is not a template"), "{errors}");
+}

@@ -222,7 +222,7 @@ pub async fn delete_user(db: &Db, app_id: i64, user_id: i64) -> Result<bool, sql
         return Ok(false);
     };
     let n = tx_run!(&mut tx, c => sqlx::query(
-        "UPDATE users SET external_id = NULL, deleted_at = $1 WHERE app_id = $2 AND id = $3 \
+        "UPDATE users SET external_id = NULL, email = NULL, deleted_at = $1 WHERE app_id = $2 AND id = $3 \
          AND deleted_at IS NULL")
         .bind(now).bind(app_id).bind(user_id)
         .execute(&mut **c).await.map(|r| r.rows_affected()))?;
@@ -567,4 +567,24 @@ pub async fn create_key(
         .bind(spec.name.as_deref()).bind(now_ms()).bind(spec.expires_at)
         .fetch_one(pool).await)?;
     Ok((id, key))
+}
+
+/// Sets (or, with `None`, clears) a user's email address; false for an unknown or erased user.
+pub async fn set_email(
+    db: &Db,
+    app_id: i64,
+    user_id: i64,
+    email: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    scoped_run!(db, Scope::App(app_id), c => sqlx::query(
+        "UPDATE users SET email = $3 WHERE app_id = $1 AND id = $2 AND deleted_at IS NULL")
+        .bind(app_id).bind(user_id).bind(email).execute(c).await.map(|r| r.rows_affected() == 1))
+}
+
+/// A user's email address, when the app has set one.
+pub async fn email_of(db: &Db, app_id: i64, user_id: i64) -> Result<Option<String>, sqlx::Error> {
+    let email: Option<Option<String>> = scoped_run!(db, Scope::App(app_id), c => sqlx::query_scalar(
+        "SELECT email FROM users WHERE app_id = $1 AND id = $2")
+        .bind(app_id).bind(user_id).fetch_optional(c).await)?;
+    Ok(email.flatten())
 }

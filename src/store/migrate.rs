@@ -89,6 +89,11 @@ const SQLITE: Embedded = &[
         "recovery_incentives",
         include_str!("../../migrations/sqlite/0015_recovery_incentives.sql"),
     ),
+    (
+        16,
+        "user_email",
+        include_str!("../../migrations/sqlite/0016_user_email.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -165,6 +170,11 @@ const POSTGRES: Embedded = &[
         15,
         "recovery_incentives",
         include_str!("../../migrations/postgres/0015_recovery_incentives.sql"),
+    ),
+    (
+        16,
+        "user_email",
+        include_str!("../../migrations/postgres/0016_user_email.sql"),
     ),
 ];
 

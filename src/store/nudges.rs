@@ -108,7 +108,8 @@ pub async fn ready(db: &Db, now: i64, limit: i64) -> Result<Vec<(i64, i64)>, sql
 /// What sending a nudge came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
-    Sent,
+    /// Published as `recovery.nudge`; `emailed` when an email went into the queue with it.
+    Sent { emailed: bool },
     /// The case closed (recovered, lost, canceled) before the nudge went: nothing is sent.
     Canceled,
     /// The app's quiet hours: it waits until this time (ms).
@@ -117,10 +118,40 @@ pub enum Sent {
     AlreadyDone,
 }
 
-/// A nudge's link: the token travels only in the event; the row keeps its hash.
+/// A nudge's link: the token travels only in the event (and the email); the row keeps its hash.
 pub struct Link<'a> {
     /// The public base URL tollgate is reached at (no trailing slash).
     pub base: &'a str,
+}
+
+/// A nudge by email too: the app's template, rendered with the nudge's variables.
+pub struct EmailChannel<'a> {
+    pub template: &'a str,
+    /// Renders the template with the variables: (subject, text, html), or why not.
+    #[allow(clippy::type_complexity)]
+    pub render: &'a (
+            dyn Fn(&serde_json::Value) -> Result<(String, String, Option<String>), String>
+                + Send
+                + Sync
+        ),
+}
+
+/// The variables a nudge email's template is rendered with (validated at config load).
+pub fn email_variables(
+    link: &str,
+    message: Option<&str>,
+    step: i64,
+    variant: &str,
+    amount: Option<i64>,
+    currency: Option<&str>,
+    user: &str,
+) -> serde_json::Value {
+    let amount = match (amount, currency) {
+        (Some(a), Some(c)) => format!("{}.{:02} {}", a / 100, a % 100, c.to_uppercase()),
+        _ => String::new(),
+    };
+    serde_json::json!({ "link": link, "message": message.unwrap_or_default(), "step": step + 1,
+        "variant": variant, "amount": amount, "user": user })
 }
 
 /// Sends one nudge, once: in one transaction, re-reads it and its case, then publishes
@@ -132,6 +163,7 @@ pub async fn send(
     now: i64,
     cadence: &Cadence,
     link: &Link<'_>,
+    email: Option<&EmailChannel<'_>>,
 ) -> Result<Sent, sqlx::Error> {
     type Row = (
         String,
@@ -217,6 +249,12 @@ pub async fn send(
             first_failure_at: first,
             attempts,
         };
+        let emailed = match email {
+            Some(channel) => {
+                queue_email(&mut tx, app_id, user_id, nudge_id, channel, &data).await?
+            }
+            None => false,
+        };
         let key = format!("recovery.nudge:{nudge_id}");
         publish(
             &mut tx,
@@ -224,11 +262,66 @@ pub async fn send(
             &Outgoing::about(EventType::RecoveryNudge, user_id, key, data),
         )
         .await?;
-        Sent::Sent
+        Sent::Sent { emailed }
     };
     tx.commit().await?;
     Ok(outcome)
 }
+
+/// Queues the nudge's email, with its sending job, in the nudge's transaction (so the link's
+/// token, which only the event and the email carry, is never lost between them): when the user
+/// has an email address. Once per nudge (keyed). A template that fails to render (validation
+/// makes that a bug) sends no email and is logged; the nudge still goes as its event.
+async fn queue_email(
+    tx: &mut crate::store::Tx,
+    app_id: i64,
+    user_id: i64,
+    nudge_id: i64,
+    channel: &EmailChannel<'_>,
+    n: &RecoveryNudge,
+) -> Result<bool, sqlx::Error> {
+    let who: Option<(Option<String>, Option<String>)> = tx_run!(&mut *tx, c => sqlx::query_as(
+        "SELECT email, external_id FROM users WHERE app_id = $1 AND id = $2 AND deleted_at IS NULL")
+        .bind(app_id).bind(user_id).fetch_optional(&mut **c).await)?;
+    let Some((Some(address), user)) = who else {
+        return Ok(false);
+    };
+    let vars = email_variables(
+        &n.link,
+        n.message.as_deref(),
+        n.step,
+        &n.variant,
+        n.amount_minor,
+        n.currency.as_deref(),
+        user.as_deref().unwrap_or_default(),
+    );
+    let (subject, text, html) = match (channel.render)(&vars) {
+        Ok(parts) => parts,
+        Err(e) => {
+            tracing::error!(nudge = nudge_id, template = channel.template, error = %e,
+                "a recovery nudge's email template did not render; the nudge goes without it");
+            return Ok(false);
+        }
+    };
+    let key = format!("recovery.nudge:{nudge_id}:email");
+    let message = crate::store::email::NewMessage {
+        key: &key,
+        template: channel.template,
+        recipient: &address,
+        subject: &subject,
+        text: &text,
+        html: html.as_deref(),
+    };
+    let (id, inserted) = crate::store::email::insert(tx, app_id, &message).await?;
+    if inserted {
+        let args = serde_json::json!({ "app": app_id, "message": id });
+        crate::store::jobs::queue::insert_follow_up(tx, EMAIL_KIND, &args, None).await?;
+    }
+    Ok(true)
+}
+
+/// The kind of the job that sends a stored email (`jobs::kinds::events::SendEmail`).
+pub const EMAIL_KIND: &str = "email.send";
 
 /// The case a clicked link belongs to, for the redirect.
 #[derive(Debug, Clone)]

@@ -210,7 +210,7 @@ async fn recover(
         .bind(t.app_id).bind(id).bind(at).bind(amount).bind(now)
         .execute(&mut **c).await.map(|_| ()))?;
     if incentive {
-        enqueue_incentive(tx, t.app_id, id, now).await?;
+        enqueue_incentive(tx, t.app_id, id).await?;
     }
     announce(tx, t.app_id, id, EventType::RecoveryRecovered).await
 }
@@ -221,27 +221,10 @@ pub const INCENTIVE_KIND: &str = "recovery.incentive";
 /// Enqueues the job that gives case `id`'s incentive, in the recovery's transaction: the
 /// incentive follows the recovery or neither happens. Unique per case while unfinished; the
 /// job itself gives once (see [`record_incentive`]).
-async fn enqueue_incentive(tx: &mut Tx, app_id: i64, id: i64, now: i64) -> Result<(), sqlx::Error> {
-    let args = serde_json::json!({ "app": app_id, "case": id }).to_string();
+async fn enqueue_incentive(tx: &mut Tx, app_id: i64, id: i64) -> Result<(), sqlx::Error> {
+    let args = serde_json::json!({ "app": app_id, "case": id });
     let unique = format!("incentive:{id}");
-    crate::store::jobs::queue::insert(
-        tx,
-        &crate::store::jobs::queue::NewJob {
-            queue: crate::store::events::QUEUE,
-            kind: INCENTIVE_KIND,
-            args: &args,
-            priority: 0,
-            max_attempts: 10,
-            timeout_ms: 60_000,
-            run_at: now,
-            created_at: now,
-            parked: false,
-            unique_key: Some(&unique),
-            effect_key: None,
-        },
-    )
-    .await
-    .map(|_| ())
+    crate::store::jobs::queue::insert_follow_up(tx, INCENTIVE_KIND, &args, Some(&unique)).await
 }
 
 /// What a case's incentive was: free days and credits given, and when (none until given).

@@ -101,7 +101,8 @@ async fn check_fails_on_pending_migrations_and_passes_after_migrate() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("pending migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]"),
+        stdout
+            .contains("pending migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]"),
         "{stdout}"
     );
 
@@ -111,7 +112,8 @@ async fn check_fails_on_pending_migrations_and_passes_after_migrate() {
     let (code, stdout, stderr) = run(&["migrate"], &vars).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]"),
+        stdout
+            .contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]"),
         "{stdout}"
     );
 

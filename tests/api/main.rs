@@ -57,6 +57,7 @@ mod python;
 mod rate_limits;
 mod recovery;
 mod recovery_cases;
+mod recovery_email;
 mod recovery_nudges;
 mod recovery_paddle;
 mod recovery_whop;

@@ -44,20 +44,21 @@ async fn migrations_apply_once_on_a_fresh_database() {
             (12, "recovery".to_string()),
             (13, "recovery_nudges".to_string()),
             (14, "backups".to_string()),
-            (15, "recovery_incentives".to_string())
+            (15, "recovery_incentives".to_string()),
+            (16, "user_email".to_string())
         ]
     );
     assert!(!before.is_current());
 
     assert_eq!(
         migrate::run(&db).await.unwrap(),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
     );
     let after = migrate::status(&db).await.unwrap();
     assert!(after.is_current(), "{after:?}");
     assert_eq!(
         after.applied,
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
     );
     assert_eq!(migrate::run(&db).await.unwrap(), Vec::<i64>::new());
 }
@@ -125,7 +126,7 @@ async fn production_refuses_to_start_with_pending_migrations_unless_told_to_migr
     let message = format!("{:#}", refused.err().expect("start is refused"));
     assert!(
         message.contains(
-            "15 pending migration(s) [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]"
+            "16 pending migration(s) [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]"
         ),
         "{message}"
     );

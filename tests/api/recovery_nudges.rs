@@ -122,12 +122,15 @@ async fn each_step_goes_once_outside_quiet_hours_and_never_after_the_case_recove
         let (db, c) = (app.db.clone(), cadence.clone());
         let base = link.base.to_string();
         async move {
-            nudges::send(&db, ann.app_id, id, now, &c, &Link { base: &base })
+            nudges::send(&db, ann.app_id, id, now, &c, &Link { base: &base }, None)
                 .await
                 .unwrap()
         }
     };
-    assert_eq!(send(rows[0].id, t0 + 11 * HOUR).await, Sent::Sent);
+    assert_eq!(
+        send(rows[0].id, t0 + 11 * HOUR).await,
+        Sent::Sent { emailed: false }
+    );
     assert_eq!(send(rows[0].id, t0 + 11 * HOUR).await, Sent::AlreadyDone);
     let events = nudge_events(&app, ann.app_id).await;
     assert_eq!(events.len(), 1, "{events:?}");
@@ -226,10 +229,10 @@ async fn a_link_leads_to_the_apps_page_without_a_portal_and_stops_when_the_windo
         .unwrap();
     for (a, id) in nudges::ready(&app.db, now, 100).await.unwrap() {
         assert_eq!(
-            nudges::send(&app.db, a, id, now, &cadence, &link)
+            nudges::send(&app.db, a, id, now, &cadence, &link, None)
                 .await
                 .unwrap(),
-            Sent::Sent
+            Sent::Sent { emailed: false }
         );
     }
     let events = nudge_events(&app, app_id).await;

@@ -45,6 +45,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_user))
         .routes(routes!(get_user, delete_user))
         .routes(routes!(create_user_key))
+        .routes(routes!(set_user_email))
 }
 
 fn external_id(raw: &str, field: &str) -> Result<ExternalId> {
@@ -144,4 +145,55 @@ pub async fn create_user_key(
             key: key.secret,
         }),
     ))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailIn {
+    /// The user's address; `null` forgets it.
+    pub email: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct EmailOut {
+    pub external_id: String,
+    /// The address as it is kept, masked (`a***@example.com`); none when forgotten.
+    pub email: Option<String>,
+}
+
+/// Sets where the user is reached by email (recovery nudges by email, docs/recovery.md), or
+/// forgets it. Erased with the user.
+#[utoipa::path(put, path = "/v1/users/{external_id}/email", tag = "identity", security(("api_key" = [])),
+    params(("external_id" = String, Path, description = "The app's id for the user")),
+    request_body = EmailIn,
+    responses(
+        (status = 200, description = "Kept", body = EmailOut),
+        (status = 404, description = "No such user in this app", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not an email address", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn set_user_email(
+    State(state): State<AppState>,
+    auth: AppAuth,
+    Path(external): Path<String>,
+    extract::Json(body): extract::Json<EmailIn>,
+) -> Result<Json<EmailOut>> {
+    let email = body.email.map(|e| e.trim().to_string());
+    if let Some(e) = &email
+        && (e.len() > 320 || e.parse::<lettre::Address>().is_err())
+    {
+        return Err(Error::Validation(vec![crate::error::FieldError::new(
+            "email",
+            "expected an email address",
+        )]));
+    }
+    let user = identity::user_by_external_id(&state.db, auth.app_id, &external)
+        .await?
+        .ok_or_else(|| Error::NotFound("no such user in this app".into()))?;
+    if !identity::set_email(&state.db, auth.app_id, user.id, email.as_deref()).await? {
+        return Err(Error::NotFound("no such user in this app".into()));
+    }
+    Ok(Json(EmailOut {
+        external_id: external,
+        email: email.as_deref().map(crate::events::email::mask),
+    }))
 }

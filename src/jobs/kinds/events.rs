@@ -207,7 +207,7 @@ impl Job for AppJob {
 /// `email.send`: one stored message through the SMTP transport. A 5xx refusal is a bounce
 /// (recorded, counted, not retried); anything else is retried with backoff, then failed.
 impl Job for SendEmail {
-    const KIND: &'static str = "email.send";
+    const KIND: &'static str = crate::store::nudges::EMAIL_KIND;
     const QUEUE: &'static str = QUEUE;
     const MAX_ATTEMPTS: i64 = 10;
     const WHEN_ENQUEUE_OFF: WhenEnqueueOff = WhenEnqueueOff::Park;

@@ -84,9 +84,37 @@ impl Job for SendNudge {
         let base = public_base(&ctx.config);
         let link = nudges::Link { base: &base };
         let cad = cadence(&ctx.config, &slug);
-        let sent = nudges::send(&ctx.db, self.app, self.nudge, ctx.now_ms(), &cad, &link).await?;
+        let template = ctx
+            .config
+            .app(&slug)
+            .and_then(|a| Some((a, a.recovery.as_ref()?.email_template.as_deref()?)))
+            .and_then(|(a, name)| Some((name, a.email.as_ref()?.templates.get(name)?)));
+        let render = |vars: &serde_json::Value| {
+            let (_, t) = template.expect("only called with a template");
+            crate::events::email::render(t, vars)
+                .map(|m| (m.subject, m.text, m.html))
+                .map_err(|e| e.one_line())
+        };
+        let channel = template.map(|(name, _)| nudges::EmailChannel {
+            template: name,
+            render: &render,
+        });
+        let now = ctx.now_ms();
+        let sent = nudges::send(
+            &ctx.db,
+            self.app,
+            self.nudge,
+            now,
+            &cad,
+            &link,
+            channel.as_ref(),
+        )
+        .await?;
+        if let nudges::Sent::Sent { emailed: true } = sent {
+            metrics::counter!(NUDGES, "channel" => "email", "outcome" => "queued").increment(1);
+        }
         metrics::counter!(NUDGES, "channel" => "event", "outcome" => match sent {
-            nudges::Sent::Sent => "sent",
+            nudges::Sent::Sent { .. } => "sent",
             nudges::Sent::Canceled => "canceled",
             nudges::Sent::Deferred(_) => "deferred",
             nudges::Sent::AlreadyDone => "already_done",

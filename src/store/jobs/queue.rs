@@ -26,6 +26,33 @@ pub const NOTIFY_CHANNEL: &str = "tollgate_jobs";
 
 /// Inserts a job in the caller's transaction. Returns `(id, inserted)`: with a unique key that
 /// an unfinished job already holds, nothing is inserted and that job's id is returned.
+/// A job a store change enqueues in its own transaction (the store has no `jobs::Client`): on
+/// the events queue, due now, 10 attempts of at most a minute each, unique by `unique` while
+/// unfinished when given.
+pub async fn insert_follow_up(
+    tx: &mut Tx,
+    kind: &str,
+    args: &serde_json::Value,
+    unique: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let now = crate::store::now_ms();
+    let args = args.to_string();
+    let job = NewJob {
+        queue: crate::store::events::QUEUE,
+        kind,
+        args: &args,
+        priority: 0,
+        max_attempts: 10,
+        timeout_ms: 60_000,
+        run_at: now,
+        created_at: now,
+        parked: false,
+        unique_key: unique,
+        effect_key: None,
+    };
+    insert(tx, &job).await.map(|_| ())
+}
+
 pub async fn insert(tx: &mut Tx, job: &NewJob<'_>) -> Result<(i64, bool), sqlx::Error> {
     let inserted: Option<i64> = tx_run!(tx, c => sqlx::query_scalar(
         "INSERT INTO jobs (queue, kind, args, state, priority, attempt, max_attempts, timeout_ms, \
