@@ -67,6 +67,7 @@ fn describe() {
     crate::events::metrics::describe();
     crate::events::email::metrics::describe();
     crate::store::ledger::metrics::describe();
+    crate::store::recovery::describe_metrics();
     crate::gateway::metrics::describe();
     crate::http::rate_limit::describe_metrics();
     crate::http::auth::describe_metrics();

@@ -287,7 +287,34 @@ async fn announce(tx: &mut Tx, app_id: i64, id: i64, kind: EventType) -> Result<
     // a late payment, so the key names the transition.
     let key = format!("{}:{}", kind.as_str(), c.id);
     let e = Outgoing::about(kind, c.user_id, key, data);
-    publish(tx, app_id, &e).await.map(|_| ())
+    if publish(tx, app_id, &e).await?.is_some() {
+        // Counted with the transition's event (once per transition, as the event is).
+        metrics::counter!(CASES, "transition" => kind.as_str()).increment(1);
+        if let (EventType::RecoveryRecovered, Some(amount), Some(currency)) =
+            (kind, c.recovered_amount_minor, c.currency.as_deref())
+        {
+            metrics::counter!(RECOVERED_REVENUE, "currency" => currency.to_ascii_lowercase())
+                .increment(amount.max(0) as u64);
+        }
+    }
+    Ok(())
+}
+
+/// `tollgate_recovery_cases_total{transition}`: cases opened, recovered, lost, canceled.
+pub const CASES: &str = "tollgate_recovery_cases_total";
+/// `tollgate_recovery_recovered_revenue_minor_total{currency}`: recovered amounts, minor units.
+pub const RECOVERED_REVENUE: &str = "tollgate_recovery_recovered_revenue_minor_total";
+
+/// Registers the help texts.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        CASES,
+        "Recovery case transitions, by event (recovery.case_opened, recovery.recovered, recovery.lost, recovery.canceled)."
+    );
+    metrics::describe_counter!(
+        RECOVERED_REVENUE,
+        "Recovered payment amounts in minor units (cents), by currency; never summed across currencies."
+    );
 }
 
 /// Loses open cases whose window has passed by `now`, or whose subscription has ended; returns

@@ -154,6 +154,16 @@ async fn a_payment_within_fourteen_days_of_the_first_failure_recovers_in_any_del
         crate::helpers::problem(bad, 422).await["errors"][0]["field"],
         "state"
     );
+    // The counters agree with the numbers: once per transition, revenue by currency.
+    let metrics = app.get_metrics(None).await.text().await.unwrap();
+    for line in [
+        r#"tollgate_recovery_cases_total{transition="recovery.case_opened"} 4"#,
+        r#"tollgate_recovery_cases_total{transition="recovery.recovered"} 2"#,
+        r#"tollgate_recovery_cases_total{transition="recovery.lost"} 2"#,
+        r#"tollgate_recovery_recovered_revenue_minor_total{currency="usd"} 3998"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 }
 
 #[tokio::test]
