@@ -183,6 +183,9 @@ pub enum ConfigCommand {
 
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    if !matches!(cli.command, Command::Serve { .. }) {
+        quiet_broken_pipe();
+    }
     match cli.command {
         Command::Version => {
             println!("tollgate {}", env!("CARGO_PKG_VERSION"));
@@ -333,4 +336,16 @@ async fn open_db(config: &Config) -> anyhow::Result<crate::store::Db> {
         anyhow::bail!("the database schema is not current; run `tollgate migrate` first");
     }
     Ok(db)
+}
+
+/// A one-shot command whose output is cut short (`tollgate webhooks list | head`) ends quietly,
+/// as command-line tools do, instead of panicking on the broken pipe: the Rust runtime ignores
+/// SIGPIPE, so its default (end the process) is restored. Not for `serve`, whose sockets must
+/// never end the process.
+fn quiet_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start-up, before any thread is spawned; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

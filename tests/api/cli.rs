@@ -413,3 +413,26 @@ async fn check_json_reports_switches_left_off_and_whether_stripe_sends_webhooks_
     }
     live.close().await;
 }
+
+/// `tollgate … | head` ends the command quietly, as command-line tools end, not with a panic
+/// and a backtrace about a broken pipe.
+#[tokio::test]
+async fn output_cut_short_by_the_reader_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = tollgate(&["config", "example"], &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before the first line is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(13),
+        "ended by SIGPIPE: {:?}",
+        out.status
+    );
+}
