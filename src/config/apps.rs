@@ -129,6 +129,7 @@ impl AppConfig {
 pub fn validate(apps: &[AppConfig], prod: bool, p: &mut Vec<Problem>) {
     let mut slugs = HashSet::new();
     let mut issuers = HashSet::new();
+    let mut companies = HashSet::new();
     for (i, a) in apps.iter().enumerate() {
         let key = format!("apps.{i}");
         if let Err(m) = AppSlug::parse(&a.slug) {
@@ -161,6 +162,14 @@ pub fn validate(apps: &[AppConfig], prod: bool, p: &mut Vec<Problem>) {
         }
         billing(&key, &a.billing(), p);
         super::billing::validate(&key, a, prod, p);
+        if let Some(c) = a.whop.as_ref().and_then(|w| w.company_id.as_deref())
+            && !companies.insert(c)
+        {
+            p.push(Problem::new(
+                format!("{key}.whop.company_id"),
+                format!("{c:?} is another app's company: one app per Whop company"),
+            ));
+        }
         if let Some(r) = &a.recovery {
             super::recovery::validate(&format!("{key}.recovery"), r, prod, p);
             if let Some(name) = &r.email_template {

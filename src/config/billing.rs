@@ -60,6 +60,10 @@ pub struct SignedWebhooks {
     pub api_key: Option<SecretString>,
     /// The API root (tests point it at a local fake); default the store's own.
     pub api_base: Option<String>,
+    /// Whop only: the company (`biz_…`) this app is. Deliveries to the shared endpoint
+    /// `POST /webhooks/whop` (one Whop app installed by many sellers) go to the app whose
+    /// company they name.
+    pub company_id: Option<String>,
 }
 
 /// What a store's product (Stripe price, RevenueCat product, Paddle price, Whop plan) gives.
@@ -123,6 +127,7 @@ impl Default for SignedWebhooks {
             tolerance_secs: default_tolerance(),
             api_key: None,
             api_base: None,
+            company_id: None,
         }
     }
 }
@@ -290,6 +295,21 @@ pub fn validate(key: &str, b: &super::AppConfig, prod: bool, p: &mut Vec<Problem
                     "not a signing secret (Paddle: pdl_ntfset_…; Whop: at least 16 characters, or whsec_<base64>)",
                 );
             }
+            let company_ok = match (&s.company_id, name) {
+                (None, _) => true,
+                (Some(c), "whop") => c.starts_with("biz_") && c.len() <= 64,
+                (Some(_), _) => false,
+            };
+            need(
+                company_ok,
+                format!("{key}.{name}.company_id"),
+                "Whop only: the company's id, biz_…",
+            );
+            need(
+                s.api_base.as_deref().is_none_or(api),
+                format!("{key}.{name}.api_base"),
+                "expected an https URL (http is accepted outside production)",
+            );
         }
     }
     let mut seen = HashSet::new();

@@ -953,3 +953,29 @@ email_template = "missing"
     );
     assert!(errors.contains("\"missing\" is not a template"), "{errors}");
 }
+
+#[test]
+fn a_whop_company_belongs_to_one_app_and_only_whop_names_one() {
+    let file = TempToml::new(
+        r#"
+[[apps]]
+slug = "shop-a"
+[apps.whop]
+webhook_secrets = ["whsec_dGVzdC13aG9wLXNpZ25pbmcta2V5LTEyMw=="]
+company_id = "biz_same"
+
+[[apps]]
+slug = "shop-b"
+[apps.whop]
+webhook_secrets = ["whsec_dGVzdC13aG9wLXNpZ25pbmcta2V5LTEyMw=="]
+company_id = "biz_same"
+[apps.paddle]
+webhook_secrets = ["pdl_ntfset_01hv_test_secret_key"]
+company_id = "biz_x"
+"#,
+    );
+    assert_eq!(
+        keys(load_from(Some(&file.0), &[])),
+        ["apps.1.paddle.company_id", "apps.1.whop.company_id"]
+    );
+}

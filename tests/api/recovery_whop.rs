@@ -2,7 +2,8 @@
 //! 3 free days (`add_free_days`) and 5 credits when a case is recovered, company B nothing —
 //! each given once, whatever is redelivered or retried; a nudge's link leads to the membership's
 //! `manage_url`; a case cancels its membership (`cancel`) — and without an API key, the app's
-//! own page and a clear refusal. Both databases.
+//! own page and a clear refusal; one Whop endpoint serves many sellers, each delivery going to
+//! its company's app. Both databases.
 
 use std::time::Duration;
 
@@ -347,5 +348,102 @@ async fn a_whop_case_cancels_its_membership_through_whops_api_and_not_without_a_
             .0
             .state,
         "open"
+    );
+}
+
+/// A Whop `membership.activated` naming `company`, posted to the shared endpoint.
+async fn post_shared(app: &TestApp, msg: &str, company: &str, user: &str) -> reqwest::Response {
+    let now = tollgate::store::now_ms() / 1000;
+    let event = json!({ "id": msg, "api_version": "v1", "type": "membership.activated",
+        "timestamp": rfc3339(now), "company_id": company,
+        "data": { "id": format!("mem_{user}"), "status": "active", "cancel_at_period_end": false,
+            "user": { "id": format!("user_{user}") }, "plan": { "id": "plan_pro" },
+            "renewal_period_start": rfc3339(now - 60), "renewal_period_end": rfc3339(now + 86_400 * 30),
+            "metadata": { "tollgate_user": user } } });
+    let body = serde_json::to_vec(&event).unwrap();
+    let sig = tollgate::billing::whop::sign(WHOP_SECRET, msg, now, &body).unwrap();
+    app.client
+        .post(app.url("/webhooks/whop"))
+        .header("webhook-id", msg)
+        .header("webhook-timestamp", now.to_string())
+        .header("webhook-signature", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn one_whop_endpoint_serves_many_sellers_each_delivery_going_to_its_companys_app() {
+    let company_app = |slug: &str, biz: &str| {
+        company(
+            slug,
+            json!({ "webhook_secrets": [WHOP_SECRET], "company_id": biz }),
+            json!({}),
+        )
+    };
+    let app = spawn_app_with(|c| {
+        c.apps = vec![
+            company_app("company_a", "biz_a"),
+            company_app("company_b", "biz_b"),
+        ]
+    })
+    .await;
+    assert_eq!(
+        post_shared(&app, "msg_1", "biz_a", "ann").await.status(),
+        200
+    );
+    assert_eq!(
+        post_shared(&app, "msg_2", "biz_b", "bob").await.status(),
+        200
+    );
+    let unknown = post_shared(&app, "msg_3", "biz_nobody", "cy").await;
+    let p = crate::helpers::problem(unknown, 404).await;
+    assert!(p["detail"].as_str().unwrap().contains("biz_nobody"), "{p}");
+    let rows = settled(&app).await;
+    assert_eq!(
+        rows.len(),
+        2,
+        "the unknown company's delivery is not stored: {rows:?}"
+    );
+    assert!(rows.iter().all(|r| r.status == "processed"), "{rows:?}");
+    // Each delivery went to its company's app, and only there.
+    let a = tollgate::store::identity::app_by_slug(&app.db, "company_a")
+        .await
+        .unwrap()
+        .unwrap();
+    let b = tollgate::store::identity::app_by_slug(&app.db, "company_b")
+        .await
+        .unwrap()
+        .unwrap();
+    let user = |app_id: i64, id: &'static str| {
+        let db = app.db.clone();
+        async move {
+            tollgate::store::identity::user_by_external_id(&db, app_id, id)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(user(a.id, "ann").await.is_some() && user(a.id, "bob").await.is_none());
+    assert!(user(b.id, "bob").await.is_some() && user(b.id, "ann").await.is_none());
+    let plan = |slug: &'static str, who: &'static str| {
+        let app = &app;
+        async move {
+            let key = app.user_key(slug, who).await;
+            let me: Value = app
+                .send_as(reqwest::Method::GET, "/v1/me", &key, None)
+                .await
+                .json()
+                .await
+                .unwrap();
+            me["plan"]["id"].clone()
+        }
+    };
+    assert_eq!(plan("company_a", "ann").await, "pro");
+    assert_eq!(plan("company_b", "bob").await, "pro");
+    let metrics = app.get_metrics(None).await.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"tollgate_billing_webhooks_rejected_total{provider="whop",reason="unknown_company"} 1"#),
+        "{metrics}"
     );
 }
