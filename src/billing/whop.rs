@@ -143,6 +143,17 @@ pub fn normalize(v: &Value) -> Result<Option<Normalized>, String> {
             n.reference = text(d, "/id");
             n.subscription_id = first_text(d, &["/membership/id", "/membership_id"]);
             n.currency = text(d, "/currency");
+            // Whop's `total` is in major units (a JSON number, `19.99`): read as its decimal
+            // text, exactly, into the currency's minor units.
+            n.amount_minor = match (d.get("total"), &n.currency) {
+                (Some(serde_json::Value::Number(t)), Some(c)) => {
+                    crate::domain::money::to_minor_units(&t.to_string(), c)
+                }
+                (Some(serde_json::Value::String(t)), Some(c)) => {
+                    crate::domain::money::to_minor_units(t, c)
+                }
+                _ => None,
+            };
             n.change = Some(match (kind.as_str(), &n.subscription_id) {
                 ("payment.failed", _) => Change::PaymentFailed,
                 (_, Some(_)) => Change::PaymentSucceeded,

@@ -122,6 +122,38 @@ pub fn div_ceil(numerator: i128, denominator: i128) -> i128 {
     }
 }
 
+/// Digits after the decimal point of a currency's minor unit (ISO 4217): 0 for the yen and
+/// its kind, 3 for the dinars, 2 for the rest.
+pub fn currency_exponent(currency: &str) -> u32 {
+    const ZERO: [&str; 16] = [
+        "bif", "clp", "djf", "gnf", "isk", "jpy", "kmf", "krw", "pyg", "rwf", "ugx", "vnd", "vuv",
+        "xaf", "xof", "xpf",
+    ];
+    const THREE: [&str; 6] = ["bhd", "iqd", "jod", "kwd", "omr", "tnd"];
+    let c = currency.to_ascii_lowercase();
+    if ZERO.contains(&c.as_str()) {
+        0
+    } else if THREE.contains(&c.as_str()) {
+        3
+    } else {
+        2
+    }
+}
+
+/// A store's amount in major units, written as a decimal (`"19.99"`, or a JSON number's
+/// shortest text), in the currency's minor units (`1999`), exactly; `None` when it is not a
+/// non-negative decimal or has more decimal places than the currency has.
+pub fn to_minor_units(decimal: &str, currency: &str) -> Option<i64> {
+    let exponent = currency_exponent(currency);
+    let (_, frac) = decimal.trim().split_once('.').unwrap_or((decimal, ""));
+    if frac.len() > exponent as usize {
+        return None;
+    }
+    let micros = Micros::parse(decimal).ok().filter(|m| m.0 >= 0)?;
+    // micros = major × 10⁶; minor = major × 10^exponent.
+    Some(micros.0 / 10_i64.pow(DECIMALS as u32 - exponent))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +233,21 @@ mod tests {
         assert_eq!(div_ceil(11, 5), 3);
         assert_eq!(div_ceil(0, 5), 0);
         assert_eq!(div_ceil(1, 1_000_000), 1);
+    }
+
+    #[test]
+    fn store_amounts_become_minor_units_exactly_by_currency() {
+        assert_eq!(to_minor_units("19.99", "usd"), Some(1999));
+        assert_eq!(to_minor_units("6.9", "USD"), Some(690));
+        assert_eq!(to_minor_units("1000", "jpy"), Some(1000));
+        assert_eq!(to_minor_units("1.234", "kwd"), Some(1234));
+        assert_eq!(
+            to_minor_units("1.234", "usd"),
+            None,
+            "more places than cents"
+        );
+        assert_eq!(to_minor_units("10.5", "jpy"), None);
+        assert_eq!(to_minor_units("-1", "usd"), None);
+        assert_eq!(to_minor_units("abc", "usd"), None);
     }
 }

@@ -65,7 +65,7 @@ async fn payment(app: &TestApp, slug: &str, msg: &str, user: &str, paid: bool, a
         "company_id": format!("biz_{slug}"),
         "data": { "id": format!("pay_{msg}"), "status": if paid { "paid" } else { "open" },
             "membership": { "id": format!("mem_{user}") }, "user": { "id": format!("user_{user}") },
-            "currency": "usd", "metadata": { "tollgate_user": user } } });
+            "currency": "usd", "total": 19.99, "metadata": { "tollgate_user": user } } });
     let body = serde_json::to_vec(&event).unwrap();
     let ts = tollgate::store::now_ms() / 1000;
     let sig = tollgate::billing::whop::sign(WHOP_SECRET, msg, ts, &body).unwrap();
@@ -130,6 +130,12 @@ async fn a_recovered_case_gets_its_companys_incentive_once_and_a_company_without
     };
     let (ann, _) = case_and_incentive_credits(&app, "company_a", "ann").await;
     assert_eq!(ann.state, "recovered");
+    // Whop's `total` (19.99, major units) is the case's amount, exactly, in cents.
+    assert_eq!(
+        (ann.amount_minor, ann.currency.as_deref()),
+        (Some(1999), Some("usd"))
+    );
+    assert_eq!(ann.recovered_amount_minor, Some(1999));
     wait_until(Duration::from_secs(10), || async {
         given(ann.id).await.is_some()
     })
