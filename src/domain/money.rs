@@ -154,6 +154,26 @@ pub fn to_minor_units(decimal: &str, currency: &str) -> Option<i64> {
     Some(micros.0 / 10_i64.pow(DECIMALS as u32 - exponent))
 }
 
+/// Minor units as the amount a person reads, by the currency's exponent: `1999 usd` →
+/// `19.99 USD`, `1000 jpy` → `1000 JPY`, `1234 kwd` → `1.234 KWD`.
+pub fn format_minor_units(minor: i64, currency: &str) -> String {
+    let exponent = currency_exponent(currency);
+    let code = currency.to_ascii_uppercase();
+    if exponent == 0 {
+        return format!("{minor} {code}");
+    }
+    let unit = 10_i64.pow(exponent);
+    let sign = if minor < 0 { "-" } else { "" };
+    let (major, frac) = (
+        minor.unsigned_abs() / unit as u64,
+        minor.unsigned_abs() % unit as u64,
+    );
+    format!(
+        "{sign}{major}.{frac:0width$} {code}",
+        width = exponent as usize
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,5 +269,13 @@ mod tests {
         assert_eq!(to_minor_units("10.5", "jpy"), None);
         assert_eq!(to_minor_units("-1", "usd"), None);
         assert_eq!(to_minor_units("abc", "usd"), None);
+    }
+
+    #[test]
+    fn minor_units_read_by_their_currencys_exponent() {
+        assert_eq!(format_minor_units(1999, "usd"), "19.99 USD");
+        assert_eq!(format_minor_units(5, "eur"), "0.05 EUR");
+        assert_eq!(format_minor_units(1000, "jpy"), "1000 JPY");
+        assert_eq!(format_minor_units(1234, "kwd"), "1.234 KWD");
     }
 }

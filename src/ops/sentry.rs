@@ -93,6 +93,9 @@ fn tag(mut event: Event<'static>) -> Option<Event<'static>> {
 /// A hub for one job's task: a panic in it is tagged with the job (and `service = worker`,
 /// even in a process running both roles).
 pub fn job_hub(id: i64, kind: &str) -> Arc<Hub> {
+    if Hub::main().client().is_none() {
+        return Hub::current(); // no Sentry: nothing to tag, nothing to build per job
+    }
     let hub = Arc::new(Hub::new_from_top(Hub::main()));
     hub.configure_scope(|scope| {
         scope.set_tag("service", "worker");

@@ -147,7 +147,7 @@ pub fn email_variables(
     user: &str,
 ) -> serde_json::Value {
     let amount = match (amount, currency) {
-        (Some(a), Some(c)) => format!("{}.{:02} {}", a / 100, a % 100, c.to_uppercase()),
+        (Some(a), Some(c)) => crate::domain::money::format_minor_units(a, c),
         _ => String::new(),
     };
     serde_json::json!({ "link": link, "message": message.unwrap_or_default(), "step": step + 1,

@@ -98,6 +98,12 @@ async fn a_nudge_goes_by_email_with_the_events_link_to_users_whose_address_the_a
     let bad = put("ann", json!("not an address")).await;
     assert_eq!(problem(bad, 422).await["errors"][0]["field"], "email");
     problem(put("nobody", json!("x@example.com")).await, 404).await;
+    // A body without the field forgets nothing: it is refused, naming the field.
+    let empty = app
+        .send_as(Method::PUT, "/v1/users/ann/email", &key, Some(json!({})))
+        .await;
+    let p = problem(empty, 422).await;
+    assert!(p.to_string().contains("email"), "{p}");
     let set: Value = put("ann", json!("ann@example.com"))
         .await
         .json()

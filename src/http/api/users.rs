@@ -150,7 +150,9 @@ pub async fn create_user_key(
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailIn {
-    /// The user's address; `null` forgets it.
+    /// The user's address; `null` forgets it. Required: a body without it changes nothing.
+    #[serde(deserialize_with = "Option::deserialize")]
+    #[schema(required = true)]
     pub email: Option<String>,
 }
 
